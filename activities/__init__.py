@@ -1,0 +1,1 @@
+"""Temporal activities of the corporate sale process and the PostgreSQL they write to."""

@@ -1,0 +1,45 @@
+"""The asyncpg pool and the schema migrations."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# One arbitrary constant: the advisory lock that serialises migrations across processes.
+_MIGRATION_LOCK = 7_240_311
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the plain SQL migrations that are not applied yet; returns what it applied."""
+    files = sorted(
+        (f for f in resources.files(__package__).joinpath("migrations").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for f in files:
+            if f.name in done:
+                continue
+            await conn.execute(f.read_text("utf-8"))
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", f.name)
+            applied.append(f.name)
+    if applied:
+        log.info("applied migrations %s", ", ".join(applied))
+    return applied

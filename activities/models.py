@@ -1,0 +1,79 @@
+"""Inputs and outputs of the activities. Times come from the workflow (`workflow.now()`), so a
+retried activity writes exactly what its first attempt would have written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from workflows.contract import NewOpportunity
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenOpportunity(_Model):
+    opportunity_id: str
+    actor: str
+    new: NewOpportunity | None = None
+
+
+class OpportunityRecord(_Model):
+    opportunity_id: str
+    owner: str
+    stage: str | None
+    data: dict[str, Any]
+
+
+class NewTask(_Model):
+    task_id: str
+    task_key: str
+    title: str
+    start_at: datetime
+    due_at: datetime
+
+
+class Closing(_Model):
+    successful: bool
+    actual_income: Decimal | None = None
+    hours_spent: Decimal | None = None
+    reason: str | None = None
+    competitor: str | None = None
+
+
+class EnterStage(_Model):
+    """One stage entry: leave the previous visit, open the new one with its tasks."""
+
+    opportunity_id: str
+    visit_no: int
+    stage: str
+    owner: str
+    actor: str
+    reason: str | None
+    at: datetime
+    tasks: tuple[NewTask, ...]
+    closing: Closing | None = None
+
+
+class CompleteTaskRow(_Model):
+    task_id: str
+    outcome: str
+    actor: str
+    comment: str | None
+    at: datetime
+
+
+class CancelTaskRow(_Model):
+    task_id: str
+    at: datetime
+
+
+class UpdateOpportunityRow(_Model):
+    opportunity_id: str
+    changes: dict[str, Any]
+    at: datetime

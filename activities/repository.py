@@ -1,0 +1,203 @@
+"""All SQL of the product. Every write is idempotent by construction: rows have deterministic ids
+and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the state they expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from activities.models import (
+    CancelTaskRow,
+    CompleteTaskRow,
+    EnterStage,
+    OpenOpportunity,
+    OpportunityRecord,
+    UpdateOpportunityRow,
+)
+from workflows.contract import OpportunityFields
+from workflows.definition import Stage
+
+DATA_FIELDS: tuple[str, ...] = tuple(OpportunityFields.model_fields)
+
+
+def _record(row: asyncpg.Record) -> OpportunityRecord:
+    data = OpportunityFields.model_validate({f: row[f] for f in DATA_FIELDS})
+    return OpportunityRecord(
+        opportunity_id=row["id"],
+        owner=row["owner"],
+        stage=row["stage"],
+        data=data.model_dump(mode="json", exclude_none=True),
+    )
+
+
+async def load_stages(conn: asyncpg.Connection) -> list[Stage]:
+    rows = await conn.fetch(
+        "SELECT name, sort_order, is_final, is_successful, probability FROM stages"
+        " ORDER BY sort_order"
+    )
+    return [
+        Stage(
+            name=r["name"],
+            order=r["sort_order"],
+            final=r["is_final"],
+            successful=r["is_successful"],
+            probability=r["probability"],
+        )
+        for r in rows
+    ]
+
+
+async def get_opportunity(conn: asyncpg.Connection, opportunity_id: str) -> OpportunityRecord | None:
+    row = await conn.fetchrow("SELECT * FROM opportunities WHERE id = $1", opportunity_id)
+    return None if row is None else _record(row)
+
+
+async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> bool:
+    """Insert a new opportunity; False when one with that id is there already."""
+    assert cmd.new is not None
+    fields = cmd.new.model_dump(exclude_none=True)
+    columns = ["id", *fields]
+    values = [cmd.opportunity_id, *fields.values()]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    status = await conn.execute(
+        f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
+        " ON CONFLICT (id) DO NOTHING",
+        *values,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
+    visit_id = f"{step.opportunity_id}:v{step.visit_no}"
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE stage_visits SET left_at = $2"
+            " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL",
+            step.opportunity_id, step.at, step.visit_no,
+        )
+        await conn.execute(
+            "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
+            " reason) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            visit_id, step.opportunity_id, step.visit_no, step.stage, step.at, step.actor,
+            step.reason,
+        )
+        await conn.executemany(
+            "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
+            " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (id) DO NOTHING",
+            [
+                (t.task_id, step.opportunity_id, visit_id, step.stage, t.task_key, t.title,
+                 step.owner, t.start_at, t.due_at)
+                for t in step.tasks
+            ],
+        )
+        await conn.executemany(
+            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
+            " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
+            " ON CONFLICT (id) DO NOTHING",
+            [
+                (f"{t.task_id}:assigned", step.owner, step.opportunity_id, t.task_id,
+                 f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)", step.at)
+                for t in step.tasks
+            ],
+        )
+        await conn.execute(
+            "UPDATE opportunities SET stage = $2, updated_at = $3,"
+            " probability = (SELECT probability FROM stages WHERE name = $2)"
+            " WHERE id = $1",
+            step.opportunity_id, step.stage, step.at,
+        )
+        if step.closing is not None:
+            await _close(conn, step, visit_id)
+
+
+async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> None:
+    c = step.closing
+    assert c is not None
+    await conn.execute(
+        "UPDATE opportunities SET closed_at = $2, actual_income = $3, hours_spent = $4,"
+        " close_reason = $5, competitor = $6 WHERE id = $1 AND closed_at IS NULL",
+        step.opportunity_id, step.at, c.actual_income, c.hours_spent, c.reason, c.competitor,
+    )
+    await conn.execute(
+        "UPDATE stage_visits SET left_at = $2 WHERE id = $1 AND left_at IS NULL",
+        visit_id, step.at,
+    )
+    kind, verb = ("closed_won", "won") if c.successful else ("closed_lost", "lost")
+    await conn.execute(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " SELECT $1, owner, id, $2, $3 || title || ' (' || customer || ')', $4"
+        " FROM opportunities WHERE id = $5 ON CONFLICT (id) DO NOTHING",
+        f"{visit_id}:{kind}", kind, f"Opportunity {verb} ({step.stage}): ", step.at,
+        step.opportunity_id,
+    )
+
+
+async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
+    await conn.execute(
+        "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
+        " completed_at = $5 WHERE id = $1 AND status = 'open'",
+        row.task_id, row.outcome, row.actor, row.comment, row.at,
+    )
+
+
+async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
+    await conn.execute(
+        "UPDATE tasks SET status = 'canceled', canceled_at = $2 WHERE id = $1 AND status = 'open'",
+        row.task_id, row.at,
+    )
+
+
+async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow) -> None:
+    fields = OpportunityFields.model_validate(row.changes).model_dump(exclude_unset=True)
+    unknown = set(fields) - set(DATA_FIELDS)
+    if unknown:  # the model forbids them; this guards the SQL below all the same
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    if not fields:
+        return
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
+    await conn.execute(
+        f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
+        row.opportunity_id, row.at, *fields.values(),
+    )
+
+
+# Reads for the CLI --------------------------------------------------------------------------
+
+
+async def list_opportunities(
+    conn: asyncpg.Connection, *, stage: str | None = None, owner: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, title, customer, owner, stage, probability, expected_amount, created_at,"
+        " closed_at FROM opportunities"
+        " WHERE ($1::text IS NULL OR stage = $1) AND ($2::text IS NULL OR owner = $2)"
+        " ORDER BY created_at DESC, id LIMIT $3",
+        stage, owner, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT * FROM opportunities WHERE id = $1", opportunity_id)
+    if row is None:
+        return None
+    tasks = await conn.fetch(
+        "SELECT id, stage, title, owner, status, outcome, start_at, due_at, completed_at,"
+        " completed_by, canceled_at FROM tasks WHERE opportunity_id = $1"
+        " ORDER BY start_at, id",
+        opportunity_id,
+    )
+    visits = await conn.fetch(
+        "SELECT visit_no, stage, entered_at, entered_by, reason, left_at FROM stage_visits"
+        " WHERE opportunity_id = $1 ORDER BY visit_no",
+        opportunity_id,
+    )
+    return {
+        **dict(row),
+        "tasks": [dict(t) for t in tasks],
+        "history": [dict(v) for v in visits],
+    }

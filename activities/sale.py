@@ -1,0 +1,96 @@
+"""The activities of the corporate sale process: one business step each, one transaction each."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import repository
+from activities.models import (
+    CancelTaskRow,
+    CompleteTaskRow,
+    EnterStage,
+    OpenOpportunity,
+    OpportunityRecord,
+    UpdateOpportunityRow,
+)
+from workflows.definition import Process, ProcessDefinition, load_default_definition
+
+
+class SaleActivities:
+    """Holds the worker's one asyncpg pool; tests can hand it another."""
+
+    def __init__(self, pool: asyncpg.Pool, definition: ProcessDefinition | None = None) -> None:
+        self._pool = pool
+        self._definition = definition or load_default_definition()
+
+    @activity.defn
+    async def open_opportunity(self, cmd: OpenOpportunity) -> OpportunityRecord:
+        """Create the opportunity (R1) or read the existing one (R2)."""
+        async with self._pool.acquire() as conn:
+            if cmd.new is not None:
+                await repository.insert_opportunity(conn, cmd)
+            record = await repository.get_opportunity(conn, cmd.opportunity_id)
+        if record is None:
+            raise ApplicationError(
+                f"No opportunity {cmd.opportunity_id!r}: start it with new opportunity data"
+                " (title, customer, owner) to create it.",
+                type="OpportunityNotFound",
+                non_retryable=True,
+            )
+        if cmd.new is not None and record.stage is None:
+            return record
+        if cmd.new is not None and (
+            record.data.get("title"), record.data.get("customer"), record.owner
+        ) != (cmd.new.title, cmd.new.customer, cmd.new.owner):
+            raise ApplicationError(
+                f"Opportunity {cmd.opportunity_id!r} exists already with other data: start its"
+                " process as an existing opportunity, or choose another id.",
+                type="OpportunityExists",
+                non_retryable=True,
+            )
+        return record
+
+    @activity.defn
+    async def load_process(self) -> Process:
+        """The definition in force, checked against the stages lookup as it is now."""
+        async with self._pool.acquire() as conn:
+            stages = await repository.load_stages(conn)
+        try:
+            return Process(definition=self._definition, stages=tuple(stages))
+        except ValueError as err:
+            raise ApplicationError(
+                f"The process definition does not fit the stages lookup: {err}",
+                type="InvalidProcess",
+            ) from err
+
+    @activity.defn
+    async def enter_stage(self, step: EnterStage) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.enter_stage(conn, step)
+
+    @activity.defn
+    async def complete_task(self, row: CompleteTaskRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.complete_task(conn, row)
+
+    @activity.defn
+    async def cancel_task(self, row: CancelTaskRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.cancel_task(conn, row)
+
+    @activity.defn
+    async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.update_opportunity(conn, row)
+
+    def all(self) -> list[object]:
+        return [
+            self.open_opportunity,
+            self.load_process,
+            self.enter_stage,
+            self.complete_task,
+            self.cancel_task,
+            self.update_opportunity,
+        ]

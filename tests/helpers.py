@@ -1,0 +1,130 @@
+"""What the tests do to a process and read back, through Temporal and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from temporalio.client import Client, WorkflowHandle
+
+from workflows import contract as c
+from workflows.contract import NewOpportunity, StateView
+from workflows.opportunity import CorporateSaleWorkflow
+from workflows.state import ProcessInput
+
+T = TypeVar("T")
+
+HAPPY_PATH_TITLES = {
+    "Qualification": [
+        "Contact the client, assess the needs, coordinate the date and time of the presentation",
+        "Prepare presentation",
+    ],
+    "Presentation": ["Presentation"],
+    "Proposal": [
+        "Present the proposal",
+        "Contact the client to obtain comments and approval of the proposal",
+        "Prepare and approve the contract within the company",
+    ],
+    "Contracting": [
+        "Send the contract to the client",
+        "Contact the client to clarify the contract status and the date to receive comments",
+        "Approve and sign the contract with the client",
+    ],
+}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *, timeout: float = 20.0
+) -> T:
+    """Poll `probe` until `check` holds; fail with the last value seen."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+class Sale:
+    def __init__(self, client: Client, pool: asyncpg.Pool, task_queue: str) -> None:
+        self.client, self.pool, self.task_queue = client, pool, task_queue
+
+    def new_id(self) -> str:
+        return f"opp-{uuid.uuid4().hex[:12]}"
+
+    async def start(
+        self, opportunity_id: str | None = None, *, new: bool = True, owner: str = "alice",
+        **kwargs: Any,
+    ) -> WorkflowHandle[CorporateSaleWorkflow, StateView]:
+        opportunity_id = opportunity_id or self.new_id()
+        data = NewOpportunity(
+            title=f"Deal {opportunity_id}", customer="Acme Ltd", owner=owner
+        ) if new else None
+        return await self.client.start_workflow(
+            CorporateSaleWorkflow.run,
+            ProcessInput(opportunity_id=opportunity_id, actor="operator", new=data, **kwargs),
+            id=c.workflow_id(opportunity_id),
+            task_queue=self.task_queue,
+        )
+
+    def handle(self, opportunity_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(c.workflow_id(opportunity_id))
+
+    async def state(self, opportunity_id: str) -> StateView:
+        return await self.handle(opportunity_id).query(c.QUERY_STATE, result_type=StateView)
+
+    async def wait_stage(self, opportunity_id: str, stage: str, visit: int | None = None) -> StateView:
+        return await eventually(
+            lambda: self.state(opportunity_id),
+            lambda s: s.stage == stage and (visit is None or s.visit == visit)
+            and (s.closed or s.tasks_total > 0),
+        )
+
+    async def update(self, opportunity_id: str, name: str, payload: Any) -> StateView:
+        return await self.handle(opportunity_id).execute_update(
+            name, payload, result_type=StateView
+        )
+
+    async def signal(self, opportunity_id: str, name: str, payload: Any) -> None:
+        await self.handle(opportunity_id).signal(name, payload)
+
+    async def complete(self, opportunity_id: str, task_id: str, **extra: Any) -> StateView:
+        return await self.update(
+            opportunity_id, c.UPDATE_COMPLETE_TASK, {"task_id": task_id, "actor": "alice", **extra}
+        )
+
+    async def complete_stage(self, opportunity_id: str) -> StateView:
+        state = await self.state(opportunity_id)
+        stage = state.stage
+        for task in [t for t in state.open_tasks if t.stage == stage]:
+            state = await self.complete(opportunity_id, task.task_id)
+        return state
+
+    # PostgreSQL ------------------------------------------------------------------------------
+
+    async def opportunity(self, opportunity_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow("SELECT * FROM opportunities WHERE id = $1", opportunity_id)
+        assert row is not None, f"no opportunity row {opportunity_id}"
+        return row
+
+    async def tasks(self, opportunity_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM tasks WHERE opportunity_id = $1 ORDER BY start_at, id", opportunity_id
+        )
+
+    async def visits(self, opportunity_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM stage_visits WHERE opportunity_id = $1 ORDER BY visit_no",
+            opportunity_id,
+        )
+
+    async def notifications(self, opportunity_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM notifications WHERE opportunity_id = $1 ORDER BY created_at, id",
+            opportunity_id,
+        )

@@ -1,0 +1,64 @@
+"""R1, R5, R6, R7: a new opportunity goes from Qualification to Closed won by completing its
+tasks, in any order within a stage."""
+
+from __future__ import annotations
+
+from temporalio.client import WorkflowExecutionStatus
+
+from tests.helpers import HAPPY_PATH_TITLES, Sale
+from workflows.contract import StateView
+
+
+async def test_new_opportunity_enters_qualification_with_its_tasks(sale: Sale) -> None:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    state = await sale.wait_stage(opp, "Qualification")
+
+    assert [t.title for t in state.open_tasks] == HAPPY_PATH_TITLES["Qualification"]
+    assert all(t.owner == "alice" and t.due_at > t.start_at for t in state.open_tasks)
+    row = await sale.opportunity(opp)
+    assert (row["stage"], row["probability"], row["owner"]) == ("Qualification", 10, "alice")
+    tasks = await sale.tasks(opp)
+    assert [(t["title"], t["status"], t["owner"]) for t in tasks] == [
+        (title, "open", "alice") for title in HAPPY_PATH_TITLES["Qualification"]
+    ]
+    notes = await sale.notifications(opp)
+    assert sorted(n["task_id"] for n in notes) == sorted(t["id"] for t in tasks)
+    assert all(n["recipient"] == "alice" and n["kind"] == "task_assigned" for n in notes)
+    visits = await sale.visits(opp)
+    assert [(v["stage"], v["entered_by"], v["reason"]) for v in visits] == [
+        ("Qualification", "operator", "new opportunity")
+    ]
+
+
+async def test_completing_every_task_walks_the_stages_to_closed_won(sale: Sale) -> None:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+
+    seen: dict[str, list[str]] = {}
+    state: StateView = await sale.state(opp)
+    while not state.closed:
+        stage = state.stage
+        seen[stage] = [t.title for t in state.open_tasks]
+        # R6: any order within the stage: last task first.
+        for task in reversed(state.open_tasks):
+            state = await sale.complete(opp, task.task_id)
+
+    assert seen == HAPPY_PATH_TITLES
+    assert state.stage == "Closed won" and state.closed and state.open_tasks == []
+    result = await handle.result()
+    assert result.stage == "Closed won"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+    row = await sale.opportunity(opp)
+    assert (row["stage"], row["probability"]) == ("Closed won", 100)
+    assert row["closed_at"] is not None
+    tasks = await sale.tasks(opp)
+    assert len(tasks) == 9 and {t["status"] for t in tasks} == {"completed"}
+    assert {t["outcome"] for t in tasks} == {"done", "approved", "signed"}
+    visits = await sale.visits(opp)
+    assert [v["stage"] for v in visits] == [*HAPPY_PATH_TITLES, "Closed won"]
+    assert all(v["left_at"] is not None for v in visits)
+    kinds = [n["kind"] for n in await sale.notifications(opp)]
+    assert kinds.count("task_assigned") == 9 and kinds.count("closed_won") == 1

@@ -1,0 +1,1 @@
+"""The worker that runs the corporate sale process, and the embedded stack for development."""

@@ -1,0 +1,74 @@
+"""The worker: runs the opportunity and task workflows and the activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.db import create_pool, migrate
+from activities.sale import SaleActivities
+from worker.config import Settings, connect_temporal
+from worker.database import database_url
+from workflows.opportunity import CorporateSaleWorkflow
+from workflows.task import TaskWorkflow
+
+log = logging.getLogger("corpsale.worker")
+
+WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow]
+
+
+def build_worker(
+    client: Client, pool: asyncpg.Pool, *, task_queue: str, settings: Settings | None = None
+) -> Worker:
+    settings = settings or Settings()
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=SaleActivities(pool).all(),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
+        ),
+        max_cached_workflows=settings.max_cached_workflows,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_temporal()
+    pool = await create_pool(database_url(settings), max_size=settings.db_pool_size)
+    try:
+        await migrate(pool)
+        worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
+        async with worker:
+            log.info("worker polling task queue %r", settings.task_queue)
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The corporate sale process as Temporal workflows, and the data they interpret."""

@@ -1,0 +1,154 @@
+"""The public contract: the payloads other services send and the state they read.
+
+Signal, update and query names are fixed by the spec; the models here are the JSON shapes. Every
+command model forbids unknown fields and bounds its strings, so bad input cannot be expressed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+WORKFLOW_ID_PREFIX = "opportunity-"
+DEFAULT_TASK_QUEUE = "corporate-sale"
+
+# Names of signals, updates and the query (public contract).
+SIGNAL_CHANGE_STAGE = "change_stage"
+SIGNAL_COMPLETE_TASK = "complete_task"
+SIGNAL_UPDATE_OPPORTUNITY = "update_opportunity"
+UPDATE_CHANGE_STAGE = "change_stage_update"
+UPDATE_COMPLETE_TASK = "complete_task_update"
+UPDATE_UPDATE_OPPORTUNITY = "update_opportunity_update"
+QUERY_STATE = "state"
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
+]
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+
+
+def workflow_id(opportunity_id: str) -> str:
+    return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
+
+
+class Command(BaseModel):
+    """Fields every command shares. A repeated `request_id` is applied once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: Identifier | None = None
+
+
+class ChangeStage(Command):
+    """Move the opportunity to a stage (forward, back, or to a final stage)."""
+
+    stage: Name
+    actor: Name
+    reason: Text | None = None
+    restart: bool = Field(
+        default=False, description="Re-enter the current stage with fresh tasks."
+    )
+    actual_income: Money | None = Field(default=None, description="For a successful final stage.")
+    hours_spent: Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)] | None = None
+    competitor: Name | None = Field(default=None, description="Who won, for a lost stage.")
+
+
+class CompleteTask(Command):
+    """Complete an open task with an outcome (the task's default outcome when omitted)."""
+
+    task_id: Identifier
+    outcome: Name | None = None
+    actor: Name
+    comment: Text | None = None
+
+
+class OpportunityFields(BaseModel):
+    """The opportunity's data fields (R14). Every field is optional: updates are partial."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Name | None = None
+    customer: Name | None = None
+    budget: Money | None = None
+    authority: Text | None = None
+    need: Text | None = None
+    timeframe: Text | None = None
+    decision_maker: Name | None = None
+    sales_tactics: Text | None = None
+    presentation_at: datetime | None = None
+    meeting_notes: Text | None = None
+    expected_amount: Money | None = None
+
+
+class UpdateOpportunity(OpportunityFields):
+    """A partial opportunity: the fields given replace the stored ones."""
+
+    request_id: Identifier | None = None
+    actor: Name | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(
+            exclude_unset=True, exclude={"request_id", "actor"}, mode="json"
+        )
+
+
+class NewOpportunity(OpportunityFields):
+    """Data of an opportunity created by starting its process (R1)."""
+
+    title: Name
+    customer: Name
+    owner: Name
+
+
+class StartProcess(BaseModel):
+    """Workflow input. `new` creates the opportunity (R1); without it the opportunity exists (R2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opportunity_id: Identifier
+    actor: Name
+    new: NewOpportunity | None = None
+    continue_as_new_after_events: int | None = Field(default=None, ge=100)
+
+
+TaskStatus = Literal["open", "completed", "canceled"]
+
+
+class TaskView(BaseModel):
+    task_id: str
+    title: str
+    stage: str
+    owner: str
+    start_at: datetime
+    due_at: datetime
+    status: TaskStatus = "open"
+    outcome: str | None = None
+    outcomes: list[str] = []
+
+
+class Rejection(BaseModel):
+    at: datetime
+    command: str
+    reason: str
+    payload: Any = None
+
+
+class StateView(BaseModel):
+    """What the `state` query and every update answer."""
+
+    opportunity_id: str
+    stage: str
+    closed: bool
+    owner: str
+    visit: int
+    open_tasks: list[TaskView]
+    tasks_done: int
+    tasks_total: int
+    data: dict[str, Any]
+    rejected: list[Rejection]
+    definition_version: int

@@ -1,0 +1,164 @@
+"""The process definition (which tasks each stage opens, what their outcomes do) and the
+Opportunity stages lookup. Both are data; the workflow only interprets them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from enum import StrEnum
+from importlib import resources
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class Effect(StrEnum):
+    CONTINUE = "continue"
+    MOVE = "move"
+
+
+class Outcome(BaseModel):
+    """An outcome of a task and what it does to the flow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    effect: Effect = Effect.CONTINUE
+    stage: StageName | None = None
+
+    @model_validator(mode="after")
+    def _stage_only_for_move(self) -> Self:
+        if (self.effect is Effect.MOVE) != (self.stage is not None):
+            raise ValueError(f"outcome {self.name!r}: 'stage' is required for 'move' and only there")
+        return self
+
+
+DEFAULT_OUTCOMES = (Outcome(name="done"),)
+
+
+class TaskTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,40}$")]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    duration: timedelta = Field(gt=timedelta(0))
+    outcomes: tuple[Outcome, ...] = DEFAULT_OUTCOMES
+
+    @model_validator(mode="after")
+    def _distinct_outcomes(self) -> Self:
+        names = [o.name for o in self.outcomes]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"task {self.key!r}: outcomes must be non-empty and distinct")
+        return self
+
+    @property
+    def default_outcome(self) -> Outcome:
+        return self.outcomes[0]
+
+    def outcome(self, name: str | None) -> Outcome | None:
+        if name is None:
+            return self.default_outcome
+        return next((o for o in self.outcomes if o.name == name), None)
+
+
+class StageTasks(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: StageName
+    tasks: tuple[TaskTemplate, ...]
+
+
+class ProcessDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: int = Field(ge=1)
+    stages: tuple[StageTasks, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [s.stage for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError("a stage is listed twice in the definition")
+        for s in self.stages:
+            keys = [t.key for t in s.tasks]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"stage {s.stage!r}: task keys must be distinct")
+        return self
+
+
+class Stage(BaseModel):
+    """One row of the Opportunity stages lookup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StageName
+    order: int
+    final: bool
+    successful: bool | None = None
+    probability: int = Field(ge=0, le=100)
+
+
+class Process(BaseModel):
+    """A definition validated against the stages lookup it runs with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    definition: ProcessDefinition
+    stages: tuple[Stage, ...]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        known = {s.name for s in self.stages}
+        if not any(s.final for s in self.stages):
+            raise ValueError("the stages lookup has no final stage")
+        for st in self.definition.stages:
+            if st.stage not in known:
+                raise ValueError(f"definition names stage {st.stage!r}, not in the stages lookup")
+            if self.stage(st.stage).final and st.tasks:
+                raise ValueError(f"final stage {st.stage!r} cannot open tasks")
+            for task in st.tasks:
+                for o in task.outcomes:
+                    if o.stage is not None and o.stage not in known:
+                        raise ValueError(
+                            f"task {task.key!r} outcome {o.name!r} moves to unknown stage {o.stage!r}"
+                        )
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def has_stage(self, name: str) -> bool:
+        return any(s.name == name for s in self.stages)
+
+    def tasks_of(self, stage: str) -> tuple[TaskTemplate, ...]:
+        for st in self.definition.stages:
+            if st.stage == stage:
+                return st.tasks
+        return ()
+
+    def task(self, stage: str, key: str) -> TaskTemplate:
+        for t in self.tasks_of(stage):
+            if t.key == key:
+                return t
+        raise KeyError(f"{stage}/{key}")
+
+    def next_stage(self, stage: str) -> Stage | None:
+        """The stage after `stage` by order (after the last open stage: the first final one)."""
+        current = self.stage(stage).order
+        later = sorted((s for s in self.stages if s.order > current), key=lambda s: s.order)
+        return later[0] if later else None
+
+    def first_stage(self) -> Stage:
+        return min(self.stages, key=lambda s: s.order)
+
+
+def load_default_definition() -> ProcessDefinition:
+    text = resources.files(__package__).joinpath("corporate_sale.json").read_text("utf-8")
+    return ProcessDefinition.model_validate(json.loads(text))

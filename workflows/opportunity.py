@@ -1,0 +1,496 @@
+"""The corporate sale process of one opportunity: an entity workflow that interprets the process
+definition. It enters a stage, opens its tasks as child workflows, and moves on when the tasks
+are done or a command moves it, until a final stage ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        Closing,
+        CompleteTaskRow,
+        EnterStage,
+        NewTask,
+        OpenOpportunity,
+        UpdateOpportunityRow,
+    )
+    from activities.sale import SaleActivities
+    from workflows import contract as c
+    from workflows.contract import ChangeStage, CompleteTask, StateView, UpdateOpportunity
+    from workflows.definition import Effect, Process
+    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskState
+    from workflows.task import TaskInput, TaskResult, TaskWorkflow
+
+STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
+OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
+AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Refused(Exception):
+    """A command that the rules refuse; its message says why and what to do instead."""
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "payload"
+        parts.append(f"{where}: {e['msg']}")
+    return "Malformed payload: " + "; ".join(parts)
+
+
+def _parse(model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as err:
+        raise Refused(_validation_message(err)) from None
+
+
+def search_attributes(stage: str, owner: str, amount: float | None) -> TypedSearchAttributes:
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(STAGE_ATTR, stage),
+        SearchAttributePair(OWNER_ATTR, owner),
+    ]
+    if amount is not None:
+        pairs.append(SearchAttributePair(AMOUNT_ATTR, amount))
+    return TypedSearchAttributes(pairs)
+
+
+@workflow.defn(name="CorporateSale")
+class CorporateSaleWorkflow:
+    @workflow.init
+    def __init__(self, start: ProcessInput) -> None:
+        self._start = start
+        self._state = start_state(start)
+        self._lock = asyncio.Lock()
+        self._children: dict[str, ChildWorkflowHandle[TaskWorkflow, TaskResult]] = {}
+        self._ready = False
+
+    # The process ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: ProcessInput) -> StateView:
+        async with self._lock:
+            if self._state.process is None:
+                await self._open()
+            else:
+                await self._resume()
+            self._ready = True
+        await workflow.wait_condition(
+            lambda: self._state.closed or self._state.pending_entry is not None
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if not self._state.closed:
+            workflow.continue_as_new(
+                ProcessInput(
+                    opportunity_id=start.opportunity_id,
+                    actor=start.actor,
+                    continue_as_new_after_events=start.continue_as_new_after_events,
+                    resume=self._state,
+                )
+            )
+        await self._wait_children_closed()
+        return self._state.view()
+
+    async def _open(self) -> None:
+        record = await workflow.execute_activity_method(
+            SaleActivities.open_opportunity,
+            OpenOpportunity(
+                opportunity_id=self._start.opportunity_id,
+                actor=self._start.actor,
+                new=self._start.new,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary="create or load the opportunity",
+        )
+        self._state.process = await workflow.execute_activity_method(
+            SaleActivities.load_process,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary="load the process definition and stages",
+        )
+        self._state.owner = record.owner
+        self._state.data = record.data
+        process = self._process
+        first = record.stage or process.first_stage().name
+        if process.has_stage(first) and process.stage(first).final:
+            raise ApplicationError(
+                f"Opportunity {record.opportunity_id!r} is closed in {first!r}: a final stage is"
+                " never left, so its process cannot start again.",
+                type="OpportunityClosed",
+                non_retryable=True,
+            )
+        reason = "new opportunity" if self._start.new else "process started for this opportunity"
+        await self._enter_stage(ChangeStage(stage=first, actor=self._start.actor, reason=reason))
+
+    async def _resume(self) -> None:
+        pending = self._state.pending_entry
+        if pending is not None:
+            self._state.pending_entry = None
+            await self._enter_stage(pending)
+        deferred, self._state.deferred = self._state.deferred, []
+        for cmd in deferred:
+            await self._apply_signal(cmd.name, cmd.payload)
+
+    @property
+    def _process(self) -> Process:
+        assert self._state.process is not None
+        return self._state.process
+
+    # Stage entry and exit ---------------------------------------------------------------------
+
+    async def _enter_stage(self, cmd: ChangeStage) -> None:
+        state, process = self._state, self._process
+        stage = process.stage(cmd.stage)
+        now = workflow.now()
+        state.visit += 1
+        state.stage = stage.name
+        templates = process.tasks_of(stage.name)
+        new_tasks = tuple(
+            NewTask(
+                task_id=f"{state.opportunity_id}:v{state.visit}:{t.key}",
+                task_key=t.key,
+                title=t.title,
+                start_at=now,
+                due_at=now + t.duration,
+            )
+            for t in templates
+        )
+        closing = None
+        if stage.final:
+            closing = Closing(
+                successful=bool(stage.successful),
+                actual_income=cmd.actual_income,
+                hours_spent=cmd.hours_spent,
+                reason=cmd.reason,
+                competitor=cmd.competitor,
+            )
+        await workflow.execute_activity_method(
+            SaleActivities.enter_stage,
+            EnterStage(
+                opportunity_id=state.opportunity_id,
+                visit_no=state.visit,
+                stage=stage.name,
+                owner=state.owner,
+                actor=cmd.actor,
+                reason=cmd.reason,
+                at=now,
+                tasks=new_tasks,
+                closing=closing,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"enter {stage.name} (visit {state.visit}, {len(new_tasks)} tasks)",
+        )
+        for t, template in zip(new_tasks, templates, strict=True):
+            state.tasks[t.task_id] = TaskState(
+                task_id=t.task_id, key=t.task_key, title=t.title,
+                stage=stage.name, visit=state.visit, owner=state.owner, start_at=t.start_at,
+                due_at=t.due_at, outcomes=[o.name for o in template.outcomes],
+            )
+        await asyncio.gather(*(self._start_task(state.tasks[t.task_id]) for t in new_tasks))
+        if stage.final:
+            state.closed = True
+        self._publish()
+
+    async def _start_task(self, task: TaskState) -> None:
+        self._children[task.task_id] = await workflow.start_child_workflow(
+            TaskWorkflow.run,
+            TaskInput(
+                task_id=task.task_id,
+                opportunity_id=self._state.opportunity_id,
+                title=task.title,
+                owner=task.owner,
+                due_at=task.due_at,
+            ),
+            id=f"task-{task.task_id}",
+            cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+            static_summary=f"{task.title} — {task.owner}",
+        )
+
+    async def _leave_stage(self) -> None:
+        """Cancel the stage's open tasks; return once every task child has closed."""
+        for task in self._state.open_tasks():
+            handle = self._children.get(task.task_id)
+            if handle is not None:
+                handle.cancel()
+            task.status = "canceled"
+        await self._wait_children_closed()
+
+    async def _wait_children_closed(self) -> None:
+        handles = list(self._children.values())
+        self._children.clear()
+        await asyncio.gather(*handles, return_exceptions=True)
+
+    async def _move(self, cmd: ChangeStage) -> None:
+        await self._leave_stage()
+        target = self._process.stage(cmd.stage)
+        if not target.final and self._continue_as_new_due():
+            # A stage boundary with no open children: hand over to a fresh run, which enters it.
+            self._state.pending_entry = cmd
+            self._publish()
+            return
+        await self._enter_stage(cmd)
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        limit = self._start.continue_as_new_after_events
+        return info.is_continue_as_new_suggested() or (
+            limit is not None and info.get_current_history_length() >= limit
+        )
+
+    def _publish(self) -> None:
+        """Search attributes and the one-line detail ops read in the Web UI."""
+        state = self._state
+        view = state.view()
+        amount = state.data.get("expected_amount")
+        workflow.upsert_search_attributes(
+            search_attributes(state.stage or "", state.owner, float(amount) if amount else None)
+        )
+        open_due = sorted(t.due_at for t in state.open_tasks())
+        detail = f"{state.stage}: {view.tasks_done} of {view.tasks_total} tasks done"
+        if state.closed:
+            detail = f"{state.stage} (closed)"
+        elif state.pending_entry is not None:
+            detail = f"entering {state.pending_entry.stage} in a new run"
+        elif open_due:
+            detail += f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC"
+        workflow.set_current_details(detail)
+
+    # Rules shared by signals, updates and validators -----------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state.closed:
+            raise Refused(
+                f"Opportunity {self._state.opportunity_id!r} is closed in {self._state.stage!r};"
+                " a final stage is never left and its data no longer changes."
+            )
+        if self._state.pending_entry is not None:
+            raise Refused("The process is handing over to a new run; send the command again.")
+
+    def _check_change_stage(self, cmd: ChangeStage) -> None:
+        self._check_open()
+        process = self._process
+        if not process.has_stage(cmd.stage):
+            known = ", ".join(s.name for s in process.stages)
+            raise Refused(f"Unknown stage {cmd.stage!r}. Stages: {known}.")
+        target = process.stage(cmd.stage)
+        if cmd.stage == self._state.stage and not cmd.restart:
+            raise Refused(
+                f"The opportunity is in {cmd.stage!r} already; send restart: true to restart"
+                " the stage with new tasks."
+            )
+        if (cmd.actual_income is not None or cmd.hours_spent is not None) and not (
+            target.final and target.successful
+        ):
+            raise Refused("actual_income and hours_spent are recorded only when closing as won.")
+        if cmd.competitor is not None and not (target.final and not target.successful):
+            raise Refused("competitor is recorded only when closing as lost.")
+
+    def _check_complete_task(self, cmd: CompleteTask) -> TaskState:
+        self._check_open()
+        task = self._state.tasks.get(cmd.task_id)
+        if task is None:
+            raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
+        if task.status == "canceled":
+            raise Refused(
+                f"Task {cmd.task_id!r} was canceled when the opportunity left {task.stage!r}."
+            )
+        if task.status == "completed":
+            raise Refused(f"Task {cmd.task_id!r} is completed already ({task.outcome}).")
+        if cmd.outcome is not None and cmd.outcome not in task.outcomes:
+            raise Refused(
+                f"Task {cmd.task_id!r} has no outcome {cmd.outcome!r}; choose one of: "
+                + ", ".join(task.outcomes) + "."
+            )
+        return task
+
+    def _check_update(self, cmd: UpdateOpportunity) -> None:
+        self._check_open()
+        if not cmd.changes():
+            raise Refused("No field to update; give at least one opportunity data field.")
+
+    # Applying commands ------------------------------------------------------------------------
+
+    async def _change_stage(self, cmd: ChangeStage) -> None:
+        self._check_change_stage(cmd)
+        await self._move(cmd)
+
+    async def _complete_task(self, cmd: CompleteTask) -> None:
+        task = self._check_complete_task(cmd)
+        template = self._process.task(task.stage, task.key)
+        outcome = template.outcome(cmd.outcome)
+        assert outcome is not None
+        await workflow.execute_activity_method(
+            SaleActivities.complete_task,
+            CompleteTaskRow(
+                task_id=task.task_id, outcome=outcome.name, actor=cmd.actor,
+                comment=cmd.comment, at=workflow.now(),
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"complete {task.title}",
+        )
+        task.status, task.outcome = "completed", outcome.name
+        child = self._children.get(task.task_id)
+        if child is not None:
+            try:
+                await child.signal(TaskWorkflow.task_completed, outcome.name)
+            except Exception as err:  # a child closed from outside must not stop the process
+                workflow.logger.warning("task %s: could not signal its child: %s", task.task_id, err)
+        self._publish()
+        if outcome.effect is Effect.MOVE:
+            assert outcome.stage is not None
+            reason = f"outcome {outcome.name!r} of {task.title!r}"
+            await self._move(
+                ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True)
+            )
+        elif all(t.status == "completed" for t in self._state.visit_tasks()):
+            following = self._process.next_stage(task.stage)
+            if following is not None:
+                reason = f"all tasks of {task.stage} completed"
+                await self._move(ChangeStage(stage=following.name, actor=cmd.actor, reason=reason))
+
+    async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
+        self._check_update(cmd)
+        changes = cmd.changes()
+        await workflow.execute_activity_method(
+            SaleActivities.update_opportunity,
+            UpdateOpportunityRow(
+                opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary="update opportunity data: " + ", ".join(changes),
+        )
+        self._state.data = {**self._state.data, **changes}
+        self._publish()
+
+    _COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
+        c.SIGNAL_CHANGE_STAGE: (ChangeStage, "_change_stage"),
+        c.SIGNAL_COMPLETE_TASK: (CompleteTask, "_complete_task"),
+        c.SIGNAL_UPDATE_OPPORTUNITY: (UpdateOpportunity, "_update_opportunity"),
+    }
+
+    def _parse(self, name: str, payload: Any) -> BaseModel:
+        model, _ = self._COMMANDS[name]
+        return _parse(model, payload)
+
+    async def _apply(self, name: str, cmd: BaseModel) -> None:
+        """Apply a parsed command once; a repeated request id is a no-op."""
+        request_id: str | None = getattr(cmd, "request_id", None)
+        if self._state.seen(request_id):
+            return
+        try:
+            _, method = self._COMMANDS[name]
+            apply: Callable[[Any], Any] = getattr(self, method)
+            await apply(cmd)
+        finally:
+            self._state.remember(request_id)
+
+    async def _apply_signal(self, name: str, payload: Any) -> None:
+        """Signals never raise: a refused one is recorded in `rejected` with the reason."""
+        try:
+            cmd = self._parse(name, payload)
+            await self._apply(name, cmd)
+        except Refused as err:
+            self._state.reject(workflow.now(), name, str(err), payload)
+
+    async def _signal(self, name: str, payload: Any) -> None:
+        await workflow.wait_condition(lambda: self._ready)
+        async with self._lock:
+            if self._state.pending_entry is not None:
+                self._state.deferred.append(DeferredCommand(name=name, payload=payload))
+                return
+            await self._apply_signal(name, payload)
+
+    async def _update(self, name: str, payload: Any) -> StateView:
+        await workflow.wait_condition(lambda: self._ready)
+        async with self._lock:
+            try:
+                cmd = self._parse(name, payload)
+                if getattr(cmd, "request_id", None) is None:
+                    info = workflow.current_update_info()
+                    cmd = cmd.model_copy(update={"request_id": info.id if info else None})
+                await self._apply(name, cmd)
+            except Refused as err:
+                raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
+        return self._state.view()
+
+    def _validate(self, name: str, payload: Any) -> None:
+        """Update validators: refuse before anything enters history, where state allows."""
+        try:
+            cmd = self._parse(name, payload)
+            if not self._ready or self._state.seen(getattr(cmd, "request_id", None)):
+                return
+            match cmd:
+                case ChangeStage():
+                    self._check_change_stage(cmd)
+                case CompleteTask():
+                    self._check_complete_task(cmd)
+                case UpdateOpportunity():
+                    self._check_update(cmd)
+        except Refused as err:
+            raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
+
+    # The public contract ----------------------------------------------------------------------
+
+    @workflow.signal(name=c.SIGNAL_CHANGE_STAGE)
+    async def change_stage(self, payload: Any = None) -> None:
+        await self._signal(c.SIGNAL_CHANGE_STAGE, payload)
+
+    @workflow.signal(name=c.SIGNAL_COMPLETE_TASK)
+    async def complete_task(self, payload: Any = None) -> None:
+        await self._signal(c.SIGNAL_COMPLETE_TASK, payload)
+
+    @workflow.signal(name=c.SIGNAL_UPDATE_OPPORTUNITY)
+    async def update_opportunity(self, payload: Any = None) -> None:
+        await self._signal(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+
+    @workflow.update(name=c.UPDATE_CHANGE_STAGE)
+    async def change_stage_update(self, payload: Any = None) -> StateView:
+        return await self._update(c.SIGNAL_CHANGE_STAGE, payload)
+
+    @change_stage_update.validator
+    def _validate_change_stage(self, payload: Any = None) -> None:
+        self._validate(c.SIGNAL_CHANGE_STAGE, payload)
+
+    @workflow.update(name=c.UPDATE_COMPLETE_TASK)
+    async def complete_task_update(self, payload: Any = None) -> StateView:
+        return await self._update(c.SIGNAL_COMPLETE_TASK, payload)
+
+    @complete_task_update.validator
+    def _validate_complete_task(self, payload: Any = None) -> None:
+        self._validate(c.SIGNAL_COMPLETE_TASK, payload)
+
+    @workflow.update(name=c.UPDATE_UPDATE_OPPORTUNITY)
+    async def update_opportunity_update(self, payload: Any = None) -> StateView:
+        return await self._update(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+
+    @update_opportunity_update.validator
+    def _validate_update_opportunity(self, payload: Any = None) -> None:
+        self._validate(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+
+    @workflow.query(name=c.QUERY_STATE)
+    def state(self) -> StateView:
+        return self._state.view()
+
+
+def start_state(start: ProcessInput) -> SaleState:
+    if start.resume is not None:
+        return start.resume
+    return SaleState(
+        opportunity_id=start.opportunity_id,
+        owner=start.new.owner if start.new else "",
+    )

@@ -1,0 +1,111 @@
+"""The whole state of one opportunity's process: one serialisable object, carried across
+continue-as-new, from which the `state` query is derived.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from workflows.contract import (
+    ChangeStage,
+    Rejection,
+    StartProcess,
+    StateView,
+    TaskStatus,
+    TaskView,
+)
+from workflows.definition import Process
+
+MAX_REJECTED = 100
+MAX_REQUEST_IDS = 2_000
+MAX_PAYLOAD_CHARS = 2_000
+
+
+class TaskState(BaseModel):
+    task_id: str
+    key: str
+    title: str
+    stage: str
+    visit: int
+    owner: str
+    start_at: datetime
+    due_at: datetime
+    outcomes: list[str]
+    status: TaskStatus = "open"
+    outcome: str | None = None
+
+
+class DeferredCommand(BaseModel):
+    """A signal that arrived while the run was handing over to its next run."""
+
+    name: str
+    payload: Any = None
+
+
+class SaleState(BaseModel):
+    opportunity_id: str
+    owner: str = ""
+    stage: str | None = None
+    visit: int = 0
+    closed: bool = False
+    data: dict[str, Any] = {}
+    process: Process | None = None
+    tasks: dict[str, TaskState] = {}
+    rejected: list[Rejection] = []
+    request_ids: list[str] = []
+    # Set at a stage boundary when the run continues as new: the next run enters this stage.
+    pending_entry: ChangeStage | None = None
+    deferred: list[DeferredCommand] = []
+
+    def visit_tasks(self) -> list[TaskState]:
+        return [t for t in self.tasks.values() if t.visit == self.visit]
+
+    def open_tasks(self) -> list[TaskState]:
+        return [t for t in self.tasks.values() if t.status == "open"]
+
+    def seen(self, request_id: str | None) -> bool:
+        return request_id is not None and request_id in self.request_ids
+
+    def remember(self, request_id: str | None) -> None:
+        if request_id is None or request_id in self.request_ids:
+            return
+        self.request_ids.append(request_id)
+        del self.request_ids[:-MAX_REQUEST_IDS]
+
+    def reject(self, at: datetime, command: str, reason: str, payload: Any) -> None:
+        if len(repr(payload)) > MAX_PAYLOAD_CHARS:  # keep the state small whatever is sent
+            payload = repr(payload)[:MAX_PAYLOAD_CHARS] + "…"
+        self.rejected.append(Rejection(at=at, command=command, reason=reason, payload=payload))
+        del self.rejected[:-MAX_REJECTED]
+
+    def view(self) -> StateView:
+        visit = self.visit_tasks()
+        return StateView(
+            opportunity_id=self.opportunity_id,
+            stage=self.stage or "",
+            closed=self.closed,
+            owner=self.owner,
+            visit=self.visit,
+            open_tasks=[
+                TaskView(
+                    task_id=t.task_id, title=t.title, stage=t.stage, owner=t.owner,
+                    start_at=t.start_at, due_at=t.due_at, status=t.status, outcome=t.outcome,
+                    outcomes=t.outcomes,
+                )
+                for t in self.open_tasks()
+            ],
+            tasks_done=sum(t.status == "completed" for t in visit),
+            tasks_total=len(visit),
+            data=self.data,
+            rejected=self.rejected,
+            definition_version=self.process.definition.version if self.process else 0,
+        )
+
+
+class ProcessInput(StartProcess):
+    """The workflow's input: the public start payload, plus the state a continued run carries."""
+
+    resume: SaleState | None = None
