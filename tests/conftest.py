@@ -79,5 +79,7 @@ async def worker(client: Client, pool: asyncpg.Pool, task_queue: str) -> AsyncIt
 
 
 @pytest.fixture
-async def sale(client: Client, pool: asyncpg.Pool, task_queue: str, worker: Worker) -> Sale:
-    return Sale(client, pool, task_queue)
+async def sale(
+    client: Client, pool: asyncpg.Pool, task_queue: str, worker: Worker, database_url: str
+) -> Sale:
+    return Sale(client, pool, task_queue, database_url)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -50,9 +53,37 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
 class Sale:
-    def __init__(self, client: Client, pool: asyncpg.Pool, task_queue: str) -> None:
+    def __init__(
+        self, client: Client, pool: asyncpg.Pool, task_queue: str, database_url: str
+    ) -> None:
         self.client, self.pool, self.task_queue = client, pool, task_queue
+        self.database_url = database_url
+
+    def cli_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.client.service_client.config.target_host,
+            "DATABASE_URL": self.database_url,
+            "CORPSALE_TASK_QUEUE": self.task_queue,
+        }
+
+    async def cli(self, *args: str) -> CliResult:
+        """Run `corpsale` as an operator would: a process of its own."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", *args, env=self.cli_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return CliResult(proc.returncode, out.decode(), err.decode())
 
     def new_id(self) -> str:
         return f"opp-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,461 @@
+"""`corpsale`: start and drive corporate sale processes, and look at opportunities.
+
+Commands go to the process as Temporal updates, so each answers with the new state or a clear
+refusal. Reads of opportunities come from PostgreSQL. Errors are one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from starter import schemas
+from workflows import contract as c
+from workflows.contract import NewOpportunity, OpportunityFields, StateView
+from workflows.definition import load_default_definition
+from workflows.opportunity import CorporateSaleWorkflow
+from workflows.state import ProcessInput
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class CliError(Exception):
+    """An error for the operator: printed as one line, exit code 1."""
+
+
+# Output -------------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=_json_default, indent=2, ensure_ascii=False))
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+def print_state(state: StateView) -> None:
+    status = "closed" if state.closed else "open"
+    print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
+    print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
+    for t in state.open_tasks:
+        print(f"  [ ] {t.task_id}  {t.title}  (due {_when(t.due_at)}, outcomes: "
+              f"{', '.join(t.outcomes)})")
+    if state.rejected:
+        last = state.rejected[-1]
+        print(f"  last refused command: {last.command}: {last.reason}")
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    def cell(v: Any) -> str:
+        return _when(v) if isinstance(v, datetime) else ("" if v is None else str(v))
+
+    widths = [max(len(col), *(len(cell(r.get(col))) for r in rows)) for col in columns]
+    print("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(cell(r.get(col)).ljust(w) for col, w in zip(columns, widths, strict=True)))
+
+
+# Connections --------------------------------------------------------------------------------
+
+
+async def _client() -> Client:
+    from worker.config import DEFAULT_TEMPORAL_ADDRESS, connect_temporal
+
+    try:
+        return await connect_temporal()
+    except RuntimeError as err:
+        address = os.environ.get("TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS)
+        raise CliError(
+            f"cannot reach Temporal at {address} ({err}); start the stack with"
+            " `python3 dev.py`, or set TEMPORAL_ADDRESS"
+        ) from None
+
+
+async def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
+    from activities.db import create_pool
+    from worker.config import Settings
+    from worker.database import database_url
+
+    try:
+        pool = await create_pool(database_url(Settings()), max_size=2)
+    except Exception as err:  # asyncpg and the embedded server raise many kinds; the text says it
+        raise CliError(f"cannot reach the database ({err}); start the stack with"
+                       " `python3 dev.py`, or set DATABASE_URL") from None
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    finally:
+        await pool.close()
+
+
+def _explain(err: BaseException, opportunity_id: str) -> CliError:
+    """Turn Temporal's errors into a line an operator can act on."""
+    if isinstance(err, WorkflowUpdateFailedError) and isinstance(err.cause, ApplicationError):
+        return CliError(err.cause.message)
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return CliError(
+            f"no running process for opportunity {opportunity_id!r}; start it with"
+            f" `corpsale start --existing {opportunity_id}`"
+        )
+    if isinstance(err, WorkflowFailureError):
+        cause = err.cause
+        while cause.__cause__ is not None and not isinstance(cause, ApplicationError):
+            cause = cause.__cause__
+        return CliError(getattr(cause, "message", str(cause)))
+    return CliError(str(err))
+
+
+# Commands -----------------------------------------------------------------------------------
+
+
+async def _state_when_ready(client: Client, opportunity_id: str, *, timeout: float = 15) -> StateView | None:
+    handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        desc = await handle.describe()
+        if desc.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+            try:
+                await handle.result()
+            except WorkflowFailureError as err:
+                raise _explain(err, opportunity_id) from None
+        state = await handle.query(c.QUERY_STATE, result_type=StateView)
+        if state.visit > 0:
+            return state
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def cmd_start(args: argparse.Namespace) -> None:
+    client = await _client()
+    if args.existing:
+        opportunity_id, new = args.existing, None
+        found = await _with_db(lambda conn: conn.fetchrow(
+            "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id))
+        if found is None:
+            raise CliError(f"no opportunity {opportunity_id!r}; create one with"
+                           " `corpsale start --title ... --customer ... --owner ...`")
+        if found["closed_at"] is not None:
+            raise CliError(f"opportunity {opportunity_id!r} is closed in {found['stage']!r};"
+                           " a final stage is never left")
+    else:
+        missing = [f"--{n}" for n in ("title", "customer", "owner") if not getattr(args, n)]
+        if missing:
+            raise CliError(f"a new opportunity needs {', '.join(missing)}"
+                           " (or use --existing ID)")
+        opportunity_id = args.id or f"opp-{uuid.uuid4().hex[:12]}"
+        fields = _parse_fields(args.set or [], args.data)
+        new = _model(NewOpportunity, {
+            "title": args.title, "customer": args.customer, "owner": args.owner, **fields})
+    start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor,
+                                  "new": new})
+    summary = f"{new.title} — {new.customer}" if new else f"opportunity {opportunity_id}"
+    try:
+        await client.start_workflow(
+            CorporateSaleWorkflow.run, start, id=c.workflow_id(opportunity_id),
+            task_queue=args.task_queue, static_summary=summary,
+        )
+    except WorkflowAlreadyStartedError:
+        raise CliError(
+            f"opportunity {opportunity_id!r} has a running process already"
+            f" (workflow {c.workflow_id(opportunity_id)}); one process per opportunity"
+        ) from None
+    state = await _state_when_ready(client, opportunity_id)
+    if state is None:
+        raise CliError(f"started {c.workflow_id(opportunity_id)}, but no worker has picked it up"
+                       f" yet: is a worker polling task queue {args.task_queue!r}?")
+    print_json(state) if args.json else print_state(state)
+
+
+async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) -> None:
+    client = await _client()
+    handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
+    payload = {k: v for k, v in payload.items() if v is not None}
+    try:
+        state = await handle.execute_update(update, payload, result_type=StateView)
+    except WorkflowUpdateFailedError as err:
+        raise _explain(err, args.opportunity) from None
+    except RPCError as err:
+        await _explain_closed(client, args.opportunity)
+        raise _explain(err, args.opportunity) from None
+    print_json(state) if args.json else print_state(state)
+
+
+async def _explain_closed(client: Client, opportunity_id: str) -> None:
+    """A command to an ended run: say so when the opportunity is closed."""
+    handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
+    try:
+        state = await handle.query(c.QUERY_STATE, result_type=StateView)
+    except RPCError:
+        return
+    if state.closed:
+        raise CliError(f"opportunity {opportunity_id!r} is closed in {state.stage!r};"
+                       " a final stage is never left")
+
+
+async def cmd_move(args: argparse.Namespace) -> None:
+    await _send(args, c.UPDATE_CHANGE_STAGE, {
+        "stage": args.stage, "actor": args.actor, "reason": args.reason,
+        "restart": args.restart or None, "actual_income": args.income,
+        "hours_spent": args.hours, "competitor": args.competitor,
+        "request_id": args.request_id,
+    })
+
+
+async def cmd_complete(args: argparse.Namespace) -> None:
+    await _send(args, c.UPDATE_COMPLETE_TASK, {
+        "task_id": args.task_id, "outcome": args.outcome, "actor": args.actor,
+        "comment": args.comment, "request_id": args.request_id,
+    })
+
+
+async def cmd_update(args: argparse.Namespace) -> None:
+    fields = _parse_fields(args.set or [], args.data)
+    if not fields:
+        raise CliError("nothing to update: give --set FIELD=VALUE or --data JSON")
+    await _send(args, c.UPDATE_UPDATE_OPPORTUNITY,
+                {**fields, "actor": args.actor, "request_id": args.request_id})
+
+
+async def cmd_state(args: argparse.Namespace) -> None:
+    client = await _client()
+    handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
+    try:
+        state = await handle.query(c.QUERY_STATE, result_type=StateView)
+    except RPCError as err:
+        raise _explain(err, args.opportunity) from None
+    print_json(state) if args.json else print_state(state)
+
+
+async def cmd_show(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    detail = await _with_db(lambda conn: repository.opportunity_detail(conn, args.opportunity))
+    if detail is None:
+        raise CliError(f"no opportunity {args.opportunity!r}")
+    if args.json:
+        print_json(detail)
+        return
+    d = detail
+    print(f"{d['id']}: {d['title']} — {d['customer']}")
+    print(f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
+          + (f", closed {_when(d['closed_at'])}" if d["closed_at"] else ""))
+    for name in OpportunityFields.model_fields:
+        if name not in ("title", "customer") and d.get(name) is not None:
+            print(f"  {name}: {d[name]}")
+    print("History:")
+    for v in d["history"]:
+        print(f"  {v['visit_no']:>3}. {v['stage']:<14} {_when(v['entered_at'])} by"
+              f" {v['entered_by']}" + (f" — {v['reason']}" if v["reason"] else ""))
+    print("Tasks:")
+    for t in d["tasks"]:
+        mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
+        print(f"  {mark} {t['id']}  {t['title']}  due {_when(t['due_at'])}"
+              + (f"  ({t['outcome']})" if t["outcome"] else ""))
+
+
+async def cmd_list(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    rows = await _with_db(lambda conn: repository.list_opportunities(
+        conn, stage=args.stage, owner=args.owner, limit=args.limit))
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no opportunities")
+    else:
+        print_table(rows, ["id", "title", "customer", "owner", "stage", "probability",
+                           "expected_amount", "closed_at"])
+
+
+async def cmd_definition(args: argparse.Namespace) -> None:
+    definition = load_default_definition()
+    if args.json:
+        print_json(definition)
+        return
+    print(f"{definition.name}, version {definition.version}")
+    for st in definition.stages:
+        print(f"{st.stage}:")
+        for t in st.tasks:
+            outcomes = ", ".join(
+                o.name + (f" → {o.stage}" if o.stage else "") for o in t.outcomes)
+            print(f"  - {t.title} ({t.duration}; {outcomes})")
+
+
+async def cmd_schema(args: argparse.Namespace) -> None:
+    written = schemas.write(args.out)
+    for path in written:
+        print(path)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from worker.config import Settings
+    from worker.stack import run_stack
+
+    return run_stack(Settings())
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import main as worker_main
+
+    worker_main()
+    return 0
+
+
+# Parsing ------------------------------------------------------------------------------------
+
+
+def _model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors())
+        raise CliError(f"invalid input: {problems}") from None
+
+
+def _parse_fields(pairs: list[str], data: str | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if data:
+        try:
+            loaded = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise CliError(f"--data is not valid JSON: {err}") from None
+        if not isinstance(loaded, dict):
+            raise CliError("--data must be a JSON object of opportunity fields")
+        fields.update(loaded)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--set takes FIELD=VALUE, got {pair!r}")
+        fields[name.strip()] = value
+    known = set(OpportunityFields.model_fields)
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise CliError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}")
+    _model(OpportunityFields, fields)
+    return fields
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workflows.contract import DEFAULT_TASK_QUEUE
+
+    parser = argparse.ArgumentParser(prog="corpsale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str, *, actor: bool = False, opportunity: bool = False,
+                json_out: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if opportunity:
+            p.add_argument("opportunity", metavar="OPPORTUNITY_ID")
+        if actor:
+            p.add_argument("--actor", default=os.environ.get("CORPSALE_ACTOR") or getpass.getuser(),
+                           help="who does it (default: $CORPSALE_ACTOR or your user name)")
+            p.add_argument("--request-id", help="a repeated request id is applied once")
+        if json_out:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    command("dev", "run the whole stack: Temporal dev server and UI, PostgreSQL, the worker",
+            json_out=False).set_defaults(run=cmd_dev)
+    command("worker", "run a worker against TEMPORAL_ADDRESS and DATABASE_URL",
+            json_out=False).set_defaults(run=cmd_worker)
+
+    p = command("start", "start the process for a new opportunity (R1) or an existing one (R2)",
+                actor=True)
+    p.add_argument("--existing", metavar="ID", help="start for this existing opportunity")
+    p.add_argument("--id", help="id of the new opportunity (default: generated)")
+    p.add_argument("--title")
+    p.add_argument("--customer")
+    p.add_argument("--owner", help="the responsible employee")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="another data field")
+    p.add_argument("--data", help="data fields as a JSON object")
+    p.add_argument("--task-queue", default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
+    p.set_defaults(run=cmd_start)
+
+    p = command("move", "move the opportunity to a stage", actor=True, opportunity=True)
+    p.add_argument("stage", metavar="STAGE")
+    p.add_argument("--reason")
+    p.add_argument("--restart", action="store_true", help="restart the current stage")
+    p.add_argument("--income", help="actual income, when closing as won")
+    p.add_argument("--hours", help="hours spent, when closing as won")
+    p.add_argument("--competitor", help="who won, when closing as lost")
+    p.set_defaults(run=cmd_move)
+
+    p = command("complete", "complete a task", actor=True, opportunity=True)
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("--outcome", help="default: the task's first outcome")
+    p.add_argument("--comment")
+    p.set_defaults(run=cmd_complete)
+
+    p = command("update", "update opportunity data fields", actor=True, opportunity=True)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE")
+    p.add_argument("--data", help="fields as a JSON object")
+    p.set_defaults(run=cmd_update)
+
+    command("state", "the running process's state (the `state` query)",
+            opportunity=True).set_defaults(run=cmd_state)
+    command("show", "an opportunity with its history and tasks",
+            opportunity=True).set_defaults(run=cmd_show)
+
+    p = command("list", "list opportunities")
+    p.add_argument("--stage")
+    p.add_argument("--owner")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(run=cmd_list)
+
+    command("definition", "print the process definition in force").set_defaults(
+        run=cmd_definition)
+    p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
+    p.add_argument("--out", default="docs/schemas")
+    p.set_defaults(run=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except CliError as err:
+        print(f"corpsale: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""JSON Schemas of the public contract, exported from the pydantic models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from workflows import contract as c
+
+CONTRACT: dict[str, type[BaseModel]] = {
+    "start": c.StartProcess,
+    c.SIGNAL_CHANGE_STAGE: c.ChangeStage,
+    c.SIGNAL_COMPLETE_TASK: c.CompleteTask,
+    c.SIGNAL_UPDATE_OPPORTUNITY: c.UpdateOpportunity,
+    c.QUERY_STATE: c.StateView,
+}
+
+
+def schemas() -> dict[str, str]:
+    """File name → schema text, for every payload of the contract."""
+    out = {}
+    for name, model in CONTRACT.items():
+        mode = "serialization" if model is c.StateView else "validation"
+        schema = model.model_json_schema(mode=mode)
+        out[f"{name}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return out
+
+
+def write(directory: str | Path) -> list[Path]:
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in schemas().items():
+        path = target / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
