@@ -61,6 +61,12 @@ def _parse(model: type[M], payload: Any) -> M:
         raise Refused(_validation_message(err)) from None
 
 
+def _payload(args: tuple[Any, ...]) -> Any:
+    if len(args) != 1:
+        raise Refused(f"Malformed payload: send one JSON object, not {len(args)} arguments.")
+    return args[0]
+
+
 def search_attributes(stage: str, owner: str, amount: float | None) -> TypedSearchAttributes:
     pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(STAGE_ATTR, stage),
@@ -144,7 +150,7 @@ class CorporateSaleWorkflow:
             await self._enter_stage(pending)
         deferred, self._state.deferred = self._state.deferred, []
         for cmd in deferred:
-            await self._apply_signal(cmd.name, cmd.payload)
+            await self._apply_signal(cmd.name, tuple(cmd.args))
 
     @property
     def _process(self) -> Process:
@@ -399,27 +405,28 @@ class CorporateSaleWorkflow:
         finally:
             self._state.remember(request_id)
 
-    async def _apply_signal(self, name: str, payload: Any) -> None:
+    async def _apply_signal(self, name: str, args: tuple[Any, ...]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason."""
+        payload = args[0] if len(args) == 1 else list(args)
         try:
-            cmd = self._parse(name, payload)
+            cmd = self._parse(name, _payload(args))
             await self._apply(name, cmd)
         except Refused as err:
             self._state.reject(workflow.now(), name, str(err), payload)
 
-    async def _signal(self, name: str, payload: Any) -> None:
+    async def _signal(self, name: str, args: tuple[Any, ...]) -> None:
         await workflow.wait_condition(lambda: self._ready)
         async with self._lock:
             if self._state.pending_entry is not None:
-                self._state.deferred.append(DeferredCommand(name=name, payload=payload))
+                self._state.deferred.append(DeferredCommand(name=name, args=list(args)))
                 return
-            await self._apply_signal(name, payload)
+            await self._apply_signal(name, args)
 
-    async def _update(self, name: str, payload: Any) -> StateView:
+    async def _update(self, name: str, args: tuple[Any, ...]) -> StateView:
         await workflow.wait_condition(lambda: self._ready)
         async with self._lock:
             try:
-                cmd = self._parse(name, payload)
+                cmd = self._parse(name, _payload(args))
                 if getattr(cmd, "request_id", None) is None:
                     info = workflow.current_update_info()
                     cmd = cmd.model_copy(update={"request_id": info.id if info else None})
@@ -428,10 +435,10 @@ class CorporateSaleWorkflow:
                 raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
         return self._state.view()
 
-    def _validate(self, name: str, payload: Any) -> None:
+    def _validate(self, name: str, args: tuple[Any, ...]) -> None:
         """Update validators: refuse before anything enters history, where state allows."""
         try:
-            cmd = self._parse(name, payload)
+            cmd = self._parse(name, _payload(args))
             if not self._ready or self._state.seen(getattr(cmd, "request_id", None)):
                 return
             match cmd:
@@ -445,42 +452,44 @@ class CorporateSaleWorkflow:
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
     # The public contract ----------------------------------------------------------------------
+    # Handlers take `*args` untyped: the SDK then hands over whatever was sent, however many
+    # arguments, and the rules above refuse it with a reason instead of failing a workflow task.
 
     @workflow.signal(name=c.SIGNAL_CHANGE_STAGE)
-    async def change_stage(self, payload: Any = None) -> None:
-        await self._signal(c.SIGNAL_CHANGE_STAGE, payload)
+    async def change_stage(self, *args: Any) -> None:
+        await self._signal(c.SIGNAL_CHANGE_STAGE, args)
 
     @workflow.signal(name=c.SIGNAL_COMPLETE_TASK)
-    async def complete_task(self, payload: Any = None) -> None:
-        await self._signal(c.SIGNAL_COMPLETE_TASK, payload)
+    async def complete_task(self, *args: Any) -> None:
+        await self._signal(c.SIGNAL_COMPLETE_TASK, args)
 
     @workflow.signal(name=c.SIGNAL_UPDATE_OPPORTUNITY)
-    async def update_opportunity(self, payload: Any = None) -> None:
-        await self._signal(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+    async def update_opportunity(self, *args: Any) -> None:
+        await self._signal(c.SIGNAL_UPDATE_OPPORTUNITY, args)
 
     @workflow.update(name=c.UPDATE_CHANGE_STAGE)
-    async def change_stage_update(self, payload: Any = None) -> StateView:
-        return await self._update(c.SIGNAL_CHANGE_STAGE, payload)
+    async def change_stage_update(self, *args: Any) -> StateView:
+        return await self._update(c.SIGNAL_CHANGE_STAGE, args)
 
     @change_stage_update.validator
-    def _validate_change_stage(self, payload: Any = None) -> None:
-        self._validate(c.SIGNAL_CHANGE_STAGE, payload)
+    def _validate_change_stage(self, *args: Any) -> None:
+        self._validate(c.SIGNAL_CHANGE_STAGE, args)
 
     @workflow.update(name=c.UPDATE_COMPLETE_TASK)
-    async def complete_task_update(self, payload: Any = None) -> StateView:
-        return await self._update(c.SIGNAL_COMPLETE_TASK, payload)
+    async def complete_task_update(self, *args: Any) -> StateView:
+        return await self._update(c.SIGNAL_COMPLETE_TASK, args)
 
     @complete_task_update.validator
-    def _validate_complete_task(self, payload: Any = None) -> None:
-        self._validate(c.SIGNAL_COMPLETE_TASK, payload)
+    def _validate_complete_task(self, *args: Any) -> None:
+        self._validate(c.SIGNAL_COMPLETE_TASK, args)
 
     @workflow.update(name=c.UPDATE_UPDATE_OPPORTUNITY)
-    async def update_opportunity_update(self, payload: Any = None) -> StateView:
-        return await self._update(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+    async def update_opportunity_update(self, *args: Any) -> StateView:
+        return await self._update(c.SIGNAL_UPDATE_OPPORTUNITY, args)
 
     @update_opportunity_update.validator
-    def _validate_update_opportunity(self, payload: Any = None) -> None:
-        self._validate(c.SIGNAL_UPDATE_OPPORTUNITY, payload)
+    def _validate_update_opportunity(self, *args: Any) -> None:
+        self._validate(c.SIGNAL_UPDATE_OPPORTUNITY, args)
 
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:

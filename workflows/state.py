@@ -42,7 +42,7 @@ class DeferredCommand(BaseModel):
     """A signal that arrived while the run was handing over to its next run."""
 
     name: str
-    payload: Any = None
+    args: list[Any] = []
 
 
 class SaleState(BaseModel):

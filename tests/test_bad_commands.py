@@ -1,0 +1,122 @@
+"""R11: bad commands get a clear error as updates and are recorded in `rejected` as signals;
+they never fail a workflow task, never leave the process stuck, never change data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowUpdateFailedError
+
+from tests.helpers import Sale, eventually
+from workflows import contract as c
+
+BAD_MOVES: list[tuple[str, Any, str]] = [
+    ("unknown stage", {"stage": "Negotiation", "actor": "bob"}, "Unknown stage 'Negotiation'"),
+    ("missing actor", {"stage": "Proposal"}, "actor: Field required"),
+    ("extra field", {"stage": "Proposal", "actor": "bob", "colour": "red"}, "colour: Extra"),
+    ("not an object", "Proposal", "Malformed payload"),
+    ("no payload", None, "Malformed payload"),
+    ("wrong type", {"stage": 42, "actor": "bob"}, "stage: Input should be a valid string"),
+    ("income when lost", {"stage": "Closed lost", "actor": "bob", "actual_income": 5},
+     "only when closing as won"),
+    ("negative income", {"stage": "Closed won", "actor": "bob", "actual_income": -5},
+     "greater than or equal to 0"),
+]
+
+BAD_COMPLETIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("unknown task", {"task_id": "nope", "actor": "bob"}, "Unknown task 'nope'"),
+    ("bad outcome", {"task_id": "{first}", "actor": "bob", "outcome": "maybe"},
+     "has no outcome 'maybe'; choose one of: done"),
+    ("canceled task", {"task_id": "{canceled}", "actor": "bob"}, "was canceled"),
+    ("completed task", {"task_id": "{completed}", "actor": "bob"}, "is completed already"),
+]
+
+BAD_UPDATES: list[tuple[str, Any, str]] = [
+    ("negative budget", {"budget": -1}, "budget: Input should be greater than or equal to 0"),
+    ("unknown field", {"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ("nothing to update", {}, "No field to update"),
+    ("bad date", {"presentation_at": "next tuesday"}, "presentation_at"),
+]
+
+
+async def _prepared(sale: Sale) -> tuple[str, dict[str, str]]:
+    """An opportunity in Presentation visit 3 with a canceled and a completed task behind it."""
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    q1 = await sale.wait_stage(opp, "Qualification")
+    completed = q1.open_tasks[0].task_id
+    await sale.complete(opp, completed)
+    canceled = q1.open_tasks[1].task_id
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
+    state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Presentation", "actor": "b"})
+    return opp, {"first": state.open_tasks[0].task_id, "canceled": canceled, "completed": completed}
+
+
+def _fill(payload: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    return {k: v.format(**ids) if isinstance(v, str) else v for k, v in payload.items()}
+
+
+async def _snapshot(sale: Sale, opp: str) -> tuple[Any, ...]:
+    row = await sale.opportunity(opp)
+    return (
+        dict(row),
+        [dict(t) for t in await sale.tasks(opp)],
+        [dict(v) for v in await sale.visits(opp)],
+        len(await sale.notifications(opp)),
+    )
+
+
+async def test_bad_updates_are_refused_with_a_clear_error_and_change_nothing(sale: Sale) -> None:
+    opp, ids = await _prepared(sale)
+    before = await _snapshot(sale, opp)
+    cases = [(c.UPDATE_CHANGE_STAGE, p, m) for _, p, m in BAD_MOVES]
+    cases += [(c.UPDATE_COMPLETE_TASK, _fill(p, ids), m) for _, p, m in BAD_COMPLETIONS]
+    cases += [(c.UPDATE_UPDATE_OPPORTUNITY, p, m) for _, p, m in BAD_UPDATES]
+    for update, payload, message in cases:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await sale.update(opp, update, payload)
+        assert message in str(refused.value.cause), (update, payload, refused.value.cause)
+
+    assert await _snapshot(sale, opp) == before
+    state = await sale.state(opp)
+    assert state.rejected == []  # refused updates leave no trace in the run's history
+    await _assert_still_advances(sale, opp)
+
+
+async def test_bad_signals_are_recorded_as_rejected_and_change_nothing(sale: Sale) -> None:
+    opp, ids = await _prepared(sale)
+    before = await _snapshot(sale, opp)
+    cases = [(c.SIGNAL_CHANGE_STAGE, p, m) for _, p, m in BAD_MOVES]
+    cases += [(c.SIGNAL_COMPLETE_TASK, _fill(p, ids), m) for _, p, m in BAD_COMPLETIONS]
+    cases += [(c.SIGNAL_UPDATE_OPPORTUNITY, p, m) for _, p, m in BAD_UPDATES]
+    for name, payload, _ in cases:
+        await sale.signal(opp, name, payload)
+
+    state = await eventually(lambda: sale.state(opp), lambda s: len(s.rejected) == len(cases))
+    for (name, payload, message), rejection in zip(cases, state.rejected, strict=True):
+        assert rejection.command == name and message in rejection.reason, (payload, rejection)
+    assert await _snapshot(sale, opp) == before
+    await _assert_still_advances(sale, opp)
+    history = await sale.handle(opp).fetch_history()
+    failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    assert failed == []
+
+
+async def test_a_signal_with_several_arguments_is_recorded_not_fatal(sale: Sale) -> None:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await handle.signal(c.SIGNAL_CHANGE_STAGE, args=[{"stage": "Proposal", "actor": "a"}, "x"])
+    await handle.signal(c.SIGNAL_CHANGE_STAGE, {"stage": "Presentation", "actor": "a"})
+    state = await sale.wait_stage(opp, "Presentation")
+    assert state.visit == 2
+    assert [r.reason for r in state.rejected] == [
+        "Malformed payload: send one JSON object, not 2 arguments."
+    ]
+
+
+async def _assert_still_advances(sale: Sale, opp: str) -> None:
+    state = await sale.complete_stage(opp)
+    assert state.stage == "Proposal" and not state.closed
