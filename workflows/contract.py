@@ -144,6 +144,11 @@ class StateView(BaseModel):
     opportunity_id: str
     stage: str
     closed: bool
+    entering: bool = Field(
+        default=False,
+        description="The stage's tasks are being created by the process's next run (a"
+        " continue-as-new at this stage boundary); query again for them.",
+    )
     owner: str
     visit: int
     open_tasks: list[TaskView]

@@ -85,7 +85,8 @@ class SaleState(BaseModel):
         visit = self.visit_tasks()
         return StateView(
             opportunity_id=self.opportunity_id,
-            stage=self.stage or "",
+            stage=self.pending_entry.stage if self.pending_entry else self.stage or "",
+            entering=self.pending_entry is not None,
             closed=self.closed,
             owner=self.owner,
             visit=self.visit,

@@ -1,0 +1,101 @@
+"""R12 and continue-as-new: a run that hands over to a new run in the middle of a stage
+sequence loses nothing; a worker killed at any point duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from temporalio.client import Client
+
+from tests.helpers import Sale, eventually
+from workflows import contract as c
+
+
+async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
+    handle = await sale.start(continue_as_new_after_events=100)
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Nowhere", "actor": "bob"})
+    await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "ERP", "request_id": "need-1"})
+    first_run = (await handle.describe()).run_id
+
+    stages = ["Proposal", "Qualification", "Contracting", "Presentation"] * 3
+    for stage in stages:
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
+    state = await sale.wait_stage(opp, "Presentation", visit=1 + len(stages))
+
+    assert (await sale.handle(opp).describe()).run_id != first_run, "no continue-as-new happened"
+    assert state.data["need"] == "ERP" and len(state.rejected) == 1
+    # A request id applied before the hand-over is still known after it.
+    await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "CRM", "request_id": "need-1"})
+    assert (await sale.state(opp)).data["need"] == "ERP"
+
+    visits = await sale.visits(opp)
+    assert [v["stage"] for v in visits] == ["Qualification", *stages]
+    tasks = await sale.tasks(opp)
+    per_stage = {"Qualification": 2, "Presentation": 1, "Proposal": 3, "Contracting": 3}
+    assert len(tasks) == sum(per_stage[v["stage"]] for v in visits)
+    assert [t["status"] for t in tasks].count("open") == 1
+    assert len(await sale.notifications(opp)) == len(tasks)
+    # The new run goes on: completing the stage advances it.
+    state = await sale.complete_stage(opp)
+    assert state.stage == "Proposal"
+    await sale.wait_stage(opp, "Proposal")
+
+
+@asynccontextmanager
+async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.main", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
+    client: Client, pool: asyncpg.Pool, database_url: str
+) -> None:
+    sale = Sale(client, pool, f"corpsale-kill-{uuid.uuid4()}", database_url)
+    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    moves = ["Proposal", "Qualification", "Contracting", "Presentation", "Proposal"]
+
+    async with worker_process(env) as first:
+        handle = await sale.start()
+        opp = handle.id.removeprefix("opportunity-")
+        await sale.wait_stage(opp, "Qualification")
+        for stage in moves:
+            await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
+        await asyncio.sleep(0.3)  # in the middle of the moves' activities and child workflows
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+
+    async with worker_process(env):
+        state = await sale.wait_stage(opp, "Proposal", visit=1 + len(moves))
+        task = state.open_tasks[0].task_id
+        await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": task, "actor": "alice"})
+        await eventually(lambda: sale.state(opp), lambda s: s.tasks_done == 1, timeout=30)
+
+    visits = await sale.visits(opp)
+    assert [v["visit_no"] for v in visits] == list(range(1, len(moves) + 2))
+    tasks = await sale.tasks(opp)
+    per_stage = {"Qualification": 2, "Presentation": 1, "Proposal": 3, "Contracting": 3}
+    assert len(tasks) == sum(per_stage[v["stage"]] for v in visits)
+    assert Counter(t["status"] for t in tasks) == Counter(
+        {"canceled": len(tasks) - 3, "open": 2, "completed": 1}
+    )
+    notes = await sale.notifications(opp)
+    assert sorted(n["task_id"] for n in notes) == sorted(t["id"] for t in tasks)
+    assert state.rejected == []
