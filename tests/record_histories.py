@@ -1,0 +1,97 @@
+"""Record workflow histories for the replay test: `python -m tests.record_histories`.
+
+Runs a few scenarios on a fresh dev server and embedded PostgreSQL with the current code and
+writes every run's history to tests/histories/. Record anew only when a change to workflow code
+is meant to be incompatible (and then version the workflow); otherwise the old histories must
+keep replaying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.db import create_pool, migrate
+from tests.conftest import temporal_cli
+from tests.helpers import Sale
+from worker.database import embedded_database_url
+from worker.main import build_worker
+from workflows import contract as c
+from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+
+OUT = Path(__file__).parent / "histories"
+
+
+async def happy_path(sale: Sale) -> str:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 1000, "need": "CRM"})
+    while not (await sale.state(opp)).closed:
+        await sale.complete_stage(opp)
+    await handle.result()
+    return handle.id
+
+
+async def moves_and_refusals(sale: Sale) -> str:
+    handle = await sale.start(continue_as_new_after_events=100)
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Nowhere", "actor": "bob"})
+    await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": "nope", "actor": "bob"})
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Proposal", "actor": "b", "request_id": "r"})
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Proposal", "actor": "b", "request_id": "r"})
+    for stage in ["Qualification", "Contracting", "Presentation", "Proposal"] * 2:
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
+    state = await sale.wait_stage(opp, "Proposal")
+    approval = next(t for t in state.open_tasks if "approval" in t.title)
+    await sale.complete(opp, approval.task_id, outcome="changes requested")
+    state = await sale.wait_stage(opp, "Proposal", visit=state.visit + 1)
+    approval = next(t for t in state.open_tasks if "approval" in t.title)
+    await sale.complete(opp, approval.task_id, outcome="rejected")
+    await sale.handle(opp).result()
+    return handle.id
+
+
+async def record() -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        url = embedded_database_url(Path(data_dir))
+        pool = await create_pool(url)
+        await migrate(pool)
+        async with await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
+            data_converter=pydantic_data_converter,
+        ) as env:
+            client: Client = env.client
+            queue = f"record-{uuid.uuid4()}"
+            async with build_worker(client, pool, task_queue=queue):
+                sale = Sale(client, pool, queue, url)
+                for name, scenario in [("happy_path", happy_path),
+                                       ("moves_and_refusals", moves_and_refusals)]:
+                    workflow_id = await scenario(sale)
+                    runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+                    # Task children too: their histories guard the task workflow's code.
+                    children = [w async for w in client.list_workflows(
+                        f"WorkflowType = 'SaleTask' AND WorkflowId STARTS_WITH 'task-{workflow_id.removeprefix('opportunity-')}'")]
+                    for i, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+                        history = await client.get_workflow_handle(
+                            run.id, run_id=run.run_id).fetch_history()
+                        (OUT / f"{name}.run{i + 1}.json").write_text(history.to_json())
+                    for child in children[:3]:
+                        history = await client.get_workflow_handle(
+                            child.id, run_id=child.run_id).fetch_history()
+                        key = child.id.rsplit(":", 1)[-1]
+                        (OUT / f"{name}.task-{key}.json").write_text(history.to_json())
+                    print(f"{name}: {len(runs)} runs, {min(3, len(children))} task children")
+        await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
