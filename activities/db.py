@@ -22,8 +22,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 async def migrate(pool: asyncpg.Pool) -> list[str]:
     """Apply the plain SQL migrations that are not applied yet; returns what it applied."""
     files = sorted(
-        (f for f in resources.files(__package__).joinpath("migrations").iterdir()
-         if f.name.endswith(".sql")),
+        (f for f in resources.files(__package__).joinpath("migrations").iterdir() if f.name.endswith(".sql")),
         key=lambda f: f.name,
     )
     applied: list[str] = []

@@ -34,8 +34,7 @@ def _record(row: asyncpg.Record) -> OpportunityRecord:
 
 async def load_stages(conn: asyncpg.Connection) -> list[Stage]:
     rows = await conn.fetch(
-        "SELECT name, sort_order, is_final, is_successful, probability FROM stages"
-        " ORDER BY sort_order"
+        "SELECT name, sort_order, is_final, is_successful, probability FROM stages ORDER BY sort_order"
     )
     return [
         Stage(
@@ -75,12 +74,19 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         await conn.execute(
             "UPDATE stage_visits SET left_at = $2"
             " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL",
-            step.opportunity_id, step.at, step.visit_no,
+            step.opportunity_id,
+            step.at,
+            step.visit_no,
         )
         await conn.execute(
             "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
             " reason) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            visit_id, step.opportunity_id, step.visit_no, step.stage, step.at, step.actor,
+            visit_id,
+            step.opportunity_id,
+            step.visit_no,
+            step.stage,
+            step.at,
+            step.actor,
             step.reason,
         )
         await conn.executemany(
@@ -88,8 +94,17 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (id) DO NOTHING",
             [
-                (t.task_id, step.opportunity_id, visit_id, step.stage, t.task_key, t.title,
-                 step.owner, t.start_at, t.due_at)
+                (
+                    t.task_id,
+                    step.opportunity_id,
+                    visit_id,
+                    step.stage,
+                    t.task_key,
+                    t.title,
+                    step.owner,
+                    t.start_at,
+                    t.due_at,
+                )
                 for t in step.tasks
             ],
         )
@@ -98,8 +113,14 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
             " ON CONFLICT (id) DO NOTHING",
             [
-                (f"{t.task_id}:assigned", step.owner, step.opportunity_id, t.task_id,
-                 f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)", step.at)
+                (
+                    f"{t.task_id}:assigned",
+                    step.owner,
+                    step.opportunity_id,
+                    t.task_id,
+                    f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
+                    step.at,
+                )
                 for t in step.tasks
             ],
         )
@@ -107,7 +128,9 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             "UPDATE opportunities SET stage = $2, updated_at = $3,"
             " probability = (SELECT probability FROM stages WHERE name = $2)"
             " WHERE id = $1",
-            step.opportunity_id, step.stage, step.at,
+            step.opportunity_id,
+            step.stage,
+            step.at,
         )
         if step.closing is not None:
             await _close(conn, step, visit_id)
@@ -119,18 +142,27 @@ async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> N
     await conn.execute(
         "UPDATE opportunities SET closed_at = $2, actual_income = $3, hours_spent = $4,"
         " close_reason = $5, competitor = $6 WHERE id = $1 AND closed_at IS NULL",
-        step.opportunity_id, step.at, c.actual_income, c.hours_spent, c.reason, c.competitor,
+        step.opportunity_id,
+        step.at,
+        c.actual_income,
+        c.hours_spent,
+        c.reason,
+        c.competitor,
     )
     await conn.execute(
         "UPDATE stage_visits SET left_at = $2 WHERE id = $1 AND left_at IS NULL",
-        visit_id, step.at,
+        visit_id,
+        step.at,
     )
     kind, verb = ("closed_won", "won") if c.successful else ("closed_lost", "lost")
     await conn.execute(
         "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
         " SELECT $1, owner, id, $2, $3 || title || ' (' || customer || ')', $4"
         " FROM opportunities WHERE id = $5 ON CONFLICT (id) DO NOTHING",
-        f"{visit_id}:{kind}", kind, f"Opportunity {verb} ({step.stage}): ", step.at,
+        f"{visit_id}:{kind}",
+        kind,
+        f"Opportunity {verb} ({step.stage}): ",
+        step.at,
         step.opportunity_id,
     )
 
@@ -139,14 +171,19 @@ async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
     await conn.execute(
         "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
         " completed_at = $5 WHERE id = $1 AND status = 'open'",
-        row.task_id, row.outcome, row.actor, row.comment, row.at,
+        row.task_id,
+        row.outcome,
+        row.actor,
+        row.comment,
+        row.at,
     )
 
 
 async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
     await conn.execute(
         "UPDATE tasks SET status = 'canceled', canceled_at = $2 WHERE id = $1 AND status = 'open'",
-        row.task_id, row.at,
+        row.task_id,
+        row.at,
     )
 
 
@@ -160,7 +197,9 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
     await conn.execute(
         f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
-        row.opportunity_id, row.at, *fields.values(),
+        row.opportunity_id,
+        row.at,
+        *fields.values(),
     )
 
 
@@ -168,7 +207,10 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
 
 
 async def list_opportunities(
-    conn: asyncpg.Connection, *, stage: str | None = None, owner: str | None = None,
+    conn: asyncpg.Connection,
+    *,
+    stage: str | None = None,
+    owner: str | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
@@ -176,7 +218,9 @@ async def list_opportunities(
         " closed_at FROM opportunities"
         " WHERE ($1::text IS NULL OR stage = $1) AND ($2::text IS NULL OR owner = $2)"
         " ORDER BY created_at DESC, id LIMIT $3",
-        stage, owner, limit,
+        stage,
+        owner,
+        limit,
     )
     return [dict(r) for r in rows]
 

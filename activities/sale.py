@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -41,9 +44,11 @@ class SaleActivities:
             )
         if cmd.new is not None and record.stage is None:
             return record
-        if cmd.new is not None and (
-            record.data.get("title"), record.data.get("customer"), record.owner
-        ) != (cmd.new.title, cmd.new.customer, cmd.new.owner):
+        if cmd.new is not None and (record.data.get("title"), record.data.get("customer"), record.owner) != (
+            cmd.new.title,
+            cmd.new.customer,
+            cmd.new.owner,
+        ):
             raise ApplicationError(
                 f"Opportunity {cmd.opportunity_id!r} exists already with other data: start its"
                 " process as an existing opportunity, or choose another id.",
@@ -85,7 +90,7 @@ class SaleActivities:
         async with self._pool.acquire() as conn:
             await repository.update_opportunity(conn, row)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.open_opportunity,
             self.load_process,

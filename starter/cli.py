@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import getpass
 import json
 import os
@@ -34,7 +35,6 @@ from workflows.contract import NewOpportunity, OpportunityFields, StateView
 from workflows.definition import load_default_definition
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
-
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -70,8 +70,7 @@ def print_state(state: StateView) -> None:
     print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
     print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
-        print(f"  [ ] {t.task_id}  {t.title}  (due {_when(t.due_at)}, outcomes: "
-              f"{', '.join(t.outcomes)})")
+        print(f"  [ ] {t.task_id}  {t.title}  (due {_when(t.due_at)}, outcomes: {', '.join(t.outcomes)})")
     if state.rejected:
         last = state.rejected[-1]
         print(f"  last refused command: {last.command}: {last.reason}")
@@ -111,8 +110,9 @@ async def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     try:
         pool = await create_pool(database_url(Settings()), max_size=2)
     except Exception as err:  # asyncpg and the embedded server raise many kinds; the text says it
-        raise CliError(f"cannot reach the database ({err}); start the stack with"
-                       " `python3 dev.py`, or set DATABASE_URL") from None
+        raise CliError(
+            f"cannot reach the database ({err}); start the stack with `python3 dev.py`, or set DATABASE_URL"
+        ) from None
     try:
         async with pool.acquire() as conn:
             return await work(conn)
@@ -150,7 +150,7 @@ async def _state_when_ready(client: Client, opportunity_id: str, *, timeout: flo
                 await handle.result()
             except WorkflowFailureError as err:
                 raise _explain(err, opportunity_id) from None
-        state = await handle.query(c.QUERY_STATE, result_type=StateView)
+        state: StateView = await handle.query(c.QUERY_STATE, result_type=StateView)
         if state.visit > 0:
             return state
         await asyncio.sleep(0.2)
@@ -161,30 +161,38 @@ async def cmd_start(args: argparse.Namespace) -> None:
     client = await _client()
     if args.existing:
         opportunity_id, new = args.existing, None
-        found = await _with_db(lambda conn: conn.fetchrow(
-            "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id))
+        found = await _with_db(
+            lambda conn: conn.fetchrow(
+                "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id
+            )
+        )
         if found is None:
-            raise CliError(f"no opportunity {opportunity_id!r}; create one with"
-                           " `corpsale start --title ... --customer ... --owner ...`")
+            raise CliError(
+                f"no opportunity {opportunity_id!r}; create one with"
+                " `corpsale start --title ... --customer ... --owner ...`"
+            )
         if found["closed_at"] is not None:
-            raise CliError(f"opportunity {opportunity_id!r} is closed in {found['stage']!r};"
-                           " a final stage is never left")
+            raise CliError(
+                f"opportunity {opportunity_id!r} is closed in {found['stage']!r}; a final stage is never left"
+            )
     else:
         missing = [f"--{n}" for n in ("title", "customer", "owner") if not getattr(args, n)]
         if missing:
-            raise CliError(f"a new opportunity needs {', '.join(missing)}"
-                           " (or use --existing ID)")
+            raise CliError(f"a new opportunity needs {', '.join(missing)} (or use --existing ID)")
         opportunity_id = args.id or f"opp-{uuid.uuid4().hex[:12]}"
         fields = _parse_fields(args.set or [], args.data)
-        new = _model(NewOpportunity, {
-            "title": args.title, "customer": args.customer, "owner": args.owner, **fields})
-    start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor,
-                                  "new": new})
+        new = _model(
+            NewOpportunity, {"title": args.title, "customer": args.customer, "owner": args.owner, **fields}
+        )
+    start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor, "new": new})
     summary = f"{new.title} — {new.customer}" if new else f"opportunity {opportunity_id}"
     try:
         await client.start_workflow(
-            CorporateSaleWorkflow.run, start, id=c.workflow_id(opportunity_id),
-            task_queue=args.task_queue, static_summary=summary,
+            CorporateSaleWorkflow.run,
+            start,
+            id=c.workflow_id(opportunity_id),
+            task_queue=args.task_queue,
+            static_summary=summary,
         )
     except WorkflowAlreadyStartedError:
         raise CliError(
@@ -193,8 +201,10 @@ async def cmd_start(args: argparse.Namespace) -> None:
         ) from None
     state = await _state_when_ready(client, opportunity_id)
     if state is None:
-        raise CliError(f"started {c.workflow_id(opportunity_id)}, but no worker has picked it up"
-                       f" yet: is a worker polling task queue {args.task_queue!r}?")
+        raise CliError(
+            f"started {c.workflow_id(opportunity_id)}, but no worker has picked it up"
+            f" yet: is a worker polling task queue {args.task_queue!r}?"
+        )
     print_json(state) if args.json else print_state(state)
 
 
@@ -220,32 +230,49 @@ async def _explain_closed(client: Client, opportunity_id: str) -> None:
     except RPCError:
         return
     if state.closed:
-        raise CliError(f"opportunity {opportunity_id!r} is closed in {state.stage!r};"
-                       " a final stage is never left")
+        raise CliError(
+            f"opportunity {opportunity_id!r} is closed in {state.stage!r}; a final stage is never left"
+        )
 
 
 async def cmd_move(args: argparse.Namespace) -> None:
-    await _send(args, c.UPDATE_CHANGE_STAGE, {
-        "stage": args.stage, "actor": args.actor, "reason": args.reason,
-        "restart": args.restart or None, "actual_income": args.income,
-        "hours_spent": args.hours, "competitor": args.competitor,
-        "request_id": args.request_id,
-    })
+    await _send(
+        args,
+        c.UPDATE_CHANGE_STAGE,
+        {
+            "stage": args.stage,
+            "actor": args.actor,
+            "reason": args.reason,
+            "restart": args.restart or None,
+            "actual_income": args.income,
+            "hours_spent": args.hours,
+            "competitor": args.competitor,
+            "request_id": args.request_id,
+        },
+    )
 
 
 async def cmd_complete(args: argparse.Namespace) -> None:
-    await _send(args, c.UPDATE_COMPLETE_TASK, {
-        "task_id": args.task_id, "outcome": args.outcome, "actor": args.actor,
-        "comment": args.comment, "request_id": args.request_id,
-    })
+    await _send(
+        args,
+        c.UPDATE_COMPLETE_TASK,
+        {
+            "task_id": args.task_id,
+            "outcome": args.outcome,
+            "actor": args.actor,
+            "comment": args.comment,
+            "request_id": args.request_id,
+        },
+    )
 
 
 async def cmd_update(args: argparse.Namespace) -> None:
     fields = _parse_fields(args.set or [], args.data)
     if not fields:
         raise CliError("nothing to update: give --set FIELD=VALUE or --data JSON")
-    await _send(args, c.UPDATE_UPDATE_OPPORTUNITY,
-                {**fields, "actor": args.actor, "request_id": args.request_id})
+    await _send(
+        args, c.UPDATE_UPDATE_OPPORTUNITY, {**fields, "actor": args.actor, "request_id": args.request_id}
+    )
 
 
 async def cmd_state(args: argparse.Namespace) -> None:
@@ -269,34 +296,42 @@ async def cmd_show(args: argparse.Namespace) -> None:
         return
     d = detail
     print(f"{d['id']}: {d['title']} — {d['customer']}")
-    print(f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
-          + (f", closed {_when(d['closed_at'])}" if d["closed_at"] else ""))
+    print(
+        f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
+        + (f", closed {_when(d['closed_at'])}" if d["closed_at"] else "")
+    )
     for name in OpportunityFields.model_fields:
         if name not in ("title", "customer") and d.get(name) is not None:
             print(f"  {name}: {d[name]}")
     print("History:")
     for v in d["history"]:
-        print(f"  {v['visit_no']:>3}. {v['stage']:<14} {_when(v['entered_at'])} by"
-              f" {v['entered_by']}" + (f" — {v['reason']}" if v["reason"] else ""))
+        print(
+            f"  {v['visit_no']:>3}. {v['stage']:<14} {_when(v['entered_at'])} by"
+            f" {v['entered_by']}" + (f" — {v['reason']}" if v["reason"] else "")
+        )
     print("Tasks:")
     for t in d["tasks"]:
         mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
-        print(f"  {mark} {t['id']}  {t['title']}  due {_when(t['due_at'])}"
-              + (f"  ({t['outcome']})" if t["outcome"] else ""))
+        print(
+            f"  {mark} {t['id']}  {t['title']}  due {_when(t['due_at'])}"
+            + (f"  ({t['outcome']})" if t["outcome"] else "")
+        )
 
 
 async def cmd_list(args: argparse.Namespace) -> None:
     from activities import repository
 
-    rows = await _with_db(lambda conn: repository.list_opportunities(
-        conn, stage=args.stage, owner=args.owner, limit=args.limit))
+    rows = await _with_db(
+        lambda conn: repository.list_opportunities(conn, stage=args.stage, owner=args.owner, limit=args.limit)
+    )
     if args.json:
         print_json(rows)
     elif not rows:
         print("no opportunities")
     else:
-        print_table(rows, ["id", "title", "customer", "owner", "stage", "probability",
-                           "expected_amount", "closed_at"])
+        print_table(
+            rows, ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
+        )
 
 
 async def cmd_definition(args: argparse.Namespace) -> None:
@@ -308,8 +343,7 @@ async def cmd_definition(args: argparse.Namespace) -> None:
     for st in definition.stages:
         print(f"{st.stage}:")
         for t in st.tasks:
-            outcomes = ", ".join(
-                o.name + (f" → {o.stage}" if o.stage else "") for o in t.outcomes)
+            outcomes = ", ".join(o.name + (f" → {o.stage}" if o.stage else "") for o in t.outcomes)
             print(f"  - {t.title} ({t.duration}; {outcomes})")
 
 
@@ -320,10 +354,12 @@ async def cmd_schema(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from worker.config import Settings
     from worker.stack import run_stack
 
-    return run_stack(Settings())
+    from worker.config import Settings
+
+    code: int = run_stack(Settings())
+    return code
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -341,7 +377,8 @@ def _model(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors())
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
+        )
         raise CliError(f"invalid input: {problems}") from None
 
 
@@ -374,26 +411,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corpsale", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_: str, *, actor: bool = False, opportunity: bool = False,
-                json_out: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_: str, *, actor: bool = False, opportunity: bool = False, json_out: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if opportunity:
             p.add_argument("opportunity", metavar="OPPORTUNITY_ID")
         if actor:
-            p.add_argument("--actor", default=os.environ.get("CORPSALE_ACTOR") or getpass.getuser(),
-                           help="who does it (default: $CORPSALE_ACTOR or your user name)")
+            p.add_argument(
+                "--actor",
+                default=os.environ.get("CORPSALE_ACTOR") or getpass.getuser(),
+                help="who does it (default: $CORPSALE_ACTOR or your user name)",
+            )
             p.add_argument("--request-id", help="a repeated request id is applied once")
         if json_out:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
-    command("dev", "run the whole stack: Temporal dev server and UI, PostgreSQL, the worker",
-            json_out=False).set_defaults(run=cmd_dev)
-    command("worker", "run a worker against TEMPORAL_ADDRESS and DATABASE_URL",
-            json_out=False).set_defaults(run=cmd_worker)
+    command(
+        "dev", "run the whole stack: Temporal dev server and UI, PostgreSQL, the worker", json_out=False
+    ).set_defaults(run=cmd_dev)
+    command("worker", "run a worker against TEMPORAL_ADDRESS and DATABASE_URL", json_out=False).set_defaults(
+        run=cmd_worker
+    )
 
-    p = command("start", "start the process for a new opportunity (R1) or an existing one (R2)",
-                actor=True)
+    p = command("start", "start the process for a new opportunity (R1) or an existing one (R2)", actor=True)
     p.add_argument("--existing", metavar="ID", help="start for this existing opportunity")
     p.add_argument("--id", help="id of the new opportunity (default: generated)")
     p.add_argument("--title")
@@ -424,10 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="fields as a JSON object")
     p.set_defaults(run=cmd_update)
 
-    command("state", "the running process's state (the `state` query)",
-            opportunity=True).set_defaults(run=cmd_state)
-    command("show", "an opportunity with its history and tasks",
-            opportunity=True).set_defaults(run=cmd_show)
+    command("state", "the running process's state (the `state` query)", opportunity=True).set_defaults(
+        run=cmd_state
+    )
+    command("show", "an opportunity with its history and tasks", opportunity=True).set_defaults(run=cmd_show)
 
     p = command("list", "list opportunities")
     p.add_argument("--stage")
@@ -435,8 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(run=cmd_list)
 
-    command("definition", "print the process definition in force").set_defaults(
-        run=cmd_definition)
+    command("definition", "print the process definition in force").set_defaults(run=cmd_definition)
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
@@ -457,5 +498,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console entry point. It leaves without interpreter finalisation, where the Temporal
+    client's native threads can abort the process (temporalio/sdk-python#300), after running
+    the exit handlers (the embedded PostgreSQL's among them) and flushing the output."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

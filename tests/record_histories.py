@@ -73,20 +73,23 @@ async def record() -> None:
             queue = f"record-{uuid.uuid4()}"
             async with build_worker(client, pool, task_queue=queue):
                 sale = Sale(client, pool, queue, url)
-                for name, scenario in [("happy_path", happy_path),
-                                       ("moves_and_refusals", moves_and_refusals)]:
+                for name, scenario in [
+                    ("happy_path", happy_path),
+                    ("moves_and_refusals", moves_and_refusals),
+                ]:
                     workflow_id = await scenario(sale)
                     runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
                     # Task children too: their histories guard the task workflow's code.
-                    children = [w async for w in client.list_workflows(
-                        f"WorkflowType = 'SaleTask' AND WorkflowId STARTS_WITH 'task-{workflow_id.removeprefix('opportunity-')}'")]
+                    opp = workflow_id.removeprefix("opportunity-")
+                    query = f"WorkflowType = 'SaleTask' AND WorkflowId STARTS_WITH 'task-{opp}'"
+                    children = [w async for w in client.list_workflows(query)]
                     for i, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
-                        history = await client.get_workflow_handle(
-                            run.id, run_id=run.run_id).fetch_history()
+                        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
                         (OUT / f"{name}.run{i + 1}.json").write_text(history.to_json())
                     for child in children[:3]:
                         history = await client.get_workflow_handle(
-                            child.id, run_id=child.run_id).fetch_history()
+                            child.id, run_id=child.run_id
+                        ).fetch_history()
                         key = child.id.rsplit(":", 1)[-1]
                         (OUT / f"{name}.task-{key}.json").write_text(history.to_json())
                     print(f"{name}: {len(runs)} runs, {min(3, len(children))} task children")

@@ -19,16 +19,25 @@ BAD_MOVES: list[tuple[str, Any, str]] = [
     ("not an object", "Proposal", "Malformed payload"),
     ("no payload", None, "Malformed payload"),
     ("wrong type", {"stage": 42, "actor": "bob"}, "stage: Input should be a valid string"),
-    ("income when lost", {"stage": "Closed lost", "actor": "bob", "actual_income": 5},
-     "only when closing as won"),
-    ("negative income", {"stage": "Closed won", "actor": "bob", "actual_income": -5},
-     "greater than or equal to 0"),
+    (
+        "income when lost",
+        {"stage": "Closed lost", "actor": "bob", "actual_income": 5},
+        "only when closing as won",
+    ),
+    (
+        "negative income",
+        {"stage": "Closed won", "actor": "bob", "actual_income": -5},
+        "greater than or equal to 0",
+    ),
 ]
 
 BAD_COMPLETIONS: list[tuple[str, dict[str, Any], str]] = [
     ("unknown task", {"task_id": "nope", "actor": "bob"}, "Unknown task 'nope'"),
-    ("bad outcome", {"task_id": "{first}", "actor": "bob", "outcome": "maybe"},
-     "has no outcome 'maybe'; choose one of: done"),
+    (
+        "bad outcome",
+        {"task_id": "{first}", "actor": "bob", "outcome": "maybe"},
+        "has no outcome 'maybe'; choose one of: done",
+    ),
     ("canceled task", {"task_id": "{canceled}", "actor": "bob"}, "was canceled"),
     ("completed task", {"task_id": "{completed}", "actor": "bob"}, "is completed already"),
 ]
@@ -112,9 +121,7 @@ async def test_a_signal_with_several_arguments_is_recorded_not_fatal(sale: Sale)
     await handle.signal(c.SIGNAL_CHANGE_STAGE, {"stage": "Presentation", "actor": "a"})
     state = await sale.wait_stage(opp, "Presentation")
     assert state.visit == 2
-    assert [r.reason for r in state.rejected] == [
-        "Malformed payload: send one JSON object, not 2 arguments."
-    ]
+    assert [r.reason for r in state.rejected] == ["Malformed payload: send one JSON object, not 2 arguments."]
 
 
 async def _assert_still_advances(sale: Sale, opp: str) -> None:

@@ -54,8 +54,12 @@ async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
 @asynccontextmanager
 async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.main", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "worker.main",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         yield proc

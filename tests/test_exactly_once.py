@@ -18,9 +18,7 @@ async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> 
 
     state = await sale.state(opp)
     assert (state.stage, state.visit, state.rejected) == ("Qualification", 3, [])
-    assert [v["stage"] for v in await sale.visits(opp)] == [
-        "Qualification", "Proposal", "Qualification"
-    ]
+    assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", "Proposal", "Qualification"]
     assert len(await sale.tasks(opp)) == 2 + 3 + 2
     assert len(await sale.notifications(opp)) == 7
 
@@ -43,8 +41,10 @@ async def test_a_repeated_update_answers_again_without_applying_twice(sale: Sale
     other = (await sale.state(opp)).open_tasks[0]
     answers = [
         await handle.execute_update(
-            c.UPDATE_COMPLETE_TASK, {"task_id": other.task_id, "actor": "alice"},
-            id="retry-me", result_type=c.StateView,
+            c.UPDATE_COMPLETE_TASK,
+            {"task_id": other.task_id, "actor": "alice"},
+            id="retry-me",
+            result_type=c.StateView,
         )
         for _ in range(2)
     ]

@@ -18,16 +18,29 @@ async def test_bant_and_meeting_data_are_stored_and_shown(sale: Sale) -> None:
     opp = handle.id.removeprefix("opportunity-")
     await sale.wait_stage(opp, "Qualification")
 
-    state = await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {
-        "budget": 120000, "authority": "CFO signs", "need": "Replace the legacy CRM",
-        "timeframe": "Q3", "decision_maker": "Jane Roe", "sales_tactics": "Lead with TCO",
-        "actor": "alice",
-    })
+    state = await sale.update(
+        opp,
+        c.UPDATE_UPDATE_OPPORTUNITY,
+        {
+            "budget": 120000,
+            "authority": "CFO signs",
+            "need": "Replace the legacy CRM",
+            "timeframe": "Q3",
+            "decision_maker": "Jane Roe",
+            "sales_tactics": "Lead with TCO",
+            "actor": "alice",
+        },
+    )
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Presentation", "actor": "alice"})
-    await sale.signal(opp, c.SIGNAL_UPDATE_OPPORTUNITY, {
-        "presentation_at": "2026-12-03T10:00:00Z", "meeting_notes": "Demo for 6 people",
-        "expected_amount": "99500.00",
-    })
+    await sale.signal(
+        opp,
+        c.SIGNAL_UPDATE_OPPORTUNITY,
+        {
+            "presentation_at": "2026-12-03T10:00:00Z",
+            "meeting_notes": "Demo for 6 people",
+            "expected_amount": "99500.00",
+        },
+    )
 
     state = await eventually(lambda: sale.state(opp), lambda s: "meeting_notes" in s.data)
     assert state.data["budget"] == "120000" and state.data["need"] == "Replace the legacy CRM"
@@ -46,8 +59,12 @@ async def test_invalid_data_is_refused_and_nothing_is_stored(sale: Sale) -> None
     await sale.wait_stage(opp, "Qualification")
     before = dict(await sale.opportunity(opp))
     for payload in (
-        {"budget": "a lot"}, {"expected_amount": 1.005}, {"title": ""}, {"need": "x" * 5000},
-        {"owner": "mallory"}, {"budget": 10, "stage": "Closed won"},
+        {"budget": "a lot"},
+        {"expected_amount": 1.005},
+        {"title": ""},
+        {"need": "x" * 5000},
+        {"owner": "mallory"},
+        {"budget": 10, "stage": "Closed won"},
     ):
         with pytest.raises(WorkflowUpdateFailedError):
             await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, payload)

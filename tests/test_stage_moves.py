@@ -11,9 +11,7 @@ from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
 
 
 async def move(sale: Sale, opp: str, stage: str, **extra: object) -> c.StateView:
-    return await sale.update(
-        opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob", **extra}
-    )
+    return await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob", **extra})
 
 
 async def test_moving_back_from_proposal_cancels_its_tasks_and_opens_qualification_anew(
@@ -73,9 +71,7 @@ async def test_closing_as_lost_from_presentation_ends_the_process(sale: Sale) ->
     await sale.wait_stage(opp, "Qualification")
     await move(sale, opp, "Presentation")
 
-    state = await move(
-        sale, opp, "Closed lost", reason="Price too high", competitor="Globex"
-    )
+    state = await move(sale, opp, "Closed lost", reason="Price too high", competitor="Globex")
 
     assert state.closed and state.stage == "Closed lost" and state.open_tasks == []
     assert (await handle.result()).stage == "Closed lost"
@@ -146,7 +142,9 @@ async def test_a_rejected_proposal_closes_the_opportunity_as_lost(sale: Sale) ->
 
     assert state.closed and state.stage == "Closed lost"
     assert (await handle.describe()).status in (
-        WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
+        WorkflowExecutionStatus.RUNNING,
+        WorkflowExecutionStatus.COMPLETED,
+    )
     await handle.result()
     assert (await sale.opportunity(opp))["stage"] == "Closed lost"
 

@@ -16,7 +16,11 @@ async def _existing(sale: Sale, stage: str | None) -> str:
     opp = sale.new_id()
     await sale.pool.execute(
         "INSERT INTO opportunities (id, title, customer, owner, stage) VALUES ($1, $2, $3, $4, $5)",
-        opp, "Fleet renewal", "Initech", "carol", stage,
+        opp,
+        "Fleet renewal",
+        "Initech",
+        "carol",
+        stage,
     )
     return opp
 
@@ -72,8 +76,16 @@ async def test_a_second_start_while_the_process_runs_is_refused(sale: Sale) -> N
 
 async def test_the_cli_starts_a_new_opportunity_and_drives_it(sale: Sale) -> None:
     started = await sale.cli(
-        "start", "--title", "Cloud migration", "--customer", "Umbrella", "--owner", "dave",
-        "--set", "budget=50000", "--json",
+        "start",
+        "--title",
+        "Cloud migration",
+        "--customer",
+        "Umbrella",
+        "--owner",
+        "dave",
+        "--set",
+        "budget=50000",
+        "--json",
     )
     assert started.code == 0, started.stderr
     state = json.loads(started.stdout)
@@ -81,7 +93,10 @@ async def test_the_cli_starts_a_new_opportunity_and_drives_it(sale: Sale) -> Non
     assert state["stage"] == "Qualification" and len(state["open_tasks"]) == 2
     row = await sale.opportunity(opp)
     assert (row["title"], row["customer"], row["owner"], str(row["budget"])) == (
-        "Cloud migration", "Umbrella", "dave", "50000.00"
+        "Cloud migration",
+        "Umbrella",
+        "dave",
+        "50000.00",
     )
 
     moved = await sale.cli("move", opp, "Proposal", "--reason", "fast track", "--json")

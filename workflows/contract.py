@@ -50,9 +50,7 @@ class ChangeStage(Command):
     stage: Name
     actor: Name
     reason: Text | None = None
-    restart: bool = Field(
-        default=False, description="Re-enter the current stage with fresh tasks."
-    )
+    restart: bool = Field(default=False, description="Re-enter the current stage with fresh tasks.")
     actual_income: Money | None = Field(default=None, description="For a successful final stage.")
     hours_spent: Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)] | None = None
     competitor: Name | None = Field(default=None, description="Who won, for a lost stage.")
@@ -92,9 +90,7 @@ class UpdateOpportunity(OpportunityFields):
     actor: Name | None = None
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(
-            exclude_unset=True, exclude={"request_id", "actor"}, mode="json"
-        )
+        return self.model_dump(exclude_unset=True, exclude={"request_id", "actor"}, mode="json")
 
 
 class NewOpportunity(OpportunityFields):

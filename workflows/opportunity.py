@@ -6,13 +6,12 @@ are done or a command moves it, until a final stage ends it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
 
@@ -67,14 +66,21 @@ def _payload(args: tuple[Any, ...]) -> Any:
     return args[0]
 
 
-def search_attributes(stage: str, owner: str, amount: float | None) -> TypedSearchAttributes:
-    pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributePair(STAGE_ATTR, stage),
-        SearchAttributePair(OWNER_ATTR, owner),
+COMMAND_MODELS: dict[str, type[BaseModel]] = {
+    c.SIGNAL_CHANGE_STAGE: ChangeStage,
+    c.SIGNAL_COMPLETE_TASK: CompleteTask,
+    c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
+}
+
+
+def search_attribute_updates(
+    stage: str, owner: str, amount: float | None
+) -> list[SearchAttributeUpdate[Any]]:
+    return [
+        STAGE_ATTR.value_set(stage),
+        OWNER_ATTR.value_set(owner),
+        AMOUNT_ATTR.value_set(amount) if amount is not None else AMOUNT_ATTR.value_unset(),
     ]
-    if amount is not None:
-        pairs.append(SearchAttributePair(AMOUNT_ATTR, amount))
-    return TypedSearchAttributes(pairs)
 
 
 @workflow.defn(name="CorporateSale")
@@ -97,9 +103,7 @@ class CorporateSaleWorkflow:
             else:
                 await self._resume()
             self._ready = True
-        await workflow.wait_condition(
-            lambda: self._state.closed or self._state.pending_entry is not None
-        )
+        await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._state.closed:
             workflow.continue_as_new(
@@ -203,9 +207,15 @@ class CorporateSaleWorkflow:
         )
         for t, template in zip(new_tasks, templates, strict=True):
             state.tasks[t.task_id] = TaskState(
-                task_id=t.task_id, key=t.task_key, title=t.title,
-                stage=stage.name, visit=state.visit, owner=state.owner, start_at=t.start_at,
-                due_at=t.due_at, outcomes=[o.name for o in template.outcomes],
+                task_id=t.task_id,
+                key=t.task_key,
+                title=t.title,
+                stage=stage.name,
+                visit=state.visit,
+                owner=state.owner,
+                start_at=t.start_at,
+                due_at=t.due_at,
+                outcomes=[o.name for o in template.outcomes],
             )
         await asyncio.gather(*(self._start_task(state.tasks[t.task_id]) for t in new_tasks))
         if stage.final:
@@ -264,7 +274,7 @@ class CorporateSaleWorkflow:
         view = state.view()
         amount = state.data.get("expected_amount")
         workflow.upsert_search_attributes(
-            search_attributes(state.stage or "", state.owner, float(amount) if amount else None)
+            search_attribute_updates(state.stage or "", state.owner, float(amount) if amount else None)
         )
         open_due = sorted(t.due_at for t in state.open_tasks())
         detail = f"{state.stage}: {view.tasks_done} of {view.tasks_total} tasks done"
@@ -312,15 +322,14 @@ class CorporateSaleWorkflow:
         if task is None:
             raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
         if task.status == "canceled":
-            raise Refused(
-                f"Task {cmd.task_id!r} was canceled when the opportunity left {task.stage!r}."
-            )
+            raise Refused(f"Task {cmd.task_id!r} was canceled when the opportunity left {task.stage!r}.")
         if task.status == "completed":
             raise Refused(f"Task {cmd.task_id!r} is completed already ({task.outcome}).")
         if cmd.outcome is not None and cmd.outcome not in task.outcomes:
             raise Refused(
                 f"Task {cmd.task_id!r} has no outcome {cmd.outcome!r}; choose one of: "
-                + ", ".join(task.outcomes) + "."
+                + ", ".join(task.outcomes)
+                + "."
             )
         return task
 
@@ -343,8 +352,11 @@ class CorporateSaleWorkflow:
         await workflow.execute_activity_method(
             SaleActivities.complete_task,
             CompleteTaskRow(
-                task_id=task.task_id, outcome=outcome.name, actor=cmd.actor,
-                comment=cmd.comment, at=workflow.now(),
+                task_id=task.task_id,
+                outcome=outcome.name,
+                actor=cmd.actor,
+                comment=cmd.comment,
+                at=workflow.now(),
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary=f"complete {task.title}",
@@ -360,9 +372,7 @@ class CorporateSaleWorkflow:
         if outcome.effect is Effect.MOVE:
             assert outcome.stage is not None
             reason = f"outcome {outcome.name!r} of {task.title!r}"
-            await self._move(
-                ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True)
-            )
+            await self._move(ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True))
         elif all(t.status == "completed" for t in self._state.visit_tasks()):
             following = self._process.next_stage(task.stage)
             if following is not None:
@@ -383,15 +393,8 @@ class CorporateSaleWorkflow:
         self._state.data = {**self._state.data, **changes}
         self._publish()
 
-    _COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
-        c.SIGNAL_CHANGE_STAGE: (ChangeStage, "_change_stage"),
-        c.SIGNAL_COMPLETE_TASK: (CompleteTask, "_complete_task"),
-        c.SIGNAL_UPDATE_OPPORTUNITY: (UpdateOpportunity, "_update_opportunity"),
-    }
-
     def _parse(self, name: str, payload: Any) -> BaseModel:
-        model, _ = self._COMMANDS[name]
-        return _parse(model, payload)
+        return _parse(COMMAND_MODELS[name], payload)
 
     async def _apply(self, name: str, cmd: BaseModel) -> None:
         """Apply a parsed command once; a repeated request id is a no-op."""
@@ -399,9 +402,13 @@ class CorporateSaleWorkflow:
         if self._state.seen(request_id):
             return
         try:
-            _, method = self._COMMANDS[name]
-            apply: Callable[[Any], Any] = getattr(self, method)
-            await apply(cmd)
+            match cmd:
+                case ChangeStage():
+                    await self._change_stage(cmd)
+                case CompleteTask():
+                    await self._complete_task(cmd)
+                case UpdateOpportunity():
+                    await self._update_opportunity(cmd)
         finally:
             self._state.remember(request_id)
 

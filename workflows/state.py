@@ -92,8 +92,14 @@ class SaleState(BaseModel):
             visit=self.visit,
             open_tasks=[
                 TaskView(
-                    task_id=t.task_id, title=t.title, stage=t.stage, owner=t.owner,
-                    start_at=t.start_at, due_at=t.due_at, status=t.status, outcome=t.outcome,
+                    task_id=t.task_id,
+                    title=t.title,
+                    stage=t.stage,
+                    owner=t.owner,
+                    start_at=t.start_at,
+                    due_at=t.due_at,
+                    status=t.status,
+                    outcome=t.outcome,
                     outcomes=t.outcomes,
                 )
                 for t in self.open_tasks()
