@@ -76,10 +76,17 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
 def search_attribute_updates(
     stage: str, owner: str, amount: float | None
 ) -> list[SearchAttributeUpdate[Any]]:
+    """The updates that bring the run's search attributes to these values (none if they are)."""
+    current = workflow.info().typed_search_attributes
+    wanted: list[tuple[SearchAttributeKey[Any], Any]] = [
+        (STAGE_ATTR, stage),
+        (OWNER_ATTR, owner),
+        (AMOUNT_ATTR, amount),
+    ]
     return [
-        STAGE_ATTR.value_set(stage),
-        OWNER_ATTR.value_set(owner),
-        AMOUNT_ATTR.value_set(amount) if amount is not None else AMOUNT_ATTR.value_unset(),
+        key.value_set(value) if value is not None else key.value_unset()
+        for key, value in wanted
+        if current.get(key) != value
     ]
 
 
@@ -273,9 +280,11 @@ class CorporateSaleWorkflow:
         state = self._state
         view = state.view()
         amount = state.data.get("expected_amount")
-        workflow.upsert_search_attributes(
-            search_attribute_updates(state.stage or "", state.owner, float(amount) if amount else None)
+        updates = search_attribute_updates(
+            state.stage or "", state.owner, float(amount) if amount is not None else None
         )
+        if updates:
+            workflow.upsert_search_attributes(updates)
         open_due = sorted(t.due_at for t in state.open_tasks())
         detail = f"{state.stage}: {view.tasks_done} of {view.tasks_total} tasks done"
         if state.closed:
@@ -297,14 +306,17 @@ class CorporateSaleWorkflow:
         if self._state.pending_entry is not None:
             raise Refused("The process is handing over to a new run; send the command again.")
 
-    def _check_change_stage(self, cmd: ChangeStage) -> None:
+    # `settled=False` (update validators) keeps to the refusals that no command still queued
+    # ahead of this one can undo; the handler checks again, in order, under the lock.
+
+    def _check_change_stage(self, cmd: ChangeStage, *, settled: bool = True) -> None:
         self._check_open()
         process = self._process
         if not process.has_stage(cmd.stage):
             known = ", ".join(s.name for s in process.stages)
             raise Refused(f"Unknown stage {cmd.stage!r}. Stages: {known}.")
         target = process.stage(cmd.stage)
-        if cmd.stage == self._state.stage and not cmd.restart:
+        if settled and cmd.stage == self._state.stage and not cmd.restart:
             raise Refused(
                 f"The opportunity is in {cmd.stage!r} already; send restart: true to restart"
                 " the stage with new tasks."
@@ -316,9 +328,11 @@ class CorporateSaleWorkflow:
         if cmd.competitor is not None and not (target.final and not target.successful):
             raise Refused("competitor is recorded only when closing as lost.")
 
-    def _check_complete_task(self, cmd: CompleteTask) -> TaskState:
+    def _check_complete_task(self, cmd: CompleteTask, *, settled: bool = True) -> TaskState | None:
         self._check_open()
         task = self._state.tasks.get(cmd.task_id)
+        if task is None and not settled:
+            return None  # a move queued ahead may open it
         if task is None:
             raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
         if task.status == "canceled":
@@ -346,6 +360,7 @@ class CorporateSaleWorkflow:
 
     async def _complete_task(self, cmd: CompleteTask) -> None:
         task = self._check_complete_task(cmd)
+        assert task is not None
         template = self._process.task(task.stage, task.key)
         outcome = template.outcome(cmd.outcome)
         assert outcome is not None
@@ -450,9 +465,9 @@ class CorporateSaleWorkflow:
                 return
             match cmd:
                 case ChangeStage():
-                    self._check_change_stage(cmd)
+                    self._check_change_stage(cmd, settled=False)
                 case CompleteTask():
-                    self._check_complete_task(cmd)
+                    self._check_complete_task(cmd, settled=False)
                 case UpdateOpportunity():
                     self._check_update(cmd)
         except Refused as err:
