@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from temporalio.testing import ActivityEnvironment
+
+from activities.models import (
+    CancelTaskRow,
+    Closing,
+    CompleteTaskRow,
+    EnterStage,
+    NewTask,
+    OpenOpportunity,
+    UpdateOpportunityRow,
+)
+from activities.sale import SaleActivities
 from tests.helpers import Sale, eventually
 from workflows import contract as c
+from workflows.contract import NewOpportunity
 
 
 async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> None:
@@ -65,3 +82,70 @@ async def test_completing_a_task_twice_without_request_id_is_refused_the_second_
     assert "completed already" in state.rejected[0].reason
     assert state.tasks_done == 1
     assert sum(t["status"] == "completed" for t in await sale.tasks(opp)) == 1
+
+
+async def test_every_activity_can_run_twice_with_the_same_effect(pool: asyncpg.Pool) -> None:
+    """What a retry after a crash does: the second attempt of each step changes nothing."""
+    acts = SaleActivities(pool)
+    env = ActivityEnvironment()
+    opp = f"opp-{uuid.uuid4().hex[:12]}"
+    at = datetime.now(UTC)
+    new = NewOpportunity(title="Retry", customer="Acme", owner="erin")
+    task = NewTask(task_id=f"{opp}:v1:a", task_key="a", title="A", start_at=at, due_at=at)
+    steps = [
+        (acts.open_opportunity, OpenOpportunity(opportunity_id=opp, actor="op", new=new)),
+        (
+            acts.enter_stage,
+            EnterStage(
+                opportunity_id=opp,
+                visit_no=1,
+                stage="Qualification",
+                owner="erin",
+                actor="op",
+                reason=None,
+                at=at,
+                tasks=(task,),
+            ),
+        ),
+        (
+            acts.complete_task,
+            CompleteTaskRow(task_id=task.task_id, outcome="done", actor="erin", comment=None, at=at),
+        ),
+        (acts.cancel_task, CancelTaskRow(task_id=task.task_id, at=at)),
+        (acts.update_opportunity, UpdateOpportunityRow(opportunity_id=opp, changes={"need": "n"}, at=at)),
+        (
+            acts.enter_stage,
+            EnterStage(
+                opportunity_id=opp,
+                visit_no=2,
+                stage="Closed lost",
+                owner="erin",
+                actor="op",
+                reason="gone",
+                at=at,
+                tasks=(),
+                closing=Closing(successful=False, reason="gone"),
+            ),
+        ),
+    ]
+
+    async def snapshot() -> list[list[dict[str, object]]]:
+        return [
+            [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} WHERE {key} = $1 ORDER BY 1", opp)]
+            for table, key in [
+                ("opportunities", "id"),
+                ("stage_visits", "opportunity_id"),
+                ("tasks", "opportunity_id"),
+                ("notifications", "opportunity_id"),
+            ]
+        ]
+
+    for activity_fn, arg in steps:
+        await env.run(activity_fn, arg)
+        once = await snapshot()
+        await env.run(activity_fn, arg)
+        assert await snapshot() == once, activity_fn.__name__
+    opportunities, visits, tasks, notes = await snapshot()
+    assert opportunities[0]["need"] == "n" and opportunities[0]["closed_at"] == at
+    assert len(visits) == 2 and len(tasks) == 1 and tasks[0]["status"] == "completed"
+    assert [n["kind"] for n in notes] == ["task_assigned", "closed_lost"]
