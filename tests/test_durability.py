@@ -103,3 +103,19 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
     notes = await sale.notifications(opp)
     assert sorted(n["task_id"] for n in notes) == sorted(t["id"] for t in tasks)
     assert state.rejected == []
+
+
+async def test_signals_sent_while_the_run_hands_over_are_all_applied_in_order(sale: Sale) -> None:
+    handle = await sale.start(continue_as_new_after_events=100)
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    stages = ["Proposal", "Contracting", "Presentation", "Qualification"] * 4
+    # Sent without waiting for the process: some arrive while a run hands over to the next.
+    for i, stage in enumerate(stages):
+        await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "b", "request_id": f"m{i}"})
+    state = await sale.wait_stage(opp, "Qualification", visit=1 + len(stages))
+    assert state.rejected == []
+    visits = await sale.visits(opp)
+    assert [v["stage"] for v in visits] == ["Qualification", *stages]
+    runs = [w async for w in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert len(runs) > 1

@@ -160,7 +160,10 @@ class CorporateSaleWorkflow:
             self._state.pending_entry = None
             await self._enter_stage(pending)
         deferred, self._state.deferred = self._state.deferred, []
-        for cmd in deferred:
+        for i, cmd in enumerate(deferred):
+            if self._state.pending_entry is not None:  # handing over again: keep the rest
+                self._state.deferred = [*deferred[i:], *self._state.deferred]
+                break
             await self._apply_signal(cmd.name, tuple(cmd.args))
 
     @property
