@@ -14,7 +14,6 @@ from workflows.contract import (
     Rejection,
     StartProcess,
     StateView,
-    TaskStatus,
     TaskView,
 )
 from workflows.definition import Process
@@ -24,18 +23,11 @@ MAX_REQUEST_IDS = 2_000
 MAX_PAYLOAD_CHARS = 2_000
 
 
-class TaskState(BaseModel):
-    task_id: str
+class TaskState(TaskView):
+    """A task as the process keeps it: what `state` shows, plus where it comes from."""
+
     key: str
-    title: str
-    stage: str
     visit: int
-    owner: str
-    start_at: datetime
-    due_at: datetime
-    outcomes: list[str]
-    status: TaskStatus = "open"
-    outcome: str | None = None
 
 
 class DeferredCommand(BaseModel):
@@ -90,20 +82,7 @@ class SaleState(BaseModel):
             closed=self.closed,
             owner=self.owner,
             visit=self.visit,
-            open_tasks=[
-                TaskView(
-                    task_id=t.task_id,
-                    title=t.title,
-                    stage=t.stage,
-                    owner=t.owner,
-                    start_at=t.start_at,
-                    due_at=t.due_at,
-                    status=t.status,
-                    outcome=t.outcome,
-                    outcomes=t.outcomes,
-                )
-                for t in self.open_tasks()
-            ],
+            open_tasks=[TaskView.model_validate(t, from_attributes=True) for t in self.open_tasks()],
             tasks_done=sum(t.status == "completed" for t in visit),
             tasks_total=len(visit),
             data=self.data,
