@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from temporalio.testing import ActivityEnvironment
@@ -92,7 +94,7 @@ async def test_every_activity_can_run_twice_with_the_same_effect(pool: asyncpg.P
     at = datetime.now(UTC)
     new = NewOpportunity(title="Retry", customer="Acme", owner="erin")
     task = NewTask(task_id=f"{opp}:v1:a", task_key="a", title="A", start_at=at, due_at=at)
-    steps = [
+    steps: list[tuple[Callable[[Any], Awaitable[Any]], Any]] = [
         (acts.open_opportunity, OpenOpportunity(opportunity_id=opp, actor="op", new=new)),
         (
             acts.enter_stage,

@@ -73,6 +73,12 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+def _request_id(payload: Any) -> str | None:
+    """The request id of a payload that may not have parsed (only a well-formed one counts)."""
+    value = payload.get("request_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
 def search_attribute_updates(
     stage: str, owner: str, amount: float | None
 ) -> list[SearchAttributeUpdate[Any]]:
@@ -415,20 +421,19 @@ class CorporateSaleWorkflow:
         return _parse(COMMAND_MODELS[name], payload)
 
     async def _apply(self, name: str, cmd: BaseModel) -> None:
-        """Apply a parsed command once; a repeated request id is a no-op."""
+        """Apply a parsed command once; a repeated request id is a no-op. A refused command's id
+        is not kept here: an update sent again is answered with the refusal again."""
         request_id: str | None = getattr(cmd, "request_id", None)
         if self._state.seen(request_id):
             return
-        try:
-            match cmd:
-                case ChangeStage():
-                    await self._change_stage(cmd)
-                case CompleteTask():
-                    await self._complete_task(cmd)
-                case UpdateOpportunity():
-                    await self._update_opportunity(cmd)
-        finally:
-            self._state.remember(request_id)
+        match cmd:
+            case ChangeStage():
+                await self._change_stage(cmd)
+            case CompleteTask():
+                await self._complete_task(cmd)
+            case UpdateOpportunity():
+                await self._update_opportunity(cmd)
+        self._state.remember(request_id)
 
     async def _apply_signal(self, name: str, args: tuple[Any, ...]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason."""
@@ -437,7 +442,10 @@ class CorporateSaleWorkflow:
             cmd = self._parse(name, _payload(args))
             await self._apply(name, cmd)
         except Refused as err:
-            self._state.reject(workflow.now(), name, str(err), payload)
+            if not self._state.seen(request_id := _request_id(payload)):
+                self._state.reject(workflow.now(), name, str(err), payload)
+            # The rejection answers the signal once: a second delivery adds nothing.
+            self._state.remember(request_id)
 
     async def _signal(self, name: str, args: tuple[Any, ...]) -> None:
         await workflow.wait_condition(lambda: self._ready)
