@@ -1,0 +1,39 @@
+"""A worker for the baseline workflows: `python -m bench.baseline_worker` (TEMPORAL_ADDRESS and
+CORPSALE_TASK_QUEUE from the environment, as for the product's worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from bench.baseline import BaselineProcess, BaselineTask, noop
+from worker.config import Settings, connect_temporal
+
+
+async def main() -> None:
+    settings = Settings()
+    client = await connect_temporal()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[BaselineProcess, BaselineTask],
+        activities=[noop],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
+        ),
+        max_cached_workflows=settings.max_cached_workflows,
+        max_concurrent_activities=settings.max_concurrent_activities,
+    ):
+        await stop.wait()
+    os._exit(0)  # skip interpreter finalisation (temporalio/sdk-python#300)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
