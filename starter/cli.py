@@ -354,9 +354,8 @@ async def cmd_schema(args: argparse.Namespace) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from worker.stack import run_stack
-
     from worker.config import Settings
+    from worker.stack import run_stack
 
     code: int = run_stack(Settings())
     return code
@@ -493,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result or 0)
     except CliError as err:
         print(f"corpsale: {err}", file=sys.stderr)
+        return 1
+    except ValidationError as err:  # the settings from the environment
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"corpsale: invalid setting in the environment: {problems}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

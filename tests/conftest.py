@@ -4,8 +4,6 @@ PostgreSQL (embedded, or DATABASE_URL). Each test gets its own task queue and wo
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,14 +20,8 @@ from activities.db import create_pool, migrate
 from tests.helpers import Sale
 from worker.database import embedded_database_url
 from worker.main import build_worker
+from worker.stack import temporal_cli
 from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
-
-
-def temporal_cli() -> str:
-    path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-    if path is None:
-        raise RuntimeError("the temporal CLI is missing: install the project with its test extra")
-    return path
 
 
 @pytest.fixture(scope="session")

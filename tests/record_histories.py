@@ -18,10 +18,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
-from tests.conftest import temporal_cli
 from tests.helpers import Sale
 from worker.database import embedded_database_url
 from worker.main import build_worker
+from worker.stack import temporal_cli
 from workflows import contract as c
 from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
         description="PostgreSQL for the business data; unset: the embedded server in data_dir.",
     )
     data_dir: Path = Field(default=Path(".corpsale"), description="Embedded stack's data.")
+    temporal_port: int = 7233  # the embedded dev server's frontend (gRPC)
+    ui_port: int = 8233  # the embedded dev server's Web UI
     task_queue: str = DEFAULT_TASK_QUEUE
     db_pool_size: int = Field(default=10, ge=1)
     max_cached_workflows: int = Field(default=10_000, ge=0)

