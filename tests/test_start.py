@@ -55,7 +55,7 @@ async def test_a_closed_or_unknown_opportunity_cannot_start(sale: Sale) -> None:
 
     with pytest.raises(WorkflowFailureError) as failed:
         await (await sale.start("no-such-opp", new=False)).result()
-    assert "No opportunity 'no-such-opp'" in str(failed.value.cause.__cause__)
+    assert "No opportunity 'no-such-opp'" in str(failed.value.cause)
 
 
 async def test_a_second_start_while_the_process_runs_is_refused(sale: Sale) -> None:

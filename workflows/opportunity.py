@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
-from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
@@ -29,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import ChangeStage, CompleteTask, StateView, UpdateOpportunity
     from workflows.definition import Effect, Process
     from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskState
-    from workflows.task import TaskInput, TaskResult, TaskWorkflow
+    from workflows.task import TaskChildren, TaskInput
 
 STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
 OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
@@ -103,7 +102,7 @@ class CorporateSaleWorkflow:
         self._start = start
         self._state = start_state(start)
         self._lock = asyncio.Lock()
-        self._children: dict[str, ChildWorkflowHandle[TaskWorkflow, TaskResult]] = {}
+        self._children = TaskChildren()
         self._ready = False
 
     # The process ------------------------------------------------------------------------------
@@ -127,11 +126,11 @@ class CorporateSaleWorkflow:
                     resume=self._state,
                 )
             )
-        await self._wait_children_closed()
+        await self._children.wait_closed()
         return self._state.view()
 
     async def _open(self) -> None:
-        record = await workflow.execute_activity_method(
+        record = await workflow.execute_local_activity_method(
             SaleActivities.open_opportunity,
             OpenOpportunity(
                 opportunity_id=self._start.opportunity_id,
@@ -141,7 +140,7 @@ class CorporateSaleWorkflow:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary="create or load the opportunity",
         )
-        self._state.process = await workflow.execute_activity_method(
+        self._state.process = await workflow.execute_local_activity_method(
             SaleActivities.load_process,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary="load the process definition and stages",
@@ -205,7 +204,7 @@ class CorporateSaleWorkflow:
                 reason=cmd.reason,
                 competitor=cmd.competitor,
             )
-        await workflow.execute_activity_method(
+        await workflow.execute_local_activity_method(
             SaleActivities.enter_stage,
             EnterStage(
                 opportunity_id=state.opportunity_id,
@@ -233,14 +232,14 @@ class CorporateSaleWorkflow:
                 due_at=t.due_at,
                 outcomes=[o.name for o in template.outcomes],
             )
-        await asyncio.gather(*(self._start_task(state.tasks[t.task_id]) for t in new_tasks))
+        for t in new_tasks:
+            self._start_task(state.tasks[t.task_id])
         if stage.final:
             state.closed = True
         self._publish()
 
-    async def _start_task(self, task: TaskState) -> None:
-        self._children[task.task_id] = await workflow.start_child_workflow(
-            TaskWorkflow.run,
+    def _start_task(self, task: TaskState) -> None:
+        self._children.start(
             TaskInput(
                 task_id=task.task_id,
                 opportunity_id=self._state.opportunity_id,
@@ -248,30 +247,23 @@ class CorporateSaleWorkflow:
                 owner=task.owner,
                 due_at=task.due_at,
             ),
-            id=f"task-{task.task_id}",
-            cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-            static_summary=f"{task.title} — {task.owner}",
+            summary=f"{task.title} — {task.owner}",
         )
 
     async def _leave_stage(self) -> None:
-        """Cancel the stage's open tasks; return once every task child has closed."""
-        for task in self._state.open_tasks():
-            handle = self._children.get(task.task_id)
-            if handle is not None:
-                handle.cancel()
+        """Cancel the stage's open tasks; return once their children have recorded it and closed.
+        (The children of completed tasks close by themselves.)"""
+        open_tasks = self._state.open_tasks()
+        for task in open_tasks:
             task.status = "canceled"
-        await self._wait_children_closed()
-
-    async def _wait_children_closed(self) -> None:
-        handles = list(self._children.values())
-        self._children.clear()
-        await asyncio.gather(*handles, return_exceptions=True)
+        await self._children.cancel([t.task_id for t in open_tasks])
 
     async def _move(self, cmd: ChangeStage) -> None:
         await self._leave_stage()
         target = self._process.stage(cmd.stage)
         if not target.final and self._continue_as_new_due():
-            # A stage boundary with no open children: hand over to a fresh run, which enters it.
+            # A stage boundary: once no child is open, hand over to a fresh run, which enters it.
+            await self._children.wait_closed()
             self._state.pending_entry = cmd
             self._publish()
             return
@@ -373,7 +365,7 @@ class CorporateSaleWorkflow:
         template = self._process.task(task.stage, task.key)
         outcome = template.outcome(cmd.outcome)
         assert outcome is not None
-        await workflow.execute_activity_method(
+        await workflow.execute_local_activity_method(
             SaleActivities.complete_task,
             CompleteTaskRow(
                 task_id=task.task_id,
@@ -386,12 +378,7 @@ class CorporateSaleWorkflow:
             summary=f"complete {task.title}",
         )
         task.status, task.outcome = "completed", outcome.name
-        child = self._children.get(task.task_id)
-        if child is not None:
-            try:
-                await child.signal(TaskWorkflow.task_completed, outcome.name)
-            except Exception as err:  # a child closed from outside must not stop the process
-                workflow.logger.warning("task %s: could not signal its child: %s", task.task_id, err)
+        self._children.finish(task.task_id, outcome.name)
         self._publish()
         if outcome.effect is Effect.MOVE:
             assert outcome.stage is not None
@@ -406,7 +393,7 @@ class CorporateSaleWorkflow:
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
         self._check_update(cmd)
         changes = cmd.changes()
-        await workflow.execute_activity_method(
+        await workflow.execute_local_activity_method(
             SaleActivities.update_opportunity,
             UpdateOpportunityRow(
                 opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()

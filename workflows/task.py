@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import CancelTaskRow
@@ -42,7 +43,7 @@ class TaskWorkflow:
         except asyncio.CancelledError:
             # The parent waits for this (WAIT_CANCELLATION_COMPLETED): the row is canceled in
             # PostgreSQL before the child is.
-            await workflow.execute_activity_method(
+            await workflow.execute_local_activity_method(
                 SaleActivities.cancel_task,
                 CancelTaskRow(task_id=task.task_id, at=workflow.now()),
                 start_to_close_timeout=timedelta(seconds=30),
@@ -55,3 +56,58 @@ class TaskWorkflow:
     def task_completed(self, outcome: str) -> None:
         """Sent by the parent once the completion is stored."""
         self._outcome = outcome
+
+
+class TaskChildren:
+    """The parent's side of its task children. Starting and finishing one does not wait for the
+    server, so a command that opens or completes tasks is answered in one workflow task; leaving
+    a stage and closing the process do wait, for the guarantees they give."""
+
+    def __init__(self) -> None:
+        self._starting: dict[str, asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]]] = {}
+        self._finishing: list[asyncio.Task[None]] = []
+
+    def start(self, task: TaskInput, summary: str) -> None:
+        self._starting[task.task_id] = asyncio.create_task(self._start(task, summary))
+
+    @staticmethod
+    async def _start(task: TaskInput, summary: str) -> ChildWorkflowHandle[TaskWorkflow, TaskResult]:
+        return await workflow.start_child_workflow(
+            TaskWorkflow.run,
+            task,
+            id=f"task-{task.task_id}",
+            cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+            static_summary=summary,
+        )
+
+    def finish(self, task_id: str, outcome: str) -> None:
+        """Tell a completed task's child to end (its completion is stored already)."""
+        starting = self._starting.pop(task_id, None)
+        if starting is not None:
+            self._finishing.append(asyncio.create_task(self._finish(task_id, starting, outcome)))
+
+    @staticmethod
+    async def _finish(
+        task_id: str,
+        starting: asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]],
+        outcome: str,
+    ) -> None:
+        try:
+            handle = await starting
+            await handle.signal(TaskWorkflow.task_completed, outcome)
+            await handle
+        except Exception as err:  # a child ended from outside must not stop the process
+            workflow.logger.warning("task %s: its child did not end normally: %s", task_id, err)
+
+    async def cancel(self, task_ids: list[str]) -> None:
+        """Cancel these tasks' children; return once each has recorded it and closed."""
+        handles = [await self._starting.pop(i) for i in task_ids if i in self._starting]
+        for handle in handles:
+            handle.cancel()
+        await asyncio.gather(*handles, return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Return once no child of this run is open (before continue-as-new or the end)."""
+        await self.cancel(list(self._starting))
+        finishing, self._finishing = self._finishing, []
+        await asyncio.gather(*finishing)
