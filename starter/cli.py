@@ -353,6 +353,24 @@ async def cmd_schema(args: argparse.Namespace) -> None:
         print(path)
 
 
+async def cmd_check(args: argparse.Namespace) -> int:
+    from starter.check import check
+
+    client = await _client()
+    report = await _with_db(lambda conn: check(client, conn, args.opportunities or None))
+    if args.json:
+        print_json(report.as_json())
+    else:
+        for v in report.violations:
+            print(f"{v.opportunity_id}: {v.kind}: {v.detail}")
+        totals = ", ".join(f"{n} {kind}" for kind, n in sorted(report.totals().items()))
+        print(
+            f"checked {report.opportunities} opportunities, {report.runs} runs:"
+            f" {len(report.violations)} violations" + (f" ({totals})" if totals else "")
+        )
+    return 1 if report.violations else 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from worker.config import Settings
     from worker.stack import run_stack
@@ -475,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner")
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(run=cmd_list)
+
+    p = command("check", "compare every process run with the database; exit 1 on a violation")
+    p.add_argument("opportunities", nargs="*", metavar="OPPORTUNITY_ID", help="default: all")
+    p.set_defaults(run=cmd_check)
 
     command("definition", "print the process definition in force").set_defaults(run=cmd_definition)
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)

@@ -4,6 +4,7 @@ sequence loses nothing; a worker killed at any point duplicates nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -119,3 +120,36 @@ async def test_signals_sent_while_the_run_hands_over_are_all_applied_in_order(sa
     assert [v["stage"] for v in visits] == ["Qualification", *stages]
     runs = [w async for w in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) > 1
+
+
+async def test_the_consistency_checker_finds_nothing_after_a_run_and_reports_a_tampered_database(
+    sale: Sale,
+) -> None:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
+    closed = await sale.start()
+    closed_opp = closed.id.removeprefix("opportunity-")
+    await sale.wait_stage(closed_opp, "Qualification")
+    await sale.update(closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob"})
+    await closed.result()
+
+    clean = await sale.cli("check", opp, closed_opp)
+    assert clean.code == 0, clean.stdout + clean.stderr
+    assert "checked 2 opportunities, 2 runs: 0 violations" in clean.stdout
+
+    # Rows changed behind the process's back are what the checker is for.
+    await sale.pool.execute("UPDATE opportunities SET stage = 'Contracting' WHERE id = $1", opp)
+    await sale.pool.execute(
+        "UPDATE tasks SET status = 'open', canceled_at = NULL WHERE opportunity_id = $1", closed_opp
+    )
+    await sale.pool.execute("DELETE FROM notifications WHERE task_id = $1", f"{opp}:v2:present-proposal")
+    found = await sale.cli("check", opp, closed_opp, "--json")
+    assert found.code == 1
+    report = json.loads(found.stdout)
+    assert report["totals"] == {
+        "stage differs": 1,
+        "notification lost or duplicated": 1,
+        "open task of a closed opportunity": 1,
+    }

@@ -1,0 +1,121 @@
+"""The consistency checker (`corpsale check`): compares every process run with PostgreSQL and
+reports what breaks the rules: a lost or duplicated history row, task or notification; an open
+task of a closed opportunity; a stage that differs between the run and the database; a run
+stuck on a failing workflow task; an open opportunity whose process is gone."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from workflows import contract as c
+from workflows.contract import StateView
+
+
+@dataclass
+class Violation:
+    opportunity_id: str
+    kind: str
+    detail: str
+
+
+@dataclass
+class Report:
+    opportunities: int = 0
+    runs: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+    def add(self, opportunity_id: str, kind: str, detail: str) -> None:
+        self.violations.append(Violation(opportunity_id, kind, detail))
+
+    def totals(self) -> dict[str, int]:
+        return dict(Counter(v.kind for v in self.violations))
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "totals": self.totals()}
+
+
+_ROWS = """
+SELECT o.id, o.stage, coalesce(s.is_final, false) AS closed,
+       (SELECT array_agg(visit_no ORDER BY visit_no) FROM stage_visits v
+         WHERE v.opportunity_id = o.id) AS visits,
+       (SELECT count(*) FROM stage_visits v WHERE v.opportunity_id = o.id
+         AND v.left_at IS NULL) AS unfinished_visits,
+       (SELECT array_agg(id ORDER BY id) FROM tasks t
+         WHERE t.opportunity_id = o.id AND t.status = 'open') AS open_tasks,
+       (SELECT count(*) FROM tasks t WHERE t.opportunity_id = o.id) AS tasks,
+       (SELECT count(DISTINCT n.task_id) FROM notifications n WHERE n.opportunity_id = o.id
+         AND n.kind = 'task_assigned') AS assigned,
+       (SELECT count(*) FROM notifications n WHERE n.opportunity_id = o.id
+         AND n.kind = 'task_assigned') AS assigned_rows
+FROM opportunities o LEFT JOIN stages s ON s.name = o.stage
+WHERE $1::text[] IS NULL OR o.id = ANY($1::text[])
+ORDER BY o.id
+"""
+
+
+def _check_rows(report: Report, row: asyncpg.Record) -> None:
+    opp = row["id"]
+    visits = list(row["visits"] or [])
+    if visits != list(range(1, len(visits) + 1)):
+        report.add(opp, "history row lost or duplicated", f"visit numbers {visits}")
+    open_visits = row["unfinished_visits"]
+    if open_visits > (0 if row["closed"] else 1):
+        report.add(opp, "history row not closed", f"{open_visits} visits without left_at")
+    if row["closed"] and row["open_tasks"]:
+        report.add(opp, "open task of a closed opportunity", ", ".join(row["open_tasks"]))
+    if row["assigned"] != row["tasks"] or row["assigned_rows"] != row["assigned"]:
+        report.add(
+            opp,
+            "notification lost or duplicated",
+            f"{row['tasks']} tasks, {row['assigned_rows']} task notifications",
+        )
+
+
+async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> None:
+    opp = row["id"]
+    handle = client.get_workflow_handle(c.workflow_id(opp))
+    try:
+        desc = await handle.describe()
+    except RPCError:
+        if row["stage"] is not None and not row["closed"]:
+            report.add(opp, "process lost", f"open in {row['stage']!r} but no process run exists")
+        return
+    report.runs += 1
+    running = desc.status == WorkflowExecutionStatus.RUNNING
+    if not running and not row["closed"]:
+        report.add(
+            opp,
+            "process lost",
+            f"open in {row['stage']!r}; its run is {desc.status.name if desc.status else 'unknown'}",
+        )
+        return
+    pending = desc.raw_description.pending_workflow_task
+    if running and pending.attempt > 1:
+        report.add(opp, "run stuck", f"workflow task attempt {pending.attempt}")
+        return
+    if not running:
+        return
+    state: StateView = await handle.query(c.QUERY_STATE, result_type=StateView)
+    if state.entering:
+        return  # between two runs at a stage boundary: the next run is about to enter
+    if state.stage != row["stage"]:
+        report.add(opp, "stage differs", f"run: {state.stage!r}, database: {row['stage']!r}")
+    run_open = sorted(t.task_id for t in state.open_tasks)
+    if run_open != list(row["open_tasks"] or []):
+        report.add(opp, "open tasks differ", f"run: {run_open}, database: {row['open_tasks']}")
+
+
+async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[str] | None = None) -> Report:
+    """Check every opportunity, or those given."""
+    report = Report()
+    for row in await conn.fetch(_ROWS, opportunity_ids):
+        report.opportunities += 1
+        _check_rows(report, row)
+        await _check_run(report, client, row)
+    return report
