@@ -64,6 +64,8 @@ async def test_invalid_data_is_refused_and_nothing_is_stored(sale: Sale) -> None
         {"title": ""},
         {"need": "x" * 5000},
         {"owner": "mallory"},
+        {"need": "nul \x00 byte"},
+        {"decision_maker": "   "},
         {"budget": 10, "stage": "Closed won"},
     ):
         with pytest.raises(WorkflowUpdateFailedError):

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 DEFAULT_TASK_QUEUE = "corporate-sale"
@@ -24,8 +24,21 @@ UPDATE_COMPLETE_TASK = "complete_task_update"
 UPDATE_UPDATE_OPPORTUNITY = "update_opportunity_update"
 QUERY_STATE = "state"
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(max_length=4000)]
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the database step.
+    if "\x00" in text:
+        raise ValueError("text must not contain the NUL character")
+    return text
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_storable),
+]
+Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storable)]
 Identifier = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
 ]

@@ -149,7 +149,14 @@ class CorporateSaleWorkflow:
         self._state.data = record.data
         process = self._process
         first = record.stage or process.first_stage().name
-        if process.has_stage(first) and process.stage(first).final:
+        if not process.has_stage(first):
+            raise ApplicationError(
+                f"Opportunity {record.opportunity_id!r} is at stage {first!r}, which the stages"
+                " lookup does not have: add the stage to the lookup, or correct the opportunity.",
+                type="UnknownStage",
+                non_retryable=True,
+            )
+        if process.stage(first).final:
             raise ApplicationError(
                 f"Opportunity {record.opportunity_id!r} is closed in {first!r}: a final stage is"
                 " never left, so its process cannot start again.",
