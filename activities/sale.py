@@ -87,8 +87,14 @@ class SaleActivities:
 
     @activity.defn
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.update_opportunity(conn, row)
+        try:
+            async with self._pool.acquire() as conn:
+                await repository.update_opportunity(conn, row)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as err:
+            # The data, not the database, is wrong: retrying cannot help.
+            raise ApplicationError(
+                f"the database refused the data: {err}", type="InvalidData", non_retryable=True
+            ) from err
 
     def all(self) -> list[Callable[..., Any]]:
         return [

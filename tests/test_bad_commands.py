@@ -127,3 +127,19 @@ async def test_a_signal_with_several_arguments_is_recorded_not_fatal(sale: Sale)
 async def _assert_still_advances(sale: Sale, opp: str) -> None:
     state = await sale.complete_stage(opp)
     assert state.stage == "Proposal" and not state.closed
+
+
+async def test_a_binary_payload_is_recorded_and_the_state_stays_readable(sale: Sale) -> None:
+    handle = await sale.start(continue_as_new_after_events=100)
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await handle.signal(c.SIGNAL_CHANGE_STAGE, b"\xff\xfe not json")
+    await handle.signal(c.SIGNAL_UPDATE_OPPORTUNITY, {"need": "x" * 4000, "meeting_notes": "y" * 4000})
+    state = await eventually(lambda: sale.state(opp), lambda s: len(s.rejected) == 1)
+    assert "Malformed payload" in state.rejected[0].reason
+    assert state.rejected[0].payload == repr(b"\xff\xfe not json")
+    # The run still hands over and goes on with its state intact.
+    for stage in ["Proposal", "Qualification"] * 3:
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "b"})
+    state = await sale.wait_stage(opp, "Qualification", visit=7)
+    assert len(state.rejected) == 1 and state.data["need"] == "x" * 4000

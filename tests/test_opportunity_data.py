@@ -66,6 +66,8 @@ async def test_invalid_data_is_refused_and_nothing_is_stored(sale: Sale) -> None
         {"owner": "mallory"},
         {"need": "nul \x00 byte"},
         {"decision_maker": "   "},
+        {"title": None},
+        {"presentation_at": "9999-12-31T23:30:00-05:00"},
         {"budget": 10, "stage": "Closed won"},
     ):
         with pytest.raises(WorkflowUpdateFailedError):

@@ -6,11 +6,11 @@ command model forbids unknown fields and bounds its strings, so bad input cannot
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 DEFAULT_TASK_QUEUE = "corporate-sale"
@@ -23,7 +23,6 @@ UPDATE_CHANGE_STAGE = "change_stage_update"
 UPDATE_COMPLETE_TASK = "complete_task_update"
 UPDATE_UPDATE_OPPORTUNITY = "update_opportunity_update"
 QUERY_STATE = "state"
-
 
 
 def _storable(text: str) -> str:
@@ -43,6 +42,16 @@ Identifier = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
 ]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+
+
+def _plausible(value: datetime) -> datetime:
+    # Bounded, so that every value converts to UTC and fits PostgreSQL's timestamptz.
+    if not 1900 <= value.year <= 2200:
+        raise ValueError("the year must be between 1900 and 2200")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+When = Annotated[datetime, AfterValidator(_plausible)]
 
 
 def workflow_id(opportunity_id: str) -> str:
@@ -91,7 +100,7 @@ class OpportunityFields(BaseModel):
     timeframe: Text | None = None
     decision_maker: Name | None = None
     sales_tactics: Text | None = None
-    presentation_at: datetime | None = None
+    presentation_at: When | None = None
     meeting_notes: Text | None = None
     expected_amount: Money | None = None
 
@@ -101,6 +110,15 @@ class UpdateOpportunity(OpportunityFields):
 
     request_id: Identifier | None = None
     actor: Name | None = None
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> Self:
+        cleared = [
+            f for f in ("title", "customer") if f in self.model_fields_set and getattr(self, f) is None
+        ]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be cleared")
+        return self
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"request_id", "actor"}, mode="json")

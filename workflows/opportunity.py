@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
     from workflows.contract import ChangeStage, CompleteTask, StateView, UpdateOpportunity
     from workflows.definition import Effect, Process
-    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskState
+    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskState, json_safe
     from workflows.task import TaskChildren, TaskInput
 
 STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
@@ -400,14 +400,20 @@ class CorporateSaleWorkflow:
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
         self._check_update(cmd)
         changes = cmd.changes()
-        await workflow.execute_local_activity_method(
-            SaleActivities.update_opportunity,
-            UpdateOpportunityRow(
-                opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary="update opportunity data: " + ", ".join(changes),
-        )
+        try:
+            await workflow.execute_local_activity_method(
+                SaleActivities.update_opportunity,
+                UpdateOpportunityRow(
+                    opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                summary="update opportunity data: " + ", ".join(changes),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "InvalidData":
+                raise Refused(f"Invalid data: {cause.message}") from None
+            raise
         self._state.data = {**self._state.data, **changes}
         self._publish()
 
@@ -445,8 +451,9 @@ class CorporateSaleWorkflow:
         await workflow.wait_condition(lambda: self._ready)
         async with self._lock:
             if self._state.pending_entry is not None:
-                self._state.deferred.append(DeferredCommand(name=name, args=list(args)))
-                return
+                if json_safe(list(args)):  # what the next run gets must serialise
+                    self._state.deferred.append(DeferredCommand(name=name, args=list(args)))
+                    return
             await self._apply_signal(name, args)
 
     async def _update(self, name: str, args: tuple[Any, ...]) -> StateView:

@@ -4,6 +4,7 @@ continue-as-new, from which the `state` query is derived.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,23 @@ from workflows.definition import Process
 MAX_REJECTED = 100
 MAX_REQUEST_IDS = 2_000
 MAX_PAYLOAD_CHARS = 2_000
+
+
+def json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def storable(value: Any) -> Any:
+    """`value` if it is small JSON, else its repr, cut short: whatever a sender put in a payload
+    (bytes, a huge document), the state stays serialisable and small."""
+    if json_safe(value) and len(json.dumps(value)) <= MAX_PAYLOAD_CHARS:
+        return value
+    shown = repr(value)
+    return shown if len(shown) <= MAX_PAYLOAD_CHARS else shown[:MAX_PAYLOAD_CHARS] + "…"
 
 
 class TaskState(TaskView):
@@ -68,8 +86,7 @@ class SaleState(BaseModel):
         del self.request_ids[:-MAX_REQUEST_IDS]
 
     def reject(self, at: datetime, command: str, reason: str, payload: Any) -> None:
-        if len(repr(payload)) > MAX_PAYLOAD_CHARS:  # keep the state small whatever is sent
-            payload = repr(payload)[:MAX_PAYLOAD_CHARS] + "…"
+        payload = storable(payload)
         self.rejected.append(Rejection(at=at, command=command, reason=reason, payload=payload))
         del self.rejected[:-MAX_REJECTED]
 
