@@ -28,6 +28,7 @@ class OpportunityRecord(_Model):
     owner: str
     stage: str | None
     data: dict[str, Any]
+    last_visit: int = 0  # visits of earlier processes of this opportunity: numbering goes on
 
 
 class NewTask(_Model):

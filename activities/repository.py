@@ -22,13 +22,14 @@ from workflows.definition import Stage
 DATA_FIELDS: tuple[str, ...] = tuple(OpportunityFields.model_fields)
 
 
-def _record(row: asyncpg.Record) -> OpportunityRecord:
+def _record(row: asyncpg.Record, last_visit: int) -> OpportunityRecord:
     data = OpportunityFields.model_validate({f: row[f] for f in DATA_FIELDS})
     return OpportunityRecord(
         opportunity_id=row["id"],
         owner=row["owner"],
         stage=row["stage"],
         data=data.model_dump(mode="json", exclude_none=True),
+        last_visit=last_visit,
     )
 
 
@@ -49,8 +50,12 @@ async def load_stages(conn: asyncpg.Connection) -> list[Stage]:
 
 
 async def get_opportunity(conn: asyncpg.Connection, opportunity_id: str) -> OpportunityRecord | None:
-    row = await conn.fetchrow("SELECT * FROM opportunities WHERE id = $1", opportunity_id)
-    return None if row is None else _record(row)
+    row = await conn.fetchrow(
+        "SELECT o.*, (SELECT coalesce(max(visit_no), 0) FROM stage_visits v"
+        " WHERE v.opportunity_id = o.id) AS last_visit FROM opportunities o WHERE o.id = $1",
+        opportunity_id,
+    )
+    return None if row is None else _record(row, row["last_visit"])
 
 
 async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> bool:
@@ -71,6 +76,15 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
 async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     visit_id = f"{step.opportunity_id}:v{step.visit_no}"
     async with conn.transaction():
+        # Leaving a stage cancels its open tasks. Their children record that themselves; this
+        # also covers tasks whose child never could (its parent run was terminated).
+        await conn.execute(
+            "UPDATE tasks SET status = 'canceled', canceled_at = $2"
+            " WHERE opportunity_id = $1 AND status = 'open' AND visit_id <> $3",
+            step.opportunity_id,
+            step.at,
+            visit_id,
+        )
         await conn.execute(
             "UPDATE stage_visits SET left_at = $2"
             " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL",

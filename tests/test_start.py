@@ -9,6 +9,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tests.helpers import HAPPY_PATH_TITLES, Sale
+from workflows import contract as c
 
 
 async def _existing(sale: Sale, stage: str | None) -> str:
@@ -112,3 +113,31 @@ async def test_the_cli_starts_a_new_opportunity_and_drives_it(sale: Sale) -> Non
     bad = await sale.cli("complete", opp, task)
     assert bad.code == 1 and "is completed already" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+async def test_a_new_process_for_an_opportunity_whose_process_was_terminated_goes_on_from_there(
+    sale: Sale,
+) -> None:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
+    await handle.terminate("ops stopped it")
+
+    await sale.start(opp, new=False)
+    state = await sale.wait_stage(opp, "Proposal", visit=3)
+
+    visits = await sale.visits(opp)
+    assert [(v["visit_no"], v["stage"]) for v in visits] == [
+        (1, "Qualification"),
+        (2, "Proposal"),
+        (3, "Proposal"),
+    ]
+    assert visits[1]["left_at"] is not None
+    rows = await sale.tasks(opp)
+    assert sorted(r["id"] for r in rows if r["status"] == "open") == sorted(
+        t.task_id for t in state.open_tasks
+    )
+    assert len(rows) == 2 + 3 + 3
+    # Whatever the terminated run's children did or not, entering the stage canceled the rest.
+    assert all(r["status"] == "canceled" for r in rows if r["visit_id"] == f"{opp}:v2")

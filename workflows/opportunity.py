@@ -147,6 +147,7 @@ class CorporateSaleWorkflow:
         )
         self._state.owner = record.owner
         self._state.data = record.data
+        self._state.visit = record.last_visit
         process = self._process
         first = record.stage or process.first_stage().name
         if not process.has_stage(first):
@@ -271,6 +272,8 @@ class CorporateSaleWorkflow:
         if not target.final and self._continue_as_new_due():
             # A stage boundary: once no child is open, hand over to a fresh run, which enters it.
             await self._children.wait_closed()
+            # Every task is finished here: the next run needs none of them (the state stays small).
+            self._state.tasks = {}
             self._state.pending_entry = cmd
             self._publish()
             return

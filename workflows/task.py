@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle
+from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import CancelTaskRow
@@ -77,6 +77,8 @@ class TaskChildren:
             task,
             id=f"task-{task.task_id}",
             cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+            # If ops cancel or terminate the process, its tasks still record their cancellation.
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             static_summary=summary,
         )
 
@@ -101,10 +103,19 @@ class TaskChildren:
 
     async def cancel(self, task_ids: list[str]) -> None:
         """Cancel these tasks' children; return once each has recorded it and closed."""
-        handles = [await self._starting.pop(i) for i in task_ids if i in self._starting]
-        for handle in handles:
+        starting = [self._starting.pop(i) for i in task_ids if i in self._starting]
+        await asyncio.gather(*(self._cancel(t) for t in starting))
+
+    @staticmethod
+    async def _cancel(starting: asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]]) -> None:
+        try:
+            handle = await starting
             handle.cancel()
-        await asyncio.gather(*handles, return_exceptions=True)
+            await handle
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # canceled as asked, or ended from outside: either way, closed
+            workflow.logger.debug("task child closed: %s", err)
 
     async def wait_closed(self) -> None:
         """Return once no child of this run is open (before continue-as-new or the end)."""
