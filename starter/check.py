@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import contract as c
 from workflows.contract import StateView
@@ -82,7 +83,9 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
     handle = client.get_workflow_handle(c.workflow_id(opp))
     try:
         desc = await handle.describe()
-    except RPCError:
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
         if row["stage"] is not None and not row["closed"]:
             report.add(opp, "process lost", f"open in {row['stage']!r} but no process run exists")
         return
@@ -101,7 +104,13 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
         return
     if not running:
         return
-    state: StateView = await handle.query(c.QUERY_STATE, result_type=StateView)
+    try:
+        state: StateView = await handle.query(
+            c.QUERY_STATE, result_type=StateView, rpc_timeout=timedelta(seconds=10)
+        )
+    except (RPCError, WorkflowQueryFailedError) as err:
+        report.add(opp, "run not answering", f"the state query failed: {err}")
+        return
     if state.entering:
         return  # between two runs at a stage boundary: the next run is about to enter
     if state.stage != row["stage"]:

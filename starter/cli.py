@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import getpass
 import json
 import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -24,7 +25,9 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,6 +40,9 @@ from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
 T = TypeVar("T")
+# How long a command waits for the process to answer (a worker must be running).
+COMMAND_TIMEOUT = float(os.environ.get("CORPSALE_COMMAND_TIMEOUT", "30"))
+QUERY_TIMEOUT = timedelta(seconds=min(10.0, COMMAND_TIMEOUT))
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -140,7 +146,9 @@ def _explain(err: BaseException, opportunity_id: str) -> CliError:
 # Commands -----------------------------------------------------------------------------------
 
 
-async def _state_when_ready(client: Client, opportunity_id: str, *, timeout: float = 15) -> StateView | None:
+async def _state_when_ready(
+    client: Client, opportunity_id: str, *, timeout: float = COMMAND_TIMEOUT
+) -> StateView | None:
     handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
@@ -150,8 +158,14 @@ async def _state_when_ready(client: Client, opportunity_id: str, *, timeout: flo
                 await handle.result()
             except WorkflowFailureError as err:
                 raise _explain(err, opportunity_id) from None
-        state: StateView = await handle.query(c.QUERY_STATE, result_type=StateView)
-        if state.visit > 0:
+        state: StateView | None = None
+        with contextlib.suppress(RPCError, WorkflowQueryFailedError):  # no worker took it up yet
+            state = await handle.query(
+                c.QUERY_STATE,
+                result_type=StateView,
+                rpc_timeout=QUERY_TIMEOUT,
+            )
+        if state is not None and state.visit > 0:
             return state
         await asyncio.sleep(0.2)
     return None
@@ -182,7 +196,7 @@ async def cmd_start(args: argparse.Namespace) -> None:
         opportunity_id = args.id or f"opp-{uuid.uuid4().hex[:12]}"
         fields = _parse_fields(args.set or [], args.data)
         new = _model(
-            NewOpportunity, {"title": args.title, "customer": args.customer, "owner": args.owner, **fields}
+            NewOpportunity, {**fields, "title": args.title, "customer": args.customer, "owner": args.owner}
         )
     start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor, "new": new})
     summary = f"{new.title} — {new.customer}" if new else f"opportunity {opportunity_id}"
@@ -213,7 +227,16 @@ async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) 
     handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
     payload = {k: v for k, v in payload.items() if v is not None}
     try:
-        state = await handle.execute_update(update, payload, result_type=StateView)
+        state = await asyncio.wait_for(
+            handle.execute_update(update, payload, result_type=StateView), COMMAND_TIMEOUT
+        )
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise CliError(
+            f"no answer within {COMMAND_TIMEOUT:.0f} s: is a worker running for task queue"
+            f" {os.environ.get('CORPSALE_TASK_QUEUE', c.DEFAULT_TASK_QUEUE)!r}? The command was"
+            " not answered, and may still be applied when a worker takes it up: to be safe,"
+            " send it again with the same --request-id."
+        ) from None
     except WorkflowUpdateFailedError as err:
         raise _explain(err, args.opportunity) from None
     except RPCError as err:
@@ -226,8 +249,12 @@ async def _explain_closed(client: Client, opportunity_id: str) -> None:
     """A command to an ended run: say so when the opportunity is closed."""
     handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
     try:
-        state = await handle.query(c.QUERY_STATE, result_type=StateView)
-    except RPCError:
+        state = await handle.query(
+            c.QUERY_STATE,
+            result_type=StateView,
+            rpc_timeout=QUERY_TIMEOUT,
+        )
+    except (RPCError, WorkflowQueryFailedError):
         return
     if state.closed:
         raise CliError(
@@ -279,9 +306,15 @@ async def cmd_state(args: argparse.Namespace) -> None:
     client = await _client()
     handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
     try:
-        state = await handle.query(c.QUERY_STATE, result_type=StateView)
+        state = await handle.query(
+            c.QUERY_STATE,
+            result_type=StateView,
+            rpc_timeout=QUERY_TIMEOUT,
+        )
     except RPCError as err:
         raise _explain(err, args.opportunity) from None
+    except WorkflowQueryFailedError as err:
+        raise CliError(f"the process did not answer the state query: {err}") from None
     print_json(state) if args.json else print_state(state)
 
 

@@ -73,14 +73,14 @@ class Sale:
             "CORPSALE_TASK_QUEUE": self.task_queue,
         }
 
-    async def cli(self, *args: str) -> CliResult:
+    async def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
         """Run `corpsale` as an operator would: a process of its own."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "starter.cli",
             *args,
-            env=self.cli_env(),
+            env={**self.cli_env(), **(env or {})},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

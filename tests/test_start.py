@@ -141,3 +141,24 @@ async def test_a_new_process_for_an_opportunity_whose_process_was_terminated_goe
     assert len(rows) == 2 + 3 + 3
     # Whatever the terminated run's children did or not, entering the stage canceled the rest.
     assert all(r["status"] == "canceled" for r in rows if r["visit_id"] == f"{opp}:v2")
+
+
+async def test_without_a_worker_the_cli_says_so_in_one_line(sale: Sale) -> None:
+    sale.task_queue = "nobody-polls-this-queue"  # the CLI starts it where no worker listens
+    started = await sale.cli(
+        "start",
+        "--title",
+        "T",
+        "--customer",
+        "C",
+        "--owner",
+        "o",
+        "--id",
+        sale.new_id(),
+        env={"CORPSALE_COMMAND_TIMEOUT": "2"},
+    )
+    assert started.code == 1 and "no worker has picked it up" in started.stderr
+    opp = started.stderr.split("started opportunity-", 1)[1].split(",", 1)[0]
+    moved = await sale.cli("move", opp, "Proposal", env={"CORPSALE_COMMAND_TIMEOUT": "2"})
+    assert moved.code == 1 and "is a worker running" in moved.stderr
+    assert "Traceback" not in started.stderr + moved.stderr
