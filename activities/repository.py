@@ -77,13 +77,15 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     visit_id = f"{step.opportunity_id}:v{step.visit_no}"
     async with conn.transaction():
         # Leaving a stage cancels its open tasks. Their children record that themselves; this
-        # also covers tasks whose child never could (its parent run was terminated).
+        # also covers tasks whose child never could (its parent run was terminated), and rows of
+        # an attempt whose workflow task was lost. The upserts below make a re-run of this step
+        # (a worker lost its workflow task) leave what the run that goes on holds.
         await conn.execute(
             "UPDATE tasks SET status = 'canceled', canceled_at = $2"
-            " WHERE opportunity_id = $1 AND status = 'open' AND visit_id <> $3",
+            " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[])",
             step.opportunity_id,
             step.at,
-            visit_id,
+            [t.task_id for t in step.tasks],
         )
         await conn.execute(
             "UPDATE stage_visits SET left_at = $2"
@@ -94,7 +96,9 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         )
         await conn.execute(
             "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
-            " reason) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            " reason) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET"
+            " stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
+            " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL",
             visit_id,
             step.opportunity_id,
             step.visit_no,
@@ -106,7 +110,8 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         await conn.executemany(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
             " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (id) DO NOTHING",
+            " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at"
+            " WHERE tasks.status = 'open'",
             [
                 (
                     t.task_id,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -34,7 +35,15 @@ class SaleActivities:
         async with self._pool.acquire() as conn:
             if cmd.new is not None:
                 await repository.insert_opportunity(conn, cmd)
-            record = await repository.get_opportunity(conn, cmd.opportunity_id)
+            try:
+                record = await repository.get_opportunity(conn, cmd.opportunity_id)
+            except ValidationError as err:
+                raise ApplicationError(
+                    f"Opportunity {cmd.opportunity_id!r} has stored data the process cannot take"
+                    f" ({err.error_count()} problems: {err.errors()[0]['msg']}); correct it first.",
+                    type="InvalidStoredData",
+                    non_retryable=True,
+                ) from err
         if record is None:
             raise ApplicationError(
                 f"No opportunity {cmd.opportunity_id!r}: start it with new opportunity data"
