@@ -4,7 +4,6 @@ CORPSALE_TASK_QUEUE from the environment, as for the product's worker)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 from temporalio.worker import Worker
@@ -12,6 +11,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from bench.baseline import BaselineProcess, BaselineTask, noop
 from worker.config import Settings, connect_temporal
+from worker.process import exit_now
 
 
 async def main() -> None:
@@ -32,8 +32,8 @@ async def main() -> None:
         max_concurrent_activities=settings.max_concurrent_activities,
     ):
         await stop.wait()
-    os._exit(0)  # skip interpreter finalisation (temporalio/sdk-python#300)
 
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_now(0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import getpass
 import json
@@ -557,14 +556,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The console entry point. It leaves without interpreter finalisation, where the Temporal
-    client's native threads can abort the process (temporalio/sdk-python#300), after running
-    the exit handlers (the embedded PostgreSQL's among them) and flushing the output."""
-    code = main()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The console entry point."""
+    from worker.process import exit_now
+
+    exit_now(main())
 
 
 if __name__ == "__main__":

@@ -87,11 +87,13 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
         first.send_signal(signal.SIGKILL)
         await first.wait()
 
-    async with worker_process(env):
+    async with worker_process(env) as second:
         state = await sale.wait_stage(opp, "Proposal", visit=1 + len(moves))
         task = state.open_tasks[0].task_id
         await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": task, "actor": "alice"})
         await eventually(lambda: sale.state(opp), lambda s: s.tasks_done == 1, timeout=30)
+        second.send_signal(signal.SIGTERM)  # a graceful stop, as a process manager does it
+        assert await asyncio.wait_for(second.wait(), 30) == 0
 
     visits = await sale.visits(opp)
     assert [v["visit_no"] for v in visits] == list(range(1, len(moves) + 2))

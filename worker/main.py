@@ -17,6 +17,7 @@ from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
 from worker.config import Settings, connect_temporal
 from worker.database import database_url
+from worker.process import exit_now
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.task import TaskWorkflow
 
@@ -80,6 +81,7 @@ def main() -> None:
         await run_worker(settings, stop)
 
     asyncio.run(_main())
+    exit_now(0)
 
 
 if __name__ == "__main__":
