@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from starter import schemas
 from workflows import contract as c
 from workflows.contract import NewOpportunity, OpportunityFields, StateView
-from workflows.definition import load_default_definition
+from workflows.definition import Process, describe_duration, load_default_definition, mermaid
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
@@ -367,16 +367,28 @@ async def cmd_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_definition(args: argparse.Namespace) -> None:
-    definition = load_default_definition()
+    """The definition in force, with the stages lookup it runs with."""
+    from activities import repository
+
+    stages = await _with_db(repository.load_stages)
+    try:
+        process = Process(definition=load_default_definition(), stages=tuple(stages))
+    except ValidationError as err:
+        raise CliError(f"the process definition does not fit the stages lookup: {err}") from None
     if args.json:
-        print_json(definition)
+        print_json(process)
         return
+    if args.mermaid:
+        print(mermaid(process))
+        return
+    definition = process.definition
     print(f"{definition.name}, version {definition.version}")
-    for st in definition.stages:
-        print(f"{st.stage}:")
-        for t in st.tasks:
+    for stage in sorted(process.stages, key=lambda s: s.order):
+        kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
+        print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%)")
+        for t in process.tasks_of(stage.name):
             outcomes = ", ".join(o.name + (f" → {o.stage}" if o.stage else "") for o in t.outcomes)
-            print(f"  - {t.title} ({t.duration}; {outcomes})")
+            print(f"   - {t.title} (due in {describe_duration(t.duration)}; outcomes: {outcomes})")
 
 
 async def cmd_schema(args: argparse.Namespace) -> None:
@@ -530,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("opportunities", nargs="*", metavar="OPPORTUNITY_ID", help="default: all")
     p.set_defaults(run=cmd_check)
 
-    command("definition", "print the process definition in force").set_defaults(run=cmd_definition)
+    p = command("definition", "print the process definition in force, with the stages lookup")
+    p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")
+    p.set_defaults(run=cmd_definition)
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)

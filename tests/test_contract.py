@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from starter.schemas import schemas
+from tests.helpers import Sale
 from workflows.definition import Process, ProcessDefinition, Stage, load_default_definition
 
 DOCS = Path(__file__).parent.parent / "docs" / "schemas"
@@ -74,3 +75,17 @@ def test_a_definition_must_fit_the_stages_lookup() -> None:
         Process(definition=moving, stages=STAGES)
     with pytest.raises(ValidationError, match="no final stage"):
         Process(definition=load_default_definition(), stages=STAGES[:1])
+
+
+async def test_the_process_library_prints_the_definition_in_force_and_its_diagram(sale: Sale) -> None:
+    text = await sale.cli("definition")
+    assert text.code == 0, text.stderr
+    assert "3. Proposal (open, probability 60%)" in text.stdout
+    assert "Approve and sign the contract with the client (due in 7 days; outcomes: signed," in text.stdout
+    diagram = await sale.cli("definition", "--mermaid")
+    lines = diagram.stdout.splitlines()
+    assert lines[0] == "flowchart LR"
+    assert "  s_Contracting -->|all tasks done| s_Closed_won" in lines
+    assert "  s_Proposal -->|proposal-approval: changes requested| s_Proposal" in lines
+    assert "  s_Contracting -->|sign-contract: declined| s_Closed_lost" in lines
+    assert any(line.startswith('  s_Closed_lost(["Closed lost (0%)"])') for line in lines)

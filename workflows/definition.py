@@ -162,3 +162,39 @@ class Process(BaseModel):
 def load_default_definition() -> ProcessDefinition:
     text = resources.files(__package__).joinpath("corporate_sale.json").read_text("utf-8")
     return ProcessDefinition.model_validate(json.loads(text))
+
+
+def describe_duration(value: timedelta) -> str:
+    days, seconds = value.days, value.seconds
+    parts = [f"{days} day{'s' * (days != 1)}"] if days else []
+    if seconds:
+        parts.append(f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min")
+    return " ".join(parts) or "0 min"
+
+
+def mermaid(process: Process) -> str:
+    """The process as a Mermaid flowchart: stages with their tasks, and what moves between them."""
+
+    def node(name: str) -> str:
+        return "s_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+    lines = ["flowchart LR"]
+    for stage in sorted(process.stages, key=lambda s: s.order):
+        tasks = "".join(f"<br/>• {t.title}" for t in process.tasks_of(stage.name))
+        label = f"{stage.name} ({stage.probability}%){tasks}"
+        shape = ('(["', '"])') if stage.final else ('["', '"]')
+        lines.append(f"  {node(stage.name)}{shape[0]}{label}{shape[1]}")
+    for stage in sorted(process.stages, key=lambda s: s.order):
+        if stage.final:
+            continue
+        following = process.next_stage(stage.name)
+        if following is not None and process.tasks_of(stage.name):
+            lines.append(f"  {node(stage.name)} -->|all tasks done| {node(following.name)}")
+        for task in process.tasks_of(stage.name):
+            for outcome in task.outcomes:
+                if outcome.stage is not None:
+                    lines.append(
+                        f"  {node(stage.name)} -->|{task.key}: {outcome.name}| {node(outcome.stage)}"
+                    )
+    lines.append("  %% change_stage moves from any open stage to any stage; a final stage is never left.")
+    return "\n".join(lines)
