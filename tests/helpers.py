@@ -110,6 +110,13 @@ class Sale:
             task_queue=self.task_queue,
         )
 
+    async def started(self, **kwargs: Any) -> tuple[WorkflowHandle[CorporateSaleWorkflow, StateView], str]:
+        """A new opportunity's process, once it is in Qualification with its tasks."""
+        handle = await self.start(**kwargs)
+        opportunity_id = handle.id.removeprefix(c.WORKFLOW_ID_PREFIX)
+        await self.wait_stage(opportunity_id, "Qualification")
+        return handle, opportunity_id
+
     def handle(self, opportunity_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(c.workflow_id(opportunity_id))
 

@@ -114,9 +114,7 @@ async def test_bad_signals_are_recorded_as_rejected_and_change_nothing(sale: Sal
 
 
 async def test_a_signal_with_several_arguments_is_recorded_not_fatal(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     await handle.signal(c.SIGNAL_CHANGE_STAGE, args=[{"stage": "Proposal", "actor": "a"}, "x"])
     await handle.signal(c.SIGNAL_CHANGE_STAGE, {"stage": "Presentation", "actor": "a"})
     state = await sale.wait_stage(opp, "Presentation")
@@ -130,9 +128,7 @@ async def _assert_still_advances(sale: Sale, opp: str) -> None:
 
 
 async def test_a_binary_payload_is_recorded_and_the_state_stays_readable(sale: Sale) -> None:
-    handle = await sale.start(continue_as_new_after_events=100)
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started(continue_as_new_after_events=100)
     await handle.signal(c.SIGNAL_CHANGE_STAGE, b"\xff\xfe not json")
     await handle.signal(c.SIGNAL_UPDATE_OPPORTUNITY, {"need": "x" * 4000, "meeting_notes": "y" * 4000})
     state = await eventually(lambda: sale.state(opp), lambda s: len(s.rejected) == 1)

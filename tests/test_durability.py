@@ -21,9 +21,7 @@ from workflows import contract as c
 
 
 async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
-    handle = await sale.start(continue_as_new_after_events=100)
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started(continue_as_new_after_events=100)
     await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Nowhere", "actor": "bob"})
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "ERP", "request_id": "need-1"})
     first_run = (await handle.describe()).run_id
@@ -78,9 +76,7 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
     moves = ["Proposal", "Qualification", "Contracting", "Presentation", "Proposal"]
 
     async with worker_process(env) as first:
-        handle = await sale.start()
-        opp = handle.id.removeprefix("opportunity-")
-        await sale.wait_stage(opp, "Qualification")
+        _, opp = await sale.started()
         for stage in moves:
             await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
         await asyncio.sleep(0.3)  # in the middle of the moves' activities and child workflows
@@ -109,9 +105,7 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
 
 
 async def test_signals_sent_while_the_run_hands_over_are_all_applied_in_order(sale: Sale) -> None:
-    handle = await sale.start(continue_as_new_after_events=100)
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started(continue_as_new_after_events=100)
     stages = ["Proposal", "Contracting", "Presentation", "Qualification"] * 4
     # Sent without waiting for the process: some arrive while a run hands over to the next.
     for i, stage in enumerate(stages):
@@ -127,13 +121,9 @@ async def test_signals_sent_while_the_run_hands_over_are_all_applied_in_order(sa
 async def test_the_consistency_checker_finds_nothing_after_a_run_and_reports_a_tampered_database(
     sale: Sale,
 ) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
-    closed = await sale.start()
-    closed_opp = closed.id.removeprefix("opportunity-")
-    await sale.wait_stage(closed_opp, "Qualification")
+    closed, closed_opp = await sale.started()
     await sale.update(closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob"})
     await closed.result()
 

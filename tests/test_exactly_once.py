@@ -26,9 +26,7 @@ from workflows.contract import NewOpportunity
 
 
 async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     move = {"stage": "Proposal", "actor": "bob", "request_id": "req-1"}
     back = {"stage": "Qualification", "actor": "bob", "request_id": "req-2"}
     for payload in (move, move, back, back, move):  # a broker delivering twice, then a replay
@@ -43,9 +41,7 @@ async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> 
 
 
 async def test_a_repeated_update_answers_again_without_applying_twice(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     task = (await sale.state(opp)).open_tasks[0]
     payload = {"task_id": task.task_id, "actor": "alice", "request_id": "done-1"}
 

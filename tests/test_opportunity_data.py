@@ -14,9 +14,7 @@ from workflows.opportunity import AMOUNT_ATTR
 
 
 async def test_bant_and_meeting_data_are_stored_and_shown(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
 
     state = await sale.update(
         opp,
@@ -54,9 +52,7 @@ async def test_bant_and_meeting_data_are_stored_and_shown(sale: Sale) -> None:
 
 
 async def test_invalid_data_is_refused_and_nothing_is_stored(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     before = dict(await sale.opportunity(opp))
     for payload in (
         {"budget": "a lot"},
@@ -76,9 +72,7 @@ async def test_invalid_data_is_refused_and_nothing_is_stored(sale: Sale) -> None
 
 
 async def test_text_is_stored_verbatim_never_executed(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     odd = "Robert'); DROP TABLE opportunities;-- ☃ \u202e نص 🤝"
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": odd, "sales_tactics": "$1 $$"})
     row = await sale.opportunity(opp)

@@ -66,9 +66,7 @@ async def test_a_move_to_the_current_stage_is_refused_unless_it_restarts(sale: S
 
 
 async def test_closing_as_lost_from_presentation_ends_the_process(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     await move(sale, opp, "Presentation")
 
     state = await move(sale, opp, "Closed lost", reason="Price too high", competitor="Globex")
@@ -86,9 +84,7 @@ async def test_closing_as_lost_from_presentation_ends_the_process(sale: Sale) ->
 
 
 async def test_closing_as_won_records_income_and_hours(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     await move(sale, opp, "Contracting")
     await move(sale, opp, "Closed won", actual_income="125000.50", hours_spent=42)
     await handle.result()
@@ -97,9 +93,7 @@ async def test_closing_as_won_records_income_and_hours(sale: Sale) -> None:
 
 
 async def test_nothing_moves_a_closed_opportunity(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     await move(sale, opp, "Closed lost", reason="No budget")
     await handle.result()
 
@@ -114,9 +108,7 @@ async def test_nothing_moves_a_closed_opportunity(sale: Sale) -> None:
 
 
 async def test_changes_requested_restarts_the_proposal_stage(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     proposal = await move(sale, opp, "Proposal")
     approval = next(t for t in proposal.open_tasks if "approval" in t.title)
     assert approval.outcomes == ["approved", "changes requested", "rejected"]
@@ -132,9 +124,7 @@ async def test_changes_requested_restarts_the_proposal_stage(sale: Sale) -> None
 
 
 async def test_a_rejected_proposal_closes_the_opportunity_as_lost(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     proposal = await move(sale, opp, "Proposal")
     approval = next(t for t in proposal.open_tasks if "approval" in t.title)
 
@@ -150,9 +140,7 @@ async def test_a_rejected_proposal_closes_the_opportunity_as_lost(sale: Sale) ->
 
 
 async def test_a_declined_contract_closes_the_opportunity_as_lost(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     contracting = await move(sale, opp, "Contracting")
     signing = next(t for t in contracting.open_tasks if t.outcomes == ["signed", "declined"])
     for task in contracting.open_tasks:

@@ -60,9 +60,7 @@ async def test_a_closed_or_unknown_opportunity_cannot_start(sale: Sale) -> None:
 
 
 async def test_a_second_start_while_the_process_runs_is_refused(sale: Sale) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    _, opp = await sale.started()
     with pytest.raises(WorkflowAlreadyStartedError):
         await sale.start(opp)
 
@@ -118,9 +116,7 @@ async def test_the_cli_starts_a_new_opportunity_and_drives_it(sale: Sale) -> Non
 async def test_a_new_process_for_an_opportunity_whose_process_was_terminated_goes_on_from_there(
     sale: Sale,
 ) -> None:
-    handle = await sale.start()
-    opp = handle.id.removeprefix("opportunity-")
-    await sale.wait_stage(opp, "Qualification")
+    handle, opp = await sale.started()
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
     await handle.terminate("ops stopped it")
 
