@@ -29,7 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
 from bench.baseline import STAGE_TASKS, BaselineProcess
-from worker.database import embedded_database_url
+from worker.database import embedded_server
 from workflows import contract as c
 from workflows.definition import load_default_definition
 from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR, CorporateSaleWorkflow
@@ -290,8 +290,11 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = args.n or [100, 1000]
     results: list[Figures] = []
-    with tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg:
-        database_url = embedded_database_url(Path(pg))
+    with (
+        tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
+        embedded_server(Path(pg)) as server,
+    ):
+        database_url = server.get_uri()
         pool = await create_pool(database_url)
         await migrate(pool)
         await pool.close()

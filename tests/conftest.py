@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.db import create_pool, migrate
 from tests.helpers import Sale
-from worker.database import embedded_database_url
+from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
 from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
@@ -40,8 +40,12 @@ def database_url() -> Iterator[str]:
     if url:
         yield url
         return
-    with tempfile.TemporaryDirectory(prefix="corpsale-test-") as data_dir:
-        yield embedded_database_url(Path(data_dir))
+    # The server stops before its folder goes (it could not be stopped after).
+    with (
+        tempfile.TemporaryDirectory(prefix="corpsale-test-") as data_dir,
+        embedded_server(Path(data_dir)) as server,
+    ):
+        yield server.get_uri()
 
 
 @pytest.fixture(scope="session")

