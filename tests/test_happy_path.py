@@ -3,10 +3,12 @@ tasks, in any order within a stage."""
 
 from __future__ import annotations
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.helpers import HAPPY_PATH_TITLES, Sale
 from workflows.contract import StateView
+from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
 
 
 async def test_new_opportunity_enters_qualification_with_its_tasks(sale: Sale) -> None:
@@ -29,6 +31,14 @@ async def test_new_opportunity_enters_qualification_with_its_tasks(sale: Sale) -
     assert [(v["stage"], v["entered_by"], v["reason"]) for v in visits] == [
         ("Qualification", "operator", "new opportunity")
     ]
+    # R15: what ops read in the Web UI: the search attributes and the run's current detail.
+    attrs = (await handle.describe()).typed_search_attributes
+    assert (attrs.get(STAGE_ATTR), attrs.get(OWNER_ATTR)) == ("Qualification", "alice")
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    first_due = min(t.due_at for t in state.open_tasks)
+    assert metadata.current_details == (
+        f"Qualification: 0 of 2 tasks done, next due {first_due:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 async def test_completing_every_task_walks_the_stages_to_closed_won(sale: Sale) -> None:

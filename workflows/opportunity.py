@@ -289,7 +289,7 @@ class CorporateSaleWorkflow:
     def _publish(self) -> None:
         """Search attributes and the one-line detail ops read in the Web UI."""
         state = self._state
-        view = state.view()
+        visit = state.visit_tasks()
         amount = state.data.get("expected_amount")
         updates = search_attribute_updates(
             state.stage or "", state.owner, float(amount) if amount is not None else None
@@ -297,7 +297,8 @@ class CorporateSaleWorkflow:
         if updates:
             workflow.upsert_search_attributes(updates)
         open_due = sorted(t.due_at for t in state.open_tasks())
-        detail = f"{state.stage}: {view.tasks_done} of {view.tasks_total} tasks done"
+        done = sum(t.status == "completed" for t in visit)
+        detail = f"{state.stage}: {done} of {len(visit)} tasks done"
         if state.closed:
             detail = f"{state.stage} (closed)"
         elif state.pending_entry is not None:
