@@ -19,7 +19,7 @@ from activities.models import (
     OpportunityRecord,
     UpdateOpportunityRow,
 )
-from workflows.definition import Process, ProcessDefinition, load_default_definition
+from workflows.definition import Process, ProcessDefinition, Stage, load_default_definition
 
 
 class SaleActivities:
@@ -80,6 +80,12 @@ class SaleActivities:
             ) from err
 
     @activity.defn
+    async def load_stages(self) -> list[Stage]:
+        """The Opportunity stages lookup as it is now (operators change it while processes run)."""
+        async with self._pool.acquire() as conn:
+            return await repository.load_stages(conn)
+
+    @activity.defn
     async def enter_stage(self, step: EnterStage) -> None:
         async with self._pool.acquire() as conn:
             await repository.enter_stage(conn, step)
@@ -109,6 +115,7 @@ class SaleActivities:
         return [
             self.open_opportunity,
             self.load_process,
+            self.load_stages,
             self.enter_stage,
             self.complete_task,
             self.cancel_task,

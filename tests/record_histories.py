@@ -1,14 +1,15 @@
-"""Record workflow histories for the replay test: `python -m tests.record_histories`.
+"""Record workflow histories for the replay test: `python -m tests.record_histories TAG`.
 
 Runs a few scenarios on a fresh dev server and embedded PostgreSQL with the current code and
 writes every run's history to tests/histories/. Record anew only when a change to workflow code
 is meant to be incompatible (and then version the workflow); otherwise the old histories must
-keep replaying.
+keep replaying. TAG (say, what the workflow code changed) keeps the new files beside the old.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -59,7 +60,7 @@ async def moves_and_refusals(sale: Sale) -> str:
     return handle.id
 
 
-async def record() -> None:
+async def record(tag: str) -> None:
     with tempfile.TemporaryDirectory() as data_dir, embedded_server(Path(data_dir)) as server:
         url = server.get_uri()
         pool = await create_pool(url)
@@ -85,16 +86,18 @@ async def record() -> None:
                     children = [w async for w in client.list_workflows(query)]
                     for i, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
                         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-                        (OUT / f"{name}.run{i + 1}.json").write_text(history.to_json())
+                        (OUT / f"{name}.{tag}.run{i + 1}.json").write_text(history.to_json())
                     for child in children[:3]:
                         history = await client.get_workflow_handle(
                             child.id, run_id=child.run_id
                         ).fetch_history()
                         key = child.id.rsplit(":", 1)[-1]
-                        (OUT / f"{name}.task-{key}.json").write_text(history.to_json())
+                        (OUT / f"{name}.{tag}.task-{key}.json").write_text(history.to_json())
                     print(f"{name}: {len(runs)} runs, {min(3, len(children))} task children")
         await pool.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.record_histories TAG")
+    asyncio.run(record(sys.argv[1]))

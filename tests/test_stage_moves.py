@@ -149,3 +149,25 @@ async def test_a_declined_contract_closes_the_opportunity_as_lost(sale: Sale) ->
     state = await sale.complete(opp, signing.task_id, outcome="declined")
     assert state.stage == "Closed lost"
     await eventually(lambda: sale.opportunity(opp), lambda r: r["closed_at"] is not None)
+
+
+async def test_a_final_stage_an_operator_adds_is_usable_by_a_running_process(sale: Sale) -> None:
+    _, opp = await sale.started()
+    await move(sale, opp, "Proposal")
+    # An operator adds a stage to the lookup while the process runs (no restart, no deploy).
+    await sale.pool.execute(
+        "INSERT INTO stages (name, sort_order, is_final, is_successful, probability)"
+        " VALUES ('Closed rejected', 7, true, false, 0) ON CONFLICT (name) DO NOTHING"
+    )
+
+    state = await move(sale, opp, "Closed rejected", reason="Customer withdrew")
+
+    assert state.closed and state.stage == "Closed rejected"
+    row = await sale.opportunity(opp)
+    assert (row["stage"], row["probability"], row["close_reason"]) == (
+        "Closed rejected",
+        0,
+        "Customer withdrew",
+    )
+    kinds = [n["kind"] for n in await sale.notifications(opp)]
+    assert kinds.count("closed_lost") == 1

@@ -325,6 +325,8 @@ class CorporateSaleWorkflow:
         self._check_open()
         process = self._process
         if not process.has_stage(cmd.stage):
+            if not settled:
+                return  # the lookup may have the stage by now: the handler reloads it
             known = ", ".join(s.name for s in process.stages)
             raise Refused(f"Unknown stage {cmd.stage!r}. Stages: {known}.")
         target = process.stage(cmd.stage)
@@ -367,8 +369,23 @@ class CorporateSaleWorkflow:
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
+        if not self._process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
+            await self._refresh_stages()
         self._check_change_stage(cmd)
         await self._move(cmd)
+
+    async def _refresh_stages(self) -> None:
+        """Take up stages an operator added to the lookup since this run loaded it. The run keeps
+        its definition; a lookup it no longer fits is ignored (and logged)."""
+        stages = await workflow.execute_local_activity_method(
+            SaleActivities.load_stages,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary="reload the stages lookup",
+        )
+        try:
+            self._state.process = Process(definition=self._process.definition, stages=tuple(stages))
+        except ValidationError as err:
+            workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
 
     async def _complete_task(self, cmd: CompleteTask) -> None:
         task = self._check_complete_task(cmd)
