@@ -80,7 +80,6 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
     rng = random.Random(7)
     sale = Sale(client, pool, f"corpsale-outage-{uuid.uuid4()}", database_url)
     env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
-    socket_dir = pg_server.get_postmaster_info().socket_dir
     moves = ["Proposal", "Contracting", "Presentation", "Qualification", "Proposal"]
 
     async with worker_process(env), worker_process(env):
@@ -93,9 +92,7 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
                 )
             await asyncio.sleep(rng.uniform(0, 0.3))
         await asyncio.sleep(3)
-        await asyncio.to_thread(
-            pg_ctl, pg_server, "-w", "-o", f'-h "" -k {socket_dir}', "-l", str(pg_server.log), "start"
-        )
+        await asyncio.to_thread(pg_server.ensure_postgres_running)  # so it also stops it at the end
         for opp in opps:
             await sale.wait_stage(opp, moves[-1], visit=1 + len(moves))
         report = await sale.cli("check", *opps, "--json")
