@@ -573,7 +573,13 @@ def run() -> None:
     """The console entry point."""
     from worker.process import exit_now
 
-    exit_now(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (`| head`): not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    exit_now(code)
 
 
 if __name__ == "__main__":
