@@ -275,10 +275,9 @@ def write_report(results: list[Figures], out: Path) -> None:
     doc = ROOT / "docs" / "benchmarks.md"
     marker = "<!-- results -->"
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{marker}\n"
-    head = text.split(marker)[0]
-    doc.write_text(
-        f"{head}{marker}\nLast run {stamp}, `python -m bench.run {' '.join(sys.argv[1:])}`:\n\n{table}\n"
-    )
+    head, _, earlier = text.partition(marker)
+    run = f"\n### {stamp}: `python -m bench.run {' '.join(sys.argv[1:])}`\n\n{table}\n"
+    doc.write_text(f"{head}{marker}{run}{earlier}")  # newest first; earlier runs stay
 
 
 async def main() -> None:
