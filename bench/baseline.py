@@ -22,7 +22,6 @@ async def noop(step: str) -> None:
 class BaselineTask:
     def __init__(self) -> None:
         self._done = False
-        self._ready = False
 
     @workflow.run
     async def run(self) -> None:
@@ -35,11 +34,13 @@ class BaselineTask:
 
 @workflow.defn
 class BaselineProcess:
-    """Per stage: one activity and a child per task; per completion: an update, one activity
-    and a signal to the child."""
+    """Per stage entered: one activity and a child per task; per completion: an update, one
+    activity and a signal to the child; per move: an update, one activity and the open children
+    cancelled. Child ids are `<workflow id>-v<visit>-t<task index>`."""
 
     def __init__(self) -> None:
         self._stage = 0
+        self._visit = 0
         self._children: dict[str, workflow.ChildWorkflowHandle[BaselineTask, None]] = {}
         self._lock = asyncio.Lock()
         self._done = False
@@ -57,11 +58,12 @@ class BaselineProcess:
 
     async def _enter(self) -> None:
         await workflow.execute_activity(noop, "enter", start_to_close_timeout=timedelta(seconds=30))
+        self._visit += 1
         if self._stage >= len(STAGE_TASKS):
             self._done = True
             return
-        info = workflow.info()
-        ids = [f"{info.workflow_id}-s{self._stage}-t{i}" for i in range(STAGE_TASKS[self._stage])]
+        wid = workflow.info().workflow_id
+        ids = [f"{wid}-v{self._visit}-t{i}" for i in range(STAGE_TASKS[self._stage])]
         handles = await asyncio.gather(*(workflow.start_child_workflow(BaselineTask.run, id=i) for i in ids))
         self._children = dict(zip(ids, handles, strict=True))
 
@@ -76,6 +78,15 @@ class BaselineProcess:
                 await self._enter()
             return self._stage
 
-    @workflow.query
-    def open_tasks(self) -> list[str]:
-        return list(self._children)
+    @workflow.update
+    async def move(self, stage: int) -> int:
+        await workflow.wait_condition(lambda: self._ready)
+        async with self._lock:
+            await workflow.execute_activity(noop, "move", start_to_close_timeout=timedelta(seconds=30))
+            children, self._children = list(self._children.values()), {}
+            for child in children:
+                child.cancel()
+            await asyncio.gather(*children, return_exceptions=True)
+            self._stage = stage
+            await self._enter()
+            return self._stage

@@ -1,9 +1,12 @@
-"""The benchmark: `python -m bench.run [--n 100 --n 1000] [--persistence memory file]`.
+"""The benchmark: `python -m bench.run [--n 100 --n 1000] [--persistence memory file] [--path revisit]`.
 
 For each size N and each dev-server persistence it pushes N opportunities concurrently through
-the happy path (9 task completions to Closed won) with the real worker and PostgreSQL, then the
-same calls through the bare baseline workflows (bench/baseline.py), and reports both and their
-ratio. Results go to bench/results/ (JSON) and docs/benchmarks.md (a table).
+a path (`happy`: 9 task completions to Closed won; `revisit`: back from Proposal to
+Qualification, so three stages are entered twice, then on to Closed won) with the real worker and
+PostgreSQL, then the same calls through the bare baseline workflows (bench/baseline.py), and
+reports both and their ratio. `--rate` starts opportunities at a fixed rate instead of keeping
+`--concurrency` in flight (latency at a chosen load); `--open N` measures the worker's memory with
+N opportunities open. Results go to bench/results/ (JSON) and docs/benchmarks.md (a table).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +40,34 @@ from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR, Corporate
 from workflows.state import ProcessInput
 
 ROOT = Path(__file__).parent.parent
-HAPPY_PATH = [s for s in load_default_definition().stages]
+STAGES = load_default_definition().stages
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stage visit: complete the first `complete` tasks (all when None), then move to
+    stage index `move_to` if set."""
+
+    stage: int
+    complete: int | None = None
+    move_to: int | None = None
+
+    def tasks(self) -> int:
+        return len(STAGES[self.stage].tasks) if self.complete is None else self.complete
+
+
+PATHS = {
+    "happy": [Segment(0), Segment(1), Segment(2), Segment(3)],
+    "revisit": [
+        Segment(0),
+        Segment(1),
+        Segment(2, complete=1, move_to=0),
+        Segment(0),
+        Segment(1),
+        Segment(2),
+        Segment(3),
+    ],
+}
 SQLITE_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
 
 
@@ -45,6 +76,8 @@ class Figures:
     kind: str
     n: int
     persistence: str
+    path: str = "happy"
+    load: str = ""
     seconds: float = 0.0
     opportunities_per_s: float = 0.0
     completions_per_s: float = 0.0
@@ -110,14 +143,27 @@ async def start_worker(module: str, env: dict[str, str]) -> asyncio.subprocess.P
     )
 
 
+@dataclass(frozen=True)
+class Load:
+    """At most `concurrency` opportunities in flight; with `rate`, one started every 1/rate s."""
+
+    concurrency: int
+    rate: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.rate}/s" if self.rate else f"{self.concurrency} in flight"
+
+
 async def drive(
-    label: str, n: int, concurrency: int, one: Callable[[int, list[float]], Awaitable[None]]
+    label: str, n: int, load: Load, one: Callable[[int, list[float]], Awaitable[None]]
 ) -> tuple[float, list[float]]:
     latencies: list[float] = []
     progress = Progress(label, n)
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(load.concurrency)
 
     async def bounded(i: int) -> None:
+        if load.rate:
+            await asyncio.sleep(max(0.0, began + i / load.rate - time.perf_counter()))
         async with gate:
             await one(i, latencies)
         progress.step()
@@ -128,7 +174,7 @@ async def drive(
 
 
 async def product_run(
-    client: Client, queue: str, run_id: str, n: int, conc: int
+    client: Client, queue: str, run_id: str, n: int, load: Load, path: list[Segment]
 ) -> tuple[float, list[float]]:
     async def one(i: int, latencies: list[float]) -> None:
         opp = f"bench-{run_id}-{i}"
@@ -142,35 +188,42 @@ async def product_run(
             id=c.workflow_id(opp),
             task_queue=queue,
         )
-        for visit, stage in enumerate(HAPPY_PATH, start=1):
-            for k, task in enumerate(stage.tasks):
+        for visit, segment in enumerate(path, start=1):
+            tasks = STAGES[segment.stage].tasks
+            for k, task in enumerate(tasks[: segment.tasks()]):
                 began = time.perf_counter()
                 await handle.execute_update(
-                    c.UPDATE_COMPLETE_TASK,
-                    {"task_id": f"{opp}:v{visit}:{task.key}", "actor": "bench"},
+                    c.UPDATE_COMPLETE_TASK, {"task_id": f"{opp}:v{visit}:{task.key}", "actor": "bench"}
                 )
-                if k == len(stage.tasks) - 1:  # the stage's last task: the answer comes
+                if k == len(tasks) - 1:  # the stage's last task: the answer comes
                     latencies.append((time.perf_counter() - began) * 1000)  # after the move
+            if segment.move_to is not None:
+                await handle.execute_update(
+                    c.UPDATE_CHANGE_STAGE, {"stage": STAGES[segment.move_to].stage, "actor": "bench"}
+                )
         await handle.result()
 
-    return await drive("corporate sale", n, conc, one)
+    return await drive("corporate sale", n, load, one)
 
 
 async def baseline_run(
-    client: Client, queue: str, run_id: str, n: int, conc: int
+    client: Client, queue: str, run_id: str, n: int, load: Load, path: list[Segment]
 ) -> tuple[float, list[float]]:
     async def one(i: int, latencies: list[float]) -> None:
         wid = f"baseline-{run_id}-{i}"
         handle = await client.start_workflow(BaselineProcess.run, id=wid, task_queue=queue)
-        for stage, count in enumerate(STAGE_TASKS):
-            for t in range(count):
+        for visit, segment in enumerate(path, start=1):
+            count = STAGE_TASKS[segment.stage]
+            for t in range(segment.tasks()):
                 began = time.perf_counter()
-                await handle.execute_update(BaselineProcess.complete, f"{wid}-s{stage}-t{t}")
+                await handle.execute_update(BaselineProcess.complete, f"{wid}-v{visit}-t{t}")
                 if t == count - 1:
                     latencies.append((time.perf_counter() - began) * 1000)
+            if segment.move_to is not None:
+                await handle.execute_update(BaselineProcess.move, segment.move_to)
         await handle.result()
 
-    return await drive("baseline", n, conc, one)
+    return await drive("baseline", n, load, one)
 
 
 async def history_events(client: Client, workflow_id: str) -> int:
@@ -178,116 +231,200 @@ async def history_events(client: Client, workflow_id: str) -> int:
     return len(history.events)
 
 
-async def measure(n: int, persistence: str, conc: int, database_url: str) -> list[Figures]:
-    run_id = uuid.uuid4().hex[:8]
+@asynccontextmanager
+async def dev_server(persistence: str) -> AsyncIterator[Client]:
     with tempfile.TemporaryDirectory(prefix="corpsale-bench-") as tmp:
-        extra = SQLITE_PRAGMAS if persistence == "file" else []
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             dev_server_database_filename=str(Path(tmp) / "temporal.db") if persistence == "file" else None,
-            dev_server_extra_args=extra,
+            dev_server_extra_args=SQLITE_PRAGMAS if persistence == "file" else [],
             search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
             data_converter=pydantic_data_converter,
         ) as env:
-            client = env.client
-            results = []
-            for kind, module, run in (
-                ("corporate sale", "worker.main", product_run),
-                ("baseline", "bench.baseline_worker", baseline_run),
-            ):
-                queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
-                worker_env = {
-                    **os.environ,
-                    "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-                    "DATABASE_URL": database_url,
-                    "CORPSALE_TASK_QUEUE": queue,
-                    "PYTHONPATH": str(ROOT),
-                }
-                proc = await start_worker(module, worker_env)
-                rss = RssSampler(proc.pid)
-                try:
-                    seconds, latencies = await run(client, queue, run_id, n, conc)
-                finally:
-                    peak = rss.stop()
-                    proc.terminate()
-                    await proc.wait()
-                prefix = "bench" if kind == "corporate sale" else "baseline"
-                events = await history_events(
-                    client,
-                    c.workflow_id(f"{prefix}-{run_id}-0") if prefix == "bench" else f"baseline-{run_id}-0",
-                )
-                results.append(
-                    Figures(
-                        kind=kind,
-                        n=n,
-                        persistence=persistence,
-                        seconds=round(seconds, 2),
-                        opportunities_per_s=round(n / seconds, 2),
-                        completions_per_s=round(9 * n / seconds, 1),
-                        transition_ms=percentiles(latencies),
-                        history_events=events,
-                        worker_peak_rss_mib=peak,
-                    )
-                )
-            return results
+            yield env.client
 
 
-async def check_database(database_url: str, expected: int) -> None:
+@asynccontextmanager
+async def worker_process(
+    module: str, client: Client, queue: str, database_url: str
+) -> AsyncIterator[RssSampler]:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "DATABASE_URL": database_url,
+        "CORPSALE_TASK_QUEUE": queue,
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = await start_worker(module, env)
+    rss = RssSampler(proc.pid)
+    try:
+        yield rss
+    finally:
+        rss.stop()
+        proc.terminate()
+        await proc.wait()
+
+
+async def measure(n: int, persistence: str, load: Load, path_name: str, database_url: str) -> list[Figures]:
+    run_id = uuid.uuid4().hex[:8]
+    path = PATHS[path_name]
+    completions = sum(s.tasks() for s in path)
+    async with dev_server(persistence) as client:
+        results = []
+        for kind, module, run, first in (
+            ("corporate sale", "worker.main", product_run, c.workflow_id(f"bench-{run_id}-0")),
+            ("baseline", "bench.baseline_worker", baseline_run, f"baseline-{run_id}-0"),
+        ):
+            queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
+            async with worker_process(module, client, queue, database_url) as rss:
+                seconds, latencies = await run(client, queue, run_id, n, load, path)
+                peak = rss.stop()
+            if kind == "corporate sale":
+                await check_database(database_url, run_id, n, completions)
+            results.append(
+                Figures(
+                    kind=kind,
+                    n=n,
+                    persistence=persistence,
+                    path=path_name,
+                    load=load.describe(),
+                    seconds=round(seconds, 2),
+                    opportunities_per_s=round(n / seconds, 2),
+                    completions_per_s=round(completions * n / seconds, 1),
+                    transition_ms=percentiles(latencies),
+                    history_events=await history_events(client, first),
+                    worker_peak_rss_mib=peak,
+                )
+            )
+        return results
+
+
+async def check_database(database_url: str, run_id: str, n: int, completions: int) -> None:
     """The figures count only if the work is really in PostgreSQL."""
     pool = await create_pool(database_url)
     try:
+        like = f"bench-{run_id}-%"
         won = await pool.fetchval(
-            "SELECT count(*) FROM opportunities WHERE id LIKE 'bench-%' AND stage = 'Closed won'"
+            "SELECT count(*) FROM opportunities WHERE id LIKE $1 AND stage = 'Closed won'", like
         )
         tasks = await pool.fetchval(
-            "SELECT count(*) FROM tasks WHERE opportunity_id LIKE 'bench-%' AND status = 'completed'"
+            "SELECT count(*) FROM tasks WHERE opportunity_id LIKE $1 AND status = 'completed'", like
         )
-        if (won, tasks) != (expected, 9 * expected):
+        if (won, tasks) != (n, completions * n):
             raise SystemExit(
-                f"database check failed: {won} won, {tasks} tasks; expected {expected} and {9 * expected}"
+                f"database check failed: {won} won, {tasks} tasks completed;"
+                f" expected {n} and {completions * n}"
             )
     finally:
         await pool.close()
+
+
+async def open_run(n: int, persistence: str, load: Load, database_url: str) -> Figures:
+    """Open N opportunities (each waits at Qualification with its two task children) and measure
+    the worker's memory once all are in PostgreSQL."""
+    run_id = uuid.uuid4().hex[:8]
+    async with dev_server(persistence) as client:
+        queue = f"bench-open-{run_id}"
+        async with worker_process("worker.main", client, queue, database_url) as rss:
+
+            async def one(i: int, _: list[float]) -> None:
+                opp = f"bench-{run_id}-{i}"
+                await client.start_workflow(
+                    CorporateSaleWorkflow.run,
+                    ProcessInput(
+                        opportunity_id=opp,
+                        actor="bench",
+                        new=c.NewOpportunity(title=f"Deal {i}", customer="Bench Ltd", owner="owner"),
+                    ),
+                    id=c.workflow_id(opp),
+                    task_queue=queue,
+                )
+
+            began = time.perf_counter()
+            await drive("open opportunities", n, load, one)
+            pool = await create_pool(database_url)
+            try:
+                expected = n * len(STAGES[0].tasks)
+                sql = "SELECT count(*) FROM tasks WHERE opportunity_id LIKE $1 AND status = 'open'"
+                while (opened := await pool.fetchval(sql, f"bench-{run_id}-%")) < expected:
+                    print(f"\r  tasks in PostgreSQL: {opened}/{expected}", end="", file=sys.stderr)
+                    await asyncio.sleep(1)
+                print(file=sys.stderr)
+            finally:
+                await pool.close()
+            seconds = time.perf_counter() - began
+            await asyncio.sleep(5)  # settle: the last workflow tasks and cache evictions
+            return Figures(
+                kind="open opportunities",
+                n=n,
+                persistence=persistence,
+                path="open",
+                load=load.describe(),
+                seconds=round(seconds, 2),
+                opportunities_per_s=round(n / seconds, 2),
+                worker_peak_rss_mib=rss.stop(),
+            )
+
+
+def table(results: list[Figures]) -> str:
+    if all(r.path == "open" for r in results):
+        lines = [
+            "| open opportunities | persistence | opened/s (tasks in PostgreSQL) | worker peak RSS MiB |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.n} | {r.persistence} | {r.opportunities_per_s} | {r.worker_peak_rss_mib} |"
+            for r in results
+        ]
+        return "\n".join(lines)
+    lines = [
+        "| run | path | N | load | persistence | opp/s | completions/s | ratio to baseline"
+        " | transition p50 / p95 / p99 ms | history events | worker peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        base = next(
+            b
+            for b in results
+            if b.kind == "baseline" and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)
+        )
+        ratio = f"{r.opportunities_per_s / base.opportunities_per_s:.2f}" if r.kind != "baseline" else "1"
+        t = r.transition_ms
+        lines.append(
+            f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
+            f" | {r.completions_per_s} | {ratio} | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
+            f" | {r.history_events} | {r.worker_peak_rss_mib} |"
+        )
+    return "\n".join(lines)
 
 
 def write_report(results: list[Figures], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (out / f"bench-{stamp}.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    lines = [
-        "| run | N | persistence | opp/s | completions/s | ratio to baseline | transition p50 / p95 / p99 ms"
-        " | history events | worker peak RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        base = next(
-            b for b in results if b.kind == "baseline" and (b.n, b.persistence) == (r.n, r.persistence)
-        )
-        ratio = f"{r.opportunities_per_s / base.opportunities_per_s:.2f}" if r.kind != "baseline" else "1"
-        t = r.transition_ms
-        lines.append(
-            f"| {r.kind} | {r.n} | {r.persistence} | {r.opportunities_per_s} | {r.completions_per_s}"
-            f" | {ratio} | {t.get('p50')} / {t.get('p95')} / {t.get('p99')} | {r.history_events}"
-            f" | {r.worker_peak_rss_mib} |"
-        )
-    table = "\n".join(lines)
-    print("\n" + table)
+    text_table = table(results)
+    print("\n" + text_table)
     doc = ROOT / "docs" / "benchmarks.md"
     marker = "<!-- results -->"
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{marker}\n"
     head, _, earlier = text.partition(marker)
-    run = f"\n### {stamp}: `python -m bench.run {' '.join(sys.argv[1:])}`\n\n{table}\n"
+    run = f"\n### {stamp}: `python -m bench.run {' '.join(sys.argv[1:])}`\n\n{text_table}\n"
     doc.write_text(f"{head}{marker}{run}{earlier}")  # newest first; earlier runs stay
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="opportunities (repeatable)")
     parser.add_argument("--persistence", nargs="+", choices=["memory", "file"], default=["memory", "file"])
-    parser.add_argument("--concurrency", type=int, default=200, help="opportunities in flight")
+    parser.add_argument("--path", choices=sorted(PATHS), default="happy", help="the way through the stages")
+    parser.add_argument("--concurrency", type=int, default=200, help="opportunities in flight (at most)")
+    parser.add_argument("--rate", type=float, help="start this many opportunities per second")
+    parser.add_argument(
+        "--open", type=int, metavar="N", help="only open N opportunities and measure the worker's memory"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    sizes = args.n or [100, 1000]
+    load = Load(args.concurrency, args.rate)
     results: list[Figures] = []
     with (
         tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
@@ -297,13 +434,14 @@ async def main() -> None:
         pool = await create_pool(database_url)
         await migrate(pool)
         await pool.close()
-        done = 0
-        for n in sizes:
-            for persistence in args.persistence:
-                print(f"N = {n}, dev server {persistence}:", file=sys.stderr)
-                results += await measure(n, persistence, args.concurrency, database_url)
-                done += n
-                await check_database(database_url, done)
+        for persistence in args.persistence:
+            if args.open:
+                print(f"{args.open} open opportunities, dev server {persistence}:", file=sys.stderr)
+                results.append(await open_run(args.open, persistence, load, database_url))
+                continue
+            for n in args.n or [100, 1000]:
+                print(f"N = {n}, {args.path} path, dev server {persistence}:", file=sys.stderr)
+                results += await measure(n, persistence, load, args.path, database_url)
     write_report(results, args.out)
 
 
