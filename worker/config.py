@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     ui_port: int = 8233  # the embedded dev server's Web UI
     task_queue: str = DEFAULT_TASK_QUEUE
     db_pool_size: int = Field(default=10, ge=1)
-    max_cached_workflows: int = Field(default=10_000, ge=0)
+    max_cached_workflows: int = Field(default=2_000, ge=0)
     max_concurrent_activities: int = Field(default=100, ge=1)
 
 

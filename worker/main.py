@@ -25,6 +25,13 @@ log = logging.getLogger("corpsale.worker")
 
 WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow]
 
+# Deterministic modules of data models and activities, imported once for all workflows instead of
+# once per workflow in the sandbox: that would rebuild every pydantic model per cached workflow
+# (about 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves stay sandboxed.
+SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
+    "pydantic", "pydantic_core", "workflows.contract", "workflows.definition", "workflows.state", "activities"
+)
+
 
 def build_worker(
     client: Client, pool: asyncpg.Pool, *, task_queue: str, settings: Settings | None = None
@@ -35,9 +42,7 @@ def build_worker(
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=SaleActivities(pool).all(),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
-        ),
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
     from workflows.contract import ChangeStage, CompleteTask, StateView, UpdateOpportunity
     from workflows.definition import Effect, Process
-    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskState, json_safe
-    from workflows.task import TaskChildren, TaskInput
+    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskInput, TaskState, json_safe
+    from workflows.task import TaskChildren
 
 STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
 OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")

@@ -112,3 +112,21 @@ class ProcessInput(StartProcess):
     """The workflow's input: the public start payload, plus the state a continued run carries."""
 
     resume: SaleState | None = None
+
+
+class TaskInput(BaseModel):
+    """The input of one task child workflow."""
+
+    task_id: str
+    opportunity_id: str
+    title: str
+    owner: str
+    due_at: datetime
+
+
+class TaskResult(BaseModel):
+    """What a task child workflow returns."""
+
+    task_id: str
+    status: str
+    outcome: str | None = None

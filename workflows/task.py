@@ -6,29 +6,15 @@ only records its own cancellation before it ends.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import CancelTaskRow
     from activities.sale import SaleActivities
-
-
-class TaskInput(BaseModel):
-    task_id: str
-    opportunity_id: str
-    title: str
-    owner: str
-    due_at: datetime
-
-
-class TaskResult(BaseModel):
-    task_id: str
-    status: str
-    outcome: str | None = None
+    from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
 
 
 @workflow.defn(name="SaleTask")
