@@ -124,12 +124,15 @@ class Sale:
         state: StateView = await self.handle(opportunity_id).query(c.QUERY_STATE, result_type=StateView)
         return state
 
-    async def wait_stage(self, opportunity_id: str, stage: str, visit: int | None = None) -> StateView:
+    async def wait_stage(
+        self, opportunity_id: str, stage: str, visit: int | None = None, *, timeout: float = 20.0
+    ) -> StateView:
         return await eventually(
             lambda: self.state(opportunity_id),
             lambda s: (
                 s.stage == stage and (visit is None or s.visit == visit) and (s.closed or s.tasks_total > 0)
             ),
+            timeout=timeout,
         )
 
     async def update(self, opportunity_id: str, name: str, payload: Any) -> StateView:

@@ -1,6 +1,9 @@
-"""A small chaos run: four workers on one task queue, two of them killed with SIGKILL while
-commands (some delivered twice) stream in; afterwards the consistency checker finds nothing and
-every process has applied every move, once."""
+"""Chaos runs, small enough for CI: workers killed with SIGKILL, PostgreSQL stopped, the dev
+server killed and restarted, while commands (some delivered twice) stream in. Afterwards the
+consistency checker finds nothing and every process has applied every move, once.
+
+Larger on demand: `CHAOS_SCALE=10 python3 dev.py test tests/test_chaos.py -s` runs ten times
+the opportunities (and prints what it injected)."""
 
 from __future__ import annotations
 
@@ -9,18 +12,28 @@ import json
 import os
 import random
 import signal
+import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 
 from tests.helpers import Sale
 from tests.test_durability import worker_process
+from worker.stack import SEARCH_ATTRIBUTES, cli_type, temporal_cli
 from workflows import contract as c
 
 STAGES = ["Qualification", "Presentation", "Proposal", "Contracting"]
+SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
+# A killed worker's workflow task is retried elsewhere only after its 10 s timeout, once per kill.
+SETTLE = 60.0 * SCALE
 
 
 async def test_workers_killed_under_load_lose_and_duplicate_nothing(
@@ -30,9 +43,10 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
     sale = Sale(client, pool, f"corpsale-chaos-{uuid.uuid4()}", database_url)
     env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
     moves: dict[str, list[str]] = {}
+    injected: list[str] = []
 
     async with worker_process(env) as first, worker_process(env) as second:
-        opps = [(await sale.started())[1] for _ in range(6)]
+        opps = [(await sale.started())[1] for _ in range(6 * SCALE)]
 
         async def stream(opp: str) -> None:
             current, sent = "Qualification", []
@@ -52,18 +66,29 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
                 await asyncio.sleep(rng.uniform(0.2, 0.6))
                 victim.send_signal(signal.SIGKILL)
                 await victim.wait()
+                injected.append(f"worker {victim.pid} killed (SIGKILL)")
 
         async with worker_process(env), worker_process(env):  # two more join; the first two die
             await asyncio.gather(*(stream(o) for o in opps), kill_and_restart())
             for opp in opps:
-                await sale.wait_stage(opp, moves[opp][-1], visit=1 + len(moves[opp]))
+                await sale.wait_stage(opp, moves[opp][-1], visit=1 + len(moves[opp]), timeout=SETTLE)
             report = await sale.cli("check", *opps, "--json")
 
     result = json.loads(report.stdout)
-    assert report.code == 0 and result["violations"] == [], result
+    summary(injected, result)
+    assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
     for opp in opps:
         visits = await sale.visits(opp)
         assert [v["stage"] for v in visits] == ["Qualification", *moves[opp]]
+
+
+def summary(injected: list[str], result: dict[str, Any]) -> None:
+    """What the run injected and what the checker found (shown with `pytest -s`)."""
+    print(f"\ninjected: {'; '.join(injected)}")
+    print(
+        f"checker: {result['opportunities']} opportunities, {result['runs']} runs,"
+        f" violations {result['totals'] or 'none'}"
+    )
 
 
 def pg_ctl(server: Any, *args: str) -> None:
@@ -83,8 +108,9 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
     moves = ["Proposal", "Contracting", "Presentation", "Qualification", "Proposal"]
 
     async with worker_process(env), worker_process(env):
-        opps = [(await sale.started())[1] for _ in range(4)]
+        opps = [(await sale.started())[1] for _ in range(4 * SCALE)]
         await asyncio.to_thread(pg_ctl, pg_server, "-m", "fast", "-w", "stop")
+        down = asyncio.get_running_loop().time()
         for i, stage in enumerate(moves):  # sent while the database is down
             for opp in opps:
                 await sale.signal(
@@ -93,11 +119,115 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
             await asyncio.sleep(rng.uniform(0, 0.3))
         await asyncio.sleep(3)
         await asyncio.to_thread(pg_server.ensure_postgres_running)  # so it also stops it at the end
+        seconds = asyncio.get_running_loop().time() - down
+        injected = [f"PostgreSQL stopped for {seconds:.1f} s while {len(moves) * len(opps)} moves were sent"]
         for opp in opps:
-            await sale.wait_stage(opp, moves[-1], visit=1 + len(moves))
+            await sale.wait_stage(opp, moves[-1], visit=1 + len(moves), timeout=SETTLE)
         report = await sale.cli("check", *opps, "--json")
 
     assert report.code == 0, report.stdout + report.stderr
+    summary(injected, json.loads(report.stdout))
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
+        assert len(await sale.notifications(opp)) == len(await sale.tasks(opp))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def file_dev_server(db: Path, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The Temporal dev server with file persistence, as `corpsale dev` runs it (no UI)."""
+    command = [
+        temporal_cli(), "server", "start-dev", "--headless", "--log-level", "error",
+        "--db-filename", str(db), "--ip", "127.0.0.1", "--port", str(port),
+        "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+    ]  # fmt: skip
+    for key in SEARCH_ATTRIBUTES:
+        command += ["--search-attribute", f"{key.name}={cli_type(key.indexed_value_type)}"]
+    server = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        yield server
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+
+
+async def connect(port: int) -> Client:
+    for _ in range(300):
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the dev server did not come up within 30 s")
+
+
+async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The dev server (file persistence) is killed with SIGKILL while commands stream in, and
+    started again on the same file; senders retry what failed, as any client of Temporal must."""
+    rng = random.Random(11)
+    port, db = free_port(), tmp_path / "temporal.db"
+    moves: dict[str, list[str]] = {}
+    injected: list[str] = []
+    async with file_dev_server(db, port) as server:
+        client = await connect(port)
+        sale = Sale(client, pool, f"corpsale-restart-{uuid.uuid4()}", database_url)
+        env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+        async with worker_process(env), worker_process(env):
+            opps = [(await sale.started())[1] for _ in range(5 * SCALE)]
+
+            async def send(opp: str, payload: dict[str, Any]) -> None:
+                while True:  # until the server has it: a lost answer makes this a duplicate
+                    try:
+                        await asyncio.wait_for(sale.signal(opp, c.SIGNAL_CHANGE_STAGE, payload), 5)
+                        return
+                    except (RPCError, TimeoutError):
+                        await asyncio.sleep(0.2)
+
+            async def stream(opp: str) -> None:
+                current, sent = "Qualification", []
+                for i in range(8):
+                    stage = rng.choice([s for s in STAGES if s != current])
+                    await send(opp, {"stage": stage, "actor": "chaos", "request_id": f"{opp}-{i}"})
+                    current = stage
+                    sent.append(stage)
+                    await asyncio.sleep(rng.uniform(0, 0.3))
+                moves[opp] = sent
+
+            async def crash_and_restart() -> None:
+                nonlocal server
+                await asyncio.sleep(rng.uniform(0.5, 1.0))
+                server.kill()
+                await server.wait()
+                injected.append("dev server killed (SIGKILL)")
+                await asyncio.sleep(3)
+                async with file_dev_server(db, port) as server:
+                    await connect(port)
+                    injected.append("dev server started again on the same file")
+                    await finished.wait()
+
+            finished = asyncio.Event()
+            restart = asyncio.create_task(crash_and_restart())
+            await asyncio.gather(*(stream(o) for o in opps))
+            for opp in opps:
+                await sale.wait_stage(opp, moves[opp][-1], visit=1 + len(moves[opp]), timeout=SETTLE)
+            report = await sale.cli("check", *opps, "--json")
+            finished.set()
+            await restart
+
+    result = json.loads(report.stdout)
+    summary(injected, result)
+    assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
+    for opp in opps:
+        assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves[opp]]
         assert len(await sale.notifications(opp)) == len(await sale.tasks(opp))
