@@ -548,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
+
+    from starter import leads  # it uses this module's helpers
+
+    leads.add_commands(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
 from worker.config import Settings, connect_temporal
 from worker.database import database_url
+from worker.lead_relay import LeadRelay
 from worker.process import exit_now
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.task import TaskWorkflow
@@ -64,12 +65,16 @@ async def run_worker(
     try:
         await migrate(pool)
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
+        relay = LeadRelay(pool, client, settings.task_queue, interval=settings.lead_relay_interval)
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue)
+            relaying = asyncio.create_task(relay.run(stop)) if settings.lead_relay else None
             if on_ready is not None:
                 on_ready()
             await stop.wait()
             log.info("worker stopping")
+            if relaying is not None:
+                await relaying
     finally:
         await pool.close()
 

@@ -94,6 +94,7 @@ class OpportunityFields(BaseModel):
 
     title: Name | None = None
     customer: Name | None = None
+    contact: Name | None = Field(default=None, description="The customer's contact person.")
     budget: Money | None = None
     authority: Text | None = None
     need: Text | None = None

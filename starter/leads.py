@@ -1,0 +1,145 @@
+"""`corpsale lead ...` and `corpsale setting ...`: leads and the system settings (R3).
+
+A lead moved into "Awaiting sale" while StartOppBusinessProcess is on becomes an opportunity
+whose process the worker's lead relay starts (also when no worker runs at that moment: then at
+the next start of one)."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from activities import leads
+from starter.cli import CliError, _model, _when, _with_db, print_json, print_table
+
+LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stage")
+
+
+def _print_lead(lead: dict[str, Any]) -> None:
+    print(f"Lead {lead['id']}: {lead['title']} — {lead['customer']}, owner {lead['owner']}")
+    print(f"  stage {lead['stage']}")
+    for name in ("contact", "need", "budget"):
+        if lead.get(name) is not None:
+            print(f"  {name}: {lead[name]}")
+    if lead.get("opportunity_id"):
+        print(f"  opportunity {lead['opportunity_id']} (`corpsale state {lead['opportunity_id']}`)")
+    elif lead.get("starts_pending"):
+        print(f"  its opportunity {leads.opportunity_id_for(lead['id'])} is being created by the worker")
+
+
+async def _run(work: Any) -> Any:
+    try:
+        return await _with_db(work)
+    except leads.LeadError as err:
+        raise CliError(str(err)) from None
+
+
+async def cmd_lead_add(args: argparse.Namespace) -> None:
+    lead = _model(
+        leads.NewLead,
+        {
+            "id": args.id or f"L{uuid.uuid4().hex[:10]}",
+            **{
+                k: getattr(args, k)
+                for k in ("title", "customer", "owner", "contact", "need", "budget", "stage")
+            },
+        },
+    )
+    row = await _run(lambda conn: leads.add_lead(conn, lead))
+    print_json(row) if args.json else _print_lead(row)
+
+
+async def cmd_lead_move(args: argparse.Namespace) -> None:
+    async def move(conn: Any) -> dict[str, Any] | None:
+        await leads.move_lead(conn, args.lead, args.stage)
+        return await leads.get_lead(conn, args.lead)
+
+    row = await _run(move)
+    print_json(row) if args.json else _print_lead(row)
+
+
+async def cmd_lead_show(args: argparse.Namespace) -> None:
+    row = await _run(lambda conn: leads.get_lead(conn, args.lead))
+    if row is None:
+        raise CliError(f"no lead {args.lead!r}")
+    print_json(row) if args.json else _print_lead(row)
+
+
+async def cmd_lead_list(args: argparse.Namespace) -> None:
+    rows = await _run(lambda conn: leads.list_leads(conn, args.stage, args.limit))
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no leads")
+    else:
+        print_table(rows, ["id", "title", "customer", "owner", "stage", "opportunity_id"])
+
+
+async def cmd_setting(args: argparse.Namespace) -> None:
+    if args.value is not None:
+        if args.name is None:
+            raise CliError("give the setting's name and value, for example `corpsale setting X on`")
+        value = {"on": True, "off": False}[args.value]
+        row = await _run(lambda conn: leads.set_setting(conn, args.name, value))
+        rows = [row]
+    else:
+        rows = await _run(leads.settings)
+        if args.name is not None:
+            rows = [r for r in rows if r["name"] == args.name]
+            if not rows:
+                raise CliError(f"no setting {args.name!r}")
+    if args.json:
+        print_json(rows)
+        return
+    for r in rows:
+        state = "on" if r["value"] else "off"
+        print(f"{r['name']}: {state}  ({r['description']}; changed {_when(r['updated_at'])})")
+
+
+def add_commands(sub: Any) -> None:
+    """The `lead` and `setting` commands, on the CLI's sub-parsers."""
+    lead = sub.add_parser(
+        "lead", help="leads: add, move, show, list (R3)", description=__doc__.splitlines()[0]
+    )
+    commands = lead.add_subparsers(dest="lead_command", required=True, metavar="LEAD_COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = commands.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    p = command("add", "add a lead")
+    p.add_argument("--id", help="the lead's id (default: generated)")
+    p.add_argument("--title", required=True)
+    p.add_argument("--customer", required=True)
+    p.add_argument("--owner", required=True, help="the responsible employee")
+    p.add_argument("--contact", help="the customer's contact person")
+    p.add_argument("--need")
+    p.add_argument("--budget")
+    p.add_argument("--stage", default="New")
+    p.set_defaults(run=cmd_lead_add)
+
+    p = command("move", "move a lead to a stage; 'Awaiting sale' starts the sale when the setting is on")
+    p.add_argument("lead", metavar="LEAD_ID")
+    p.add_argument("stage", metavar="STAGE")
+    p.set_defaults(run=cmd_lead_move)
+
+    p = command("show", "a lead, and the opportunity it became")
+    p.add_argument("lead", metavar="LEAD_ID")
+    p.set_defaults(run=cmd_lead_show)
+
+    p = command("list", "list leads")
+    p.add_argument("--stage")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(run=cmd_lead_list)
+
+    p = sub.add_parser(
+        "setting",
+        help="show or change a system setting",
+        description="Show the system settings, or change one: `corpsale setting StartOppBusinessProcess on`.",
+    )
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("value", nargs="?", choices=["on", "off"], metavar="on|off")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_setting)

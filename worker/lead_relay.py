@@ -1,0 +1,72 @@
+"""The lead relay (R3): turns each lead outbox row into an opportunity and its process.
+
+Exactly once per lead, by construction: the opportunity id comes from the lead id, the workflow
+id from the opportunity id, and the start refuses a duplicate id (also of a finished run). A row
+is marked relayed only after the start, so a relay killed half-way leaves it for the next pass;
+the repeat finds the opportunity and the process there and just marks it. Rows written while no
+worker ran are picked up at the next start; two relays skip each other's locked rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities import leads
+from workflows import contract as c
+from workflows.opportunity import CorporateSaleWorkflow
+from workflows.state import ProcessInput
+
+log = logging.getLogger("corpsale.leads")
+
+
+class LeadRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, client: Client, task_queue: str, *, interval: float = 1.0, batch: int = 20
+    ) -> None:
+        self._pool, self._client, self._task_queue = pool, client, task_queue
+        self._interval, self._batch = interval, batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set: a pass every `interval` seconds, and again at once while
+        there is more. A failed pass (database or Temporal away) is logged and tried again."""
+        while not stop.is_set():
+            try:
+                while await self.relay_once() == self._batch and not stop.is_set():
+                    pass
+            except Exception as err:  # the database or Temporal away, a lead it cannot take: go on
+                log.warning("lead relay: %r; trying again in %.0f s", err, self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def relay_once(self) -> int:
+        """One pass over the pending rows; returns how many it took."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await leads.claim_pending(conn, self._batch)
+            for row in rows:
+                # Committed before the start: the process reads the opportunity at once.
+                async with self._pool.acquire() as own:
+                    opportunity_id = await leads.opportunity_from_lead(own, row)
+                await self._start(opportunity_id, row)
+                await leads.mark_relayed(conn, row["outbox_id"])
+        return len(rows)
+
+    async def _start(self, opportunity_id: str, lead: asyncpg.Record) -> None:
+        try:
+            await self._client.start_workflow(
+                CorporateSaleWorkflow.run,
+                ProcessInput(opportunity_id=opportunity_id, actor=f"lead {lead['id']}"),
+                id=c.workflow_id(opportunity_id),
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"{lead['title']} — {lead['customer']}",
+            )
+            log.info("lead %s: started the process of opportunity %s", lead["id"], opportunity_id)
+        except WorkflowAlreadyStartedError:
+            pass  # an earlier pass (or another relay) started it: once is what we want
