@@ -74,6 +74,17 @@ class CancelTaskRow(_Model):
     at: datetime
 
 
+class ReassignRow(_Model):
+    opportunity_id: str
+    number: int  # the opportunity's n-th reassignment: its notifications' ids
+    from_owner: str
+    to_owner: str
+    actor: str
+    reason: str | None
+    task_ids: tuple[str, ...]  # the open tasks that move
+    at: datetime
+
+
 class UpdateOpportunityRow(_Model):
     opportunity_id: str
     changes: dict[str, Any]

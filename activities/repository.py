@@ -14,6 +14,7 @@ from activities.models import (
     EnterStage,
     OpenOpportunity,
     OpportunityRecord,
+    ReassignRow,
     UpdateOpportunityRow,
 )
 from workflows.contract import OpportunityFields
@@ -264,3 +265,44 @@ async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> d
         "tasks": [dict(t) for t in tasks],
         "history": [dict(v) for v in visits],
     }
+
+
+async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
+    """The opportunity and its open tasks to the new owner, and a notification to each owner;
+    run again, it changes nothing more."""
+    async with conn.transaction():
+        title = await conn.fetchval(
+            "UPDATE opportunities SET owner = $2, updated_at = $3 WHERE id = $1 RETURNING title",
+            row.opportunity_id,
+            row.to_owner,
+            row.at,
+        )
+        await conn.execute(
+            "UPDATE tasks SET owner = $2 WHERE id = ANY($1::text[]) AND status = 'open'",
+            list(row.task_ids),
+            row.to_owner,
+        )
+        why = f" ({row.reason})" if row.reason else ""
+        tasks = f"{len(row.task_ids)} open task{'s' if len(row.task_ids) != 1 else ''}"
+        await conn.executemany(
+            "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            [
+                (
+                    f"{row.opportunity_id}:reassigned{row.number}:from",
+                    row.from_owner,
+                    row.opportunity_id,
+                    "reassigned_away",
+                    f"{row.actor} gave {title} and its {tasks} to {row.to_owner}{why}",
+                    row.at,
+                ),
+                (
+                    f"{row.opportunity_id}:reassigned{row.number}:to",
+                    row.to_owner,
+                    row.opportunity_id,
+                    "reassigned_to_you",
+                    f"{row.actor} gave you {title} and its {tasks}, from {row.from_owner}{why}",
+                    row.at,
+                ),
+            ],
+        )

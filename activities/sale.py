@@ -17,6 +17,7 @@ from activities.models import (
     EnterStage,
     OpenOpportunity,
     OpportunityRecord,
+    ReassignRow,
     UpdateOpportunityRow,
 )
 from workflows.definition import Process, ProcessDefinition, Stage, load_default_definition
@@ -111,6 +112,11 @@ class SaleActivities:
                 f"the database refused the data: {err}", type="InvalidData", non_retryable=True
             ) from err
 
+    @activity.defn
+    async def reassign(self, row: ReassignRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.reassign(conn, row)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.open_opportunity,
@@ -120,4 +126,5 @@ class SaleActivities:
             self.complete_task,
             self.cancel_task,
             self.update_opportunity,
+            self.reassign,
         ]

@@ -301,6 +301,14 @@ async def cmd_update(args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_reassign(args: argparse.Namespace) -> None:
+    await _send(
+        args,
+        c.UPDATE_REASSIGN,
+        {"owner": args.owner, "actor": args.actor, "reason": args.reason, "request_id": args.request_id},
+    )
+
+
 async def cmd_state(args: argparse.Namespace) -> None:
     client = await _client()
     handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
@@ -526,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE")
     p.add_argument("--data", help="fields as a JSON object")
     p.set_defaults(run=cmd_update)
+
+    p = command(
+        "reassign", "give the opportunity and its open tasks to another owner", actor=True, opportunity=True
+    )
+    p.add_argument("owner", metavar="OWNER")
+    p.add_argument("--reason")
+    p.set_defaults(run=cmd_reassign)
 
     command("state", "the running process's state (the `state` query)", opportunity=True).set_defaults(
         run=cmd_state

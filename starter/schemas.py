@@ -15,6 +15,7 @@ CONTRACT: dict[str, type[BaseModel]] = {
     c.SIGNAL_CHANGE_STAGE: c.ChangeStage,
     c.SIGNAL_COMPLETE_TASK: c.CompleteTask,
     c.SIGNAL_UPDATE_OPPORTUNITY: c.UpdateOpportunity,
+    c.SIGNAL_REASSIGN: c.Reassign,
     c.QUERY_STATE: c.StateView,
 }
 

@@ -34,6 +34,8 @@ async def happy_path(sale: Sale) -> str:
     opp = handle.id.removeprefix("opportunity-")
     await sale.wait_stage(opp, "Qualification")
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 1000, "need": "CRM"})
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "manager"})
+    await sale.signal(opp, c.SIGNAL_REASSIGN, {"owner": "bob", "actor": "manager"})  # refused
     while not (await sale.state(opp)).closed:
         await sale.complete_stage(opp)
     await handle.result()

@@ -22,6 +22,8 @@ SIGNAL_UPDATE_OPPORTUNITY = "update_opportunity"
 UPDATE_CHANGE_STAGE = "change_stage_update"
 UPDATE_COMPLETE_TASK = "complete_task_update"
 UPDATE_UPDATE_OPPORTUNITY = "update_opportunity_update"
+SIGNAL_REASSIGN = "reassign"
+UPDATE_REASSIGN = "reassign_update"
 QUERY_STATE = "state"
 
 
@@ -76,6 +78,15 @@ class ChangeStage(Command):
     actual_income: Money | None = Field(default=None, description="For a successful final stage.")
     hours_spent: Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)] | None = None
     competitor: Name | None = Field(default=None, description="Who won, for a lost stage.")
+
+
+class Reassign(Command):
+    """Give the opportunity to another owner (R19): its open tasks and every later task and
+    notification go to the new owner; both owners are told."""
+
+    owner: Name
+    actor: Name
+    reason: Text | None = None
 
 
 class CompleteTask(Command):

@@ -21,11 +21,12 @@ with workflow.unsafe.imports_passed_through():
         EnterStage,
         NewTask,
         OpenOpportunity,
+        ReassignRow,
         UpdateOpportunityRow,
     )
     from activities.sale import SaleActivities
     from workflows import contract as c
-    from workflows.contract import ChangeStage, CompleteTask, StateView, UpdateOpportunity
+    from workflows.contract import ChangeStage, CompleteTask, Reassign, StateView, UpdateOpportunity
     from workflows.definition import Effect, Process
     from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskInput, TaskState, json_safe
     from workflows.task import TaskChildren
@@ -69,6 +70,7 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
     c.SIGNAL_CHANGE_STAGE: ChangeStage,
     c.SIGNAL_COMPLETE_TASK: CompleteTask,
     c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
+    c.SIGNAL_REASSIGN: Reassign,
 }
 
 
@@ -366,6 +368,11 @@ class CorporateSaleWorkflow:
         if not cmd.changes():
             raise Refused("No field to update; give at least one opportunity data field.")
 
+    def _check_reassign(self, cmd: Reassign, *, settled: bool = True) -> None:
+        self._check_open()
+        if settled and cmd.owner == self._state.owner:
+            raise Refused(f"{cmd.owner!r} is the owner already.")
+
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
@@ -438,6 +445,31 @@ class CorporateSaleWorkflow:
         self._state.data = {**self._state.data, **changes}
         self._publish()
 
+    async def _reassign(self, cmd: Reassign) -> None:
+        self._check_reassign(cmd)
+        state = self._state
+        open_tasks = state.open_tasks()
+        state.reassignments += 1
+        await workflow.execute_local_activity_method(
+            SaleActivities.reassign,
+            ReassignRow(
+                opportunity_id=state.opportunity_id,
+                number=state.reassignments,
+                from_owner=state.owner,
+                to_owner=cmd.owner,
+                actor=cmd.actor,
+                reason=cmd.reason,
+                task_ids=tuple(t.task_id for t in open_tasks),
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"reassign to {cmd.owner} ({len(open_tasks)} open tasks)",
+        )
+        for task in open_tasks:
+            task.owner = cmd.owner
+        state.owner = cmd.owner
+        self._publish()
+
     def _parse(self, name: str, payload: Any) -> BaseModel:
         return _parse(COMMAND_MODELS[name], payload)
 
@@ -454,6 +486,8 @@ class CorporateSaleWorkflow:
                 await self._complete_task(cmd)
             case UpdateOpportunity():
                 await self._update_opportunity(cmd)
+            case Reassign():
+                await self._reassign(cmd)
         self._state.remember(request_id)
 
     async def _apply_signal(self, name: str, args: tuple[Any, ...]) -> None:
@@ -503,6 +537,8 @@ class CorporateSaleWorkflow:
                     self._check_complete_task(cmd, settled=False)
                 case UpdateOpportunity():
                     self._check_update(cmd)
+                case Reassign():
+                    self._check_reassign(cmd, settled=False)
         except Refused as err:
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
@@ -545,6 +581,18 @@ class CorporateSaleWorkflow:
     @update_opportunity_update.validator
     def _validate_update_opportunity(self, *args: Any) -> None:
         self._validate(c.SIGNAL_UPDATE_OPPORTUNITY, args)
+
+    @workflow.signal(name=c.SIGNAL_REASSIGN)
+    async def reassign(self, *args: Any) -> None:
+        await self._signal(c.SIGNAL_REASSIGN, args)
+
+    @workflow.update(name=c.UPDATE_REASSIGN)
+    async def reassign_update(self, *args: Any) -> StateView:
+        return await self._update(c.SIGNAL_REASSIGN, args)
+
+    @reassign_update.validator
+    def _validate_reassign(self, *args: Any) -> None:
+        self._validate(c.SIGNAL_REASSIGN, args)
 
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:

@@ -66,6 +66,7 @@ class SaleState(BaseModel):
     tasks: dict[str, TaskState] = {}
     rejected: list[Rejection] = []
     request_ids: list[str] = []
+    reassignments: int = 0  # numbers each reassignment's rows
     # Set at a stage boundary when the run continues as new: the next run enters this stage.
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
