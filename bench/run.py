@@ -25,10 +25,12 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
@@ -84,6 +86,7 @@ class Figures:
     transition_ms: dict[str, float] = field(default_factory=dict)
     history_events: int = 0
     worker_peak_rss_mib: float = 0.0
+    retried_updates: int = 0
 
 
 class Progress:
@@ -132,15 +135,29 @@ class RssSampler:
         return round(self.peak / 2**20, 1)
 
 
-async def start_worker(module: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+async def start_worker(module: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+
+
+RETRIED: list[str] = []  # updates the server refused for a moment (a workflow task failing)
+
+
+async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any) -> None:
+    """An update, sent again while the run's workflow task is failing (the server then refuses
+    updates); each such retry is counted and reported, and its cause is in the worker's log."""
+    for attempt in range(60):
+        try:
+            await handle.execute_update(update, arg)
+            return
+        except RPCError as err:
+            if "Workflow Task in failed state" not in str(err) or attempt == 59:
+                raise
+            RETRIED.append(f"{handle.id}: {err}")
+            await asyncio.sleep(1)
 
 
 @dataclass(frozen=True)
@@ -192,14 +209,16 @@ async def product_run(
             tasks = STAGES[segment.stage].tasks
             for k, task in enumerate(tasks[: segment.tasks()]):
                 began = time.perf_counter()
-                await handle.execute_update(
-                    c.UPDATE_COMPLETE_TASK, {"task_id": f"{opp}:v{visit}:{task.key}", "actor": "bench"}
+                await execute_update(
+                    handle,
+                    c.UPDATE_COMPLETE_TASK,
+                    {"task_id": f"{opp}:v{visit}:{task.key}", "actor": "bench"},
                 )
                 if k == len(tasks) - 1:  # the stage's last task: the answer comes
                     latencies.append((time.perf_counter() - began) * 1000)  # after the move
             if segment.move_to is not None:
-                await handle.execute_update(
-                    c.UPDATE_CHANGE_STAGE, {"stage": STAGES[segment.move_to].stage, "actor": "bench"}
+                await execute_update(
+                    handle, c.UPDATE_CHANGE_STAGE, {"stage": STAGES[segment.move_to].stage, "actor": "bench"}
                 )
         await handle.result()
 
@@ -216,11 +235,11 @@ async def baseline_run(
             count = STAGE_TASKS[segment.stage]
             for t in range(segment.tasks()):
                 began = time.perf_counter()
-                await handle.execute_update(BaselineProcess.complete, f"{wid}-v{visit}-t{t}")
+                await execute_update(handle, BaselineProcess.complete, f"{wid}-v{visit}-t{t}")
                 if t == count - 1:
                     latencies.append((time.perf_counter() - began) * 1000)
             if segment.move_to is not None:
-                await handle.execute_update(BaselineProcess.move, segment.move_to)
+                await execute_update(handle, BaselineProcess.move, segment.move_to)
         await handle.result()
 
     return await drive("baseline", n, load, one)
@@ -255,7 +274,7 @@ async def worker_process(
         "CORPSALE_TASK_QUEUE": queue,
         "PYTHONPATH": str(ROOT),
     }
-    proc = await start_worker(module, env)
+    proc = await start_worker(module, env, ROOT / "bench" / "results" / f"{queue}.log")
     rss = RssSampler(proc.pid)
     try:
         yield rss
@@ -276,6 +295,7 @@ async def measure(n: int, persistence: str, load: Load, path_name: str, database
             ("baseline", "bench.baseline_worker", baseline_run, f"baseline-{run_id}-0"),
         ):
             queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
+            RETRIED.clear()
             async with worker_process(module, client, queue, database_url) as rss:
                 seconds, latencies = await run(client, queue, run_id, n, load, path)
                 peak = rss.stop()
@@ -294,8 +314,11 @@ async def measure(n: int, persistence: str, load: Load, path_name: str, database
                     transition_ms=percentiles(latencies),
                     history_events=await history_events(client, first),
                     worker_peak_rss_mib=peak,
+                    retried_updates=len(RETRIED),
                 )
             )
+            if RETRIED:
+                print(f"  {len(RETRIED)} updates sent again; the first: {RETRIED[0]}", file=sys.stderr)
         return results
 
 
@@ -379,8 +402,8 @@ def table(results: list[Figures]) -> str:
         return "\n".join(lines)
     lines = [
         "| run | path | N | load | persistence | opp/s | completions/s | ratio to baseline"
-        " | transition p50 / p95 / p99 ms | history events | worker peak RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | transition p50 / p95 / p99 ms | history events | worker peak RSS MiB | updates sent again |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         base = next(
@@ -393,7 +416,7 @@ def table(results: list[Figures]) -> str:
         lines.append(
             f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
             f" | {r.completions_per_s} | {ratio} | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
-            f" | {r.history_events} | {r.worker_peak_rss_mib} |"
+            f" | {r.history_events} | {r.worker_peak_rss_mib} | {r.retried_updates} |"
         )
     return "\n".join(lines)
 
