@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -143,18 +143,22 @@ async def start_worker(module: str, env: dict[str, str], log: Path) -> asyncio.s
         )
 
 
-RETRIED: list[str] = []  # updates the server refused for a moment (a workflow task failing)
+RETRIED: list[str] = []  # updates sent again: the server was slow to answer, or refused for a moment
 
 
 async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any) -> None:
-    """An update, sent again while the run's workflow task is failing (the server then refuses
-    updates); each such retry is counted and reported, and its cause is in the worker's log."""
+    """An update, sent again with the same update id (so it is applied once) when its answer
+    timed out or the server refused it while the run's workflow task was failing; each retry is
+    counted and reported. The worker's log has the causes."""
+    update_id = str(uuid.uuid4())
     for attempt in range(60):
         try:
-            await handle.execute_update(update, arg)
+            await handle.execute_update(update, arg, id=update_id)
             return
-        except RPCError as err:
-            if "Workflow Task in failed state" not in str(err) or attempt == 59:
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            if (
+                isinstance(err, RPCError) and "Workflow Task in failed state" not in str(err)
+            ) or attempt == 59:
                 raise
             RETRIED.append(f"{handle.id}: {err}")
             await asyncio.sleep(1)
