@@ -59,6 +59,7 @@ class EnterStage(_Model):
     at: datetime
     tasks: tuple[NewTask, ...]
     closing: Closing | None = None
+    keep_open: tuple[str, ...] = ()  # open ad-hoc tasks, which the stage change leaves open
 
 
 class CompleteTaskRow(_Model):
@@ -71,6 +72,15 @@ class CompleteTaskRow(_Model):
 
 class CancelTaskRow(_Model):
     task_id: str
+    at: datetime
+
+
+class AddTaskRow(_Model):
+    opportunity_id: str
+    visit_no: int
+    stage: str
+    owner: str
+    task: NewTask
     at: datetime
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from activities.models import (
+    AddTaskRow,
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
@@ -86,7 +87,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[])",
             step.opportunity_id,
             step.at,
-            [t.task_id for t in step.tasks],
+            [t.task_id for t in step.tasks] + list(step.keep_open),
         )
         await conn.execute(
             "UPDATE stage_visits SET left_at = $2"
@@ -305,4 +306,33 @@ async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
                     row.at,
                 ),
             ],
+        )
+
+
+async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
+    """An ad-hoc task and its notification; run again, it changes nothing more."""
+    t = row.task
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
+            " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            t.task_id,
+            row.opportunity_id,
+            f"{row.opportunity_id}:v{row.visit_no}",
+            row.stage,
+            t.task_key,
+            t.title,
+            row.owner,
+            t.start_at,
+            t.due_at,
+        )
+        await conn.execute(
+            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
+            " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6) ON CONFLICT (id) DO NOTHING",
+            f"{t.task_id}:assigned",
+            row.owner,
+            row.opportunity_id,
+            t.task_id,
+            f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
+            row.at,
         )

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import repository
 from activities.models import (
+    AddTaskRow,
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
@@ -113,6 +114,11 @@ class SaleActivities:
             ) from err
 
     @activity.defn
+    async def add_task(self, row: AddTaskRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.add_task(conn, row)
+
+    @activity.defn
     async def reassign(self, row: ReassignRow) -> None:
         async with self._pool.acquire() as conn:
             await repository.reassign(conn, row)
@@ -127,4 +133,5 @@ class SaleActivities:
             self.cancel_task,
             self.update_opportunity,
             self.reassign,
+            self.add_task,
         ]

@@ -301,6 +301,20 @@ async def cmd_update(args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_add_task(args: argparse.Namespace) -> None:
+    await _send(
+        args,
+        c.UPDATE_ADD_TASK,
+        {
+            "title": args.title,
+            "owner": args.owner,
+            "due_at": args.due,
+            "actor": args.actor,
+            "request_id": args.request_id,
+        },
+    )
+
+
 async def cmd_reassign(args: argparse.Namespace) -> None:
     await _send(
         args,
@@ -534,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE")
     p.add_argument("--data", help="fields as a JSON object")
     p.set_defaults(run=cmd_update)
+
+    p = command(
+        "add-task", "add a task of your own; stage changes leave it open", actor=True, opportunity=True
+    )
+    p.add_argument("title", metavar="TITLE")
+    p.add_argument("--owner", help="default: the opportunity's owner")
+    p.add_argument("--due", help="when it is due, ISO 8601 (default: in a day)")
+    p.set_defaults(run=cmd_add_task)
 
     p = command(
         "reassign", "give the opportunity and its open tasks to another owner", actor=True, opportunity=True

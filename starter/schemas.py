@@ -16,6 +16,7 @@ CONTRACT: dict[str, type[BaseModel]] = {
     c.SIGNAL_COMPLETE_TASK: c.CompleteTask,
     c.SIGNAL_UPDATE_OPPORTUNITY: c.UpdateOpportunity,
     c.SIGNAL_REASSIGN: c.Reassign,
+    c.SIGNAL_ADD_TASK: c.AddTask,
     c.QUERY_STATE: c.StateView,
 }
 

@@ -152,7 +152,7 @@ class Sale:
     async def complete_stage(self, opportunity_id: str) -> StateView:
         state = await self.state(opportunity_id)
         stage = state.stage
-        for task in [t for t in state.open_tasks if t.stage == stage]:
+        for task in [t for t in state.open_tasks if t.stage == stage and not t.adhoc]:
             state = await self.complete(opportunity_id, task.task_id)
         return state
 

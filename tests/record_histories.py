@@ -36,6 +36,9 @@ async def happy_path(sale: Sale) -> str:
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 1000, "need": "CRM"})
     await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "manager"})
     await sale.signal(opp, c.SIGNAL_REASSIGN, {"owner": "bob", "actor": "manager"})  # refused
+    await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Call the CFO", "actor": "bob"})
+    await sale.signal(opp, c.SIGNAL_ADD_TASK, {"title": "Left open", "actor": "bob", "owner": "carol"})
+    await sale.complete(opp, f"{opp}:adhoc1")
     while not (await sale.state(opp)).closed:
         await sale.complete_stage(opp)
     await handle.result()

@@ -24,6 +24,9 @@ UPDATE_COMPLETE_TASK = "complete_task_update"
 UPDATE_UPDATE_OPPORTUNITY = "update_opportunity_update"
 SIGNAL_REASSIGN = "reassign"
 UPDATE_REASSIGN = "reassign_update"
+SIGNAL_ADD_TASK = "add_task"
+UPDATE_ADD_TASK = "add_task_update"
+ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
 
 
@@ -87,6 +90,16 @@ class Reassign(Command):
     owner: Name
     actor: Name
     reason: Text | None = None
+
+
+class AddTask(Command):
+    """An operator's own task on the opportunity (R18). Stage changes do not cancel it and it
+    never holds up the move to the next stage; closing the opportunity cancels it if open."""
+
+    title: Name
+    actor: Name
+    owner: Name | None = Field(default=None, description="Default: the opportunity's owner.")
+    due_at: When | None = Field(default=None, description="Default: one day after it is added.")
 
 
 class CompleteTask(Command):
@@ -168,6 +181,7 @@ class TaskView(BaseModel):
     status: TaskStatus = "open"
     outcome: str | None = None
     outcomes: list[str] = []
+    adhoc: bool = Field(default=False, description="Added by an operator (R18), not by the process.")
 
 
 class Rejection(BaseModel):

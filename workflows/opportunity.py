@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
+        AddTaskRow,
         Closing,
         CompleteTaskRow,
         EnterStage,
@@ -26,7 +27,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.sale import SaleActivities
     from workflows import contract as c
-    from workflows.contract import ChangeStage, CompleteTask, Reassign, StateView, UpdateOpportunity
+    from workflows.contract import (
+        AddTask,
+        ChangeStage,
+        CompleteTask,
+        Reassign,
+        StateView,
+        UpdateOpportunity,
+    )
     from workflows.definition import Effect, Process
     from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskInput, TaskState, json_safe
     from workflows.task import TaskChildren
@@ -71,6 +79,7 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
     c.SIGNAL_COMPLETE_TASK: CompleteTask,
     c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
     c.SIGNAL_REASSIGN: Reassign,
+    c.SIGNAL_ADD_TASK: AddTask,
 }
 
 
@@ -226,6 +235,7 @@ class CorporateSaleWorkflow:
                 at=now,
                 tasks=new_tasks,
                 closing=closing,
+                keep_open=tuple(t.task_id for t in state.open_tasks() if t.adhoc),
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary=f"enter {stage.name} (visit {state.visit}, {len(new_tasks)} tasks)",
@@ -260,18 +270,19 @@ class CorporateSaleWorkflow:
             summary=f"{task.title} — {task.owner}",
         )
 
-    async def _leave_stage(self) -> None:
-        """Cancel the stage's open tasks; return once their children have recorded it and closed.
-        (The children of completed tasks close by themselves.)"""
-        open_tasks = self._state.open_tasks()
+    async def _leave_stage(self, *, closing: bool) -> None:
+        """Cancel the stage's open tasks (closing: ad-hoc ones too); return once their children
+        have recorded it and closed. (The children of completed tasks close by themselves.)"""
+        open_tasks = [t for t in self._state.open_tasks() if closing or not t.adhoc]
         for task in open_tasks:
             task.status = "canceled"
         await self._children.cancel([t.task_id for t in open_tasks])
 
     async def _move(self, cmd: ChangeStage) -> None:
-        await self._leave_stage()
         target = self._process.stage(cmd.stage)
-        if not target.final and self._continue_as_new_due():
+        await self._leave_stage(closing=target.final)
+        adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
+        if not target.final and not adhoc_open and self._continue_as_new_due():
             # A stage boundary: once no child is open, hand over to a fresh run, which enters it.
             await self._children.wait_closed()
             # Every task is finished here: the next run needs none of them (the state stays small).
@@ -368,6 +379,11 @@ class CorporateSaleWorkflow:
         if not cmd.changes():
             raise Refused("No field to update; give at least one opportunity data field.")
 
+    def _check_add_task(self, cmd: AddTask) -> None:
+        self._check_open()
+        if cmd.due_at is not None and cmd.due_at <= workflow.now():
+            raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
+
     def _check_reassign(self, cmd: Reassign, *, settled: bool = True) -> None:
         self._check_open()
         if settled and cmd.owner == self._state.owner:
@@ -397,24 +413,13 @@ class CorporateSaleWorkflow:
     async def _complete_task(self, cmd: CompleteTask) -> None:
         task = self._check_complete_task(cmd)
         assert task is not None
+        if task.adhoc:
+            await self._finish_task(task, c.ADHOC_OUTCOME, cmd)
+            return  # an ad-hoc task moves nothing
         template = self._process.task(task.stage, task.key)
         outcome = template.outcome(cmd.outcome)
         assert outcome is not None
-        await workflow.execute_local_activity_method(
-            SaleActivities.complete_task,
-            CompleteTaskRow(
-                task_id=task.task_id,
-                outcome=outcome.name,
-                actor=cmd.actor,
-                comment=cmd.comment,
-                at=workflow.now(),
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"complete {task.title}",
-        )
-        task.status, task.outcome = "completed", outcome.name
-        self._children.finish(task.task_id, outcome.name)
-        self._publish()
+        await self._finish_task(task, outcome.name, cmd)
         if outcome.effect is Effect.MOVE:
             assert outcome.stage is not None
             reason = f"outcome {outcome.name!r} of {task.title!r}"
@@ -424,6 +429,65 @@ class CorporateSaleWorkflow:
             if following is not None:
                 reason = f"all tasks of {task.stage} completed"
                 await self._move(ChangeStage(stage=following.name, actor=cmd.actor, reason=reason))
+
+    async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
+        await workflow.execute_local_activity_method(
+            SaleActivities.complete_task,
+            CompleteTaskRow(
+                task_id=task.task_id,
+                outcome=outcome,
+                actor=cmd.actor,
+                comment=cmd.comment,
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"complete {task.title}",
+        )
+        task.status, task.outcome = "completed", outcome
+        self._children.finish(task.task_id, outcome)
+        self._publish()
+
+    async def _add_task(self, cmd: AddTask) -> None:
+        self._check_add_task(cmd)
+        state = self._state
+        assert state.stage is not None
+        state.adhoc_tasks += 1
+        now = workflow.now()
+        new = NewTask(
+            task_id=f"{state.opportunity_id}:adhoc{state.adhoc_tasks}",
+            task_key="adhoc",
+            title=cmd.title,
+            start_at=now,
+            due_at=cmd.due_at or now + timedelta(days=1),
+        )
+        owner = cmd.owner or state.owner
+        await workflow.execute_local_activity_method(
+            SaleActivities.add_task,
+            AddTaskRow(
+                opportunity_id=state.opportunity_id,
+                visit_no=state.visit,
+                stage=state.stage,
+                owner=owner,
+                task=new,
+                at=now,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"add task {cmd.title}",
+        )
+        task = state.tasks[new.task_id] = TaskState(
+            task_id=new.task_id,
+            key=new.task_key,
+            title=new.title,
+            stage=state.stage,
+            visit=state.visit,
+            owner=owner,
+            start_at=new.start_at,
+            due_at=new.due_at,
+            outcomes=[c.ADHOC_OUTCOME],
+            adhoc=True,
+        )
+        self._start_task(task)
+        self._publish()
 
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
         self._check_update(cmd)
@@ -448,7 +512,7 @@ class CorporateSaleWorkflow:
     async def _reassign(self, cmd: Reassign) -> None:
         self._check_reassign(cmd)
         state = self._state
-        open_tasks = state.open_tasks()
+        open_tasks = [t for t in state.open_tasks() if t.owner == state.owner]  # not a colleague's
         state.reassignments += 1
         await workflow.execute_local_activity_method(
             SaleActivities.reassign,
@@ -488,6 +552,8 @@ class CorporateSaleWorkflow:
                 await self._update_opportunity(cmd)
             case Reassign():
                 await self._reassign(cmd)
+            case AddTask():
+                await self._add_task(cmd)
         self._state.remember(request_id)
 
     async def _apply_signal(self, name: str, args: tuple[Any, ...]) -> None:
@@ -539,6 +605,8 @@ class CorporateSaleWorkflow:
                     self._check_update(cmd)
                 case Reassign():
                     self._check_reassign(cmd, settled=False)
+                case AddTask():
+                    self._check_add_task(cmd)
         except Refused as err:
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
@@ -593,6 +661,18 @@ class CorporateSaleWorkflow:
     @reassign_update.validator
     def _validate_reassign(self, *args: Any) -> None:
         self._validate(c.SIGNAL_REASSIGN, args)
+
+    @workflow.signal(name=c.SIGNAL_ADD_TASK)
+    async def add_task(self, *args: Any) -> None:
+        await self._signal(c.SIGNAL_ADD_TASK, args)
+
+    @workflow.update(name=c.UPDATE_ADD_TASK)
+    async def add_task_update(self, *args: Any) -> StateView:
+        return await self._update(c.SIGNAL_ADD_TASK, args)
+
+    @add_task_update.validator
+    def _validate_add_task(self, *args: Any) -> None:
+        self._validate(c.SIGNAL_ADD_TASK, args)
 
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:

@@ -67,12 +67,14 @@ class SaleState(BaseModel):
     rejected: list[Rejection] = []
     request_ids: list[str] = []
     reassignments: int = 0  # numbers each reassignment's rows
+    adhoc_tasks: int = 0  # numbers ad-hoc tasks: `<opportunity>:adhoc<n>`
     # Set at a stage boundary when the run continues as new: the next run enters this stage.
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
 
     def visit_tasks(self) -> list[TaskState]:
-        return [t for t in self.tasks.values() if t.visit == self.visit]
+        """The process's tasks of the current stage visit (not ad-hoc ones)."""
+        return [t for t in self.tasks.values() if t.visit == self.visit and not t.adhoc]
 
     def open_tasks(self) -> list[TaskState]:
         return [t for t in self.tasks.values() if t.status == "open"]
