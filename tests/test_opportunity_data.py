@@ -3,6 +3,7 @@ PostgreSQL and shown by `state`; invalid data is refused."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -77,3 +78,36 @@ async def test_text_is_stored_verbatim_never_executed(sale: Sale) -> None:
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": odd, "sales_tactics": "$1 $$"})
     row = await sale.opportunity(opp)
     assert (row["need"], row["sales_tactics"]) == (odd, "$1 $$")
+
+
+ODD = "Robert'); DROP TABLE tasks;-- ☃ \u202e نص 🤝 $1 %s {0}"
+
+
+async def test_hostile_text_in_every_command_is_stored_verbatim_or_refused(sale: Sale) -> None:
+    _, opp = await sale.started()
+    state = await sale.update(opp, c.UPDATE_ADD_TASK, {"title": ODD, "actor": ODD, "owner": ODD})
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": ODD[::-1], "actor": ODD, "reason": ODD})
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": ODD, "reason": ODD})
+    (adhoc,) = [t for t in await sale.tasks(opp) if t["task_key"] == "adhoc"]
+    assert (adhoc["title"], adhoc["owner"]) == (ODD, ODD)
+    assert (await sale.opportunity(opp))["owner"] == ODD[::-1]
+    visit = (await sale.visits(opp))[-1]
+    assert (visit["entered_by"], visit["reason"]) == (ODD, ODD)
+    for payload, why in [
+        ({"title": "x" * 201, "actor": "a"}, "at most 200 characters"),
+        ({"title": "a\x00b", "actor": "a"}, "NUL"),
+    ]:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await sale.update(opp, c.UPDATE_ADD_TASK, payload)
+        assert why in str(refused.value.cause)
+    with pytest.raises(WorkflowUpdateFailedError):
+        await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "b", "actor": "a", "reason": "r" * 4001})
+    state = await sale.state(opp)
+    assert state.stage == "Proposal" and state.owner == ODD[::-1]
+
+    lead = await sale.cli("lead", "add", "--title", ODD, "--customer", ODD, "--owner", ODD, "--json")
+    assert lead.code == 0, lead.stderr
+    lead_id = json.loads(lead.stdout)["id"]
+    assert await sale.pool.fetchval("SELECT title FROM leads WHERE id = $1", lead_id) == ODD
+    long = await sale.cli("lead", "add", "--title", "x" * 201, "--customer", "c", "--owner", "o")
+    assert long.code == 1 and "at most 200 characters" in long.stderr
