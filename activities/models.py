@@ -45,6 +45,7 @@ class Closing(_Model):
     hours_spent: Decimal | None = None
     reason: str | None = None
     competitor: str | None = None
+    follow_up: tuple[NewTask, ...] = ()  # won: the definition's follow-up tasks (R13)
 
 
 class EnterStage(_Model):

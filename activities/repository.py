@@ -4,6 +4,8 @@ and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the sta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -13,6 +15,7 @@ from activities.models import (
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
+    NewTask,
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
@@ -129,22 +132,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
                 for t in step.tasks
             ],
         )
-        await conn.executemany(
-            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
-            " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
-            " ON CONFLICT (id) DO NOTHING",
-            [
-                (
-                    f"{t.task_id}:assigned",
-                    step.owner,
-                    step.opportunity_id,
-                    t.task_id,
-                    f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
-                    step.at,
-                )
-                for t in step.tasks
-            ],
-        )
+        await _notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
         await conn.execute(
             "UPDATE opportunities SET stage = $2, updated_at = $3,"
             " probability = (SELECT probability FROM stages WHERE name = $2)"
@@ -155,6 +143,28 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         )
         if step.closing is not None:
             await _close(conn, step, visit_id)
+
+
+async def _notify_assigned(
+    conn: asyncpg.Connection, opportunity_id: str, owner: str, tasks: Sequence[NewTask], at: datetime
+) -> None:
+    """A notification per new task for its owner (R5); one per task, however often this runs."""
+    await conn.executemany(
+        "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
+        " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
+        " ON CONFLICT (id) DO NOTHING",
+        [
+            (
+                f"{t.task_id}:assigned",
+                owner,
+                opportunity_id,
+                t.task_id,
+                f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
+                at,
+            )
+            for t in tasks
+        ],
+    )
 
 
 async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> None:
@@ -186,6 +196,41 @@ async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> N
         step.at,
         step.opportunity_id,
     )
+    if c.successful:
+        await _won(conn, step, visit_id)
+
+
+async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> None:
+    """R13: the order draft for the customer and the definition's follow-up tasks."""
+    closing = step.closing
+    assert closing is not None
+    await conn.execute(
+        "INSERT INTO orders (id, opportunity_id, customer, title, amount, created_at)"
+        " SELECT id || ':order', id, customer, title, coalesce($2, expected_amount), $3"
+        " FROM opportunities WHERE id = $1 ON CONFLICT (id) DO NOTHING",
+        step.opportunity_id,
+        closing.actual_income,
+        step.at,
+    )
+    await conn.executemany(
+        "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner, start_at,"
+        " due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'follow-up') ON CONFLICT (id) DO NOTHING",
+        [
+            (
+                t.task_id,
+                step.opportunity_id,
+                visit_id,
+                step.stage,
+                t.task_key,
+                t.title,
+                step.owner,
+                t.start_at,
+                t.due_at,
+            )
+            for t in closing.follow_up
+        ],
+    )
+    await _notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
 
 
 async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
@@ -251,9 +296,13 @@ async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> d
     if row is None:
         return None
     tasks = await conn.fetch(
-        "SELECT id, stage, title, owner, status, outcome, start_at, due_at, completed_at,"
+        "SELECT id, kind, stage, title, owner, status, outcome, start_at, due_at, completed_at,"
         " completed_by, canceled_at FROM tasks WHERE opportunity_id = $1"
         " ORDER BY start_at, id",
+        opportunity_id,
+    )
+    order = await conn.fetchrow(
+        "SELECT id, customer, title, amount, status, created_at FROM orders WHERE opportunity_id = $1",
         opportunity_id,
     )
     visits = await conn.fetch(
@@ -265,6 +314,7 @@ async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> d
         **dict(row),
         "tasks": [dict(t) for t in tasks],
         "history": [dict(v) for v in visits],
+        "order": dict(order) if order else None,
     }
 
 
@@ -315,7 +365,8 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
-            " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            " start_at, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'adhoc')"
+            " ON CONFLICT (id) DO NOTHING",
             t.task_id,
             row.opportunity_id,
             f"{row.opportunity_id}:v{row.visit_no}",
@@ -326,13 +377,10 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
             t.start_at,
             t.due_at,
         )
-        await conn.execute(
-            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
-            " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6) ON CONFLICT (id) DO NOTHING",
-            f"{t.task_id}:assigned",
-            row.owner,
-            row.opportunity_id,
-            t.task_id,
-            f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
-            row.at,
-        )
+        await _notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
+
+
+async def close_reasons(conn: asyncpg.Connection) -> list[str]:
+    """The active close reasons of the lookup, in order (R9)."""
+    rows = await conn.fetch("SELECT name FROM close_reasons WHERE active ORDER BY sort_order, name")
+    return [r["name"] for r in rows]

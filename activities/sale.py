@@ -114,6 +114,11 @@ class SaleActivities:
             ) from err
 
     @activity.defn
+    async def load_close_reasons(self) -> list[str]:
+        async with self._pool.acquire() as conn:
+            return await repository.close_reasons(conn)
+
+    @activity.defn
     async def add_task(self, row: AddTaskRow) -> None:
         async with self._pool.acquire() as conn:
             await repository.add_task(conn, row)
@@ -134,4 +139,5 @@ class SaleActivities:
             self.update_opportunity,
             self.reassign,
             self.add_task,
+            self.load_close_reasons,
         ]

@@ -1,7 +1,8 @@
 """The consistency checker (`corpsale check`): compares every process run with PostgreSQL and
 reports what breaks the rules: a lost or duplicated history row, task or notification; an open
 task of a closed opportunity; a stage that differs between the run and the database; a run
-stuck on a failing workflow task; an open opportunity whose process is gone."""
+stuck on a failing workflow task; an open opportunity whose process is gone; a lead that reached
+the sale over a minute ago and still has no process (R3)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import leads
 from workflows import contract as c
 from workflows.contract import StateView
 
@@ -48,7 +50,7 @@ SELECT o.id, o.stage, coalesce(s.is_final, false) AS closed,
        (SELECT count(*) FROM stage_visits v WHERE v.opportunity_id = o.id
          AND v.left_at IS NULL) AS unfinished_visits,
        (SELECT array_agg(id ORDER BY id) FROM tasks t
-         WHERE t.opportunity_id = o.id AND t.status = 'open') AS open_tasks,
+         WHERE t.opportunity_id = o.id AND t.status = 'open' AND t.kind <> 'follow-up') AS open_tasks,
        (SELECT count(*) FROM tasks t WHERE t.opportunity_id = o.id) AS tasks,
        (SELECT count(DISTINCT n.task_id) FROM notifications n WHERE n.opportunity_id = o.id
          AND n.kind = 'task_assigned') AS assigned,
@@ -127,4 +129,20 @@ async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[
         report.opportunities += 1
         _check_rows(report, row)
         await _check_run(report, client, row)
+    if opportunity_ids is None:
+        await _check_leads(report, conn)
     return report
+
+
+async def _check_leads(report: Report, conn: asyncpg.Connection) -> None:
+    late = await conn.fetch(
+        "SELECT lead_id, now() - created_at AS waiting FROM lead_outbox"
+        " WHERE processed_at IS NULL AND created_at < now() - interval '1 minute' ORDER BY id"
+    )
+    for row in late:
+        report.add(
+            leads.opportunity_id_for(row["lead_id"]),
+            "lead not started",
+            f"lead {row['lead_id']} reached the sale {row['waiting'].total_seconds():.0f} s ago and has no"
+            " process yet: is a worker with the lead relay (CORPSALE_LEAD_RELAY) running?",
+        )

@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from starter import schemas
 from workflows import contract as c
 from workflows.contract import NewOpportunity, OpportunityFields, StateView
-from workflows.definition import Process, describe_duration, load_default_definition, mermaid
+from workflows.definition import Outcome, Process, describe_duration, load_default_definition, mermaid
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
@@ -315,6 +315,13 @@ async def cmd_add_task(args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_close_reasons(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    reasons = await _with_db(repository.close_reasons)
+    print_json(reasons) if args.json else print("\n".join(reasons))
+
+
 async def cmd_reassign(args: argparse.Namespace) -> None:
     await _send(
         args,
@@ -363,11 +370,15 @@ async def cmd_show(args: argparse.Namespace) -> None:
             f"  {v['visit_no']:>3}. {v['stage']:<14} {_when(v['entered_at'])} by"
             f" {v['entered_by']}" + (f" — {v['reason']}" if v["reason"] else "")
         )
+    if d["order"]:
+        o = d["order"]
+        print(f"Order {o['id']} ({o['status']}): {o['title']} for {o['customer']}, amount {o['amount']}")
     print("Tasks:")
     for t in d["tasks"]:
         mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
         print(
             f"  {mark} {t['id']}  {t['title']}  due {_when(t['due_at'])}"
+            + (f"  [{t['kind']}]" if t["kind"] != "process" else "")
             + (f"  ({t['outcome']})" if t["outcome"] else "")
         )
 
@@ -386,6 +397,11 @@ async def cmd_list(args: argparse.Namespace) -> None:
         print_table(
             rows, ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
         )
+
+
+def _describe_outcome(o: Outcome) -> str:
+    moves = f" → {o.stage}" if o.stage else ""
+    return o.name + moves + (f" ({o.close_reason})" if o.close_reason else "")
 
 
 async def cmd_definition(args: argparse.Namespace) -> None:
@@ -409,8 +425,11 @@ async def cmd_definition(args: argparse.Namespace) -> None:
         kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
         print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%)")
         for t in process.tasks_of(stage.name):
-            outcomes = ", ".join(o.name + (f" → {o.stage}" if o.stage else "") for o in t.outcomes)
+            outcomes = ", ".join(_describe_outcome(o) for o in t.outcomes)
             print(f"   - {t.title} (due in {describe_duration(t.duration)}; outcomes: {outcomes})")
+        if stage.final and stage.successful:
+            for t in definition.follow_up:
+                print(f"   - follow-up: {t.title} (due in {describe_duration(t.duration)})")
 
 
 async def cmd_schema(args: argparse.Namespace) -> None:
@@ -531,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("move", "move the opportunity to a stage", actor=True, opportunity=True)
     p.add_argument("stage", metavar="STAGE")
-    p.add_argument("--reason")
+    p.add_argument("--reason", help="why; closing as lost takes one of `corpsale close-reasons`")
     p.add_argument("--restart", action="store_true", help="restart the current stage")
     p.add_argument("--income", help="actual income, when closing as won")
     p.add_argument("--hours", help="hours spent, when closing as won")
@@ -578,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("check", "compare every process run with the database; exit 1 on a violation")
     p.add_argument("opportunities", nargs="*", metavar="OPPORTUNITY_ID", help="default: all")
     p.set_defaults(run=cmd_check)
+
+    command("close-reasons", "the reasons a lost-type closing takes (R9)").set_defaults(run=cmd_close_reasons)
 
     p = command("definition", "print the process definition in force, with the stages lookup")
     p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")

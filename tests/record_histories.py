@@ -65,6 +65,17 @@ async def moves_and_refusals(sale: Sale) -> str:
     return handle.id
 
 
+async def closed_lost(sale: Sale) -> str:
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob", "reason": "?"})
+    lost = {"stage": "Closed lost", "actor": "bob", "reason": "No budget", "competitor": "Globex"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+    await handle.result()
+    return handle.id
+
+
 async def record(tag: str) -> None:
     with tempfile.TemporaryDirectory() as data_dir, embedded_server(Path(data_dir)) as server:
         url = server.get_uri()
@@ -82,6 +93,7 @@ async def record(tag: str) -> None:
                 for name, scenario in [
                     ("happy_path", happy_path),
                     ("moves_and_refusals", moves_and_refusals),
+                    ("closed_lost", closed_lost),
                 ]:
                     workflow_id = await scenario(sale)
                     runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]

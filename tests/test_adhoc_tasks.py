@@ -58,7 +58,7 @@ async def test_closing_cancels_open_adhoc_tasks_and_the_process_ends(sale: Sale)
     handle, opp = await sale.started()
     await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Send references", "actor": "alice"})
     await sale.update(
-        opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "alice", "reason": "budget"}
+        opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
     )
     final = await handle.result()
     assert final.closed and final.open_tasks == []

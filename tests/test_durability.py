@@ -124,7 +124,9 @@ async def test_the_consistency_checker_finds_nothing_after_a_run_and_reports_a_t
     _, opp = await sale.started()
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
     closed, closed_opp = await sale.started()
-    await sale.update(closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob"})
+    await sale.update(
+        closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob", "reason": "No decision"}
+    )
     await closed.result()
 
     clean = await sale.cli("check", opp, closed_opp)

@@ -26,6 +26,8 @@ from workflows.definition import Effect, load_default_definition
 DEFINITION = load_default_definition()
 ORDER = ["Qualification", "Presentation", "Proposal", "Contracting", "Closed won", "Closed lost"]
 FINAL = {"Closed won", "Closed lost"}
+LOST = {"Closed lost"}
+CLOSE_REASONS = {"No budget", "Price too high"}  # two of the lookup's (R9)
 STAGE_NAMES = [*ORDER, "Negotiation"]
 
 
@@ -47,6 +49,7 @@ class Model:
     tasks: dict[str, ModelTask] = field(default_factory=dict)
     rejected: int = 0
     seen: set[str] = field(default_factory=set)
+    follow_up: dict[str, str] = field(default_factory=dict)  # R13: rows only, open after the end
 
     def __post_init__(self) -> None:
         self._open_tasks()
@@ -67,9 +70,13 @@ class Model:
                 t.status = "canceled"
         self.stage, self.visit = stage, self.visit + 1
         self._open_tasks()
+        if stage == "Closed won":
+            self.follow_up = {f"{self.opp}:followup:{t.key}": "open" for t in DEFINITION.follow_up}
 
-    def move(self, stage: str, restart: bool) -> bool:
+    def move(self, stage: str, restart: bool, reason: str | None = None) -> bool:
         if self.closed or stage not in ORDER or (stage == self.stage and not restart):
+            return False
+        if stage in LOST and reason not in CLOSE_REASONS:
             return False
         self.enter(stage)
         return True
@@ -153,13 +160,18 @@ class SaleMachine(RuleBasedStateMachine):
     @rule(
         stage=st.sampled_from(STAGE_NAMES),
         restart=st.booleans(),
+        reason=st.sampled_from([None, "No budget", "Price too high", "made up"]),
         as_update=st.booleans(),
         with_id=st.booleans(),
     )
-    def change_stage(self, stage: str, restart: bool, as_update: bool, with_id: bool) -> None:
+    def change_stage(
+        self, stage: str, restart: bool, reason: str | None, as_update: bool, with_id: bool
+    ) -> None:
         assert self.model is not None
         payload = self.request_id({"stage": stage, "actor": "prop", "restart": restart}, with_id)
-        self.send(c.SIGNAL_CHANGE_STAGE, payload, self.model.move(stage, restart), as_update)
+        if reason is not None:
+            payload["reason"] = reason
+        self.send(c.SIGNAL_CHANGE_STAGE, payload, self.model.move(stage, restart, reason), as_update)
 
     @precondition(lambda self: self.model is not None and not self.model.closed)
     @rule(
@@ -234,7 +246,10 @@ class SaleMachine(RuleBasedStateMachine):
 
         self.run(eventually(lambda: self.sale.state(self.opp), matches))
         rows = self.run(self.sale.tasks(self.opp))
-        assert {r["id"]: r["status"] for r in rows} == {i: t.status for i, t in model.tasks.items()}
+        assert {r["id"]: r["status"] for r in rows} == {
+            **{i: t.status for i, t in model.tasks.items()},
+            **model.follow_up,
+        }
         assert self.run(self.sale.opportunity(self.opp))["stage"] == model.stage
         visits = self.run(self.sale.visits(self.opp))
         assert [v["visit_no"] for v in visits] == list(range(1, model.visit + 1))

@@ -60,7 +60,7 @@ async def test_reassigning_to_the_owner_or_a_closed_opportunity_is_refused(sale:
     state = await sale.state(opp)
     assert state.owner == "alice" and "owner" in state.rejected[-1].reason
 
-    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "x"})
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "x", "reason": "Other"})
     result = await sale.cli("reassign", opp, "bob")
     assert result.code == 1 and "closed" in result.stderr
     assert (await sale.opportunity(opp))["owner"] == "alice"

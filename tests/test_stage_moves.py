@@ -160,14 +160,14 @@ async def test_a_final_stage_an_operator_adds_is_usable_by_a_running_process(sal
         " VALUES ('Closed rejected', 7, true, false, 0) ON CONFLICT (name) DO NOTHING"
     )
 
-    state = await move(sale, opp, "Closed rejected", reason="Customer withdrew")
+    state = await move(sale, opp, "Closed rejected", reason="Requirements not met")
 
     assert state.closed and state.stage == "Closed rejected"
     row = await sale.opportunity(opp)
     assert (row["stage"], row["probability"], row["close_reason"]) == (
         "Closed rejected",
         0,
-        "Customer withdrew",
+        "Requirements not met",
     )
     kinds = [n["kind"] for n in await sale.notifications(opp)]
     assert kinds.count("closed_lost") == 1

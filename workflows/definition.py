@@ -28,6 +28,10 @@ class Outcome(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     effect: Effect = Effect.CONTINUE
     stage: StageName | None = None
+    close_reason: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="The close reason recorded when this outcome closes the opportunity as lost.",
+    )
 
     @model_validator(mode="after")
     def _stage_only_for_move(self) -> Self:
@@ -77,6 +81,9 @@ class ProcessDefinition(BaseModel):
     name: str
     version: int = Field(ge=1)
     stages: tuple[StageTasks, ...]
+    follow_up: tuple[TaskTemplate, ...] = Field(
+        default=(), description="Tasks for the owner once the opportunity is won (R13)."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Self:

@@ -216,12 +216,23 @@ class CorporateSaleWorkflow:
         )
         closing = None
         if stage.final:
+            follow_up = process.definition.follow_up if stage.successful else ()
             closing = Closing(
                 successful=bool(stage.successful),
                 actual_income=cmd.actual_income,
                 hours_spent=cmd.hours_spent,
                 reason=cmd.reason,
                 competitor=cmd.competitor,
+                follow_up=tuple(
+                    NewTask(
+                        task_id=f"{state.opportunity_id}:followup:{t.key}",
+                        task_key=t.key,
+                        title=t.title,
+                        start_at=now,
+                        due_at=now + t.duration,
+                    )
+                    for t in follow_up
+                ),
             )
         await workflow.execute_local_activity_method(
             SaleActivities.enter_stage,
@@ -395,7 +406,22 @@ class CorporateSaleWorkflow:
         if not self._process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
             await self._refresh_stages()
         self._check_change_stage(cmd)
+        if self._closes_as_lost(cmd) and workflow.patched("close-reason-lookup"):
+            reasons = await workflow.execute_local_activity_method(
+                SaleActivities.load_close_reasons,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                summary="load the close reasons",
+            )
+            if cmd.reason not in reasons:
+                raise Refused(
+                    f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup, not"
+                    f" {cmd.reason!r}: one of {', '.join(reasons)}."
+                )
         await self._move(cmd)
+
+    def _closes_as_lost(self, cmd: ChangeStage) -> bool:
+        target = self._process.stage(cmd.stage)
+        return target.final and not target.successful
 
     async def _refresh_stages(self) -> None:
         """Take up stages an operator added to the lookup since this run loaded it. The run keeps
@@ -422,7 +448,7 @@ class CorporateSaleWorkflow:
         await self._finish_task(task, outcome.name, cmd)
         if outcome.effect is Effect.MOVE:
             assert outcome.stage is not None
-            reason = f"outcome {outcome.name!r} of {task.title!r}"
+            reason = outcome.close_reason or f"outcome {outcome.name!r} of {task.title!r}"
             await self._move(ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True))
         elif all(t.status == "completed" for t in self._state.visit_tasks()):
             following = self._process.next_stage(task.stage)
@@ -599,6 +625,11 @@ class CorporateSaleWorkflow:
             match cmd:
                 case ChangeStage():
                     self._check_change_stage(cmd, settled=False)
+                    if self._process.has_stage(cmd.stage) and self._closes_as_lost(cmd) and not cmd.reason:
+                        raise Refused(
+                            f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
+                            " (`corpsale close-reasons` lists them)."
+                        )
                 case CompleteTask():
                     self._check_complete_task(cmd, settled=False)
                 case UpdateOpportunity():
