@@ -607,9 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
 
-    from starter import leads  # it uses this module's helpers
+    from starter import leads, lookups  # they use this module's helpers
 
     leads.add_commands(sub)
+    lookups.add_commands(sub)
     return parser
 
 
@@ -645,4 +646,7 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # `python -m starter.cli`: run the module proper, whose CliError the command modules raise.
+    from starter.cli import run as run_module
+
+    run_module()
