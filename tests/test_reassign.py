@@ -68,7 +68,7 @@ async def test_reassigning_to_the_owner_or_a_closed_opportunity_is_refused(sale:
 
 async def test_reassign_from_the_cli(sale: Sale) -> None:
     _, opp = await sale.started()
-    result = await sale.cli("reassign", opp, "dave", "--reason", "new territory", "--json")
+    result = await sale.cli("reassign", opp, "erin-r19", "--reason", "new territory", "--json")
     assert result.code == 0, result.stderr
-    assert '"owner": "dave"' in result.stdout
-    assert {t["owner"] for t in await sale.tasks(opp)} == {"dave"}
+    assert '"owner": "erin-r19"' in result.stdout
+    assert {t["owner"] for t in await sale.tasks(opp)} == {"erin-r19"}
