@@ -288,16 +288,18 @@ async def worker_process(
         await proc.wait()
 
 
-async def measure(n: int, persistence: str, load: Load, path_name: str, database_url: str) -> list[Figures]:
+async def measure(
+    n: int, persistence: str, load: Load, path_name: str, database_url: str, *, baseline: bool = True
+) -> list[Figures]:
     run_id = uuid.uuid4().hex[:8]
     path = PATHS[path_name]
     completions = sum(s.tasks() for s in path)
+    runs = [("corporate sale", "worker.main", product_run, c.workflow_id(f"bench-{run_id}-0"))]
+    if baseline:
+        runs.append(("baseline", "bench.baseline_worker", baseline_run, f"baseline-{run_id}-0"))
     async with dev_server(persistence) as client:
         results = []
-        for kind, module, run, first in (
-            ("corporate sale", "worker.main", product_run, c.workflow_id(f"bench-{run_id}-0")),
-            ("baseline", "bench.baseline_worker", baseline_run, f"baseline-{run_id}-0"),
-        ):
+        for kind, module, run, first in runs:
             queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
             RETRIED.clear()
             async with worker_process(module, client, queue, database_url) as rss:
@@ -411,11 +413,15 @@ def table(results: list[Figures]) -> str:
     ]
     for r in results:
         base = next(
-            b
-            for b in results
-            if b.kind == "baseline" and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)
+            (
+                b
+                for b in results
+                if b.kind == "baseline" and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)
+            ),
+            None,
         )
-        ratio = f"{r.opportunities_per_s / base.opportunities_per_s:.2f}" if r.kind != "baseline" else "1"
+        ratio = f"{r.opportunities_per_s / base.opportunities_per_s:.2f}" if base else "—"
+        ratio = "1" if r.kind == "baseline" else ratio
         t = r.transition_ms
         lines.append(
             f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
@@ -425,10 +431,17 @@ def table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: list[Figures], out: Path) -> None:
+STARTED = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def save_json(results: list[Figures], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"bench-{stamp}.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    (out / f"bench-{STARTED}.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def write_report(results: list[Figures], out: Path) -> None:
+    save_json(results, out)
+    stamp = STARTED
     text_table = table(results)
     print("\n" + text_table)
     doc = ROOT / "docs" / "benchmarks.md"
@@ -449,6 +462,7 @@ async def main() -> None:
     parser.add_argument(
         "--open", type=int, metavar="N", help="only open N opportunities and measure the worker's memory"
     )
+    parser.add_argument("--without-baseline", action="store_true", help="measure the product only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     load = Load(args.concurrency, args.rate)
@@ -468,7 +482,10 @@ async def main() -> None:
                 continue
             for n in args.n or [100, 1000]:
                 print(f"N = {n}, {args.path} path, dev server {persistence}:", file=sys.stderr)
-                results += await measure(n, persistence, load, args.path, database_url)
+                results += await measure(
+                    n, persistence, load, args.path, database_url, baseline=not args.without_baseline
+                )
+                save_json(results, args.out)  # kept if a later size is stopped
     write_report(results, args.out)
 
 
