@@ -117,20 +117,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at"
             " WHERE tasks.status = 'open'",
-            [
-                (
-                    t.task_id,
-                    step.opportunity_id,
-                    visit_id,
-                    step.stage,
-                    t.task_key,
-                    t.title,
-                    step.owner,
-                    t.start_at,
-                    t.due_at,
-                )
-                for t in step.tasks
-            ],
+            _task_rows(step, visit_id, step.tasks),
         )
         await _notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
         await conn.execute(
@@ -143,6 +130,25 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         )
         if step.closing is not None:
             await _close(conn, step, visit_id)
+
+
+def _task_rows(step: EnterStage, visit_id: str, tasks: Sequence[NewTask]) -> list[tuple[Any, ...]]:
+    """Rows for `INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,
+    start_at, due_at)`."""
+    return [
+        (
+            t.task_id,
+            step.opportunity_id,
+            visit_id,
+            step.stage,
+            t.task_key,
+            t.title,
+            step.owner,
+            t.start_at,
+            t.due_at,
+        )
+        for t in tasks
+    ]
 
 
 async def _notify_assigned(
@@ -215,20 +221,7 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
     await conn.executemany(
         "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner, start_at,"
         " due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'follow-up') ON CONFLICT (id) DO NOTHING",
-        [
-            (
-                t.task_id,
-                step.opportunity_id,
-                visit_id,
-                step.stage,
-                t.task_key,
-                t.title,
-                step.owner,
-                t.start_at,
-                t.due_at,
-            )
-            for t in closing.follow_up
-        ],
+        _task_rows(step, visit_id, closing.follow_up),
     )
     await _notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
 

@@ -129,17 +129,18 @@ async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[
         report.opportunities += 1
         _check_rows(report, row)
         await _check_run(report, client, row)
-    if opportunity_ids is None:
-        await _check_leads(report, conn)
+    await _check_leads(report, conn, opportunity_ids)
     return report
 
 
-async def _check_leads(report: Report, conn: asyncpg.Connection) -> None:
+async def _check_leads(report: Report, conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> None:
     late = await conn.fetch(
         "SELECT lead_id, now() - created_at AS waiting FROM lead_outbox"
         " WHERE processed_at IS NULL AND created_at < now() - interval '1 minute' ORDER BY id"
     )
     for row in late:
+        if opportunity_ids is not None and leads.opportunity_id_for(row["lead_id"]) not in opportunity_ids:
+            continue
         report.add(
             leads.opportunity_id_for(row["lead_id"]),
             "lead not started",
