@@ -7,6 +7,8 @@ from importlib import resources
 
 import asyncpg
 
+from activities import definitions
+
 log = logging.getLogger(__name__)
 
 # One arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -20,7 +22,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the plain SQL migrations that are not applied yet; returns what it applied."""
+    """Apply the plain SQL migrations that are not applied yet, and publish the bundled process
+    definition into an empty process library; returns what it applied."""
     files = sorted(
         (f for f in resources.files(__package__).joinpath("migrations").iterdir() if f.name.endswith(".sql")),
         key=lambda f: f.name,
@@ -39,6 +42,9 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
             await conn.execute(f.read_text("utf-8"))
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", f.name)
             applied.append(f.name)
+        bundled = await definitions.publish_bundled(conn)
+        if bundled is not None:
+            applied.append(f"process definition version {bundled}")
     if applied:
-        log.info("applied migrations %s", ", ".join(applied))
+        log.info("applied %s", ", ".join(applied))
     return applied

@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from activities import definitions
 from activities.repository import load_stages
-from workflows.definition import Process, Stage, load_default_definition
+from workflows.definition import Process, ProcessDefinition, Stage
 
 
 class EditRefused(Exception):
@@ -26,8 +27,9 @@ async def list_stages(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def _check(stages: list[Stage]) -> None:
-    """The lookup as it would be after the edit: refuse what breaks the process."""
+def _check(stages: list[Stage], in_use: list[ProcessDefinition]) -> None:
+    """The lookup as it would be after the edit: refuse what breaks the process (the latest
+    definition, and every version an open opportunity's run follows)."""
     for s in stages:
         if s.successful is not None and not s.final:
             raise EditRefused(f"stage {s.name!r}: only a final stage is successful or not")
@@ -40,16 +42,19 @@ def _check(stages: list[Stage]) -> None:
     orders = [s.order for s in stages]
     if len(set(orders)) != len(orders):
         raise EditRefused(f"two stages would have the same order; orders in use: {sorted(orders)}")
-    try:
-        Process(definition=load_default_definition(), stages=tuple(stages))
-    except ValidationError as err:
-        problem = err.errors()[0]["msg"].removeprefix("Value error, ")
-        raise EditRefused(f"the process definition would not fit: {problem}") from None
+    for definition in in_use:
+        try:
+            Process(definition=definition, stages=tuple(stages))
+        except ValidationError as err:
+            problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise EditRefused(
+                f"the process definition (version {definition.version}) would not fit: {problem}"
+            ) from None
 
 
 async def _save(conn: asyncpg.Connection, before: Stage | None, after: Stage | None) -> None:
     stages = [s for s in await load_stages(conn) if before is None or s.name != before.name]
-    _check([*stages, after] if after else stages)
+    _check([*stages, after] if after else stages, await definitions.in_use(conn))
     if before is not None and after is None:
         await conn.execute("DELETE FROM stages WHERE name = $1", before.name)
         return

@@ -61,6 +61,7 @@ class EnterStage(_Model):
     tasks: tuple[NewTask, ...]
     closing: Closing | None = None
     keep_open: tuple[str, ...] = ()  # open ad-hoc tasks, which the stage change leaves open
+    definition_version: int | None = None  # the process definition version the run follows (R16)
 
 
 class CompleteTaskRow(_Model):

@@ -101,9 +101,10 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         )
         await conn.execute(
             "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
-            " reason) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET"
-            " stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
-            " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL",
+            " reason, definition_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id)"
+            " DO UPDATE SET stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
+            " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL,"
+            " definition_version = EXCLUDED.definition_version",
             visit_id,
             step.opportunity_id,
             step.visit_no,
@@ -111,6 +112,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             step.at,
             step.actor,
             step.reason,
+            step.definition_version,
         )
         await conn.executemany(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
@@ -299,8 +301,8 @@ async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> d
         opportunity_id,
     )
     visits = await conn.fetch(
-        "SELECT visit_no, stage, entered_at, entered_by, reason, left_at FROM stage_visits"
-        " WHERE opportunity_id = $1 ORDER BY visit_no",
+        "SELECT visit_no, stage, entered_at, entered_by, reason, left_at, definition_version"
+        " FROM stage_visits WHERE opportunity_id = $1 ORDER BY visit_no",
         opportunity_id,
     )
     return {

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import repository
+from activities import definitions, repository
 from activities.models import (
     AddTaskRow,
     CancelTaskRow,
@@ -21,15 +21,14 @@ from activities.models import (
     ReassignRow,
     UpdateOpportunityRow,
 )
-from workflows.definition import Process, ProcessDefinition, Stage, load_default_definition
+from workflows.definition import Process, Stage
 
 
 class SaleActivities:
     """Holds the worker's one asyncpg pool; tests can hand it another."""
 
-    def __init__(self, pool: asyncpg.Pool, definition: ProcessDefinition | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._definition = definition or load_default_definition()
 
     @activity.defn
     async def open_opportunity(self, cmd: OpenOpportunity) -> OpportunityRecord:
@@ -70,11 +69,13 @@ class SaleActivities:
 
     @activity.defn
     async def load_process(self) -> Process:
-        """The definition in force, checked against the stages lookup as it is now."""
+        """The latest published definition (R16), checked against the stages lookup as it is
+        now. The run keeps it to its end."""
         async with self._pool.acquire() as conn:
+            definition = await definitions.latest(conn)
             stages = await repository.load_stages(conn)
         try:
-            return Process(definition=self._definition, stages=tuple(stages))
+            return Process(definition=definition, stages=tuple(stages))
         except ValueError as err:
             raise ApplicationError(
                 f"The process definition does not fit the stages lookup: {err}",

@@ -34,7 +34,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from starter import schemas
 from workflows import contract as c
 from workflows.contract import NewOpportunity, OpportunityFields, StateView
-from workflows.definition import Outcome, Process, describe_duration, load_default_definition, mermaid
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
@@ -368,7 +367,9 @@ async def cmd_show(args: argparse.Namespace) -> None:
     for v in d["history"]:
         print(
             f"  {v['visit_no']:>3}. {v['stage']:<14} {_when(v['entered_at'])} by"
-            f" {v['entered_by']}" + (f" — {v['reason']}" if v["reason"] else "")
+            f" {v['entered_by']}"
+            + (f" — {v['reason']}" if v["reason"] else "")
+            + (f"  (process v{v['definition_version']})" if v["definition_version"] else "")
         )
     if d["order"]:
         o = d["order"]
@@ -397,39 +398,6 @@ async def cmd_list(args: argparse.Namespace) -> None:
         print_table(
             rows, ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
         )
-
-
-def _describe_outcome(o: Outcome) -> str:
-    moves = f" → {o.stage}" if o.stage else ""
-    return o.name + moves + (f" ({o.close_reason})" if o.close_reason else "")
-
-
-async def cmd_definition(args: argparse.Namespace) -> None:
-    """The definition in force, with the stages lookup it runs with."""
-    from activities import repository
-
-    stages = await _with_db(repository.load_stages)
-    try:
-        process = Process(definition=load_default_definition(), stages=tuple(stages))
-    except ValidationError as err:
-        raise CliError(f"the process definition does not fit the stages lookup: {err}") from None
-    if args.json:
-        print_json(process)
-        return
-    if args.mermaid:
-        print(mermaid(process))
-        return
-    definition = process.definition
-    print(f"{definition.name}, version {definition.version}")
-    for stage in sorted(process.stages, key=lambda s: s.order):
-        kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
-        print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%)")
-        for t in process.tasks_of(stage.name):
-            outcomes = ", ".join(_describe_outcome(o) for o in t.outcomes)
-            print(f"   - {t.title} (due in {describe_duration(t.duration)}; outcomes: {outcomes})")
-        if stage.final and stage.successful:
-            for t in definition.follow_up:
-                print(f"   - follow-up: {t.title} (due in {describe_duration(t.duration)})")
 
 
 async def cmd_schema(args: argparse.Namespace) -> None:
@@ -472,6 +440,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 # Parsing ------------------------------------------------------------------------------------
+
+
+def default_actor() -> str:
+    return os.environ.get("CORPSALE_ACTOR") or getpass.getuser()
 
 
 def _model(model: type[M], data: Any) -> M:
@@ -522,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         if actor:
             p.add_argument(
                 "--actor",
-                default=os.environ.get("CORPSALE_ACTOR") or getpass.getuser(),
+                default=default_actor(),
                 help="who does it (default: $CORPSALE_ACTOR or your user name)",
             )
             p.add_argument("--request-id", help="a repeated request id is applied once")
@@ -600,17 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("close-reasons", "the reasons a lost-type closing takes (R9)").set_defaults(run=cmd_close_reasons)
 
-    p = command("definition", "print the process definition in force, with the stages lookup")
-    p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")
-    p.set_defaults(run=cmd_definition)
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
 
-    from starter import leads, lookups  # they use this module's helpers
+    from starter import definitions, leads, lookups  # they use this module's helpers
 
     leads.add_commands(sub)
     lookups.add_commands(sub)
+    definitions.add_commands(sub)
     return parser
 
 

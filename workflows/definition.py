@@ -94,6 +94,9 @@ class ProcessDefinition(BaseModel):
             keys = [t.key for t in s.tasks]
             if len(set(keys)) != len(keys):
                 raise ValueError(f"stage {s.stage!r}: task keys must be distinct")
+        keys = [t.key for t in self.follow_up]
+        if len(set(keys)) != len(keys):
+            raise ValueError("follow_up: task keys must be distinct")
         return self
 
 
@@ -140,6 +143,11 @@ class Process(BaseModel):
             if s.name == name:
                 return s
         raise KeyError(name)
+
+    def is_lost(self, name: str) -> bool:
+        """A final, unsuccessful stage (Closed lost, and any like it)."""
+        stage = self.stage(name)
+        return stage.final and not stage.successful
 
     def has_stage(self, name: str) -> bool:
         return any(s.name == name for s in self.stages)

@@ -247,6 +247,7 @@ class CorporateSaleWorkflow:
                 tasks=new_tasks,
                 closing=closing,
                 keep_open=tuple(t.task_id for t in state.open_tasks() if t.adhoc),
+                definition_version=self._process.definition.version,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary=f"enter {stage.name} (visit {state.visit}, {len(new_tasks)} tasks)",
@@ -420,8 +421,7 @@ class CorporateSaleWorkflow:
         await self._move(cmd)
 
     def _closes_as_lost(self, cmd: ChangeStage) -> bool:
-        target = self._process.stage(cmd.stage)
-        return target.final and not target.successful
+        return self._process.is_lost(cmd.stage)
 
     async def _refresh_stages(self) -> None:
         """Take up stages an operator added to the lookup since this run loaded it. The run keeps

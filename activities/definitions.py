@@ -1,0 +1,161 @@
+"""The process library (R16): published versions of the process definition.
+
+A version, once published, never changes. A run takes the latest version when it starts and
+keeps it to its end (the definition travels in the run's state, also across continue-as-new),
+so publishing changes what new runs do and nothing else. Publishing checks the definition
+against the lookups it runs with; content equal to the latest version publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from activities.repository import close_reasons, load_stages
+from workflows.definition import Process, ProcessDefinition, load_default_definition
+
+BUNDLED_BY = "bundled with the product"
+
+
+class DefinitionRefused(Exception):
+    """A definition that cannot be published; the text lists every problem found."""
+
+
+def _decode(row: asyncpg.Record) -> ProcessDefinition:
+    doc = row["definition"]
+    return ProcessDefinition.model_validate(json.loads(doc) if isinstance(doc, str) else doc)
+
+
+async def publish_bundled(conn: asyncpg.Connection) -> int | None:
+    """Publish the definition bundled with the product when the library is empty (a new
+    database); returns its version, or None when the library had one already."""
+    definition = load_default_definition()
+    inserted = await conn.fetchval(
+        "INSERT INTO process_definitions (version, name, definition, published_by)"
+        " SELECT $1, $2, $3::jsonb, $4 WHERE NOT EXISTS (SELECT 1 FROM process_definitions)"
+        " ON CONFLICT (version) DO NOTHING RETURNING version",
+        definition.version,
+        definition.name,
+        definition.model_dump_json(),
+        BUNDLED_BY,
+    )
+    return int(inserted) if inserted is not None else None
+
+
+async def latest(conn: asyncpg.Connection) -> ProcessDefinition:
+    row = await conn.fetchrow("SELECT definition FROM process_definitions ORDER BY version DESC LIMIT 1")
+    if row is None:
+        raise LookupError("the process library is empty: the migrations publish the bundled definition")
+    return _decode(row)
+
+
+async def version(conn: asyncpg.Connection, number: int) -> ProcessDefinition:
+    row = await conn.fetchrow("SELECT definition FROM process_definitions WHERE version = $1", number)
+    if row is None:
+        known = [r["version"] for r in await conn.fetch("SELECT version FROM process_definitions ORDER BY 1")]
+        raise LookupError(f"no version {number} in the process library; its versions: {known}")
+    return _decode(row)
+
+
+async def list_versions(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every version, newest first, with the open opportunities whose run follows it."""
+    rows = await conn.fetch(
+        "SELECT d.version, d.name, d.published_at, d.published_by,"
+        " (SELECT count(*) FROM stage_visits v JOIN opportunities o ON o.id = v.opportunity_id"
+        "  WHERE v.definition_version = d.version AND v.left_at IS NULL AND o.closed_at IS NULL)"
+        " AS open_opportunities"
+        " FROM process_definitions d ORDER BY d.version DESC"
+    )
+    return [dict(r) for r in rows]
+
+
+async def in_use(conn: asyncpg.Connection) -> list[ProcessDefinition]:
+    """The versions a lookup edit must keep working: the latest (new runs take it) and every
+    version an open opportunity's run follows."""
+    rows = await conn.fetch(
+        "SELECT definition FROM process_definitions WHERE version = (SELECT max(version) FROM"
+        " process_definitions) OR version IN (SELECT v.definition_version FROM stage_visits v"
+        " JOIN opportunities o ON o.id = v.opportunity_id WHERE v.left_at IS NULL AND"
+        " o.closed_at IS NULL) ORDER BY version DESC"
+    )
+    return [_decode(r) for r in rows]
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(map(str, loc)) or "the document"
+
+
+def parse(text: str, number: int) -> ProcessDefinition:
+    """A definition file (JSON) as the model, numbered `number`: the file's own `version`, if it
+    has one, is replaced, since publishing numbers versions. Every problem is reported at once."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DefinitionRefused(f"not JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    if not isinstance(doc, dict):
+        raise DefinitionRefused("a definition is a JSON object with name, stages and follow_up")
+    try:
+        return ProcessDefinition.model_validate({**doc, "version": number})
+    except ValidationError as err:
+        problems = [f"{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
+        raise DefinitionRefused("; ".join(problems)) from None
+
+
+async def problems(conn: asyncpg.Connection, definition: ProcessDefinition) -> list[str]:
+    """What keeps `definition` from running with the lookups as they are now."""
+    found: list[str] = []
+    stages = await load_stages(conn)
+    try:
+        process = Process(definition=definition, stages=tuple(stages))
+    except ValidationError as err:
+        return [e["msg"].removeprefix("Value error, ") for e in err.errors()]
+    reasons = set(await close_reasons(conn))
+    for stage in definition.stages:
+        for task in stage.tasks:
+            for o in task.outcomes:
+                where = f"task {task.key!r} outcome {o.name!r}"
+                closes_lost = o.stage is not None and process.is_lost(o.stage)
+                if o.close_reason is not None and not closes_lost:
+                    found.append(f"{where}: a close_reason is only for an outcome that closes as lost")
+                elif closes_lost and o.close_reason is None:
+                    found.append(f"{where} closes as lost: give it a close_reason (`corpsale close-reasons`)")
+                elif o.close_reason is not None and o.close_reason not in reasons:
+                    found.append(
+                        f"{where}: {o.close_reason!r} is not a close reason (`corpsale close-reasons`)"
+                    )
+    return found
+
+
+async def validate(conn: asyncpg.Connection, text: str) -> ProcessDefinition:
+    """The file as the version it would be published as; DefinitionRefused if it cannot be."""
+    newest = await conn.fetchval("SELECT max(version) FROM process_definitions")
+    definition = parse(text, (newest or 0) + 1)
+    found = await problems(conn, definition)
+    if found:
+        raise DefinitionRefused("; ".join(found))
+    return definition
+
+
+async def publish(conn: asyncpg.Connection, text: str, actor: str) -> tuple[ProcessDefinition, bool]:
+    """Publish the file as the next version. Returns the version in force and whether it is
+    new: a file equal to the latest version (apart from its number) publishes nothing, so
+    publishing the same file twice makes one version."""
+    async with conn.transaction():
+        # One publisher at a time: versions are consecutive and the equality check holds.
+        await conn.execute("LOCK TABLE process_definitions IN SHARE ROW EXCLUSIVE MODE")
+        definition = await validate(conn, text)
+        current = await latest(conn)
+        if current.model_dump(exclude={"version"}) == definition.model_dump(exclude={"version"}):
+            return current, False
+        await conn.execute(
+            "INSERT INTO process_definitions (version, name, definition, published_by)"
+            " VALUES ($1, $2, $3::jsonb, $4)",
+            definition.version,
+            definition.name,
+            definition.model_dump_json(),
+            actor,
+        )
+        return definition, True

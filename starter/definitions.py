@@ -1,0 +1,163 @@
+"""`corpsale definition ...`: the process library (R16). Show the definition in force (as text,
+JSON or a Mermaid diagram), list its versions, export one as a file, validate a changed file and
+publish it as the next version. Running processes keep the version they started with; new ones
+take the latest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from activities import definitions
+from starter.cli import CliError, _with_db, default_actor, print_json, print_table
+from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
+
+
+async def _run(work: Any) -> Any:
+    try:
+        return await _with_db(work)
+    except (definitions.DefinitionRefused, LookupError) as err:
+        raise CliError(str(err)) from None
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"cannot read {path}: {err}") from None
+
+
+async def _load(conn: Any, version: int | None) -> Process:
+    from activities.repository import load_stages
+
+    definition = await (definitions.latest(conn) if version is None else definitions.version(conn, version))
+    try:
+        return Process(definition=definition, stages=tuple(await load_stages(conn)))
+    except ValidationError as err:
+        raise CliError(
+            f"version {definition.version} does not fit the stages lookup: {err.errors()[0]['msg']}"
+        ) from None
+
+
+def _describe_outcome(o: Outcome) -> str:
+    moves = f" → {o.stage}" if o.stage else ""
+    return o.name + moves + (f" ({o.close_reason})" if o.close_reason else "")
+
+
+def _describe_task(t: TaskTemplate) -> str:
+    outcomes = ", ".join(_describe_outcome(o) for o in t.outcomes)
+    return f"{t.title} (due in {describe_duration(t.duration)}; outcomes: {outcomes})"
+
+
+async def cmd_show(args: argparse.Namespace) -> None:
+    """The definition (the latest version, or --version N), with the stages lookup it runs with."""
+    process = await _run(lambda conn: _load(conn, args.version))
+    if args.json:
+        print_json(process)
+        return
+    if args.mermaid:
+        print(mermaid(process))
+        return
+    definition = process.definition
+    print(f"{definition.name}, version {definition.version}")
+    for stage in sorted(process.stages, key=lambda s: s.order):
+        kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
+        print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%)")
+        for t in process.tasks_of(stage.name):
+            print(f"   - {_describe_task(t)}")
+        if stage.final and stage.successful:
+            for t in definition.follow_up:
+                print(f"   - follow-up: {t.title} (due in {describe_duration(t.duration)})")
+
+
+async def cmd_versions(args: argparse.Namespace) -> None:
+    rows = await _run(definitions.list_versions)
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["version", "name", "published_at", "published_by", "open_opportunities"])
+
+
+async def cmd_export(args: argparse.Namespace) -> None:
+    """The definition file of a version: edit it, then validate and publish it."""
+    process = await _run(lambda conn: _load(conn, args.version))
+    print(process.definition.model_dump_json(indent=2))
+
+
+def _tasks(definition: ProcessDefinition) -> dict[str, TaskTemplate]:
+    tasks = {f"{s.stage}/{t.key}": t for s in definition.stages for t in s.tasks}
+    tasks.update({f"follow-up/{t.key}": t for t in definition.follow_up})
+    return tasks
+
+
+def changes(before: ProcessDefinition, after: ProcessDefinition) -> list[str]:
+    """What `after` changes against `before`, one line per task added, removed or changed."""
+    old, new = _tasks(before), _tasks(after)
+    lines = [f"+ {key}: {_describe_task(new[key])}" for key in new if key not in old]
+    lines += [f"- {key}: {old[key].title}" for key in old if key not in new]
+    lines += [f"~ {key}: {_describe_task(new[key])}" for key in new if key in old and new[key] != old[key]]
+    if before.name != after.name:
+        lines.append(f"~ name: {after.name}")
+    return lines
+
+
+async def cmd_validate(args: argparse.Namespace) -> None:
+    text = _read(args.file)
+
+    async def work(conn: Any) -> tuple[ProcessDefinition, ProcessDefinition]:
+        return await definitions.validate(conn, text), await definitions.latest(conn)
+
+    candidate, current = await _run(work)
+    diff = changes(current, candidate)
+    print(f"{args.file}: valid; published, it would be version {candidate.version}")
+    print("\n".join(diff) if diff else f"(no change against version {current.version})")
+
+
+async def cmd_publish(args: argparse.Namespace) -> None:
+    text = _read(args.file)
+    published, new = await _run(lambda conn: definitions.publish(conn, text, args.actor))
+    if new:
+        print(f"published version {published.version}: new processes follow it; running ones keep theirs")
+    else:
+        print(f"unchanged: version {published.version} is in force and equal to {args.file}")
+
+
+def add_commands(sub: Any) -> None:
+    definition = sub.add_parser(
+        "definition",
+        help="the process library: show, versions, export, validate, publish",
+        description=__doc__,
+    )
+    commands = definition.add_subparsers(dest="definition_command", metavar="DEFINITION_COMMAND")
+
+    def show_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--version", type=int, help="this version (default: the latest)")
+        p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(run=cmd_show)
+
+    show_options(definition)
+    show_options(commands.add_parser("show", help="print the definition with the stages lookup"))
+
+    p = commands.add_parser("versions", help="the published versions, newest first")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_versions)
+
+    p = commands.add_parser("export", help="print a version as a definition file (JSON)")
+    p.add_argument("--version", type=int, help="this version (default: the latest)")
+    p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser("validate", help="check a definition file against the lookups; publish nothing")
+    p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
+    p.set_defaults(run=cmd_validate)
+
+    p = commands.add_parser("publish", help="publish a definition file as the next version")
+    p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
+    p.add_argument("--actor", default=default_actor(), help="who publishes (default: $CORPSALE_ACTOR or you)")
+    p.set_defaults(run=cmd_publish)
