@@ -278,6 +278,9 @@ async def cmd_move(args: argparse.Namespace) -> None:
 
 
 async def cmd_complete(args: argparse.Namespace) -> None:
+    if c.FOLLOW_UP_MARK in args.task_id:
+        await _complete_follow_up(args)
+        return
     await _send(
         args,
         c.UPDATE_COMPLETE_TASK,
@@ -289,6 +292,29 @@ async def cmd_complete(args: argparse.Namespace) -> None:
             "request_id": args.request_id,
         },
     )
+
+
+async def _complete_follow_up(args: argparse.Namespace) -> None:
+    """A won opportunity's follow-up task: its process has ended, so the row is completed here."""
+    from activities import follow_up
+
+    try:
+        done = await _with_db(
+            lambda conn: follow_up.complete(
+                conn,
+                args.opportunity,
+                args.task_id,
+                actor=args.actor,
+                outcome=args.outcome,
+                comment=args.comment,
+            )
+        )
+    except follow_up.FollowUpRefused as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        print_json(done)
+    else:
+        print(f"{done['task_id']}: completed ({done['outcome']})" + ("" if done["changed"] else " already"))
 
 
 async def cmd_update(args: argparse.Namespace) -> None:

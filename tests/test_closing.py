@@ -49,6 +49,31 @@ async def test_closed_won_creates_the_order_draft_and_the_follow_up_tasks(sale: 
     assert check.code == 0 and json.loads(check.stdout)["violations"] == []
 
 
+async def test_a_follow_up_task_is_completed_after_the_process_has_ended(sale: Sale) -> None:
+    _, opp = await sale.started()
+    won = {"stage": "Closed won", "actor": "alice", "actual_income": "1000", "hours_spent": "2"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, won)
+    await sale.handle(opp).result()
+    task = c.follow_up_task_id(opp, "kick-off")
+
+    wrong = await sale.cli("complete", opp, task, "--outcome", "maybe")
+    assert wrong.code == 1 and "has no outcome 'maybe'; it has: done" in wrong.stderr
+    missing = await sale.cli("complete", opp, c.follow_up_task_id(opp, "nothing"))
+    assert missing.code == 1 and "has no follow-up task" in missing.stderr
+    done = await sale.cli("complete", opp, task, "--comment", "kick-off on Monday", "--actor", "bob")
+    assert done.code == 0 and done.stdout.strip() == f"{task}: completed (done)", done.stderr
+    again = await sale.cli("complete", opp, task)  # a retried command changes nothing
+    assert again.code == 0 and again.stdout.strip() == f"{task}: completed (done) already"
+
+    rows = {t["id"]: t for t in await sale.tasks(opp)}
+    assert (rows[task]["status"], rows[task]["completed_by"], rows[task]["comment"]) == (
+        "completed",
+        "bob",
+        "kick-off on Monday",
+    )
+    assert rows[c.follow_up_task_id(opp, "check-data")]["status"] == "open"
+
+
 async def test_won_by_completing_every_task_orders_the_expected_amount(sale: Sale) -> None:
     opp = await _in_contracting(sale)
     while not (await sale.state(opp)).closed:

@@ -63,6 +63,14 @@ def workflow_id(opportunity_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
 
 
+# A won opportunity's follow-up tasks (R13) are `<opportunity>:followup:<task key>`.
+FOLLOW_UP_MARK = ":followup:"
+
+
+def follow_up_task_id(opportunity_id: str, key: str) -> str:
+    return f"{opportunity_id}{FOLLOW_UP_MARK}{key}"
+
+
 class Command(BaseModel):
     """Fields every command shares. A repeated `request_id` is applied once."""
 

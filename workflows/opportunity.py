@@ -225,7 +225,7 @@ class CorporateSaleWorkflow:
                 competitor=cmd.competitor,
                 follow_up=tuple(
                     NewTask(
-                        task_id=f"{state.opportunity_id}:followup:{t.key}",
+                        task_id=c.follow_up_task_id(state.opportunity_id, t.key),
                         task_key=t.key,
                         title=t.title,
                         start_at=now,
