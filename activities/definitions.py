@@ -30,19 +30,26 @@ def _decode(row: asyncpg.Record) -> ProcessDefinition:
 
 
 async def publish_bundled(conn: asyncpg.Connection) -> int | None:
-    """Publish the definition bundled with the product when the library is empty (a new
-    database); returns its version, or None when the library had one already."""
+    """Publish the definition bundled with the product into an empty library (a new database),
+    or over an older bundled one (an upgrade), unless someone has published a version of their
+    own since: theirs stays in force. Returns the version published, if any."""
     definition = load_default_definition()
-    inserted = await conn.fetchval(
+    newest = await conn.fetchrow(
+        "SELECT version, published_by FROM process_definitions ORDER BY version DESC LIMIT 1"
+    )
+    if newest is not None and (
+        newest["published_by"] != BUNDLED_BY or newest["version"] >= definition.version
+    ):
+        return None
+    await conn.execute(
         "INSERT INTO process_definitions (version, name, definition, published_by)"
-        " SELECT $1, $2, $3::jsonb, $4 WHERE NOT EXISTS (SELECT 1 FROM process_definitions)"
-        " ON CONFLICT (version) DO NOTHING RETURNING version",
+        " VALUES ($1, $2, $3::jsonb, $4)",
         definition.version,
         definition.name,
         definition.model_dump_json(),
         BUNDLED_BY,
     )
-    return int(inserted) if inserted is not None else None
+    return definition.version
 
 
 async def latest(conn: asyncpg.Connection) -> ProcessDefinition:
