@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -100,4 +100,24 @@ class ReassignRow(_Model):
 class UpdateOpportunityRow(_Model):
     opportunity_id: str
     changes: dict[str, Any]
+    at: datetime
+
+
+class TaskNotice(_Model):
+    """A timer of an open task fired (R20): remind its owner, tell them it is overdue, or
+    escalate to their manager. The recipient is read when it fires: a reassignment moves it."""
+
+    task_id: str
+    kind: Literal["reminder", "overdue", "escalation"]
+    at: datetime
+
+
+class StaleNotice(_Model):
+    """A stage visit has gone the stage's limit without a completed task (R20)."""
+
+    opportunity_id: str
+    visit_no: int
+    number: int  # the run's n-th stale-deal notice: its id
+    stage: str
+    quiet_since: datetime
     at: datetime

@@ -19,6 +19,8 @@ from activities.models import (
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
+    StaleNotice,
+    TaskNotice,
     UpdateOpportunityRow,
 )
 from workflows.contract import OpportunityFields
@@ -92,9 +94,9 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             step.at,
             [t.task_id for t in step.tasks] + list(step.keep_open),
         )
-        await conn.execute(
+        left = await conn.fetch(
             "UPDATE stage_visits SET left_at = $2"
-            " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL",
+            " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL RETURNING stage",
             step.opportunity_id,
             step.at,
             step.visit_no,
@@ -132,6 +134,80 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         )
         if step.closing is not None:
             await _close(conn, step, visit_id)
+        elif left and step.actor != step.owner:
+            await _notify_stage_changed(conn, step, visit_id, left[0]["stage"])
+
+
+async def _notify_stage_changed(conn: asyncpg.Connection, step: EnterStage, visit_id: str, left: str) -> None:
+    """The owner hears of a stage change someone else made (their own they know of)."""
+    why = f" ({step.reason})" if step.reason else ""
+    await conn.execute(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " SELECT $1, $2, id, 'stage_changed', $3 || title || $4, $5 FROM opportunities WHERE id = $6"
+        " ON CONFLICT (id) DO NOTHING",
+        f"{visit_id}:stage_changed",
+        step.owner,
+        f"{step.actor} moved ",
+        f" from {left} to {step.stage}{why}",
+        step.at,
+        step.opportunity_id,
+    )
+
+
+NOTICES = {
+    "reminder": "Reminder: {title} is due {due}",
+    "overdue": "Overdue: {title} was due {due}",
+    "escalation": "Escalation: {owner}'s task {title} has been overdue since {due}",
+}
+
+
+async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
+    """A task timer's notification, if the task is still open: to its owner as it is now, and
+    for an escalation to the owner's manager (to the owner when nobody is on record as it)."""
+    async with conn.transaction():
+        task = await conn.fetchrow(
+            "SELECT t.opportunity_id, t.title, t.owner, t.due_at, t.status, p.manager FROM tasks t"
+            " LEFT JOIN people p ON p.name = t.owner WHERE t.id = $1",
+            notice.task_id,
+        )
+        if task is None or task["status"] != "open":
+            return False
+        message = NOTICES[notice.kind].format(
+            title=task["title"], owner=task["owner"], due=f"{task['due_at']:%Y-%m-%d %H:%M} UTC"
+        )
+        recipient = task["owner"]
+        if notice.kind == "escalation":
+            if task["manager"]:
+                recipient = task["manager"]
+            else:
+                message += f" (no manager on record for {task['owner']}: `corpsale people set`)"
+        await conn.execute(
+            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            f"{notice.task_id}:{notice.kind}",
+            recipient,
+            task["opportunity_id"],
+            notice.task_id,
+            notice.kind,
+            message,
+            notice.at,
+        )
+        return True
+
+
+async def notify_stale(conn: asyncpg.Connection, notice: StaleNotice) -> None:
+    """A stale-deal notice to the opportunity's owner (R20)."""
+    days = (notice.at - notice.quiet_since).total_seconds() / 86400
+    quiet = f"{days:.0f} days" if days >= 1 else f"{(notice.at - notice.quiet_since).total_seconds():.0f} s"
+    await conn.execute(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " SELECT $1, owner, id, 'stale_deal', 'Stale deal: ' || title || $2, $3 FROM opportunities"
+        " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
+        f"{notice.opportunity_id}:v{notice.visit_no}:stale{notice.number}",
+        f" has had no completed task in {notice.stage} for {quiet}",
+        notice.at,
+        notice.opportunity_id,
+    )
 
 
 def _task_rows(step: EnterStage, visit_id: str, tasks: Sequence[NewTask]) -> list[tuple[Any, ...]]:

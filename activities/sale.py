@@ -19,6 +19,8 @@ from activities.models import (
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
+    StaleNotice,
+    TaskNotice,
     UpdateOpportunityRow,
 )
 from workflows.definition import Process, Stage
@@ -129,6 +131,17 @@ class SaleActivities:
         async with self._pool.acquire() as conn:
             await repository.reassign(conn, row)
 
+    @activity.defn
+    async def notify_task(self, notice: TaskNotice) -> bool:
+        """Returns whether the task was still open (a notice for a finished one is not sent)."""
+        async with self._pool.acquire() as conn:
+            return await repository.notify_task(conn, notice)
+
+    @activity.defn
+    async def notify_stale(self, notice: StaleNotice) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.notify_stale(conn, notice)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.open_opportunity,
@@ -141,4 +154,6 @@ class SaleActivities:
             self.reassign,
             self.add_task,
             self.load_close_reasons,
+            self.notify_task,
+            self.notify_stale,
         ]

@@ -602,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
 
-    from starter import definitions, leads, lookups  # they use this module's helpers
+    from starter import center, definitions, leads, lookups  # they use this module's helpers
 
+    center.add_commands(sub)
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)

@@ -66,9 +66,21 @@ async def cmd_show(args: argparse.Namespace) -> None:
         return
     definition = process.definition
     print(f"{definition.name}, version {definition.version}")
+    r = definition.reminders
+    if r is not None:
+        timers = [f"a reminder {describe_duration(r.before_due)} before due"] if r.before_due else []
+        timers += ["an overdue notice when due"] if r.overdue else []
+        timers += (
+            [f"escalation to the manager {describe_duration(r.escalate_after)} after"]
+            if r.escalate_after
+            else []
+        )
+        print(f"Every task: {', '.join(timers) or 'no timers'}")
     for stage in sorted(process.stages, key=lambda s: s.order):
         kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
-        print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%)")
+        limit = process.stale_after(stage.name)
+        stale = f"; stale after {describe_duration(limit)} without a completed task" if limit else ""
+        print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%{stale})")
         for t in process.tasks_of(stage.name):
             print(f"   - {_describe_task(t)}")
         if stage.final and stage.successful:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -87,6 +91,26 @@ class Sale:
         out, err = await proc.communicate()
         assert proc.returncode is not None
         return CliResult(proc.returncode, out.decode(), err.decode())
+
+    @asynccontextmanager
+    async def definition(self, change: Callable[[dict[str, Any]], None]) -> AsyncIterator[int]:
+        """Publish the definition in force as `change` edits it; publish the original again at the
+        end (publishing changes what every later new run does). Yields the new version."""
+        exported = await self.cli("definition", "export")
+        assert exported.code == 0, exported.stderr
+        changed = json.loads(exported.stdout)
+        change(changed)
+        with tempfile.TemporaryDirectory() as folder:
+            edited, original = Path(folder, "edited.json"), Path(folder, "original.json")
+            edited.write_text(json.dumps(changed))
+            original.write_text(exported.stdout)
+            published = await self.cli("definition", "publish", str(edited))
+            assert published.code == 0 and "published version" in published.stdout, published
+            try:
+                yield int(published.stdout.split()[2].rstrip(":"))
+            finally:
+                restored = await self.cli("definition", "publish", str(original))
+                assert restored.code == 0, restored.stderr
 
     def new_id(self) -> str:
         return f"opp-{uuid.uuid4().hex[:12]}"
@@ -176,9 +200,29 @@ class Sale:
         )
         return rows
 
-    async def notifications(self, opportunity_id: str) -> list[asyncpg.Record]:
+    async def notifications(self, opportunity_id: str, kind: str | None = None) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
-            "SELECT * FROM notifications WHERE opportunity_id = $1 ORDER BY created_at, id",
+            "SELECT * FROM notifications WHERE opportunity_id = $1 AND ($2::text IS NULL OR kind = $2)"
+            " ORDER BY created_at, id",
             opportunity_id,
+            kind,
         )
         return rows
+
+
+@asynccontextmanager
+async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.main",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -19,7 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
-from tests.helpers import Sale
+from tests.helpers import Sale, eventually
+from tests.test_reminders import fast_timers
 from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
@@ -76,6 +77,25 @@ async def closed_lost(sale: Sale) -> str:
     return handle.id
 
 
+async def timers(sale: Sale) -> str:
+    """Task timers and a stale-deal notice that fire (a definition of short delays), then a
+    completion and a close."""
+    async with sale.definition(fast_timers):
+        await sale.cli("people", "set", "alice", "--manager", "maria")
+        handle = await sale.start()
+        opp = handle.id.removeprefix("opportunity-")
+        await sale.wait_stage(opp, "Qualification")
+        await eventually(
+            lambda: sale.notifications(opp),
+            lambda notes: sum(n["kind"] == "escalation" for n in notes) == 2,
+        )
+        await sale.complete(opp, f"{opp}:v1:contact-assess")
+        lost = {"stage": "Closed lost", "actor": "bob", "reason": "No budget"}
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+        await handle.result()
+        return handle.id
+
+
 async def record(tag: str) -> None:
     with tempfile.TemporaryDirectory() as data_dir, embedded_server(Path(data_dir)) as server:
         url = server.get_uri()
@@ -94,6 +114,7 @@ async def record(tag: str) -> None:
                     ("happy_path", happy_path),
                     ("moves_and_refusals", moves_and_refusals),
                     ("closed_lost", closed_lost),
+                    ("timers", timers),
                 ]:
                     workflow_id = await scenario(sale)
                     runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]

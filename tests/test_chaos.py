@@ -25,8 +25,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from tests.helpers import Sale
-from tests.test_durability import worker_process
+from tests.helpers import Sale, worker_process
 from worker.stack import SEARCH_ATTRIBUTES, cli_type, temporal_cli
 from workflows import contract as c
 
@@ -129,7 +128,7 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
     summary(injected, json.loads(report.stdout))
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
-        assert len(await sale.notifications(opp)) == len(await sale.tasks(opp))
+        assert len(await sale.notifications(opp, "task_assigned")) == len(await sale.tasks(opp))
 
 
 def free_port() -> int:
@@ -230,4 +229,4 @@ async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
     assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves[opp]]
-        assert len(await sale.notifications(opp)) == len(await sale.tasks(opp))
+        assert len(await sale.notifications(opp, "task_assigned")) == len(await sale.tasks(opp))

@@ -80,7 +80,8 @@ def test_a_definition_must_fit_the_stages_lookup() -> None:
 async def test_the_process_library_prints_the_definition_in_force_and_its_diagram(sale: Sale) -> None:
     text = await sale.cli("definition")
     assert text.code == 0, text.stderr
-    assert "3. Proposal (open, probability 60%)" in text.stdout
+    assert "3. Proposal (open, probability 60%; stale after 10 days without a completed task)" in text.stdout
+    assert "Every task: a reminder 4 h before due, an overdue notice when due, escalation to" in text.stdout
     assert "Approve and sign the contract with the client (due in 7 days; outcomes: signed," in text.stdout
     diagram = await sale.cli("definition", "--mermaid")
     lines = diagram.stdout.splitlines()

@@ -7,16 +7,13 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 from temporalio.client import Client
 
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, worker_process
 from workflows import contract as c
 
 
@@ -43,29 +40,13 @@ async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
     per_stage = {"Qualification": 2, "Presentation": 1, "Proposal": 3, "Contracting": 3}
     assert len(tasks) == sum(per_stage[v["stage"]] for v in visits)
     assert [t["status"] for t in tasks].count("open") == 1
-    assert len(await sale.notifications(opp)) == len(tasks)
+    assert len(await sale.notifications(opp, "task_assigned")) == len(tasks)
+    # bob moved alice's opportunity 12 times, across runs: she was told of each move once.
+    assert len(await sale.notifications(opp, "stage_changed")) == len(stages)
     # The new run goes on: completing the stage advances it.
     state = await sale.complete_stage(opp)
     assert state.stage == "Proposal"
     await sale.wait_stage(opp, "Proposal")
-
-
-@asynccontextmanager
-async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.main",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
@@ -99,8 +80,9 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
     assert Counter(t["status"] for t in tasks) == Counter(
         {"canceled": len(tasks) - 3, "open": 2, "completed": 1}
     )
-    notes = await sale.notifications(opp)
+    notes = await sale.notifications(opp, "task_assigned")
     assert sorted(n["task_id"] for n in notes) == sorted(t["id"] for t in tasks)
+    assert len(await sale.notifications(opp, "stage_changed")) == len(moves)  # bob's, to alice
     assert state.rejected == []
 
 

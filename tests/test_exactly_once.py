@@ -37,7 +37,12 @@ async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> 
     assert (state.stage, state.visit, state.rejected) == ("Qualification", 3, [])
     assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", "Proposal", "Qualification"]
     assert len(await sale.tasks(opp)) == 2 + 3 + 2
-    assert len(await sale.notifications(opp)) == 7
+    assert len(await sale.notifications(opp, "task_assigned")) == 7
+    changed = await sale.notifications(opp, "stage_changed")  # bob moved alice's opportunity twice
+    assert [(n["recipient"], n["message"]) for n in changed] == [
+        ("alice", f"bob moved Deal {opp} from Qualification to Proposal"),
+        ("alice", f"bob moved Deal {opp} from Proposal to Qualification"),
+    ]
 
 
 async def test_a_repeated_update_answers_again_without_applying_twice(sale: Sale) -> None:

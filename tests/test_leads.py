@@ -17,8 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities import leads
-from tests.helpers import Sale, eventually
-from tests.test_durability import worker_process
+from tests.helpers import Sale, eventually, worker_process
 from worker.lead_relay import LeadRelay
 from workflows import contract as c
 

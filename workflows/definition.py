@@ -73,6 +73,27 @@ class StageTasks(BaseModel):
 
     stage: StageName
     tasks: tuple[TaskTemplate, ...]
+    stale_after: timedelta | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="A stale-deal notice to the owner when a visit of this stage has gone this"
+        " long without a completed task (R20); none if unset.",
+    )
+
+
+class Reminders(BaseModel):
+    """The timers of every open task (R20): a reminder before it is due, an overdue notice when it
+    is due, and an escalation to the owner's manager while it stays overdue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    before_due: timedelta | None = Field(
+        default=None, gt=timedelta(0), description="Remind this long before due."
+    )
+    overdue: bool = Field(default=True, description="Notify the owner when the task falls due.")
+    escalate_after: timedelta | None = Field(
+        default=None, gt=timedelta(0), description="Escalate to the manager this long after due."
+    )
 
 
 class ProcessDefinition(BaseModel):
@@ -84,6 +105,7 @@ class ProcessDefinition(BaseModel):
     follow_up: tuple[TaskTemplate, ...] = Field(
         default=(), description="Tasks for the owner once the opportunity is won (R13)."
     )
+    reminders: Reminders | None = Field(default=None, description="Task timers (R20); none if unset.")
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -157,6 +179,9 @@ class Process(BaseModel):
             if st.stage == stage:
                 return st.tasks
         return ()
+
+    def stale_after(self, stage: str) -> timedelta | None:
+        return next((st.stale_after for st in self.definition.stages if st.stage == stage), None)
 
     def task(self, stage: str, key: str) -> TaskTemplate:
         for t in self.tasks_of(stage):

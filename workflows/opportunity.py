@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         NewTask,
         OpenOpportunity,
         ReassignRow,
+        StaleNotice,
         UpdateOpportunityRow,
     )
     from activities.sale import SaleActivities
@@ -126,7 +127,10 @@ class CorporateSaleWorkflow:
             else:
                 await self._resume()
             self._ready = True
+        watcher = asyncio.create_task(self._watch_stale()) if workflow.patched("stale-deal") else None
         await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
+        if watcher is not None:
+            await watcher
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._state.closed:
             workflow.continue_as_new(
@@ -268,7 +272,56 @@ class CorporateSaleWorkflow:
             self._start_task(state.tasks[t.task_id])
         if stage.final:
             state.closed = True
+        state.quiet_since = now
         self._publish()
+
+    async def _watch_stale(self) -> None:
+        """R20: a stale-deal notice to the owner when the stage visit has gone the stage's limit
+        (from the definition) without a completed task; one per quiet spell. The timer starts
+        again at each completion and each stage entry, and ends with the process or this run."""
+        state = self._state
+
+        def ended() -> bool:
+            return state.closed or state.pending_entry is not None
+
+        while not ended():
+            since = state.quiet_since
+            limit = self._process.stale_after(state.stage) if state.stage else None
+
+            def changed() -> bool:
+                return ended() or state.quiet_since != since  # noqa: B023 (read while `since` holds)
+
+            if limit is None or since is None or state.stale_noticed == since:
+                await workflow.wait_condition(changed)
+                continue
+            try:
+                await workflow.wait_condition(
+                    changed,
+                    timeout=max(since + limit - workflow.now(), timedelta(milliseconds=1)),
+                    timeout_summary=f"stale-deal notice for {state.stage}",
+                )
+                continue
+            except TimeoutError:
+                pass
+            async with self._lock:
+                if changed():
+                    continue
+                state.stale_notices += 1
+                state.stale_noticed = since
+                assert state.stage is not None
+                await workflow.execute_local_activity_method(
+                    SaleActivities.notify_stale,
+                    StaleNotice(
+                        opportunity_id=state.opportunity_id,
+                        visit_no=state.visit,
+                        number=state.stale_notices,
+                        stage=state.stage,
+                        quiet_since=since,
+                        at=workflow.now(),
+                    ),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    summary=f"stale-deal notice: {state.stage}",
+                )
 
     def _start_task(self, task: TaskState) -> None:
         self._children.start(
@@ -277,7 +330,9 @@ class CorporateSaleWorkflow:
                 opportunity_id=self._state.opportunity_id,
                 title=task.title,
                 owner=task.owner,
+                start_at=task.start_at,
                 due_at=task.due_at,
+                reminders=self._process.definition.reminders,
             ),
             summary=f"{task.title} — {task.owner}",
         )
@@ -470,6 +525,7 @@ class CorporateSaleWorkflow:
             summary=f"complete {task.title}",
         )
         task.status, task.outcome = "completed", outcome
+        self._state.quiet_since = workflow.now()
         self._children.finish(task.task_id, outcome)
         self._publish()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -17,7 +17,7 @@ from workflows.contract import (
     StateView,
     TaskView,
 )
-from workflows.definition import Process
+from workflows.definition import Process, Reminders
 
 MAX_REJECTED = 100
 MAX_REQUEST_IDS = 2_000
@@ -67,6 +67,10 @@ class SaleState(BaseModel):
     rejected: list[Rejection] = []
     request_ids: list[str] = []
     reassignments: int = 0  # numbers each reassignment's rows
+    # R20: since when the visit has gone without a completed task, and the stale-deal notices.
+    quiet_since: datetime | None = None
+    stale_noticed: datetime | None = None  # the quiet_since a notice went out for
+    stale_notices: int = 0
     adhoc_tasks: int = 0  # numbers ad-hoc tasks: `<opportunity>:adhoc<n>`
     # Set at a stage boundary when the run continues as new: the next run enters this stage.
     pending_entry: ChangeStage | None = None
@@ -124,7 +128,24 @@ class TaskInput(BaseModel):
     opportunity_id: str
     title: str
     owner: str
+    start_at: datetime | None = None
     due_at: datetime
+    reminders: Reminders | None = None  # the definition's task timers (R20)
+
+    def timers(self) -> list[tuple[Literal["reminder", "overdue", "escalation"], datetime]]:
+        """When this task's notices are due, in order. A reminder that would come before the
+        task starts is left out: the task's assignment notice has just said the same."""
+        r = self.reminders
+        if r is None:
+            return []
+        timers: list[tuple[Literal["reminder", "overdue", "escalation"], datetime]] = []
+        if r.before_due is not None and (self.start_at is None or self.due_at - r.before_due > self.start_at):
+            timers.append(("reminder", self.due_at - r.before_due))
+        if r.overdue:
+            timers.append(("overdue", self.due_at))
+        if r.escalate_after is not None:
+            timers.append(("escalation", self.due_at + r.escalate_after))
+        return timers
 
 
 class TaskResult(BaseModel):

@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CancelTaskRow
+    from activities.models import CancelTaskRow, TaskNotice
     from activities.sale import SaleActivities
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
 
@@ -25,6 +25,8 @@ class TaskWorkflow:
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
         try:
+            if workflow.patched("task-timers"):
+                await self._timers(task)
             await workflow.wait_condition(lambda: self._outcome is not None)
         except asyncio.CancelledError:
             # The parent waits for this (WAIT_CANCELLATION_COMPLETED): the row is canceled in
@@ -37,6 +39,30 @@ class TaskWorkflow:
             )
             raise
         return TaskResult(task_id=task.task_id, status="completed", outcome=self._outcome)
+
+    async def _timers(self, task: TaskInput) -> None:
+        """The task's notices (R20), each at its time unless the task ends first. Durable timers:
+        a worker restart does not lose them; one that fired while no worker ran fires late, once."""
+        for kind, at in task.timers():
+            delay = at - workflow.now()
+            if delay > timedelta(0):
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._outcome is not None,
+                        timeout=delay,
+                        timeout_summary=f"{kind} at {at:%Y-%m-%d %H:%M:%S} UTC",
+                    )
+                    return  # completed first: nothing more to tell
+                except TimeoutError:
+                    pass
+            open_still = await workflow.execute_local_activity_method(
+                SaleActivities.notify_task,
+                TaskNotice(task_id=task.task_id, kind=kind, at=workflow.now()),
+                start_to_close_timeout=timedelta(seconds=30),
+                summary=f"{kind}: {task.title}",
+            )
+            if not open_still:
+                return
 
     @workflow.signal(name="task_completed")
     def task_completed(self, outcome: str) -> None:

@@ -1,0 +1,136 @@
+"""R5 as a person sees it: the notification center (inbox, mark read), the calendar (agenda, the
+.ics export a calendar client imports) and the people table escalations use."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+from icalendar import Calendar
+
+from tests.helpers import Sale
+from workflows import contract as c
+
+
+def _person() -> str:
+    return f"pat-{uuid.uuid4().hex[:6]}"
+
+
+async def test_the_inbox_lists_unread_first_newest_first_and_marks_read(sale: Sale) -> None:
+    owner = _person()
+    _, opp = await sale.started(owner=owner)
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
+    await sale.wait_stage(opp, "Proposal")
+
+    inbox = json.loads((await sale.cli("inbox", owner, "--json")).stdout)
+    kinds = [n["kind"] for n in inbox]
+    assert sorted(kinds) == sorted(["task_assigned"] * 5 + ["stage_changed"])
+    created = [n["created_at"] for n in inbox]
+    assert created == sorted(created, reverse=True)  # newest first
+    assert inbox[0]["kind"] in {"task_assigned", "stage_changed"} and inbox[0]["read_at"] is None
+
+    oldest = inbox[-1]["id"]
+    marked = await sale.cli("read", owner, oldest, "--json")
+    assert marked.code == 0 and json.loads(marked.stdout) == {"marked_read": 1}, marked.stderr
+    again = json.loads((await sale.cli("read", owner, oldest, "--json")).stdout)
+    assert again == {"marked_read": 0}
+    newest = json.loads((await sale.cli("inbox", owner, "--json")).stdout)
+    assert newest[-1]["id"] == oldest and newest[-1]["read_at"] is not None  # read ones last
+    unread = json.loads((await sale.cli("inbox", owner, "--unread", "--json")).stdout)
+    assert len(unread) == 5 and oldest not in {n["id"] for n in unread}
+
+    text = await sale.cli("inbox", owner)
+    assert text.code == 0 and text.stdout.startswith(f"{owner}: 5 unread")
+    assert f"bob moved Deal {opp} from Qualification to Proposal" in text.stdout
+
+    wrong = await sale.cli("read", _person(), oldest)
+    assert wrong.code == 1 and "has no notification" in wrong.stderr
+    nothing = await sale.cli("read", owner)
+    assert nothing.code == 1 and "--all" in nothing.stderr
+    everything = json.loads((await sale.cli("read", owner, "--all", "--json")).stdout)
+    assert everything == {"marked_read": 5}
+    assert (
+        await sale.cli("inbox", owner, "--unread")
+    ).stdout.strip() == f"no unread notifications for {owner}"
+
+
+async def test_the_agenda_shows_a_persons_tasks_in_a_date_range(sale: Sale) -> None:
+    owner = _person()
+    _, opp = await sale.started(owner=owner)
+    tasks = await sale.tasks(opp)
+    start = tasks[0]["start_at"]
+
+    rows = json.loads((await sale.cli("agenda", owner, "--json")).stdout)
+    assert [r["id"] for r in rows] == [t["id"] for t in sorted(tasks, key=lambda t: t["due_at"])]
+    text = await sale.cli("agenda", owner)
+    assert text.code == 0 and f"{owner}: 2 tasks from" in text.stdout
+    assert f"Prepare presentation (Deal {opp}, Acme Ltd)" in text.stdout
+    # Tasks due in 2 and 3 days: a range after the first is due holds the second only.
+    after_first = (start + timedelta(days=2, hours=1)).isoformat()
+    later = json.loads((await sale.cli("agenda", owner, "--from", after_first, "--json")).stdout)
+    assert [r["id"] for r in later] == [f"{opp}:v1:prepare-presentation"]
+    await sale.complete(opp, f"{opp}:v1:contact-assess")
+    open_only = json.loads((await sale.cli("agenda", owner, "--json")).stdout)
+    assert [r["id"] for r in open_only] == [f"{opp}:v1:prepare-presentation"]
+    everything = json.loads((await sale.cli("agenda", owner, "--all", "--json")).stdout)
+    assert {r["status"] for r in everything} == {"open", "completed"}
+
+    bad = await sale.cli("agenda", owner, "--from", "next week")
+    assert bad.code == 1 and "not a date or date-time: 'next week'" in bad.stderr
+    backwards = await sale.cli("agenda", owner, "--from", "2030-01-02", "--to", "2030-01-01")
+    assert backwards.code == 1 and "must come after --from" in backwards.stderr
+
+
+async def test_the_ics_export_has_every_open_task_once_with_stable_uids(sale: Sale) -> None:
+    owner = _person()
+    _, opp = await sale.started(owner=owner)
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": owner})
+    await sale.wait_stage(opp, "Proposal")
+    tasks = {t["id"]: t for t in await sale.tasks(opp)}
+
+    first = await sale.cli("ics", owner)
+    assert first.code == 0, first.stderr
+    cal = Calendar.from_ical(first.stdout)
+    todos = list(cal.walk("VTODO"))
+    by_uid = {str(t["UID"]): t for t in todos}
+    assert len(by_uid) == len(todos) == len(tasks)  # the canceled Qualification tasks too, once
+    for task_id, row in tasks.items():
+        todo = by_uid[f"{task_id}@corporate-sale"]
+        assert todo.decoded("DUE") == row["due_at"].replace(microsecond=0)  # iCalendar counts seconds
+        assert str(todo["SUMMARY"]) == row["title"]
+        want = {"open": "NEEDS-ACTION", "canceled": "CANCELLED"}[row["status"]]
+        assert str(todo["STATUS"]) == want
+    open_uids = {uid for uid, t in by_uid.items() if str(t["STATUS"]) == "NEEDS-ACTION"}
+    assert open_uids == {f"{i}@corporate-sale" for i, t in tasks.items() if t["status"] == "open"}
+
+    second = Calendar.from_ical((await sale.cli("ics", owner)).stdout)
+    assert sorted(str(t["UID"]) for t in second.walk("VTODO")) == sorted(by_uid)  # same UIDs: an update
+
+    events = Calendar.from_ical((await sale.cli("ics", owner, "--events")).stdout)
+    assert {str(e["UID"]) for e in events.walk("VEVENT")} == set(by_uid)
+
+
+async def test_people_and_their_managers_are_kept_whole(sale: Sale) -> None:
+    ann, ben, cy = _person(), _person(), _person()
+    assert (await sale.cli("people", "set", ann, "--manager", ben, "--email", "ann@example.com")).code == 0
+    assert (await sale.cli("people", "set", ben, "--manager", cy)).code == 0
+    people = {p["name"]: p for p in json.loads((await sale.cli("people", "--json")).stdout)}
+    assert (people[ann]["manager"], people[ann]["email"], people[ben]["manager"]) == (
+        ben,
+        "ann@example.com",
+        cy,
+    )
+
+    loop = await sale.cli("people", "set", cy, "--manager", ann)
+    assert loop.code == 1 and "a manager chain cannot loop" in loop.stderr
+    itself = await sale.cli("people", "set", ann, "--manager", ann)
+    assert itself.code == 1 and "cannot be their own manager" in itself.stderr
+    managing = await sale.cli("people", "remove", ben)
+    assert managing.code == 1 and f"manages {ann}" in managing.stderr
+    assert (await sale.cli("people", "set", ann, "--no-manager")).code == 0
+    assert (await sale.cli("people", "remove", ben)).code == 0
+    people = {p["name"]: p for p in json.loads((await sale.cli("people", "--json")).stdout)}
+    assert ben not in people and people[ann]["manager"] is None and people[ann]["email"] == "ann@example.com"
+    missing = await sale.cli("people", "remove", ben)
+    assert missing.code == 1 and f"no person {ben!r}" in missing.stderr
