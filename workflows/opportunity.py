@@ -6,7 +6,7 @@ are done or a command moves it, until a final stage ends it.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -277,38 +277,47 @@ class CorporateSaleWorkflow:
 
     async def _watch_stale(self) -> None:
         """R20: a stale-deal notice to the owner when the stage visit has gone the stage's limit
-        (from the definition) without a completed task; one per quiet spell. The timer starts
-        again at each completion and each stage entry, and ends with the process or this run."""
+        (from the definition) without a completed task; one per quiet spell. One timer at a
+        time: a completion only moves the deadline later, so the timer is let run and set again
+        when it fires; only an earlier deadline (a stage with a shorter limit) replaces it."""
         state = self._state
 
         def ended() -> bool:
             return state.closed or state.pending_entry is not None
 
-        while not ended():
-            since = state.quiet_since
+        def deadline() -> datetime | None:
             limit = self._process.stale_after(state.stage) if state.stage else None
+            if limit is None or state.quiet_since is None or state.stale_noticed == state.quiet_since:
+                return None
+            return state.quiet_since + limit
 
-            def changed() -> bool:
-                return ended() or state.quiet_since != since  # noqa: B023 (read while `since` holds)
+        while not ended():
+            due = deadline()
+            if due is None:
+                await workflow.wait_condition(lambda: ended() or deadline() is not None)
+                continue
+            if due > workflow.now():
 
-            if limit is None or since is None or state.stale_noticed == since:
-                await workflow.wait_condition(changed)
-                continue
-            try:
-                await workflow.wait_condition(
-                    changed,
-                    timeout=max(since + limit - workflow.now(), timedelta(milliseconds=1)),
-                    timeout_summary=f"stale-deal notice for {state.stage}",
-                )
-                continue
-            except TimeoutError:
-                pass
+                def sooner(than: datetime = due) -> bool:
+                    moved = deadline()
+                    return ended() or (moved is not None and moved < than)
+
+                try:
+                    await workflow.wait_condition(
+                        sooner,
+                        timeout=due - workflow.now(),
+                        timeout_summary=f"stale-deal check at {due:%Y-%m-%d %H:%M:%S} UTC",
+                    )
+                    continue  # ended, or an earlier deadline to wait for
+                except TimeoutError:
+                    pass
             async with self._lock:
-                if changed():
-                    continue
+                due = deadline()
+                if ended() or due is None or due > workflow.now():
+                    continue  # a task was completed meanwhile: wait on
+                assert state.stage is not None and state.quiet_since is not None
                 state.stale_notices += 1
-                state.stale_noticed = since
-                assert state.stage is not None
+                state.stale_noticed = state.quiet_since
                 await workflow.execute_local_activity_method(
                     SaleActivities.notify_stale,
                     StaleNotice(
@@ -316,7 +325,7 @@ class CorporateSaleWorkflow:
                         visit_no=state.visit,
                         number=state.stale_notices,
                         stage=state.stage,
-                        quiet_since=since,
+                        quiet_since=state.quiet_since,
                         at=workflow.now(),
                     ),
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
