@@ -197,7 +197,9 @@ async def cmd_start(args: argparse.Namespace) -> None:
             NewOpportunity, {**fields, "title": args.title, "customer": args.customer, "owner": args.owner}
         )
     start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor, "new": new})
-    summary = f"{new.title} — {new.customer}" if new else f"opportunity {opportunity_id}"
+    summary = (
+        c.start_summary(opportunity_id, new.title, new.customer) if new else c.start_summary(opportunity_id)
+    )
     try:
         await client.start_workflow(
             CorporateSaleWorkflow.run,

@@ -65,7 +65,7 @@ class LeadRelay:
                 id=c.workflow_id(opportunity_id),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=f"{lead['title']} — {lead['customer']}",
+                static_summary=c.start_summary(opportunity_id, lead["title"], lead["customer"]),
             )
             log.info("lead %s: started the process of opportunity %s", lead["id"], opportunity_id)
         except WorkflowAlreadyStartedError:

@@ -63,6 +63,11 @@ def workflow_id(opportunity_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
 
 
+def start_summary(opportunity_id: str, title: str | None = None, customer: str | None = None) -> str:
+    """The static summary a process is started with: what ops read first in the Web UI."""
+    return f"{title} — {customer}" if title and customer else f"opportunity {opportunity_id}"
+
+
 # A won opportunity's follow-up tasks (R13) are `<opportunity>:followup:<task key>`.
 FOLLOW_UP_MARK = ":followup:"
 
