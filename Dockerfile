@@ -18,5 +18,7 @@ RUN useradd --system --uid 10001 --home-dir /app --create-home corpsale
 USER corpsale
 WORKDIR /app
 
-# TEMPORAL_ADDRESS and DATABASE_URL come from the environment (see docker-compose.yml).
+# TEMPORAL_ADDRESS and DATABASE_URL come from the environment (see docker-compose.yml);
+# with CORPSALE_METRICS_ADDRESS=0.0.0.0:9464 it serves Prometheus metrics on this port.
+EXPOSE 9464
 CMD ["python", "-m", "worker.main"]

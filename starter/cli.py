@@ -467,6 +467,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encryption_key(args: argparse.Namespace) -> int:
+    from worker.codec import new_key
+
+    print(new_key())
+    return 0
+
+
+async def cmd_codec_server(args: argparse.Namespace) -> None:
+    """Serve the codec endpoint with the key in CORPSALE_ENCRYPTION_KEY until Ctrl-C."""
+    from worker import codec_server
+    from worker.codec import EncryptionCodec, parse_key
+    from worker.config import Settings
+
+    settings = Settings()
+    if settings.encryption_key is None:
+        raise CliError("set CORPSALE_ENCRYPTION_KEY to the key the worker encrypts with")
+    codec = EncryptionCodec(parse_key(settings.encryption_key.get_secret_value()))
+    origins = args.ui_origin or [
+        f"http://localhost:{settings.ui_port}",
+        f"http://127.0.0.1:{settings.ui_port}",
+    ]
+    try:
+        runner = await codec_server.serve(codec, host=args.host, port=args.port, ui_origins=origins)
+    except OSError as err:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    print(f"codec endpoint on http://{args.host}:{args.port} for {', '.join(origins)}; key {codec.key_id}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 # Parsing ------------------------------------------------------------------------------------
 
 
@@ -536,6 +568,20 @@ def build_parser() -> argparse.ArgumentParser:
     command("worker", "run a worker against TEMPORAL_ADDRESS and DATABASE_URL", json_out=False).set_defaults(
         run=cmd_worker
     )
+
+    command("encryption-key", "print a new key for CORPSALE_ENCRYPTION_KEY", json_out=False).set_defaults(
+        run=cmd_encryption_key
+    )
+    p = command("codec-server", "serve the codec endpoint the Web UI decodes payloads with", json_out=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument(
+        "--ui-origin",
+        action="append",
+        metavar="URL",
+        help="the Web UI's origin (repeatable; default: the local UI)",
+    )
+    p.set_defaults(run=cmd_codec_server)
 
     p = command("start", "start the process for a new opportunity (R1) or an existing one (R2)", actor=True)
     p.add_argument("--existing", metavar="ID", help="start for this existing opportunity")
@@ -614,6 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from worker.codec import NO_KEY, WrongKey, is_encrypted_without_key
+
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
@@ -629,6 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (KeyError, WrongKey) as err:  # a payload it cannot read
+        if isinstance(err, WrongKey) or is_encrypted_without_key(err):
+            print(f"corpsale: {err if isinstance(err, WrongKey) else NO_KEY}", file=sys.stderr)
+            return 1
+        raise
 
 
 def run() -> None:

@@ -73,8 +73,7 @@ class SaleClient:
         from the environment), to `address` if given."""
         from worker.config import connect_temporal
 
-        overrides: dict[str, Any] = {"target_host": address} if address else {}
-        return cls(await connect_temporal(**overrides), task_queue)
+        return cls(await connect_temporal(address), task_queue)
 
     def handle(self, opportunity_id: str) -> WorkflowHandle[Any, StateView]:
         return self.client.get_workflow_handle(c.workflow_id(opportunity_id), result_type=StateView)

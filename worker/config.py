@@ -6,14 +6,18 @@ TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*), read by the SDK's envconf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.client import Client, Interceptor
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
+from worker.codec import data_converter, parse_key
 from workflows.contract import DEFAULT_TASK_QUEUE
 
 DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
@@ -36,10 +40,47 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     lead_relay: bool = Field(default=True, description="Start processes for leads that reach the sale (R3).")
     lead_relay_interval: float = Field(default=1.0, gt=0, description="Seconds between lead outbox passes.")
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypt workflow payloads with this key (base64, 32 bytes); see worker/codec.py.",
+    )
+    codec_port: int = Field(default=8081, description="The embedded stack's codec endpoint, with a key.")
+    metrics_address: str | None = Field(
+        default=None, description="Serve Prometheus metrics here (host:port), e.g. 0.0.0.0:9464."
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object a line.")
+
+    @field_validator("encryption_key", "metrics_address", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key(value.get_secret_value())
+        return value
+
+    def converter(self) -> DataConverter:
+        return data_converter(self.encryption_key.get_secret_value() if self.encryption_key else None)
 
 
-async def connect_temporal(**overrides: object) -> Client:
+async def connect_temporal(
+    target_host: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
+) -> Client:
+    """A client as the product's processes use it: the Temporal CLI's environment variables, the
+    product's data converter (encrypting with CORPSALE_ENCRYPTION_KEY), `target_host` if given, and
+    `runtime` (the worker's, with its metrics) and `interceptors` (its tracing) if given."""
     config = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
-    config.update(overrides)
-    return await Client.connect(**config, data_converter=pydantic_data_converter)  # type: ignore[arg-type]
+    if target_host is not None:
+        config["target_host"] = target_host
+    if runtime is not None:
+        config["runtime"] = runtime
+    if interceptors:
+        config["interceptors"] = list(interceptors)
+    return await Client.connect(**config, data_converter=Settings().converter())  # type: ignore[arg-type]

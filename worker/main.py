@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
+from worker import telemetry
 from worker.config import Settings, connect_temporal
 from worker.database import database_url
 from worker.lead_relay import LeadRelay
@@ -60,7 +61,9 @@ async def run_worker(
     """Run the worker until `stop` is set. `client`: an already connected client (default: connect
     from the environment); `on_ready`: called once the worker polls its task queue."""
     if client is None:
-        client = await connect_temporal()
+        client = await connect_temporal(
+            runtime=telemetry.runtime(settings.metrics_address), interceptors=telemetry.tracing_interceptors()
+        )
     pool = await create_pool(database_url(settings), max_size=settings.db_pool_size)
     try:
         await migrate(pool)
@@ -80,8 +83,8 @@ async def run_worker(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
+    telemetry.configure_logging(settings.log_format)
 
     async def _main() -> None:
         stop = asyncio.Event()

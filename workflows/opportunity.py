@@ -90,6 +90,21 @@ def _request_id(payload: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 100 else None
 
 
+METRICS = {
+    "corpsale_stage_transitions": "Stage entries, by stage.",
+    "corpsale_tasks_created": "Tasks opened (the process's and ad-hoc ones).",
+    "corpsale_tasks_completed": "Tasks completed.",
+    "corpsale_tasks_canceled": "Open tasks canceled by a stage change or a closing.",
+    "corpsale_commands_rejected": "Commands refused, by command and by how they came (signal or update).",
+}
+
+
+def count(name: str, value: int = 1, **attributes: str) -> None:
+    """Add to one of the product's counters (exported with the SDK's metrics; not during replay)."""
+    if value:
+        workflow.metric_meter().create_counter(name, METRICS[name]).add(value, attributes)
+
+
 def search_attribute_updates(
     stage: str, owner: str, amount: float | None
 ) -> list[SearchAttributeUpdate[Any]]:
@@ -270,6 +285,8 @@ class CorporateSaleWorkflow:
             )
         for t in new_tasks:
             self._start_task(state.tasks[t.task_id])
+        count("corpsale_stage_transitions", stage=stage.name)
+        count("corpsale_tasks_created", len(new_tasks))
         if stage.final:
             state.closed = True
         state.quiet_since = now
@@ -352,6 +369,7 @@ class CorporateSaleWorkflow:
         open_tasks = [t for t in self._state.open_tasks() if closing or not t.adhoc]
         for task in open_tasks:
             task.status = "canceled"
+        count("corpsale_tasks_canceled", len(open_tasks))
         await self._children.cancel([t.task_id for t in open_tasks])
 
     async def _move(self, cmd: ChangeStage) -> None:
@@ -534,6 +552,7 @@ class CorporateSaleWorkflow:
             summary=f"complete {task.title}",
         )
         task.status, task.outcome = "completed", outcome
+        count("corpsale_tasks_completed")
         self._state.quiet_since = workflow.now()
         self._children.finish(task.task_id, outcome)
         self._publish()
@@ -578,6 +597,7 @@ class CorporateSaleWorkflow:
             adhoc=True,
         )
         self._start_task(task)
+        count("corpsale_tasks_created")
         self._publish()
 
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
@@ -656,6 +676,7 @@ class CorporateSaleWorkflow:
         except Refused as err:
             if not self._state.seen(request_id := _request_id(payload)):
                 self._state.reject(workflow.now(), name, str(err), payload)
+                count("corpsale_commands_rejected", command=name, via="signal")
             # The rejection answers the signal once: a second delivery adds nothing.
             self._state.remember(request_id)
 
@@ -678,6 +699,7 @@ class CorporateSaleWorkflow:
                     cmd = cmd.model_copy(update={"request_id": info.id if info else None})
                 await self._apply(name, cmd)
             except Refused as err:
+                count("corpsale_commands_rejected", command=name, via="update")
                 raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
         return self._state.view()
 
@@ -704,6 +726,7 @@ class CorporateSaleWorkflow:
                 case AddTask():
                     self._check_add_task(cmd)
         except Refused as err:
+            count("corpsale_commands_rejected", command=name, via="update")
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
     # The public contract ----------------------------------------------------------------------
