@@ -84,7 +84,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     def cell(v: Any) -> str:
         return _when(v) if isinstance(v, datetime) else ("" if v is None else str(v))
 
-    widths = [max(len(col), *(len(cell(r.get(col))) for r in rows)) for col in columns]
+    widths = [max([len(col), *(len(cell(r.get(col))) for r in rows)]) for col in columns]
     print("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)))
     for r in rows:
         print("  ".join(cell(r.get(col)).ljust(w) for col, w in zip(columns, widths, strict=True)))
@@ -650,9 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
 
-    from starter import center, definitions, leads, lookups  # they use this module's helpers
+    from starter import center, definitions, leads, lookups, report  # they use this module's helpers
 
     center.add_commands(sub)
+    report.add_commands(sub)
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)

@@ -1,0 +1,363 @@
+"""`corpsale report`: sales analytics (R17) as a table, JSON, charts (PNG) and one HTML page;
+`corpsale demo`: a realistic set of opportunities driven through the real process, so that a new
+user sees a full report within a minute."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import html
+import io
+import os
+import random
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from activities import analytics
+from starter.cli import CliError, _with_db, print_json, print_table
+from starter.client import CommandRefused, SaleClient
+from workflows.contract import (
+    DEFAULT_TASK_QUEUE,
+    ChangeStage,
+    CompleteTask,
+    NewOpportunity,
+    UpdateOpportunity,
+)
+
+# Charts ---------------------------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def _figure_png(draw: Any, *, width: float, height: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    try:
+        draw(ax)
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
+        return out.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def pipeline_chart(report: dict[str, Any]) -> bytes:
+    """The open pipeline as a funnel: a bar per stage (first stage on top), the amount and the
+    probability-weighted amount, with the number of opportunities."""
+    rows = report["pipeline"]
+
+    def draw(ax: Any) -> None:
+        names = [r["stage"] for r in rows]
+        amounts = [float(r["amount"]) for r in rows]
+        weighted = [float(r["weighted_amount"]) for r in rows]
+        ax.barh(names, amounts, color="#c6dbef", label="amount")
+        ax.barh(names, weighted, color="#2171b5", label="weighted by probability")
+        for i, r in enumerate(rows):
+            ax.text(amounts[i], i, f"  {r['opportunities']} open", va="center", fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlabel("expected amount")
+        ax.set_title("Open pipeline by stage")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.margins(x=0.2)
+
+    return _figure_png(draw, width=8, height=1.2 + 0.6 * max(len(rows), 1))
+
+
+def time_in_stage_chart(report: dict[str, Any]) -> bytes:
+    """Time in each stage: the median visit as a bar, the 90th percentile as a marker."""
+    rows = report["time_in_stage"]
+
+    def draw(ax: Any) -> None:
+        names = [r["stage"] for r in rows]
+        scale, unit = _unit(max([r["p90_seconds"] or 0 for r in rows], default=0))
+        ax.bar(names, [r["median_seconds"] / scale for r in rows], color="#6baed6", label="median")
+        p90 = [r["p90_seconds"] / scale for r in rows]
+        ax.scatter(names, p90, color="#08306b", marker="_", s=600, label="p90")
+        for i, r in enumerate(rows):
+            ax.text(
+                i, r["median_seconds"] / scale, f"{r['visits']} visits", ha="center", va="bottom", fontsize=8
+            )
+        ax.set_ylim(bottom=0, top=max(p90, default=0.0) * 1.25 or 1.0)  # room for the legend
+        ax.set_ylabel(f"time in stage ({unit})")
+        ax.set_title("Time in each stage")
+        ax.legend(fontsize=8)
+
+    return _figure_png(draw, width=8, height=4)
+
+
+def _unit(seconds: float) -> tuple[float, str]:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= 2 * size:
+            return size, unit
+    return 1.0, "seconds"
+
+
+# Output ---------------------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def summary_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    c = report["closings"]
+    return [
+        ("closed", f"{c['closed']} ({c['won']} won, {c['lost']} lost)"),
+        ("win rate", _percent(c["win_rate"])),
+        ("income won", f"{c['income_won']}"),
+        ("hours spent", f"{c['hours_spent']}"),
+        ("income per hour", "—" if c["income_per_hour"] is None else f"{c['income_per_hour']}"),
+        (
+            "cycle time",
+            f"median {duration(c['cycle_median_seconds'])}, p90 {duration(c['cycle_p90_seconds'])}",
+        ),
+    ]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    for name, value in summary_lines(report):
+        print(f"{name:<16} {value}")
+    print("\nTime in stage (finished visits)")
+    print_table(
+        [
+            {**r, "median": duration(r["median_seconds"]), "p90": duration(r["p90_seconds"])}
+            for r in report["time_in_stage"]
+        ],
+        ["stage", "visits", "median", "p90"],
+    )
+    print("\nStage-to-stage conversion (advanced: went on to a later stage, or won)")
+    print_table(
+        [{**r, "rate": _percent(r["conversion"])} for r in report["conversion"]],
+        ["stage", "entered", "advanced", "rate"],
+    )
+    print("\nLoss reasons")
+    print_table(report["loss_reasons"], ["reason", "lost"]) if report["loss_reasons"] else print("(none)")
+    print("\nOpen pipeline")
+    total = report["pipeline_total"]
+    print_table(
+        [*report["pipeline"], {"stage": "total", **total}],
+        ["stage", "opportunities", "amount", "weighted_amount"],
+    )
+
+
+def _table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_report(report: dict[str, Any], charts: dict[str, bytes]) -> str:
+    """One self-contained page: the figures and the charts (embedded)."""
+    f = report["filters"]
+    scope = ", ".join(f"{k} {v}" for k, v in f.items() if v is not None) or "all opportunities"
+    images = "".join(
+        f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        for name, png in charts.items()
+    )
+    stages = [
+        {**r, "median": duration(r["median_seconds"]), "p90": duration(r["p90_seconds"])}
+        for r in report["time_in_stage"]
+    ]
+    conversion = [{**r, "rate": _percent(r["conversion"])} for r in report["conversion"]]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Corporate sale report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 60em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
+img {{ max-width: 100%; display: block; margin: 1em 0; }}
+</style></head><body>
+<h1>Corporate sale report</h1>
+<p>{html.escape(scope)}; made {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.</p>
+{_table_html([{"figure": k, "value": v} for k, v in summary_lines(report)], ["figure", "value"])}
+{images}
+<h2>Time in stage</h2>{_table_html(stages, ["stage", "visits", "median", "p90"])}
+<h2>Stage-to-stage conversion</h2>{_table_html(conversion, ["stage", "entered", "advanced", "rate"])}
+<h2>Loss reasons</h2>{_table_html(report["loss_reasons"], ["reason", "lost"])}
+<h2>Open pipeline</h2>{
+        _table_html(
+            [*report["pipeline"], {"stage": "total", **report["pipeline_total"]}],
+            ["stage", "opportunities", "amount", "weighted_amount"],
+        )
+    }
+</body></html>
+"""
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"not a date or date-time: {text!r}; write 2030-05-04 or 2030-05-04T10:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _write(
+    charts_dir: str | None, html_file: str | None, report: dict[str, Any], charts: dict[str, bytes]
+) -> None:
+    if charts_dir:
+        folder = Path(charts_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, png in charts.items():
+            (folder / f"{name}.png").write_bytes(png)
+    if html_file:
+        Path(html_file).write_text(html_report(report, charts), "utf-8")
+
+
+async def cmd_report(args: argparse.Namespace) -> None:
+    filters = analytics.Filters(_moment(args.start), _moment(args.end), args.owner, args.customer)
+    if filters.start and filters.end and filters.end <= filters.start:
+        raise CliError("--to must come after --from")
+    report = await _with_db(lambda conn: analytics.report(conn, filters))
+    if args.charts or args.html:
+        charts = {"pipeline": pipeline_chart(report), "time-in-stage": time_in_stage_chart(report)}
+        await asyncio.to_thread(_write, args.charts, args.html, report, charts)
+    if args.json:
+        print_json(report)
+    elif not args.quiet:
+        print_report(report)
+
+
+# The demo -------------------------------------------------------------------------------------
+
+CUSTOMERS = [
+    "Initech",
+    "Globex",
+    "Umbrella",
+    "Hooli",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Acme",
+    "Soylent",
+]
+OWNERS = ["alice", "bob", "carol"]
+DEALS = ["Fleet renewal", "CRM rollout", "Support contract", "Data platform", "Office move", "Training"]
+
+
+BACK = {"Presentation": "Qualification", "Proposal": "Presentation", "Contracting": "Proposal"}
+
+
+async def _drive(sale: SaleClient, opp: str, rng: random.Random, reasons: list[str]) -> str:
+    """One opportunity along a path chosen by `rng`, with the commands an operator sends: tasks
+    completed one by one (a proposal sometimes sent back for changes), now and then a step back,
+    and an end: won with income and hours, lost with a reason, or left open at some stage."""
+    fate = rng.choices(["won", "lost", "open"], weights=[5, 3, 3])[0]
+    stop_at = rng.choice(["Qualification", *BACK])
+    for _ in range(30):
+        await asyncio.sleep(rng.uniform(0.1, 0.8))  # so that the time in each stage varies
+        state = await sale.state(opp)
+        if state.closed:
+            return state.stage
+        if fate != "won" and state.stage == stop_at:
+            break
+        work = [t for t in state.open_tasks if not t.adhoc and t.stage == state.stage]
+        if state.stage in BACK and rng.random() < 0.12:
+            await sale.change_stage(
+                opp, ChangeStage(stage=BACK[state.stage], actor="demo", reason="customer asked")
+            )
+        elif fate == "won" and state.stage == "Contracting" and len(work) == 1:
+            income, hours = Decimal(rng.randrange(8, 120) * 1000), Decimal(rng.randrange(10, 200))
+            won = ChangeStage(stage="Closed won", actor="demo", actual_income=income, hours_spent=hours)
+            return (await sale.change_stage(opp, won)).stage
+        elif work:
+            task = work[0]
+            outcome = "changes requested" if "approval" in task.task_id and rng.random() < 0.25 else None
+            await sale.complete_task(opp, CompleteTask(task_id=task.task_id, outcome=outcome, actor="demo"))
+    if fate == "lost":
+        competitor = rng.choice([None, "Globex", "Initrode"])
+        lost = ChangeStage(
+            stage="Closed lost", actor="demo", reason=rng.choice(reasons), competitor=competitor
+        )
+        return (await sale.change_stage(opp, lost)).stage
+    return (await sale.state(opp)).stage
+
+
+async def cmd_demo(args: argparse.Namespace) -> None:
+    from activities.repository import close_reasons
+    from starter.cli import _client
+
+    rng = random.Random(args.seed)
+    sale = SaleClient(await _client(), args.task_queue)
+    reasons = await _with_db(close_reasons)
+    run = uuid.uuid4().hex[:6]
+    limit = asyncio.Semaphore(args.concurrency)
+    done = 0
+
+    async def one(i: int) -> str:
+        nonlocal done
+        opp = f"demo-{run}-{i + 1:03d}"
+        mine = random.Random(rng.random())
+        async with limit:
+            new = NewOpportunity(
+                title=mine.choice(DEALS),
+                customer=mine.choice(CUSTOMERS),
+                owner=mine.choice(OWNERS),
+                expected_amount=Decimal(mine.randrange(5, 150) * 1000),
+            )
+            await sale.start(opp, actor="demo", new=new)
+            await asyncio.sleep(0.3)
+            await sale.update_opportunity(
+                opp, UpdateOpportunity(need=mine.choice(["speed", "cost", "compliance"]))
+            )
+            try:
+                ended = await _drive(sale, opp, mine, reasons)
+            except CommandRefused as err:
+                ended = f"stopped: {err}"
+        done += 1
+        print(f"  {done}/{args.n}  {opp}: {ended}", flush=True)
+        return ended
+
+    print(f"driving {args.n} opportunities through the process (demo-{run}-…)", flush=True)
+    ends = await asyncio.gather(*(one(i) for i in range(args.n)))
+    won, lost = ends.count("Closed won"), ends.count("Closed lost")
+    print(
+        f"done: {won} won, {lost} lost, {len(ends) - won - lost} open; `corpsale report --html report.html`"
+    )
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="sales analytics: win rate, cycle times, stages, losses, pipeline (R17)"
+    )
+    p.add_argument(
+        "--from", dest="start", metavar="WHEN", help="the period's start, ISO 8601 (UTC if no zone)"
+    )
+    p.add_argument("--to", dest="end", metavar="WHEN", help="the period's end (excluded)")
+    p.add_argument("--owner")
+    p.add_argument("--customer")
+    p.add_argument("--charts", metavar="DIR", help="write pipeline.png and time-in-stage.png here")
+    p.add_argument("--html", metavar="FILE", help="write the report as one HTML page, charts included")
+    p.add_argument("--quiet", action="store_true", help="print nothing (with --charts or --html)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser(
+        "demo", help="drive a realistic set of opportunities through the process (a worker must run)"
+    )
+    p.add_argument("--n", type=int, default=24, help="how many opportunities (24)")
+    p.add_argument("--seed", type=int, default=7, help="the random seed: the same seed, the same paths")
+    p.add_argument("--concurrency", type=int, default=12)
+    p.add_argument("--task-queue", default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
+    p.set_defaults(run=cmd_demo)
