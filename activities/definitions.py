@@ -41,15 +41,20 @@ async def publish_bundled(conn: asyncpg.Connection) -> int | None:
         newest["published_by"] != BUNDLED_BY or newest["version"] >= definition.version
     ):
         return None
+    await insert_version(conn, definition, BUNDLED_BY)
+    return definition.version
+
+
+async def insert_version(conn: asyncpg.Connection, definition: ProcessDefinition, published_by: str) -> None:
+    """Store a version as it is (publish() checks and numbers it first)."""
     await conn.execute(
         "INSERT INTO process_definitions (version, name, definition, published_by)"
         " VALUES ($1, $2, $3::jsonb, $4)",
         definition.version,
         definition.name,
         definition.model_dump_json(),
-        BUNDLED_BY,
+        published_by,
     )
-    return definition.version
 
 
 async def latest(conn: asyncpg.Connection) -> ProcessDefinition:
@@ -157,12 +162,5 @@ async def publish(conn: asyncpg.Connection, text: str, actor: str) -> tuple[Proc
         current = await latest(conn)
         if current.model_dump(exclude={"version"}) == definition.model_dump(exclude={"version"}):
             return current, False
-        await conn.execute(
-            "INSERT INTO process_definitions (version, name, definition, published_by)"
-            " VALUES ($1, $2, $3::jsonb, $4)",
-            definition.version,
-            definition.name,
-            definition.model_dump_json(),
-            actor,
-        )
+        await insert_version(conn, definition, actor)
         return definition, True

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import center
-from starter.cli import CliError, _with_db, print_json, print_table
+from starter.cli import CliError, _with_db, parse_moment, print_json, print_table
 
 PRODID = "-//corporate-sale//tasks//EN"
 UID_DOMAIN = "corporate-sale"
@@ -25,14 +25,7 @@ async def _run(work: Any) -> Any:
 
 
 def _moment(text: str | None, default: datetime) -> datetime:
-    """An ISO 8601 date or date-time; without a zone, UTC."""
-    if text is None:
-        return default
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"not a date or date-time: {text!r}; write 2030-05-04 or 2030-05-04T10:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return default if text is None else parse_moment(text)
 
 
 def _today() -> datetime:

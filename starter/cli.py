@@ -15,7 +15,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -500,6 +500,15 @@ async def cmd_codec_server(args: argparse.Namespace) -> None:
 
 
 # Parsing ------------------------------------------------------------------------------------
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 date or date-time from the command line; without a zone, UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"not a date or date-time: {text!r}; write 2030-05-04 or 2030-05-04T10:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def default_actor() -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import analytics
-from starter.cli import CliError, _with_db, print_json, print_table
+from starter.cli import CliError, _with_db, parse_moment, print_json, print_table
 from starter.client import CommandRefused, SaleClient
 from workflows.contract import (
     DEFAULT_TASK_QUEUE,
@@ -205,13 +205,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 
 
 def _moment(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"not a date or date-time: {text!r}; write 2030-05-04 or 2030-05-04T10:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None if text is None else parse_moment(text)
 
 
 def _write(

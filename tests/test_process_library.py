@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from activities import definitions
 from tests.helpers import Sale
 from workflows import contract as c
-from workflows.definition import ProcessDefinition, load_default_definition
+from workflows.definition import load_default_definition
 
 LOST = {"name": "x", "effect": "move", "stage": "Closed lost"}
 SEND_DECK = {"key": "send-deck", "title": "Send the slide deck to the client", "duration": "P1D"}
@@ -180,23 +179,13 @@ async def test_an_upgrade_publishes_a_newer_bundled_definition_unless_someone_pu
 
             await conn.execute("DELETE FROM process_definitions")
             older = bundled.model_copy(update={"version": bundled.version - 1})
-            await _insert(conn, older, definitions.BUNDLED_BY)
+            await definitions.insert_version(conn, older, definitions.BUNDLED_BY)
             assert await definitions.publish_bundled(conn) == bundled.version  # an upgrade
             assert (await definitions.latest(conn)) == bundled
 
             await conn.execute("DELETE FROM process_definitions")
-            await _insert(conn, older, "process-owner")  # their own: it stays in force
+            await definitions.insert_version(conn, older, "process-owner")  # their own: it stays in force
             assert await definitions.publish_bundled(conn) is None
             assert (await definitions.latest(conn)).version == older.version
         finally:
             await tx.rollback()
-
-
-async def _insert(conn: asyncpg.Connection, definition: ProcessDefinition, by: str) -> None:
-    await conn.execute(
-        "INSERT INTO process_definitions (version, name, definition, published_by) VALUES ($1, $2, $3, $4)",
-        definition.version,
-        definition.name,
-        definition.model_dump_json(),
-        by,
-    )

@@ -14,6 +14,8 @@ import socket
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -52,19 +54,29 @@ def _scrape(port: int) -> dict[str, float]:
     return values
 
 
+@asynccontextmanager
+async def _worker_of(sale: Sale, client: Client, name: str) -> AsyncIterator[tuple[SaleClient, str]]:
+    """A worker on a queue of its own for `client` (its runtime, converter or interceptors), and
+    an opportunity id to drive there."""
+    queue = f"corpsale-{name}-{uuid.uuid4()}"
+    async with build_worker(client, sale.pool, task_queue=queue):
+        yield SaleClient(client, queue), f"opp-{uuid.uuid4().hex[:8]}"
+
+
+async def _start_and_complete_one(sale_client: SaleClient, opp: str) -> None:
+    await sale_client.start(opp, actor="ops", new=NewOpportunity(title="T", customer="C", owner="alice"))
+    await eventually(lambda: sale_client.state(opp), lambda s: s.tasks_total == 2)
+    await sale_client.complete_task(opp, CompleteTask(task_id=f"{opp}:v1:contact-assess", actor="alice"))
+
+
 async def test_the_metrics_endpoint_serves_the_products_counters(sale: Sale) -> None:
     port = _free_port()
     runtime = telemetry.runtime(f"127.0.0.1:{port}")
     assert runtime is not None
     target = sale.client.service_client.config.target_host
     client = await Client.connect(target, runtime=runtime, data_converter=data_converter(None))
-    queue = f"corpsale-metrics-{uuid.uuid4()}"
-    opp = f"opp-{uuid.uuid4().hex[:8]}"
-    async with build_worker(client, sale.pool, task_queue=queue):
-        sale_client = SaleClient(client, queue)
-        await sale_client.start(opp, actor="ops", new=NewOpportunity(title="T", customer="C", owner="alice"))
-        await eventually(lambda: sale_client.state(opp), lambda s: s.tasks_total == 2)
-        await sale_client.complete_task(opp, CompleteTask(task_id=f"{opp}:v1:contact-assess", actor="alice"))
+    async with _worker_of(sale, client, "metrics") as (sale_client, opp):
+        await _start_and_complete_one(sale_client, opp)
         await sale_client.change_stage(opp, ChangeStage(stage="Proposal", actor="alice"))  # cancels one
         await sale_client.add_task(opp, AddTask(title="Call the CFO", actor="alice"))
         try:
@@ -225,13 +237,8 @@ async def test_tracing_spans_follow_a_command_from_the_client_into_the_process(s
     target = sale.client.service_client.config.target_host
     interceptors = telemetry.tracing_interceptors(provider)
     client = await Client.connect(target, data_converter=data_converter(None), interceptors=interceptors)
-    queue = f"corpsale-traced-{uuid.uuid4()}"
-    opp = f"opp-{uuid.uuid4().hex[:8]}"
-    async with build_worker(client, sale.pool, task_queue=queue):
-        traced = SaleClient(client, queue)
-        await traced.start(opp, actor="ops", new=NewOpportunity(title="T", customer="C", owner="alice"))
-        await eventually(lambda: traced.state(opp), lambda s: s.tasks_total == 2)
-        await traced.complete_task(opp, CompleteTask(task_id=f"{opp}:v1:contact-assess", actor="alice"))
+    async with _worker_of(sale, client, "traced") as (traced, opp):
+        await _start_and_complete_one(traced, opp)
     finished = spans.get_finished_spans()
     names = {span.name for span in finished}
     assert {"StartWorkflow:CorporateSale", "RunWorkflow:CorporateSale", "RunWorkflow:SaleTask"} <= names, (
