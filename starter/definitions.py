@@ -66,6 +66,8 @@ async def cmd_show(args: argparse.Namespace) -> None:
         return
     definition = process.definition
     print(f"{definition.name}, version {definition.version}")
+    if definition.calendar == "working-days":
+        print("Durations count working days (Monday to Friday, UTC)")
     r = definition.reminders
     if r is not None:
         timers = [f"a reminder {describe_duration(r.before_due)} before due"] if r.before_due else []

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar
 
 from tests.helpers import Sale
 from workflows import contract as c
+from workflows.definition import load_default_definition
 
 
 def _person() -> str:
@@ -134,3 +135,38 @@ async def test_people_and_their_managers_are_kept_whole(sale: Sale) -> None:
     assert ben not in people and people[ann]["manager"] is None and people[ann]["email"] == "ann@example.com"
     missing = await sale.cli("people", "remove", ben)
     assert missing.code == 1 and f"no person {ben!r}" in missing.stderr
+
+
+def test_working_days_skip_the_weekend() -> None:
+    definition = load_default_definition().model_copy(update={"calendar": "working-days"})
+    thursday, friday = datetime(2026, 11, 26, 10, tzinfo=UTC), datetime(2026, 11, 27, 10, tzinfo=UTC)
+    saturday = datetime(2026, 11, 28, 10, tzinfo=UTC)
+    monday = datetime(2026, 11, 30, 10, tzinfo=UTC)
+    assert definition.due(friday, timedelta(days=1)) == monday
+    assert definition.due(thursday, timedelta(days=2)) == monday
+    assert definition.due(friday, timedelta(days=5)) == friday + timedelta(days=7)
+    assert definition.due(saturday, timedelta(hours=4)) == monday + timedelta(hours=4)
+    assert definition.due(thursday, timedelta(hours=4)) == thursday + timedelta(hours=4)
+    assert load_default_definition().due(friday, timedelta(days=1)) == saturday  # calendar days
+
+
+def _working_days_later(start: datetime, days: int) -> datetime:
+    """The reference: step a day at a time, counting weekdays only."""
+    day, counted = start, 0
+    while counted < days:
+        day += timedelta(days=1)
+        counted += day.weekday() < 5
+    return day
+
+
+async def test_a_definition_on_working_days_dates_its_tasks_on_weekdays(sale: Sale) -> None:
+    def working_days(doc: dict[str, object]) -> None:
+        doc["calendar"] = "working-days"
+
+    async with sale.definition(working_days):
+        _, opp = await sale.started(owner=_person())
+        tasks = await sale.tasks(opp)
+    durations = {"contact-assess": 2, "prepare-presentation": 3}  # days, in the definition
+    for t in tasks:
+        assert t["due_at"] == _working_days_later(t["start_at"], durations[t["task_key"]])
+        assert t["due_at"].weekday() < 5

@@ -5,10 +5,10 @@ Opportunity stages lookup. Both are data; the workflow only interprets them.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from importlib import resources
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -106,6 +106,26 @@ class ProcessDefinition(BaseModel):
         default=(), description="Tasks for the owner once the opportunity is won (R13)."
     )
     reminders: Reminders | None = Field(default=None, description="Task timers (R20); none if unset.")
+    calendar: Literal["days", "working-days"] = Field(
+        default="days",
+        description="How task durations count days: every day, or Monday to Friday only (UTC).",
+    )
+
+    def due(self, start: datetime, duration: timedelta) -> datetime:
+        """When a task that starts at `start` and takes `duration` is due. With working days,
+        each whole day of the duration is a weekday, and a due time that falls on a weekend
+        moves to the Monday after, at the same time of day."""
+        if self.calendar == "days":
+            return start + duration
+        due = start
+        for _ in range(duration.days):
+            due += timedelta(days=1)
+            while due.weekday() >= 5:
+                due += timedelta(days=1)
+        due += duration - timedelta(days=duration.days)
+        while due.weekday() >= 5:
+            due += timedelta(days=1)
+        return due
 
     @model_validator(mode="after")
     def _unique(self) -> Self:

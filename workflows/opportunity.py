@@ -229,7 +229,7 @@ class CorporateSaleWorkflow:
                 task_key=t.key,
                 title=t.title,
                 start_at=now,
-                due_at=now + t.duration,
+                due_at=process.definition.due(now, t.duration),
             )
             for t in templates
         )
@@ -248,7 +248,7 @@ class CorporateSaleWorkflow:
                         task_key=t.key,
                         title=t.title,
                         start_at=now,
-                        due_at=now + t.duration,
+                        due_at=process.definition.due(now, t.duration),
                     )
                     for t in follow_up
                 ),
