@@ -82,7 +82,10 @@ async def move_lead(conn: asyncpg.Connection, lead_id: str, stage: str) -> dict[
 async def get_lead(conn: asyncpg.Connection, lead_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT l.*, (SELECT count(*) FROM lead_outbox o WHERE o.lead_id = l.id"
-        " AND o.processed_at IS NULL) AS starts_pending FROM leads l WHERE l.id = $1",
+        " AND o.processed_at IS NULL AND o.failed_at IS NULL) AS starts_pending,"
+        " (SELECT o.last_error FROM lead_outbox o WHERE o.lead_id = l.id AND o.processed_at IS NULL"
+        "  AND o.failed_at IS NOT NULL ORDER BY o.id DESC LIMIT 1) AS start_failed"
+        " FROM leads l WHERE l.id = $1",
         lead_id,
     )
     return dict(row) if row else None
@@ -120,7 +123,8 @@ async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Re
     skips them)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT o.id AS outbox_id, l.* FROM lead_outbox o JOIN leads l ON l.id = o.lead_id"
-        " WHERE o.processed_at IS NULL ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+        " WHERE o.processed_at IS NULL AND o.failed_at IS NULL"
+        " ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
         limit,
     )
     return rows
@@ -153,3 +157,23 @@ async def opportunity_from_lead(conn: asyncpg.Connection, lead: asyncpg.Record) 
 
 async def mark_relayed(conn: asyncpg.Connection, outbox_id: int) -> None:
     await conn.execute("UPDATE lead_outbox SET processed_at = now() WHERE id = $1", outbox_id)
+
+
+async def mark_failed(conn: asyncpg.Connection, outbox_id: int, problem: str) -> None:
+    """Set the row aside: the lead cannot become an opportunity as it is."""
+    await conn.execute(
+        "UPDATE lead_outbox SET failed_at = now(), last_error = $2 WHERE id = $1", outbox_id, problem
+    )
+
+
+async def retry(conn: asyncpg.Connection, lead_id: str) -> int:
+    """Take up the lead's failed start again (after its data was corrected)."""
+    status = await conn.execute(
+        "UPDATE lead_outbox SET failed_at = NULL, last_error = NULL"
+        " WHERE lead_id = $1 AND processed_at IS NULL AND failed_at IS NOT NULL",
+        lead_id,
+    )
+    retried = int(status.split()[-1])
+    if not retried:
+        raise LeadError(f"lead {lead_id!r} has no failed start to retry")
+    return retried

@@ -135,11 +135,19 @@ async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[
 
 async def _check_leads(report: Report, conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> None:
     late = await conn.fetch(
-        "SELECT lead_id, now() - created_at AS waiting FROM lead_outbox"
-        " WHERE processed_at IS NULL AND created_at < now() - interval '1 minute' ORDER BY id"
+        "SELECT lead_id, now() - created_at AS waiting, last_error FROM lead_outbox"
+        " WHERE processed_at IS NULL AND (created_at < now() - interval '1 minute' OR failed_at IS NOT NULL)"
+        " ORDER BY id"
     )
     for row in late:
         if opportunity_ids is not None and leads.opportunity_id_for(row["lead_id"]) not in opportunity_ids:
+            continue
+        if row["last_error"] is not None:
+            report.add(
+                leads.opportunity_id_for(row["lead_id"]),
+                "lead start failed",
+                f"lead {row['lead_id']}: {row['last_error']}",
+            )
             continue
         report.add(
             leads.opportunity_id_for(row["lead_id"]),

@@ -24,6 +24,8 @@ def _print_lead(lead: dict[str, Any]) -> None:
             print(f"  {name}: {lead[name]}")
     if lead.get("opportunity_id"):
         print(f"  opportunity {lead['opportunity_id']} (`corpsale state {lead['opportunity_id']}`)")
+    elif lead.get("start_failed"):
+        print(f"  its process could not start: {lead['start_failed']}")
     elif lead.get("starts_pending"):
         print(f"  its opportunity {leads.opportunity_id_for(lead['id'])} is being created by the worker")
 
@@ -66,6 +68,15 @@ async def cmd_lead_show(args: argparse.Namespace) -> None:
     print_json(row) if args.json else _print_lead(row)
 
 
+async def cmd_lead_retry(args: argparse.Namespace) -> None:
+    async def retry(conn: Any) -> dict[str, Any] | None:
+        await leads.retry(conn, args.lead)
+        return await leads.get_lead(conn, args.lead)
+
+    row = await _run(retry)
+    print_json(row) if args.json else _print_lead(row)
+
+
 async def cmd_lead_list(args: argparse.Namespace) -> None:
     rows = await _run(lambda conn: leads.list_leads(conn, args.stage, args.limit))
     if args.json:
@@ -100,7 +111,7 @@ async def cmd_setting(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     """The `lead` and `setting` commands, on the CLI's sub-parsers."""
     lead = sub.add_parser(
-        "lead", help="leads: add, move, show, list (R3)", description=__doc__.splitlines()[0]
+        "lead", help="leads: add, move, show, retry, list (R3)", description=__doc__.splitlines()[0]
     )
     commands = lead.add_subparsers(dest="lead_command", required=True, metavar="LEAD_COMMAND")
 
@@ -128,6 +139,10 @@ def add_commands(sub: Any) -> None:
     p = command("show", "a lead, and the opportunity it became")
     p.add_argument("lead", metavar="LEAD_ID")
     p.set_defaults(run=cmd_lead_show)
+
+    p = command("retry", "start the process of a lead whose start failed, once the lead is corrected")
+    p.add_argument("lead", metavar="LEAD_ID")
+    p.set_defaults(run=cmd_lead_retry)
 
     p = command("list", "list leads")
     p.add_argument("--stage")

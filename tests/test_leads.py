@@ -20,6 +20,7 @@ from activities import leads
 from tests.helpers import Sale, eventually, worker_process
 from worker.lead_relay import LeadRelay
 from workflows import contract as c
+from workflows.state import ProcessInput
 
 AWAITING = "Awaiting sale"
 
@@ -175,8 +176,47 @@ async def test_a_relay_stopped_after_the_start_repeats_it_harmlessly(sale: Sale)
         (row,) = await leads.claim_pending(conn, 10)
         async with sale.pool.acquire() as own:
             opp = await leads.opportunity_from_lead(own, row)
-        await lead_relay._start(opp, row)  # and no mark_relayed: the relay died here
+        start = ProcessInput(opportunity_id=opp, actor=f"lead {lead_id}")
+        await lead_relay._start(start, row)  # and no mark_relayed: the relay died here
     await sale.wait_stage(opp, "Qualification")
     assert await lead_relay.relay_once() == 1  # the same row again
     assert await lead_relay.relay_once() == 0
     await assert_started_once(sale, lead_id)
+
+
+@pytest.mark.usefixtures("start_setting")
+async def test_a_lead_that_cannot_become_an_opportunity_is_set_aside_and_holds_up_no_other(
+    sale: Sale,
+) -> None:
+    """Another system wrote a lead whose id cannot name an opportunity (a space in it): the relay
+    records why, goes on with the lead behind it, and `corpsale check` reports it."""
+    bad = f"bad lead {uuid.uuid4().hex[:6]}"
+    await sale.pool.execute(
+        "INSERT INTO leads (id, title, customer, owner, stage) VALUES ($1, 'T', 'C', 'alice', 'New')", bad
+    )
+    good = await add_lead(sale.pool)
+    await move(sale.pool, bad)
+    await move(sale.pool, good)
+    try:
+        async with relay(sale.pool, sale.client, sale.task_queue):
+            await assert_started_once(sale, good)
+            shown = await eventually(
+                lambda: sale.cli("lead", "show", bad), lambda r: "could not start" in r.stdout
+            )
+        assert f"opportunity_id 'lead-{bad}': String should match pattern" in shown.stdout
+        assert "corpsale lead retry" in shown.stdout
+        check = json.loads((await sale.cli("check", leads.opportunity_id_for(bad), "--json")).stdout)
+        assert [v["kind"] for v in check["violations"]] == ["lead start failed"]
+        assert (
+            await sale.pool.fetchval("SELECT count(*) FROM opportunities WHERE id = $1", f"lead-{bad}") == 0
+        )
+
+        retried = await sale.cli("lead", "retry", bad)
+        assert retried.code == 0 and "is being created by the worker" in retried.stdout, retried.stderr
+        again = await sale.cli("lead", "retry", good)
+        assert again.code == 1 and "has no failed start to retry" in again.stderr
+        async with relay(sale.pool, sale.client, sale.task_queue):  # still wrong: set aside again
+            await eventually(lambda: sale.cli("lead", "show", bad), lambda r: "could not start" in r.stdout)
+    finally:
+        await sale.pool.execute("DELETE FROM lead_outbox WHERE lead_id = $1", bad)
+        await sale.pool.execute("DELETE FROM leads WHERE id = $1", bad)

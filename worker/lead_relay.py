@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -24,6 +25,16 @@ from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
 log = logging.getLogger("corpsale.leads")
+
+
+def _problem(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        what = f"{where} {first['input']!r}: {first['msg']}"
+    else:
+        what = str(err)
+    return f"{what}; correct the lead, then `corpsale lead retry ID` (or add it again under another id)"
 
 
 class LeadRelay:
@@ -50,18 +61,30 @@ class LeadRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await leads.claim_pending(conn, self._batch)
             for row in rows:
-                # Committed before the start: the process reads the opportunity at once.
-                async with self._pool.acquire() as own:
-                    opportunity_id = await leads.opportunity_from_lead(own, row)
-                await self._start(opportunity_id, row)
+                try:
+                    start = ProcessInput(
+                        opportunity_id=row["opportunity_id"] or leads.opportunity_id_for(row["id"]),
+                        actor=f"lead {row['id']}",
+                    )
+                    # Committed before the start: the process reads the opportunity at once.
+                    async with self._pool.acquire() as own:
+                        await leads.opportunity_from_lead(own, row)
+                except (ValidationError, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as err:
+                    # The lead's data, not the moment: set it aside, go on with the others.
+                    problem = _problem(err)
+                    await leads.mark_failed(conn, row["outbox_id"], problem)
+                    log.error("lead %s cannot become an opportunity: %s", row["id"], problem)
+                    continue
+                await self._start(start, row)
                 await leads.mark_relayed(conn, row["outbox_id"])
         return len(rows)
 
-    async def _start(self, opportunity_id: str, lead: asyncpg.Record) -> None:
+    async def _start(self, start: ProcessInput, lead: asyncpg.Record) -> None:
+        opportunity_id = start.opportunity_id
         try:
             await self._client.start_workflow(
                 CorporateSaleWorkflow.run,
-                ProcessInput(opportunity_id=opportunity_id, actor=f"lead {lead['id']}"),
+                start,
                 id=c.workflow_id(opportunity_id),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
