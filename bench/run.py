@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -156,6 +158,9 @@ async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any
             await handle.execute_update(update, arg, id=update_id)
             return
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the run is being stopped: no retry
+                raise asyncio.CancelledError from err
             if (
                 isinstance(err, RPCError) and "Workflow Task in failed state" not in str(err)
             ) or attempt == 59:
@@ -285,7 +290,11 @@ async def worker_process(
     finally:
         rss.stop()
         proc.terminate()
-        await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def measure(
@@ -452,6 +461,22 @@ def write_report(results: list[Figures], out: Path) -> None:
     doc.write_text(f"{head}{marker}{run}{earlier}")  # newest first; earlier runs stay
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C or SIGTERM cancels the run, so that its dev server, worker and PostgreSQL are
+    stopped on the way out; a second signal stops at once."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        print(f"stopping ({sig.name}): the dev server, the worker and PostgreSQL", file=sys.stderr)
+        loop.remove_signal_handler(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="opportunities (repeatable)")
@@ -465,6 +490,7 @@ async def main() -> None:
     parser.add_argument("--without-baseline", action="store_true", help="measure the product only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    stop_on_signals()
     load = Load(args.concurrency, args.rate)
     results: list[Figures] = []
     with (
@@ -490,4 +516,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(main())
