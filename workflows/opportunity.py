@@ -396,7 +396,6 @@ class CorporateSaleWorkflow:
     def _publish(self) -> None:
         """Search attributes and the one-line detail ops read in the Web UI."""
         state = self._state
-        visit = state.visit_tasks()
         amount = state.data.get("expected_amount")
         updates = search_attribute_updates(
             state.stage or "", state.owner, float(amount) if amount is not None else None
@@ -404,8 +403,8 @@ class CorporateSaleWorkflow:
         if updates:
             workflow.upsert_search_attributes(updates)
         open_due = sorted(t.due_at for t in state.open_tasks())
-        done = sum(t.status == "completed" for t in visit)
-        detail = f"{state.stage}: {done} of {len(visit)} tasks done"
+        done, total = state.progress()
+        detail = f"{state.stage}: {done} of {total} tasks done"
         if state.closed:
             detail = f"{state.stage} (closed)"
         elif state.pending_entry is not None:

@@ -76,6 +76,11 @@ class SaleState(BaseModel):
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
 
+    def progress(self) -> tuple[int, int]:
+        """The current visit's process tasks: how many are completed, of how many."""
+        visit = self.visit_tasks()
+        return sum(t.status == "completed" for t in visit), len(visit)
+
     def visit_tasks(self) -> list[TaskState]:
         """The process's tasks of the current stage visit (not ad-hoc ones)."""
         return [t for t in self.tasks.values() if t.visit == self.visit and not t.adhoc]
@@ -98,7 +103,7 @@ class SaleState(BaseModel):
         del self.rejected[:-MAX_REJECTED]
 
     def view(self) -> StateView:
-        visit = self.visit_tasks()
+        done, total = self.progress()
         return StateView(
             opportunity_id=self.opportunity_id,
             stage=self.pending_entry.stage if self.pending_entry else self.stage or "",
@@ -107,8 +112,8 @@ class SaleState(BaseModel):
             owner=self.owner,
             visit=self.visit,
             open_tasks=[TaskView.model_validate(t, from_attributes=True) for t in self.open_tasks()],
-            tasks_done=sum(t.status == "completed" for t in visit),
-            tasks_total=len(visit),
+            tasks_done=done,
+            tasks_total=total,
             data=self.data,
             rejected=self.rejected,
             definition_version=self.process.definition.version if self.process else 0,
