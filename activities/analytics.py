@@ -49,6 +49,9 @@ SELECT count(*) AS closed,
        count(*) FILTER (WHERE f.lost) AS lost,
        coalesce(sum(f.actual_income) FILTER (WHERE f.won), 0) AS income_won,
        coalesce(sum(f.hours_spent) FILTER (WHERE f.won), 0) AS hours_spent,
+       (sum(f.actual_income) FILTER (WHERE f.won AND f.hours_spent > 0 AND f.actual_income IS NOT NULL)
+         / sum(f.hours_spent) FILTER (WHERE f.won AND f.hours_spent > 0 AND f.actual_income IS NOT NULL)
+       )::numeric(16, 2) AS income_per_hour,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM f.closed_at - f.started_at)::float8)
          AS cycle_median_seconds,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM f.closed_at - f.started_at)::float8)
@@ -105,12 +108,8 @@ async def report(conn: asyncpg.Connection, filters: Filters) -> dict[str, Any]:
     args = filters.args()
     closings = dict(await conn.fetchrow(_CLOSINGS, *args) or {})
     won, closed = closings["won"], closings["closed"]
-    hours: Decimal = closings["hours_spent"]
-    summary = {
-        **closings,
-        "win_rate": won / closed if closed else None,
-        "income_per_hour": (closings["income_won"] / hours).quantize(Decimal("0.01")) if hours else None,
-    }
+    # Income per hour: over the won deals that recorded both their income and their hours.
+    summary = {**closings, "win_rate": won / closed if closed else None}
     conversion = [dict(r) for r in await conn.fetch(_CONVERSION, *args)]
     for row in conversion:
         row["conversion"] = row["advanced"] / row["entered"] if row["entered"] else None

@@ -120,12 +120,14 @@ async def agenda(
     conn: asyncpg.Connection, owner: str, start: datetime, end: datetime, *, include_closed: bool = False
 ) -> list[dict[str, Any]]:
     """A person's tasks that overlap [start, end): open ones (and with `include_closed`, completed
-    and canceled ones too), by due time."""
+    and canceled ones too), by due time. An open task overdue before `start` is still listed:
+    it is still to do."""
     rows = await conn.fetch(
         "SELECT t.id, t.title, t.stage, t.kind, t.status, t.start_at, t.due_at, t.completed_at,"
         " t.canceled_at, t.opportunity_id, o.title AS opportunity, o.customer"
         " FROM tasks t JOIN opportunities o ON o.id = t.opportunity_id"
-        " WHERE t.owner = $1 AND t.start_at < $3 AND t.due_at >= $2 AND ($4 OR t.status = 'open')"
+        " WHERE t.owner = $1 AND t.start_at < $3 AND (t.due_at >= $2 OR t.status = 'open')"
+        " AND ($4 OR t.status = 'open')"
         " ORDER BY t.due_at, t.id",
         owner,
         start,

@@ -34,6 +34,8 @@ async def publish_bundled(conn: asyncpg.Connection) -> int | None:
     or over an older bundled one (an upgrade), unless someone has published a version of their
     own since: theirs stays in force. Returns the version published, if any."""
     definition = load_default_definition()
+    # As publish() does: no publisher between this read and the insert.
+    await conn.execute("LOCK TABLE process_definitions IN SHARE ROW EXCLUSIVE MODE")
     newest = await conn.fetchrow(
         "SELECT version, published_by FROM process_definitions ORDER BY version DESC LIMIT 1"
     )

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from activities import definitions
+from workflows.definition import TaskTemplate
 
 
 class FollowUpRefused(Exception):
@@ -39,8 +40,13 @@ async def complete(
             raise FollowUpRefused(f"opportunity {opportunity_id!r} has no follow-up task {task_id!r}")
         outcomes = ["done"]
         if row["definition_version"] is not None:
-            definition = await definitions.version(conn, row["definition_version"])
-            template = next((t for t in definition.follow_up if t.key == row["task_key"]), None)
+            try:
+                definition = await definitions.version(conn, row["definition_version"])
+            except LookupError:  # a run from before the process library: its version is not in it
+                follow_up: tuple[TaskTemplate, ...] = ()
+            else:
+                follow_up = definition.follow_up
+            template = next((t for t in follow_up if t.key == row["task_key"]), None)
             if template is not None:
                 outcomes = [o.name for o in template.outcomes]
         chosen = outcome or outcomes[0]

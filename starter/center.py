@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import center
-from starter.cli import CliError, _with_db, parse_moment, print_json, print_table
+from starter.cli import CliError, _with_db, parse_moment, positive_int, print_json, print_table
 
 PRODID = "-//corporate-sale//tasks//EN"
 UID_DOMAIN = "corporate-sale"
@@ -95,7 +95,10 @@ async def cmd_read(args: argparse.Namespace) -> None:
 
 async def cmd_agenda(args: argparse.Namespace) -> None:
     start = _moment(args.start, _today())
-    end = _moment(args.end, start + timedelta(days=14))
+    try:
+        end = _moment(args.end, start + timedelta(days=14))
+    except OverflowError:
+        raise CliError(f"--from {args.start} is too far in the future") from None
     if end <= start:
         raise CliError(f"--to ({end:%Y-%m-%d %H:%M}) must come after --from ({start:%Y-%m-%d %H:%M})")
     rows = await _run(lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all))
@@ -169,7 +172,10 @@ async def cmd_ics(args: argparse.Namespace) -> None:
     if args.out == "-":
         sys.stdout.buffer.write(data)
     else:
-        await asyncio.to_thread(Path(args.out).write_bytes, data)
+        try:
+            await asyncio.to_thread(Path(args.out).write_bytes, data)
+        except OSError as err:
+            raise CliError(f"cannot write {args.out}: {err.strerror}") from None
         print(f"{args.out}: {len(rows)} task{'s' if len(rows) != 1 else ''} of {args.person}")
 
 
@@ -177,7 +183,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("inbox", help="a person's notifications: unread first, newest first")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--unread", action="store_true", help="only the unread ones")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inbox)
 
@@ -200,7 +206,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--out", default="-", metavar="FILE", help="default: standard output")
     p.add_argument("--events", action="store_true", help="events at the due time, not to-dos")
-    p.add_argument("--days", type=int, default=30, help="finished tasks of the last DAYS days too (30)")
+    p.add_argument(
+        "--days", type=positive_int, default=30, help="finished tasks of the last DAYS days too (30)"
+    )
     p.set_defaults(run=cmd_ics)
 
     people = sub.add_parser("people", help="people and their managers (escalations go to the manager)")

@@ -511,6 +511,17 @@ def parse_moment(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (at most a million)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: give 1 to 1000000")
+    return value
+
+
 def default_actor() -> str:
     return os.environ.get("CORPSALE_ACTOR") or getpass.getuser()
 
@@ -646,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", "list opportunities")
     p.add_argument("--stage")
     p.add_argument("--owner")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.set_defaults(run=cmd_list)
 
     p = command("check", "compare every process run with the database; exit 1 on a violation")

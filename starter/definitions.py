@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities import definitions
-from starter.cli import CliError, _with_db, default_actor, print_json, print_table
+from starter.cli import CliError, _with_db, default_actor, positive_int, print_json, print_table
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
 
 
@@ -151,7 +151,7 @@ def add_commands(sub: Any) -> None:
     commands = definition.add_subparsers(dest="definition_command", metavar="DEFINITION_COMMAND")
 
     def show_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--version", type=int, help="this version (default: the latest)")
+        p.add_argument("--version", type=positive_int, help="this version (default: the latest)")
         p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(run=cmd_show)
@@ -164,7 +164,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=cmd_versions)
 
     p = commands.add_parser("export", help="print a version as a definition file (JSON)")
-    p.add_argument("--version", type=int, help="this version (default: the latest)")
+    p.add_argument("--version", type=positive_int, help="this version (default: the latest)")
     p.set_defaults(run=cmd_export)
 
     p = commands.add_parser("validate", help="check a definition file against the lookups; publish nothing")

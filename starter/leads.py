@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from activities import leads
-from starter.cli import CliError, _model, _when, _with_db, print_json, print_table
+from starter.cli import CliError, _model, _when, _with_db, positive_int, print_json, print_table
 
 LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stage")
 
@@ -146,7 +146,7 @@ def add_commands(sub: Any) -> None:
 
     p = command("list", "list leads")
     p.add_argument("--stage")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100)
     p.set_defaults(run=cmd_lead_list)
 
     p = sub.add_parser(

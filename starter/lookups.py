@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from activities import lookups
-from starter.cli import CliError, _model, _with_db, print_json, print_table
+from starter.cli import CliError, _model, _with_db, positive_int, print_json, print_table
 from workflows.definition import Stage
 
 
@@ -79,7 +79,7 @@ def add_commands(sub: Any) -> None:
 
     p = commands.add_parser("add", help="add a stage")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--order", type=int, required=True, help="its place (distinct)")
+    p.add_argument("--order", type=positive_int, required=True, help="its place (distinct)")
     p.add_argument("--probability", type=int, required=True, help="win probability, 0-100")
     p.add_argument("--final", dest="final_kind", choices=["won", "lost"], help="a final stage, won or lost")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -87,7 +87,7 @@ def add_commands(sub: Any) -> None:
 
     p = commands.add_parser("set", help="change a stage")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--order", type=int)
+    p.add_argument("--order", type=positive_int)
     p.add_argument("--probability", type=int)
     p.add_argument("--final", dest="final_kind", choices=["won", "lost", "open"], help="open: not final")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import analytics
-from starter.cli import CliError, _with_db, parse_moment, print_json, print_table
+from starter.cli import CliError, _with_db, parse_moment, positive_int, print_json, print_table
 from starter.client import CommandRefused, SaleClient
 from workflows.contract import (
     DEFAULT_TASK_QUEUE,
@@ -227,7 +227,10 @@ async def cmd_report(args: argparse.Namespace) -> None:
     report = await _with_db(lambda conn: analytics.report(conn, filters))
     if args.charts or args.html:
         charts = {"pipeline": pipeline_chart(report), "time-in-stage": time_in_stage_chart(report)}
-        await asyncio.to_thread(_write, args.charts, args.html, report, charts)
+        try:
+            await asyncio.to_thread(_write, args.charts, args.html, report, charts)
+        except OSError as err:
+            raise CliError(f"cannot write {err.filename}: {err.strerror}") from None
     if args.json:
         print_json(report)
     elif not args.quiet:
@@ -350,8 +353,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="drive a realistic set of opportunities through the process (a worker must run)"
     )
-    p.add_argument("--n", type=int, default=24, help="how many opportunities (24)")
+    p.add_argument("--n", type=positive_int, default=24, help="how many opportunities (24)")
     p.add_argument("--seed", type=int, default=7, help="the random seed: the same seed, the same paths")
-    p.add_argument("--concurrency", type=int, default=12)
+    p.add_argument("--concurrency", type=positive_int, default=12)
     p.add_argument("--task-queue", default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
     p.set_defaults(run=cmd_demo)

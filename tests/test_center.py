@@ -67,16 +67,22 @@ async def test_the_agenda_shows_a_persons_tasks_in_a_date_range(sale: Sale) -> N
     text = await sale.cli("agenda", owner)
     assert text.code == 0 and f"{owner}: 2 tasks from" in text.stdout
     assert f"Prepare presentation (Deal {opp}, Acme Ltd)" in text.stdout
-    # Tasks due in 2 and 3 days: a range after the first is due holds the second only.
+    # Tasks due in 2 and 3 days. A range that starts after the first is due still lists it (it is
+    # overdue and open); a range that ends before they start lists neither.
     after_first = (start + timedelta(days=2, hours=1)).isoformat()
     later = json.loads((await sale.cli("agenda", owner, "--from", after_first, "--json")).stdout)
-    assert [r["id"] for r in later] == [f"{opp}:v1:prepare-presentation"]
+    assert [r["id"] for r in later] == [f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"]
+    before = (start - timedelta(days=1)).isoformat()
+    earlier = await sale.cli("agenda", owner, "--from", "2020-01-01", "--to", before, "--json")
+    assert json.loads(earlier.stdout) == []
     await sale.complete(opp, f"{opp}:v1:contact-assess")
     open_only = json.loads((await sale.cli("agenda", owner, "--json")).stdout)
     assert [r["id"] for r in open_only] == [f"{opp}:v1:prepare-presentation"]
     everything = json.loads((await sale.cli("agenda", owner, "--all", "--json")).stdout)
     assert {r["status"] for r in everything} == {"open", "completed"}
 
+    far = await sale.cli("agenda", owner, "--from", "9999-12-25")
+    assert far.code == 1 and "too far in the future" in far.stderr
     bad = await sale.cli("agenda", owner, "--from", "next week")
     assert bad.code == 1 and "not a date or date-time: 'next week'" in bad.stderr
     backwards = await sale.cli("agenda", owner, "--from", "2030-01-02", "--to", "2030-01-01")
@@ -108,6 +114,10 @@ async def test_the_ics_export_has_every_open_task_once_with_stable_uids(sale: Sa
     second = Calendar.from_ical((await sale.cli("ics", owner)).stdout)
     assert sorted(str(t["UID"]) for t in second.walk("VTODO")) == sorted(by_uid)  # same UIDs: an update
 
+    nowhere = await sale.cli("ics", owner, "--out", "/no/such/folder/tasks.ics")
+    assert nowhere.code == 1 and "cannot write /no/such/folder/tasks.ics" in nowhere.stderr
+    negative = await sale.cli("inbox", owner, "--limit", "-1")
+    assert negative.code == 2 and "-1 is out of range" in negative.stderr
     events = Calendar.from_ical((await sale.cli("ics", owner, "--events")).stdout)
     assert {str(e["UID"]) for e in events.walk("VEVENT")} == set(by_uid)
 

@@ -99,6 +99,10 @@ async def test_a_run_keeps_its_version_while_a_newer_one_is_published(
         (lambda d: "{not json", "not JSON: Expecting property name enclosed in double quotes at line 1"),
         (lambda d: {**d, "stages": "none"}, "stages: Input should be a valid tuple"),
         (
+            lambda d: {**d, "reminders": {"escalate_after": "P4000D"}},
+            "reminders.escalate_after: Input should be less than or equal to 3650 days",
+        ),
+        (
             lambda d: {**d, "stages": [*d["stages"], {"stage": "Negotiation", "tasks": []}]},
             "definition names stage 'Negotiation', not in the stages lookup",
         ),

@@ -24,7 +24,8 @@ DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORPSALE_", extra="ignore")
+    # hide_input_in_errors: a malformed encryption key is not printed with the error.
+    model_config = SettingsConfigDict(env_prefix="CORPSALE_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(
         default=None,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities import leads
 from workflows import contract as c
@@ -25,6 +26,11 @@ from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
 log = logging.getLogger("corpsale.leads")
+
+
+# Refusals of a start that come from the lead's data; any other error is the moment's (Temporal
+# unavailable, slow, or misconfigured for every lead) and leaves the lead for the next pass.
+LEAD_ERRORS = {RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.OUT_OF_RANGE}
 
 
 def _problem(err: Exception) -> str:
@@ -75,7 +81,15 @@ class LeadRelay:
                     await leads.mark_failed(conn, row["outbox_id"], problem)
                     log.error("lead %s cannot become an opportunity: %s", row["id"], problem)
                     continue
-                await self._start(start, row)
+                try:
+                    await self._start(start, row)
+                except RPCError as err:
+                    if err.status not in LEAD_ERRORS:
+                        raise  # Temporal away or misconfigured: the whole pass tries again
+                    problem = f"Temporal refused the start ({err.status.name}: {err.message})"
+                    await leads.mark_failed(conn, row["outbox_id"], problem)
+                    log.error("lead %s: %s", row["id"], problem)
+                    continue
                 await leads.mark_relayed(conn, row["outbox_id"])
         return len(rows)
 

@@ -13,6 +13,8 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+# Durations and delays: positive, and at most ten years (a date beyond that overflows).
+Delay = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=3650))]
 
 
 class Effect(StrEnum):
@@ -48,7 +50,7 @@ class TaskTemplate(BaseModel):
 
     key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,40}$")]
     title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
-    duration: timedelta = Field(gt=timedelta(0))
+    duration: Delay
     outcomes: tuple[Outcome, ...] = DEFAULT_OUTCOMES
 
     @model_validator(mode="after")
@@ -73,9 +75,8 @@ class StageTasks(BaseModel):
 
     stage: StageName
     tasks: tuple[TaskTemplate, ...]
-    stale_after: timedelta | None = Field(
+    stale_after: Delay | None = Field(
         default=None,
-        gt=timedelta(0),
         description="A stale-deal notice to the owner when a visit of this stage has gone this"
         " long without a completed task (R20); none if unset.",
     )
@@ -87,12 +88,10 @@ class Reminders(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    before_due: timedelta | None = Field(
-        default=None, gt=timedelta(0), description="Remind this long before due."
-    )
+    before_due: Delay | None = Field(default=None, description="Remind this long before due.")
     overdue: bool = Field(default=True, description="Notify the owner when the task falls due.")
-    escalate_after: timedelta | None = Field(
-        default=None, gt=timedelta(0), description="Escalate to the manager this long after due."
+    escalate_after: Delay | None = Field(
+        default=None, description="Escalate to the manager this long after due."
     )
 
 

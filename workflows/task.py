@@ -9,6 +9,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -28,7 +29,11 @@ class TaskWorkflow:
             if workflow.patched("task-timers"):
                 await self._timers(task)
             await workflow.wait_condition(lambda: self._outcome is not None)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError) as err:
+            # A cancellation that came while a notice was being written arrives as the local
+            # activity's error: it is a cancellation all the same.
+            if isinstance(err, ActivityError) and not is_cancelled_exception(err):
+                raise
             # The parent waits for this (WAIT_CANCELLATION_COMPLETED): the row is canceled in
             # PostgreSQL before the child is.
             await workflow.execute_local_activity_method(
@@ -37,7 +42,7 @@ class TaskWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"cancel task {task.task_id}",
             )
-            raise
+            raise asyncio.CancelledError from err
         return TaskResult(task_id=task.task_id, status="completed", outcome=self._outcome)
 
     async def _timers(self, task: TaskInput) -> None:
