@@ -47,7 +47,8 @@ def build_app(codec: EncryptionCodec, *, ui_origins: Sequence[str]) -> web.Appli
 
         return handle
 
-    app = web.Application()
+    # Temporal allows payloads of a few MiB, and the UI sends a run's payloads together.
+    app = web.Application(client_max_size=64 * 2**20)
     app.add_routes(
         [
             web.post("/encode", handler(codec.encode)),
