@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from activities.errors import Refused
 
-class CenterRefused(Exception):
+
+class CenterRefused(Refused):
     """An edit that is not allowed; the text says why."""
 
 

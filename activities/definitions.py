@@ -14,14 +14,19 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from activities.errors import Refused
 from activities.repository import close_reasons, load_stages
 from workflows.definition import Process, ProcessDefinition, load_default_definition
 
 BUNDLED_BY = "bundled with the product"
 
 
-class DefinitionRefused(Exception):
+class DefinitionRefused(Refused):
     """A definition that cannot be published; the text lists every problem found."""
+
+
+class UnknownVersion(Refused, LookupError):
+    """No such version in the process library."""
 
 
 def _decode(row: asyncpg.Record) -> ProcessDefinition:
@@ -62,7 +67,7 @@ async def insert_version(conn: asyncpg.Connection, definition: ProcessDefinition
 async def latest(conn: asyncpg.Connection) -> ProcessDefinition:
     row = await conn.fetchrow("SELECT definition FROM process_definitions ORDER BY version DESC LIMIT 1")
     if row is None:
-        raise LookupError("the process library is empty: the migrations publish the bundled definition")
+        raise UnknownVersion("the process library is empty: the migrations publish the bundled definition")
     return _decode(row)
 
 
@@ -70,7 +75,7 @@ async def version(conn: asyncpg.Connection, number: int) -> ProcessDefinition:
     row = await conn.fetchrow("SELECT definition FROM process_definitions WHERE version = $1", number)
     if row is None:
         known = [r["version"] for r in await conn.fetch("SELECT version FROM process_definitions ORDER BY 1")]
-        raise LookupError(f"no version {number} in the process library; its versions: {known}")
+        raise UnknownVersion(f"no version {number} in the process library; its versions: {known}")
     return _decode(row)
 
 

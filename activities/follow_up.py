@@ -10,10 +10,11 @@ from typing import Any
 import asyncpg
 
 from activities import definitions
+from activities.errors import Refused
 from workflows.definition import TaskTemplate
 
 
-class FollowUpRefused(Exception):
+class FollowUpRefused(Refused):
     """A completion the task does not take; the text says why."""
 
 

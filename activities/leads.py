@@ -12,12 +12,13 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from activities.errors import Refused
 from workflows.contract import Identifier, Money, Name, Text
 
 START_SETTING = "StartOppBusinessProcess"
 
 
-class LeadError(Exception):
+class LeadError(Refused):
     """A lead command the data does not allow: the text says what to do instead."""
 
 

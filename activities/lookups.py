@@ -9,11 +9,12 @@ import asyncpg
 from pydantic import ValidationError
 
 from activities import definitions
+from activities.errors import Refused
 from activities.repository import load_stages
 from workflows.definition import Process, ProcessDefinition, Stage
 
 
-class EditRefused(Exception):
+class EditRefused(Refused):
     """An edit the model does not allow; the text says why and what to do instead."""
 
 

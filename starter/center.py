@@ -17,13 +17,6 @@ PRODID = "-//corporate-sale//tasks//EN"
 UID_DOMAIN = "corporate-sale"
 
 
-async def _run(work: Any) -> Any:
-    try:
-        return await _with_db(work)
-    except center.CenterRefused as err:
-        raise CliError(str(err)) from None
-
-
 def _moment(text: str | None, default: datetime) -> datetime:
     return default if text is None else parse_moment(text)
 
@@ -36,7 +29,7 @@ def _today() -> datetime:
 
 
 async def cmd_people(args: argparse.Namespace) -> None:
-    rows = await _run(center.list_people)
+    rows = await _with_db(center.list_people)
     if args.json:
         print_json(rows)
     elif not rows:
@@ -46,7 +39,7 @@ async def cmd_people(args: argparse.Namespace) -> None:
 
 
 async def cmd_people_set(args: argparse.Namespace) -> None:
-    await _run(
+    await _with_db(
         lambda conn: center.set_person(
             conn, args.name, manager=args.manager, email=args.email, clear_manager=args.no_manager
         )
@@ -55,7 +48,7 @@ async def cmd_people_set(args: argparse.Namespace) -> None:
 
 
 async def cmd_people_remove(args: argparse.Namespace) -> None:
-    await _run(lambda conn: center.remove_person(conn, args.name))
+    await _with_db(lambda conn: center.remove_person(conn, args.name))
     await cmd_people(args)
 
 
@@ -63,7 +56,7 @@ async def cmd_people_remove(args: argparse.Namespace) -> None:
 
 
 async def cmd_inbox(args: argparse.Namespace) -> None:
-    rows = await _run(lambda conn: center.inbox(conn, args.person, unread=args.unread, limit=args.limit))
+    rows = await _with_db(lambda conn: center.inbox(conn, args.person, unread=args.unread, limit=args.limit))
     if args.json:
         print_json(rows)
         return
@@ -83,7 +76,7 @@ async def cmd_read(args: argparse.Namespace) -> None:
             "name the notifications to mark read (their ids, from `corpsale inbox`), or give --all"
         )
     ids = None if args.all else list(args.ids)
-    marked = await _run(lambda conn: center.mark_read(conn, args.person, ids, datetime.now(UTC)))
+    marked = await _with_db(lambda conn: center.mark_read(conn, args.person, ids, datetime.now(UTC)))
     if args.json:
         print_json({"marked_read": marked})
     else:
@@ -101,7 +94,7 @@ async def cmd_agenda(args: argparse.Namespace) -> None:
         raise CliError(f"--from {args.start} is too far in the future") from None
     if end <= start:
         raise CliError(f"--to ({end:%Y-%m-%d %H:%M}) must come after --from ({start:%Y-%m-%d %H:%M})")
-    rows = await _run(lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all))
+    rows = await _with_db(lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all))
     if args.json:
         print_json(rows)
         return
@@ -155,7 +148,7 @@ async def cmd_ics(args: argparse.Namespace) -> None:
     """Every open task, and the tasks finished in the last --days days (so that a calendar that
     imported them open shows them done or canceled)."""
     now = datetime.now(UTC)
-    rows = await _run(
+    rows = await _with_db(
         lambda conn: center.agenda(
             conn,
             args.person,

@@ -108,6 +108,7 @@ async def _client() -> Client:
 
 async def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     from activities.db import create_pool
+    from activities.errors import Refused
     from worker.config import Settings
     from worker.database import database_url
 
@@ -120,6 +121,8 @@ async def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     try:
         async with pool.acquire() as conn:
             return await work(conn)
+    except Refused as err:  # a rule of the product said no: one line, no traceback
+        raise CliError(str(err)) from None
     finally:
         await pool.close()
 
@@ -300,19 +303,16 @@ async def _complete_follow_up(args: argparse.Namespace) -> None:
     """A won opportunity's follow-up task: its process has ended, so the row is completed here."""
     from activities import follow_up
 
-    try:
-        done = await _with_db(
-            lambda conn: follow_up.complete(
-                conn,
-                args.opportunity,
-                args.task_id,
-                actor=args.actor,
-                outcome=args.outcome,
-                comment=args.comment,
-            )
+    done = await _with_db(
+        lambda conn: follow_up.complete(
+            conn,
+            args.opportunity,
+            args.task_id,
+            actor=args.actor,
+            outcome=args.outcome,
+            comment=args.comment,
         )
-    except follow_up.FollowUpRefused as err:
-        raise CliError(str(err)) from None
+    )
     if args.json:
         print_json(done)
     else:

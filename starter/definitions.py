@@ -17,13 +17,6 @@ from starter.cli import CliError, _with_db, default_actor, positive_int, print_j
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
 
 
-async def _run(work: Any) -> Any:
-    try:
-        return await _with_db(work)
-    except (definitions.DefinitionRefused, LookupError) as err:
-        raise CliError(str(err)) from None
-
-
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -57,7 +50,7 @@ def _describe_task(t: TaskTemplate) -> str:
 
 async def cmd_show(args: argparse.Namespace) -> None:
     """The definition (the latest version, or --version N), with the stages lookup it runs with."""
-    process = await _run(lambda conn: _load(conn, args.version))
+    process = await _with_db(lambda conn: _load(conn, args.version))
     if args.json:
         print_json(process)
         return
@@ -91,7 +84,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 
 async def cmd_versions(args: argparse.Namespace) -> None:
-    rows = await _run(definitions.list_versions)
+    rows = await _with_db(definitions.list_versions)
     if args.json:
         print_json(rows)
     else:
@@ -100,7 +93,7 @@ async def cmd_versions(args: argparse.Namespace) -> None:
 
 async def cmd_export(args: argparse.Namespace) -> None:
     """The definition file of a version: edit it, then validate and publish it."""
-    process = await _run(lambda conn: _load(conn, args.version))
+    process = await _with_db(lambda conn: _load(conn, args.version))
     print(process.definition.model_dump_json(indent=2))
 
 
@@ -127,7 +120,7 @@ async def cmd_validate(args: argparse.Namespace) -> None:
     async def work(conn: Any) -> tuple[ProcessDefinition, ProcessDefinition]:
         return await definitions.validate(conn, text), await definitions.latest(conn)
 
-    candidate, current = await _run(work)
+    candidate, current = await _with_db(work)
     diff = changes(current, candidate)
     print(f"{args.file}: valid; published, it would be version {candidate.version}")
     print("\n".join(diff) if diff else f"(no change against version {current.version})")
@@ -135,7 +128,7 @@ async def cmd_validate(args: argparse.Namespace) -> None:
 
 async def cmd_publish(args: argparse.Namespace) -> None:
     text = _read(args.file)
-    published, new = await _run(lambda conn: definitions.publish(conn, text, args.actor))
+    published, new = await _with_db(lambda conn: definitions.publish(conn, text, args.actor))
     if new:
         print(f"published version {published.version}: new processes follow it; running ones keep theirs")
     else:

@@ -30,13 +30,6 @@ def _print_lead(lead: dict[str, Any]) -> None:
         print(f"  its opportunity {leads.opportunity_id_for(lead['id'])} is being created by the worker")
 
 
-async def _run(work: Any) -> Any:
-    try:
-        return await _with_db(work)
-    except leads.LeadError as err:
-        raise CliError(str(err)) from None
-
-
 async def cmd_lead_add(args: argparse.Namespace) -> None:
     lead = _model(
         leads.NewLead,
@@ -48,37 +41,42 @@ async def cmd_lead_add(args: argparse.Namespace) -> None:
             },
         },
     )
-    row = await _run(lambda conn: leads.add_lead(conn, lead))
+    row = await _with_db(lambda conn: leads.add_lead(conn, lead))
     print_json(row) if args.json else _print_lead(row)
 
 
 async def cmd_lead_move(args: argparse.Namespace) -> None:
-    async def move(conn: Any) -> dict[str, Any] | None:
+    async def move(conn: Any) -> dict[str, Any]:
         await leads.move_lead(conn, args.lead, args.stage)
-        return await leads.get_lead(conn, args.lead)
+        return await _lead(conn, args.lead)
 
-    row = await _run(move)
+    row = await _with_db(move)
     print_json(row) if args.json else _print_lead(row)
 
 
-async def cmd_lead_show(args: argparse.Namespace) -> None:
-    row = await _run(lambda conn: leads.get_lead(conn, args.lead))
+async def _lead(conn: Any, lead_id: str) -> dict[str, Any]:
+    row = await leads.get_lead(conn, lead_id)
     if row is None:
-        raise CliError(f"no lead {args.lead!r}")
+        raise leads.LeadError(f"no lead {lead_id!r}")
+    return row
+
+
+async def cmd_lead_show(args: argparse.Namespace) -> None:
+    row = await _with_db(lambda conn: _lead(conn, args.lead))
     print_json(row) if args.json else _print_lead(row)
 
 
 async def cmd_lead_retry(args: argparse.Namespace) -> None:
-    async def retry(conn: Any) -> dict[str, Any] | None:
+    async def retry(conn: Any) -> dict[str, Any]:
         await leads.retry(conn, args.lead)
-        return await leads.get_lead(conn, args.lead)
+        return await _lead(conn, args.lead)
 
-    row = await _run(retry)
+    row = await _with_db(retry)
     print_json(row) if args.json else _print_lead(row)
 
 
 async def cmd_lead_list(args: argparse.Namespace) -> None:
-    rows = await _run(lambda conn: leads.list_leads(conn, args.stage, args.limit))
+    rows = await _with_db(lambda conn: leads.list_leads(conn, args.stage, args.limit))
     if args.json:
         print_json(rows)
     elif not rows:
@@ -92,10 +90,10 @@ async def cmd_setting(args: argparse.Namespace) -> None:
         if args.name is None:
             raise CliError("give the setting's name and value, for example `corpsale setting X on`")
         value = {"on": True, "off": False}[args.value]
-        row = await _run(lambda conn: leads.set_setting(conn, args.name, value))
+        row = await _with_db(lambda conn: leads.set_setting(conn, args.name, value))
         rows = [row]
     else:
-        rows = await _run(leads.settings)
+        rows = await _with_db(leads.settings)
         if args.name is not None:
             rows = [r for r in rows if r["name"] == args.name]
             if not rows:

@@ -12,19 +12,12 @@ from starter.cli import CliError, _model, _with_db, positive_int, print_json, pr
 from workflows.definition import Stage
 
 
-async def _run(work: Any) -> Any:
-    try:
-        return await _with_db(work)
-    except lookups.EditRefused as err:
-        raise CliError(str(err)) from None
-
-
 def _successful(args: argparse.Namespace) -> bool | None:
     return {"won": True, "lost": False, None: None}[args.final_kind]
 
 
 async def cmd_stages_list(args: argparse.Namespace) -> None:
-    rows = await _run(lookups.list_stages)
+    rows = await _with_db(lookups.list_stages)
     if args.json:
         print_json(rows)
         return
@@ -44,7 +37,7 @@ async def cmd_stages_add(args: argparse.Namespace) -> None:
             "probability": args.probability,
         },
     )
-    await _run(lambda conn: lookups.add_stage(conn, stage))
+    await _with_db(lambda conn: lookups.add_stage(conn, stage))
     await cmd_stages_list(args)
 
 
@@ -60,12 +53,12 @@ async def cmd_stages_set(args: argparse.Namespace) -> None:
         changes.update(final=True, successful=args.final_kind == "won")
     if not changes:
         raise CliError("nothing to change: give --order, --probability or --final won|lost|open")
-    await _run(lambda conn: lookups.change_stage(conn, args.name, **changes))
+    await _with_db(lambda conn: lookups.change_stage(conn, args.name, **changes))
     await cmd_stages_list(args)
 
 
 async def cmd_stages_remove(args: argparse.Namespace) -> None:
-    await _run(lambda conn: lookups.remove_stage(conn, args.name))
+    await _with_db(lambda conn: lookups.remove_stage(conn, args.name))
     await cmd_stages_list(args)
 
 
