@@ -488,11 +488,24 @@ async def cmd_codec_server(args: argparse.Namespace) -> None:
         f"http://localhost:{settings.ui_port}",
         f"http://127.0.0.1:{settings.ui_port}",
     ]
+    extra = args.allowed_host or []
+    for host in extra:
+        try:
+            codec_server.parse_host(host)
+        except ValueError as err:
+            raise CliError(f"--allowed-host {err}") from None
     try:
-        runner = await codec_server.serve(codec, host=args.host, port=args.port, ui_origins=origins)
+        runner = await codec_server.serve(
+            codec, host=args.host, port=args.port, ui_origins=origins, allowed_hosts=extra
+        )
     except OSError as err:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
-    print(f"codec endpoint on http://{args.host}:{args.port} for {', '.join(origins)}; key {codec.key_id}")
+    hosts = [*codec_server.default_hosts(args.host, args.port), *extra]
+    print(
+        f"codec endpoint on http://{hosts[0]} for {', '.join(origins)};"
+        f" answers to {', '.join(hosts)}; key {codec.key_id}",
+        flush=True,  # a line for whoever waits for it on a pipe
+    )
     try:
         await asyncio.Event().wait()
     finally:
@@ -600,6 +613,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help="the Web UI's origin (repeatable; default: the local UI)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="another host name the endpoint answers to, as clients' Host header names it (repeatable;"
+        " without a port, on any port); it always answers to its --host:--port, and to"
+        " localhost/127.0.0.1/[::1] with --port on a loopback address or 0.0.0.0",
     )
     p.set_defaults(run=cmd_codec_server)
 
