@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK = 7_240_311
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 60.0
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout)
     assert pool is not None
     return pool
 

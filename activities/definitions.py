@@ -19,6 +19,10 @@ from activities.repository import close_reasons, load_stages
 from workflows.definition import Process, ProcessDefinition, load_default_definition
 
 BUNDLED_BY = "bundled with the product"
+TOO_DEEP = (
+    "the file is nested too deeply to be a definition (a definition nests a few levels);"
+    " start from `corpsale definition export`"
+)
 
 
 class DefinitionRefused(Refused):
@@ -112,15 +116,16 @@ def parse(text: str, number: int) -> ProcessDefinition:
     has one, is replaced, since publishing numbers versions. Every problem is reported at once."""
     try:
         doc = json.loads(text)
+        if not isinstance(doc, dict):
+            raise DefinitionRefused("a definition is a JSON object with name, stages and follow_up")
+        return ProcessDefinition.model_validate({**doc, "version": number})
     except json.JSONDecodeError as err:
         raise DefinitionRefused(f"not JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-    if not isinstance(doc, dict):
-        raise DefinitionRefused("a definition is a JSON object with name, stages and follow_up")
-    try:
-        return ProcessDefinition.model_validate({**doc, "version": number})
     except ValidationError as err:
         problems = [f"{_where(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
         raise DefinitionRefused("; ".join(problems)) from None
+    except RecursionError:  # a definition nests a few levels; this is no definition, not a crash
+        raise DefinitionRefused(TOO_DEEP) from None
 
 
 async def problems(conn: asyncpg.Connection, definition: ProcessDefinition) -> list[str]:

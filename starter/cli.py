@@ -429,7 +429,13 @@ async def cmd_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_schema(args: argparse.Namespace) -> None:
-    written = schemas.write(args.out)
+    try:
+        written = schemas.write(args.out)
+    except OSError as err:
+        raise CliError(
+            f"cannot write the schemas to {err.filename or args.out}: {err.strerror or err};"
+            " give --out a folder you can write (it is created if missing)"
+        ) from None
     for path in written:
         print(path)
 
@@ -551,11 +557,18 @@ def _model(model: type[M], data: Any) -> M:
 
 def _parse_fields(pairs: list[str], data: str | None) -> dict[str, Any]:
     fields: dict[str, Any] = {}
+    # Opportunity fields are flat: JSON nested deeper than Python can follow is refused, not a crash.
+    too_deep = (
+        "--data is nested too deeply; send a flat JSON object of opportunity fields,"
+        """ e.g. --data '{"need": "40 vans", "budget": 50000}', or --set FIELD=VALUE"""
+    )
     if data:
         try:
             loaded = json.loads(data)
         except json.JSONDecodeError as err:
             raise CliError(f"--data is not valid JSON: {err}") from None
+        except RecursionError:
+            raise CliError(too_deep) from None
         if not isinstance(loaded, dict):
             raise CliError("--data must be a JSON object of opportunity fields")
         fields.update(loaded)
@@ -568,7 +581,10 @@ def _parse_fields(pairs: list[str], data: str | None) -> dict[str, Any]:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise CliError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}")
-    _model(OpportunityFields, fields)
+    try:
+        _model(OpportunityFields, fields)
+    except RecursionError:
+        raise CliError(too_deep) from None
     return fields
 
 

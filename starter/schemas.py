@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,11 @@ def schemas() -> dict[str, str]:
 
 
 def write(directory: str | Path) -> list[Path]:
+    """Write every schema into `directory` (made if missing); OSError names the path it could not
+    write, NotADirectoryError when `directory` is a file."""
     target = Path(directory)
+    if target.exists() and not target.is_dir():  # mkdir would only say "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(target))
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in schemas().items():

@@ -6,6 +6,7 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from worker.config import Settings
 
@@ -33,3 +34,19 @@ def embedded_database_url(data_dir: Path) -> str:
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the address or as `?password=`), for a log line or an error."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even its parts can be told apart: show none of it
+        return "(an address that is not a URL)"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:  # the address as written, less the password
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}@{hostport}" if user else hostport)
+    return urlunsplit(parts)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -24,6 +30,21 @@ from workflows.opportunity import CorporateSaleWorkflow
 from workflows.task import TaskWorkflow
 
 log = logging.getLogger("corpsale.worker")
+T = TypeVar("T")
+
+# A server the worker cannot reach yet (PostgreSQL or Temporal still starting, a restart): it tries
+# again after 1 s, then 2, 4, ... at most 30 s apart, until it is there or the worker is stopped.
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0
+CONNECT_TIMEOUT = 10.0  # seconds one attempt to connect may take (the migrations may take longer)
+# What says "not there (yet)"; anything else (a wrong password, a malformed address) is an error.
+DATABASE_DOWN = (
+    OSError,  # refused, unreachable, timed out
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidCatalogNameError,  # the database is not created yet
+)
 
 WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow]
 
@@ -51,6 +72,97 @@ def build_worker(
     )
 
 
+class WorkerError(Exception):
+    """Why the worker cannot run: logged as one line, exit code 1."""
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+async def _unless_stopped(attempt: Awaitable[T], stop: asyncio.Event) -> tuple[T] | None:
+    """`(result,)` of `attempt`, or None when `stop` is set first (the attempt is then canceled)."""
+    attempting = asyncio.ensure_future(attempt)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({attempting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if attempting.done():
+        stopped.cancel()
+        return (attempting.result(),)
+    attempting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await attempting
+    return None
+
+
+async def _reach(
+    what: str, connect: Callable[[], Awaitable[T]], down: Callable[[BaseException], bool], stop: asyncio.Event
+) -> T | None:
+    """`connect()` once it succeeds, trying again while `down` says the server is not there (one log
+    line per attempt); None when `stop` is set first."""
+    delay = RETRY_FIRST
+    while not stop.is_set():
+        try:
+            reached = await _unless_stopped(connect(), stop)
+        except WorkerError:
+            raise
+        except Exception as err:
+            if not down(err):
+                raise WorkerError(f"cannot use {what}: {_one_line(err)}") from None
+            log.warning("cannot reach %s (%s); retrying in %.0f s", what, _one_line(err), delay)
+        else:
+            return None if reached is None else reached[0]
+        if await _unless_stopped(asyncio.sleep(delay), stop) is None:
+            return None
+        delay = min(delay * 2, RETRY_MAX)
+    return None
+
+
+def _temporal_down(err: BaseException) -> bool:
+    if isinstance(err, RPCError):
+        return err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+    return isinstance(err, RuntimeError | TimeoutError)  # RuntimeError: "Failed client connect"
+
+
+async def _connect_temporal(settings: Settings, stop: asyncio.Event) -> Client | None:
+    runtime = telemetry.runtime(settings.metrics_address)  # once: it binds the metrics port
+    interceptors = telemetry.tracing_interceptors()
+    address = os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_TEMPORAL_ADDRESS
+    return await _reach(
+        f"Temporal at {address}",
+        lambda: asyncio.wait_for(
+            connect_temporal(runtime=runtime, interceptors=interceptors), CONNECT_TIMEOUT
+        ),
+        _temporal_down,
+        stop,
+    )
+
+
+async def _database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    pgdata = (settings.data_dir / "postgres").resolve()
+    try:
+        return await asyncio.to_thread(embedded_database_url, settings.data_dir)
+    except Exception as err:  # the embedded server and the OS raise many kinds; the text says it
+        raise WorkerError(
+            f"cannot start the embedded PostgreSQL in {pgdata}: {_one_line(err)} (its log: {pgdata / 'log'};"
+            " or set DATABASE_URL)"
+        ) from None
+
+
+async def _open_database(url: str, settings: Settings) -> asyncpg.Pool:
+    """The pool, once the migrations are applied."""
+    pool = await create_pool(url, max_size=settings.db_pool_size, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        await migrate(pool)
+    except BaseException as err:
+        await pool.close()
+        if isinstance(err, Exception) and not isinstance(err, DATABASE_DOWN):  # down: the next attempt
+            raise WorkerError(f"the database migrations failed on {redact(url)}: {_one_line(err)}") from None
+        raise
+    return pool
+
+
 async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
@@ -59,14 +171,22 @@ async def run_worker(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run the worker until `stop` is set. `client`: an already connected client (default: connect
-    from the environment); `on_ready`: called once the worker polls its task queue."""
+    from the environment); `on_ready`: called once the worker polls its task queue. It waits for
+    Temporal and the database to be there; WorkerError says why it cannot run."""
     if client is None:
-        client = await connect_temporal(
-            runtime=telemetry.runtime(settings.metrics_address), interceptors=telemetry.tracing_interceptors()
-        )
-    pool = await create_pool(database_url(settings), max_size=settings.db_pool_size)
+        client = await _connect_temporal(settings, stop)
+        if client is None:
+            return
+    url = await _database_url(settings)
+    pool = await _reach(
+        f"the database at {redact(url)}",
+        lambda: _open_database(url, settings),
+        lambda err: isinstance(err, DATABASE_DOWN),
+        stop,
+    )
+    if pool is None:
+        return
     try:
-        await migrate(pool)
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
         relay = LeadRelay(pool, client, settings.task_queue, interval=settings.lead_relay_interval)
         async with worker:
@@ -83,7 +203,12 @@ async def run_worker(
 
 
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        print(f"corpsale worker: invalid setting in the environment: {problems}", file=sys.stderr)
+        exit_now(1)
     telemetry.configure_logging(settings.log_format)
 
     async def _main() -> None:
@@ -93,7 +218,11 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_worker(settings, stop)
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except WorkerError as err:
+        log.error("%s", err)
+        exit_now(1)
     exit_now(0)
 
 
