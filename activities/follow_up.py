@@ -1,6 +1,7 @@
-"""Follow-up tasks of a won opportunity (R13). The process has ended when they are created, so
-they are rows for the owner, completed here rather than through a workflow; the outcomes they
-take come from the definition version the opportunity's process followed."""
+"""Follow-up tasks of a won opportunity (R13). The process has ended when they are open, so they
+are completed here rather than through it (the CLI then ends the task's own workflow, which
+keeps its reminders); the outcomes they take come from the definition version the opportunity's
+process followed."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from workflows.contract import NewOpportunity
+from workflows.state import TaskInput
 
 
 class _Model(BaseModel):
@@ -121,3 +122,19 @@ class StaleNotice(_Model):
     stage: str
     quiet_since: datetime
     at: datetime
+
+
+class TaskStart(_Model):
+    task: TaskInput
+    summary: str  # what the Web UI shows of the task: its title and owner
+
+
+class TaskOps(_Model):
+    """What one command does to the process's task workflows."""
+
+    start: tuple[TaskStart, ...] = ()
+    finish: dict[str, str] = {}  # task id -> outcome
+    cancel: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.start or self.finish or self.cancel)

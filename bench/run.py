@@ -40,7 +40,7 @@ from bench.baseline import STAGE_TASKS, BaselineProcess
 from worker.database import embedded_server
 from workflows import contract as c
 from workflows.definition import load_default_definition
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR, CorporateSaleWorkflow
+from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
 from workflows.state import ProcessInput
 
 ROOT = Path(__file__).parent.parent
@@ -205,7 +205,7 @@ async def product_run(
     async def one(i: int, latencies: list[float]) -> None:
         opp = f"bench-{run_id}-{i}"
         handle = await client.start_workflow(
-            CorporateSaleWorkflow.run,
+            c.WORKFLOW_TYPE,
             ProcessInput(
                 opportunity_id=opp,
                 actor="bench",
@@ -368,7 +368,7 @@ async def open_run(n: int, persistence: str, load: Load, database_url: str) -> F
             async def one(i: int, _: list[float]) -> None:
                 opp = f"bench-{run_id}-{i}"
                 await client.start_workflow(
-                    CorporateSaleWorkflow.run,
+                    c.WORKFLOW_TYPE,
                     ProcessInput(
                         opportunity_id=opp,
                         actor="bench",

@@ -1,8 +1,9 @@
 """The consistency checker (`corpsale check`): compares every process run with PostgreSQL and
 reports what breaks the rules: a lost or duplicated history row, task or notification; an open
 task of a closed opportunity; a stage that differs between the run and the database; a run
-stuck on a failing workflow task; an open opportunity whose process is gone; a lead that reached
-the sale over a minute ago and still has no process (R3)."""
+stuck on a failing workflow task; an open opportunity whose process is gone; an open task whose
+workflow (its reminders) is not running, or a task ended over a minute ago whose workflow still
+runs; a lead that reached the sale over a minute ago and still has no process (R3)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import leads
 from workflows import contract as c
 from workflows.contract import StateView
+
+# What a task workflow is given to end after its task has (visibility catches up meanwhile).
+TASK_SETTLE = timedelta(minutes=1)
 
 
 @dataclass
@@ -55,7 +59,10 @@ SELECT o.id, o.stage, coalesce(s.is_final, false) AS closed,
        (SELECT count(DISTINCT n.task_id) FROM notifications n WHERE n.opportunity_id = o.id
          AND n.kind = 'task_assigned') AS assigned,
        (SELECT count(*) FROM notifications n WHERE n.opportunity_id = o.id
-         AND n.kind = 'task_assigned') AS assigned_rows
+         AND n.kind = 'task_assigned') AS assigned_rows,
+       (SELECT array_agg(id ORDER BY id) FROM tasks t WHERE t.opportunity_id = o.id
+         AND t.status <> 'open' AND coalesce(t.completed_at, t.canceled_at) < now() - $2::interval)
+         AS ended_tasks
 FROM opportunities o LEFT JOIN stages s ON s.name = o.stage
 WHERE $1::text[] IS NULL OR o.id = ANY($1::text[])
 ORDER BY o.id
@@ -106,6 +113,7 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
         return
     if not running:
         return
+    await _check_task_workflows(report, client, opp, list(row["open_tasks"] or []))
     try:
         state: StateView = await handle.query(
             c.QUERY_STATE, result_type=StateView, rpc_timeout=timedelta(seconds=10)
@@ -122,13 +130,42 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
         report.add(opp, "open tasks differ", f"run: {run_open}, database: {row['open_tasks']}")
 
 
+async def _check_task_workflows(report: Report, client: Client, opp: str, open_tasks: list[str]) -> None:
+    """Each open task's workflow runs: it is what sends the task's reminders (R20)."""
+    for task_id in open_tasks:
+        try:
+            desc = await client.get_workflow_handle(c.task_workflow_id(task_id)).describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            report.add(opp, "task workflow lost", f"{task_id} is open but has no workflow")
+            continue
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            status = desc.status.name if desc.status else "unknown"
+            report.add(opp, "task workflow lost", f"{task_id} is open but its workflow is {status}")
+
+
+async def _check_ended_tasks(report: Report, client: Client, rows: list[asyncpg.Record]) -> None:
+    """No task workflow runs on long after its task ended (it would send stale reminders)."""
+    ended = {t: row["id"] for row in rows for t in row["ended_tasks"] or []}
+    if not ended:
+        return
+    query = f"WorkflowType = '{c.TASK_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'"
+    async for wf in client.list_workflows(query):
+        task_id = wf.id.removeprefix(c.task_workflow_id(""))
+        if task_id in ended:
+            report.add(ended[task_id], "task workflow left running", f"{task_id} ended, its workflow runs")
+
+
 async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[str] | None = None) -> Report:
     """Check every opportunity, or those given."""
     report = Report()
-    for row in await conn.fetch(_ROWS, opportunity_ids):
+    rows = await conn.fetch(_ROWS, opportunity_ids, TASK_SETTLE)
+    for row in rows:
         report.opportunities += 1
         _check_rows(report, row)
         await _check_run(report, client, row)
+    await _check_ended_tasks(report, client, rows)
     await _check_leads(report, conn, opportunity_ids)
     return report
 

@@ -14,12 +14,23 @@ commands sent as signals (`signal`) answer nothing and a refusal lands in `state
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import contract as c
 from workflows.contract import (
@@ -49,6 +60,20 @@ UPDATES: dict[type[BaseModel], str] = {
 }
 Command = ChangeStage | CompleteTask | UpdateOpportunity | Reassign | AddTask
 
+# Answers that say "not now", not "no": the same request is sent again (same request id, so it
+# is applied once) until it is answered or the time is up.
+RETRY_STATUSES = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.ABORTED,
+}
+QUERY_TIMEOUT = timedelta(seconds=10)
+
+
+def new_request_id() -> str:
+    return f"r-{uuid.uuid4().hex}"
+
 
 def _payload(command: Command) -> dict[str, Any]:
     """The command's JSON with only the fields it was given: an update of one field must not
@@ -58,6 +83,27 @@ def _payload(command: Command) -> dict[str, Any]:
 
 class CommandRefused(Exception):
     """The process refused a command; the message says why and what to do instead."""
+
+
+class CommandUnanswered(Exception):
+    """No answer in time. The command may still be applied when a worker takes it up: send it
+    again with the same request id (`request_id`), which applies it once."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def _retryable(err: BaseException) -> bool:
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return True
+    if isinstance(err, WorkflowUpdateFailedError):
+        cause = err.cause
+        return isinstance(cause, ApplicationError) and cause.type == "HandingOver"
+    if isinstance(err, RPCError):
+        # A run whose workflow task is failing refuses updates for a moment.
+        return err.status in RETRY_STATUSES or "Workflow Task in failed state" in err.message
+    return False
 
 
 class SaleClient:
@@ -82,43 +128,92 @@ class SaleClient:
         self, opportunity_id: str, *, actor: str, new: NewOpportunity | None = None
     ) -> WorkflowHandle[Any, StateView]:
         """Start the process: for a new opportunity with `new` (R1), else for an existing one at
-        its stage (R2). A second start while one runs raises WorkflowAlreadyStartedError (R4)."""
-        summary = (
-            c.start_summary(opportunity_id, new.title, new.customer)
-            if new
-            else c.start_summary(opportunity_id)
-        )
-        return await self.client.start_workflow(
-            "CorporateSale",
+        its stage (R2). Refused (CommandRefused) while one runs (R4) and for a closed
+        opportunity (R22: a run that ended is only followed by another if it failed)."""
+        return await start_process(
+            self.client,
             StartProcess(opportunity_id=opportunity_id, actor=actor, new=new),
-            id=c.workflow_id(opportunity_id),
             task_queue=self.task_queue,
-            result_type=StateView,
-            static_summary=summary,
         )
 
     async def state(self, opportunity_id: str) -> StateView:
         state: StateView = await self.handle(opportunity_id).query(
-            c.QUERY_STATE, result_type=StateView, rpc_timeout=timedelta(seconds=10)
+            c.QUERY_STATE, result_type=StateView, rpc_timeout=QUERY_TIMEOUT
         )
         return state
 
-    async def send(self, opportunity_id: str, command: Command) -> StateView:
-        """The command as an update: the new state, or CommandRefused."""
-        try:
-            state: StateView = await self.handle(opportunity_id).execute_update(
-                UPDATES[type(command)], _payload(command), result_type=StateView
-            )
-        except WorkflowUpdateFailedError as err:
+    async def send(self, opportunity_id: str, command: Command, *, timeout: float = 60.0) -> StateView:
+        """The command as an update: the new state, or CommandRefused. Sent again on its own,
+        with the same request id, while the answer is "not now" (a run handing over to the
+        next, a server busy); CommandUnanswered when `timeout` seconds pass without an answer."""
+        return await self.execute(opportunity_id, UPDATES[type(command)], _payload(command), timeout=timeout)
+
+    async def execute(
+        self, opportunity_id: str, update: str, payload: dict[str, Any], *, timeout: float = 60.0
+    ) -> StateView:
+        """`send` for a payload as JSON (the CLI's): the same request id on every attempt; one is
+        made up when the payload has none."""
+        request_id = payload.get("request_id") or new_request_id()
+        payload = {**payload, "request_id": request_id}
+        handle = self.handle(opportunity_id)
+        deadline = asyncio.get_running_loop().time() + timeout
+        pause = 0.1
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                state: StateView = await asyncio.wait_for(
+                    handle.execute_update(update, payload, id=request_id, result_type=StateView),
+                    max(left, 0.001),
+                )
+                return state
+            except TimeoutError:
+                raise self._unanswered(opportunity_id, request_id, timeout) from None
+            except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+                if not _retryable(err):
+                    await self._refusal(opportunity_id, err)
+                    raise
+            if asyncio.get_running_loop().time() + pause >= deadline:
+                raise self._unanswered(opportunity_id, request_id, timeout)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    @staticmethod
+    def _unanswered(opportunity_id: str, request_id: str, timeout: float) -> CommandUnanswered:
+        return CommandUnanswered(
+            f"no answer from the process of opportunity {opportunity_id!r} within {timeout:.0f} s: is a"
+            " worker running? The command may still be applied when one takes it up; to be safe, send"
+            f" it again with request id {request_id!r}, which applies it once.",
+            request_id,
+        )
+
+    async def _refusal(self, opportunity_id: str, err: BaseException) -> None:
+        """Raise CommandRefused for an answer a person can act on."""
+        if isinstance(err, WorkflowUpdateFailedError):
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
                 raise CommandRefused(cause.message) from None
-            raise
-        return state
+            return
+        if isinstance(err, RPCError):
+            closed = await closed_stage(self.client, opportunity_id)
+            if closed is not None:
+                raise CommandRefused(
+                    f"Opportunity {opportunity_id!r} is closed in {closed!r}; a final stage is never left"
+                    " and its process takes no more commands."
+                ) from None
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise CommandRefused(
+                    f"No process for opportunity {opportunity_id!r}: start it first"
+                    f" (`corpsale start --existing {opportunity_id}`)."
+                ) from None
 
-    async def signal(self, opportunity_id: str, command: Command) -> None:
-        """The command as a signal: applied in order, a refusal recorded in `state().rejected`."""
-        await self.handle(opportunity_id).signal(SIGNALS[type(command)], _payload(command))
+    async def signal(self, opportunity_id: str, command: Command) -> str:
+        """The command as a signal: applied in order, a refusal recorded in `state().rejected`.
+        Returns its request id (made up when the command has none): send a retry with it."""
+        payload = _payload(command)
+        payload.setdefault("request_id", new_request_id())
+        await self.handle(opportunity_id).signal(SIGNALS[type(command)], payload)
+        request_id: str = payload["request_id"]
+        return request_id
 
     async def change_stage(self, opportunity_id: str, command: ChangeStage) -> StateView:
         return await self.send(opportunity_id, command)
@@ -134,3 +229,49 @@ class SaleClient:
 
     async def add_task(self, opportunity_id: str, command: AddTask) -> StateView:
         return await self.send(opportunity_id, command)
+
+
+async def closed_stage(client: Client, opportunity_id: str) -> str | None:
+    """The final stage the opportunity's process ended in, or None if it has not."""
+    handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
+    try:
+        desc = await handle.describe()
+        if desc.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        state = await handle.query(c.QUERY_STATE, result_type=StateView, rpc_timeout=QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+    return state.stage if state.closed else None
+
+
+async def start_process(
+    client: Client, start: StartProcess, *, task_queue: str, summary: str | None = None
+) -> WorkflowHandle[Any, StateView]:
+    """Start an opportunity's process (the CLI, the lead relay and SaleClient all start here).
+    Temporal's id reuse policy keeps a closed opportunity closed: a new run follows only a run
+    that failed, was terminated or canceled (R4, R22)."""
+    opportunity_id = start.opportunity_id
+    new = start.new
+    if summary is None:
+        summary = c.start_summary(opportunity_id, new.title if new else None, new.customer if new else None)
+    try:
+        return await client.start_workflow(
+            c.WORKFLOW_TYPE,
+            start,
+            id=c.workflow_id(opportunity_id),
+            task_queue=task_queue,
+            result_type=StateView,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            static_summary=summary,
+        )
+    except WorkflowAlreadyStartedError:
+        closed = await closed_stage(client, opportunity_id)
+        if closed is not None:
+            raise CommandRefused(
+                f"Opportunity {opportunity_id!r} is closed in {closed!r}; a final stage is never left,"
+                " so its process does not start again."
+            ) from None
+        raise CommandRefused(
+            f"Opportunity {opportunity_id!r} has a running process already (workflow"
+            f" {c.workflow_id(opportunity_id)}); one process per opportunity."
+        ) from None

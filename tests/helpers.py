@@ -19,7 +19,6 @@ from temporalio.client import Client, WorkflowHandle
 
 from workflows import contract as c
 from workflows.contract import NewOpportunity, StateView
-from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
 T = TypeVar("T")
@@ -122,19 +121,20 @@ class Sale:
         new: bool = True,
         owner: str = "alice",
         **kwargs: Any,
-    ) -> WorkflowHandle[CorporateSaleWorkflow, StateView]:
+    ) -> WorkflowHandle[Any, StateView]:
         opportunity_id = opportunity_id or self.new_id()
         data = (
             NewOpportunity(title=f"Deal {opportunity_id}", customer="Acme Ltd", owner=owner) if new else None
         )
         return await self.client.start_workflow(
-            CorporateSaleWorkflow.run,
+            c.WORKFLOW_TYPE,
             ProcessInput(opportunity_id=opportunity_id, actor="operator", new=data, **kwargs),
             id=c.workflow_id(opportunity_id),
             task_queue=self.task_queue,
+            result_type=StateView,
         )
 
-    async def started(self, **kwargs: Any) -> tuple[WorkflowHandle[CorporateSaleWorkflow, StateView], str]:
+    async def started(self, **kwargs: Any) -> tuple[WorkflowHandle[Any, StateView], str]:
         """A new opportunity's process, once it is in Qualification with its tasks."""
         handle = await self.start(**kwargs)
         opportunity_id = handle.id.removeprefix(c.WORKFLOW_ID_PREFIX)

@@ -14,7 +14,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -47,9 +49,13 @@ async def happy_path(sale: Sale) -> str:
 
 
 async def moves_and_refusals(sale: Sale) -> str:
-    handle = await sale.start(continue_as_new_after_events=100)
+    handle = await sale.start(continue_as_new_after_events=50, continue_as_new_after_updates=10)
     opp = handle.id.removeprefix("opportunity-")
     await sale.wait_stage(opp, "Qualification")
+    # Kept open across the hand-overs below; two malformed payloads refused on the way.
+    await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Kept open", "actor": "bob", "request_id": "k"})
+    await sale.handle(opp).signal(c.SIGNAL_CHANGE_STAGE, RawValue(Payload(data=b"{not json")))
+    await sale.signal(opp, c.SIGNAL_ADD_TASK, {"title": "Other", "actor": "bob", "request_id": "k"})
     await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Nowhere", "actor": "bob"})
     await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": "nope", "actor": "bob"})
     await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Proposal", "actor": "b", "request_id": "r"})

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from tests.helpers import Sale
 from workflows import contract as c
@@ -93,21 +93,38 @@ async def test_bad_adhoc_tasks_are_refused_and_duplicates_applied_once(sale: Sal
     assert len([t for t in await sale.tasks(opp) if t["task_key"] == "adhoc"]) == 1
 
 
-async def test_an_open_adhoc_task_holds_continue_as_new_until_it_is_done(sale: Sale) -> None:
+async def test_an_open_adhoc_task_does_not_hold_continue_as_new_and_its_workflow_carries_over(
+    sale: Sale,
+) -> None:
+    """R21: runs hand over with tasks open; the task's workflow (its timers) lives on untouched."""
     handle, opp = await sale.started(continue_as_new_after_events=100)
     first_run = (await handle.describe()).run_id
-    state = await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Check credit", "actor": "a"})
-    for stage in ["Presentation", "Proposal", "Qualification", "Contracting"] * 3:
-        state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "a"})
-    description = await sale.handle(opp).describe()
-    assert description.run_id == first_run and description.history_length > 100  # held
-    await sale.complete(opp, f"{opp}:adhoc1")
-    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "a"})
-    state = await sale.wait_stage(opp, "Proposal", visit=state.visit + 1)
-    assert (await sale.handle(opp).describe()).run_id != first_run  # handed over at last
-    assert [t.task_id for t in state.open_tasks] == [
-        f"{opp}:v14:{k}" for k in ("present-proposal", "proposal-approval", "internal-contract")
-    ]
+    await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Check credit", "actor": "a"})
+    adhoc = f"{opp}:adhoc1"
+    task_run = (await sale.client.get_workflow_handle(c.task_workflow_id(adhoc)).describe()).run_id
+    moves = ["Presentation", "Proposal", "Qualification", "Contracting"] * 8
+    for stage in moves:
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "a"})
+
+    runs = [r async for r in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert len(runs) >= 3 and (await handle.describe()).run_id != first_run
+    for run in runs:  # every run stayed near its bound (100 events), with the task open
+        history = await sale.client.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()
+        assert len(history.events) < 160, (run.run_id, len(history.events))
+    task = await sale.client.get_workflow_handle(c.task_workflow_id(adhoc)).describe()
+    assert (task.run_id, task.status) == (task_run, WorkflowExecutionStatus.RUNNING)  # never restarted
+    state = await sale.state(opp)
+    assert [t.task_id for t in state.open_tasks if t.adhoc] == [adhoc]
+
+    state = await sale.complete(opp, adhoc)
+    assert not [t for t in state.open_tasks if t.adhoc]
+    result = await sale.client.get_workflow_handle(c.task_workflow_id(adhoc)).result()
+    assert result["outcome"] == "done"
+    (row,) = [t for t in await sale.tasks(opp) if t["id"] == adhoc]
+    assert (row["status"], row["outcome"]) == ("completed", "done")
+    assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
+    check = await sale.cli("check", opp)
+    assert check.code == 0, check.stdout + check.stderr
 
 
 async def test_add_task_from_the_cli(sale: Sale) -> None:

@@ -1,6 +1,7 @@
 """Chaos runs, small enough for CI: workers killed with SIGKILL, PostgreSQL stopped, the dev
 server killed and restarted, while commands (some delivered twice) stream in. Afterwards the
-consistency checker finds nothing and every process has applied every move, once.
+consistency checker finds nothing and every process has applied every move, once. Runs hand over
+often (every 50 events) with an ad-hoc task kept open across every hand-over.
 
 Larger on demand: `CHAOS_SCALE=10 python3 dev.py test tests/test_chaos.py -s` runs ten times
 the opportunities (and prints what it injected)."""
@@ -35,6 +36,13 @@ SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
 SETTLE = 60.0 * SCALE
 
 
+async def _opened(sale: Sale) -> str:
+    """A process that continues as new every 50 events, with a task of its own kept open."""
+    _, opp = await sale.started(continue_as_new_after_events=50)
+    await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Kept open", "actor": "chaos", "request_id": "kept"})
+    return opp
+
+
 async def test_workers_killed_under_load_lose_and_duplicate_nothing(
     client: Client, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -45,7 +53,7 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
     injected: list[str] = []
 
     async with worker_process(env) as first, worker_process(env) as second:
-        opps = [(await sale.started())[1] for _ in range(6 * SCALE)]
+        opps = [await _opened(sale) for _ in range(6 * SCALE)]
 
         async def stream(opp: str) -> None:
             current, sent = "Qualification", []
@@ -72,18 +80,28 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
             for opp in opps:
                 await sale.wait_stage(opp, moves[opp][-1], visit=1 + len(moves[opp]), timeout=SETTLE)
             report = await sale.cli("check", *opps, "--json")
+            runs = await handed_over(client, opps)
 
     result = json.loads(report.stdout)
-    summary(injected, result)
+    summary(injected, result, runs)
     assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
+    assert runs > len(opps), "no process handed over to a new run"
     for opp in opps:
         visits = await sale.visits(opp)
         assert [v["stage"] for v in visits] == ["Qualification", *moves[opp]]
 
 
-def summary(injected: list[str], result: dict[str, Any]) -> None:
+async def handed_over(client: Client, opps: list[str]) -> int:
+    """How many runs the processes had in all (each hand-over adds one)."""
+    runs = 0
+    for opp in opps:
+        runs += len([r async for r in client.list_workflows(f"WorkflowId = '{c.workflow_id(opp)}'")])
+    return runs
+
+
+def summary(injected: list[str], result: dict[str, Any], runs: int = 0) -> None:
     """What the run injected and what the checker found (shown with `pytest -s`)."""
-    print(f"\ninjected: {'; '.join(injected)}")
+    print(f"\ninjected: {'; '.join(injected)}; {runs} runs in all")
     print(
         f"checker: {result['opportunities']} opportunities, {result['runs']} runs,"
         f" violations {result['totals'] or 'none'}"
@@ -107,7 +125,7 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
     moves = ["Proposal", "Contracting", "Presentation", "Qualification", "Proposal"]
 
     async with worker_process(env), worker_process(env):
-        opps = [(await sale.started())[1] for _ in range(4 * SCALE)]
+        opps = [await _opened(sale) for _ in range(4 * SCALE)]
         await asyncio.to_thread(pg_ctl, pg_server, "-m", "fast", "-w", "stop")
         down = asyncio.get_running_loop().time()
         for i, stage in enumerate(moves):  # sent while the database is down
@@ -123,9 +141,10 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
         for opp in opps:
             await sale.wait_stage(opp, moves[-1], visit=1 + len(moves), timeout=SETTLE)
         report = await sale.cli("check", *opps, "--json")
+        runs = await handed_over(client, opps)
 
     assert report.code == 0, report.stdout + report.stderr
-    summary(injected, json.loads(report.stdout))
+    summary(injected, json.loads(report.stdout), runs)  # a run may hand over at its next command
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
         assert len(await sale.notifications(opp, "task_assigned")) == len(await sale.tasks(opp))
@@ -183,7 +202,7 @@ async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
         sale = Sale(client, pool, f"corpsale-restart-{uuid.uuid4()}", database_url)
         env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
         async with worker_process(env), worker_process(env):
-            opps = [(await sale.started())[1] for _ in range(5 * SCALE)]
+            opps = [await _opened(sale) for _ in range(5 * SCALE)]
 
             async def send(opp: str, payload: dict[str, Any]) -> None:
                 while True:  # until the server has it: a lost answer makes this a duplicate
@@ -221,12 +240,14 @@ async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
             for opp in opps:
                 await sale.wait_stage(opp, moves[opp][-1], visit=1 + len(moves[opp]), timeout=SETTLE)
             report = await sale.cli("check", *opps, "--json")
+            runs = await handed_over(client, opps)
             finished.set()
             await restart
 
     result = json.loads(report.stdout)
-    summary(injected, result)
+    summary(injected, result, runs)
     assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
+    assert runs > len(opps), "no process handed over to a new run"
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves[opp]]
         assert len(await sale.notifications(opp, "task_assigned")) == len(await sale.tasks(opp))

@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from tests.helpers import Sale, eventually
 from workflows import contract as c
@@ -55,6 +55,9 @@ async def test_a_follow_up_task_is_completed_after_the_process_has_ended(sale: S
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, won)
     await sale.handle(opp).result()
     task = c.follow_up_task_id(opp, "kick-off")
+    # Each follow-up task has a workflow of its own, with its reminders, that outlives the process.
+    workflow = sale.client.get_workflow_handle(c.task_workflow_id(task))
+    assert (await workflow.describe()).status == WorkflowExecutionStatus.RUNNING
 
     wrong = await sale.cli("complete", opp, task, "--outcome", "maybe")
     assert wrong.code == 1 and "has no outcome 'maybe'; it has: done" in wrong.stderr
@@ -72,6 +75,9 @@ async def test_a_follow_up_task_is_completed_after_the_process_has_ended(sale: S
         "kick-off on Monday",
     )
     assert rows[c.follow_up_task_id(opp, "check-data")]["status"] == "open"
+    assert (await workflow.result())["outcome"] == "done"  # ended with its task
+    still = sale.client.get_workflow_handle(c.task_workflow_id(c.follow_up_task_id(opp, "check-data")))
+    assert (await still.describe()).status == WorkflowExecutionStatus.RUNNING
 
 
 async def test_won_by_completing_every_task_orders_the_expected_amount(sale: Sale) -> None:

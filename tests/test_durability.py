@@ -11,7 +11,8 @@ import uuid
 from collections import Counter
 
 import asyncpg
-from temporalio.client import Client
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from tests.helpers import Sale, eventually, worker_process
 from workflows import contract as c
@@ -30,9 +31,14 @@ async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
 
     assert (await sale.handle(opp).describe()).run_id != first_run, "no continue-as-new happened"
     assert state.data["need"] == "ERP" and len(state.rejected) == 1
-    # A request id applied before the hand-over is still known after it.
-    await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "CRM", "request_id": "need-1"})
-    assert (await sale.state(opp)).data["need"] == "ERP"
+    # A request id applied before the hand-over is still known after it: its retry is answered
+    # without being applied again, and another command under that id is refused.
+    await sale.pool.execute("UPDATE opportunities SET need = 'changed meanwhile' WHERE id = $1", opp)
+    await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "ERP", "request_id": "need-1"})
+    assert (await sale.opportunity(opp))["need"] == "changed meanwhile"
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "CRM", "request_id": "need-1"})
+    assert "'need-1' was used for another command" in str(refused.value.cause)
 
     visits = await sale.visits(opp)
     assert [v["stage"] for v in visits] == ["Qualification", *stages]
@@ -88,10 +94,12 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
 
 async def test_signals_sent_while_the_run_hands_over_are_all_applied_in_order(sale: Sale) -> None:
     handle, opp = await sale.started(continue_as_new_after_events=100)
-    stages = ["Proposal", "Contracting", "Presentation", "Qualification"] * 4
-    # Sent without waiting for the process: some arrive while a run hands over to the next.
+    stages = ["Proposal", "Contracting", "Presentation", "Qualification"] * 8
+    # Sent without waiting for the process, a little apart: runs hand over to the next while
+    # signals keep coming (a signal that arrives during a hand-over makes it wait).
     for i, stage in enumerate(stages):
         await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "b", "request_id": f"m{i}"})
+        await asyncio.sleep(0.03)
     state = await sale.wait_stage(opp, "Qualification", visit=1 + len(stages))
     assert state.rejected == []
     visits = await sale.visits(opp)

@@ -1,6 +1,7 @@
 """A stateful property-based test: random sequences of commands, valid and not, sent as
 signals and as updates to a real run; after every step the run's `state` and the database
-must agree with a small reference model of the spec's rules (R6 to R12)."""
+must agree with a small reference model of the spec's rules (R6 to R12, R18, R21, R23). Runs
+hand over often (every 100 events or 10 updates), with ad-hoc tasks kept open across."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class ModelTask:
     visit: int
     key: str
     status: str = "open"
+    adhoc: bool = False
 
 
 @dataclass
@@ -48,7 +50,10 @@ class Model:
     visit: int = 1
     tasks: dict[str, ModelTask] = field(default_factory=dict)
     rejected: int = 0
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # request ids answered: applied or refused
+    refused: set[str] = field(default_factory=set)  # those answered with a refusal
+    recorded: set[str] = field(default_factory=set)  # refusals in `rejected` (a signal brought them)
+    adhoc: int = 0
     follow_up: dict[str, str] = field(default_factory=dict)  # R13: rows only, open after the end
 
     def __post_init__(self) -> None:
@@ -66,7 +71,7 @@ class Model:
 
     def enter(self, stage: str) -> None:
         for t in self.tasks.values():
-            if t.status == "open":
+            if t.status == "open" and (not t.adhoc or stage in FINAL):  # R18: closing cancels them
                 t.status = "canceled"
         self.stage, self.visit = stage, self.visit + 1
         self._open_tasks()
@@ -85,10 +90,23 @@ class Model:
         stage = next(s for s in DEFINITION.stages if s.stage == task.stage)
         return list(next(t for t in stage.tasks if t.key == task.key).outcomes)
 
+    def visit_tasks(self) -> list[ModelTask]:
+        return [t for t in self.tasks.values() if t.visit == self.visit and not t.adhoc]
+
+    def add_task(self) -> bool:
+        if self.closed:
+            return False
+        self.adhoc += 1
+        self.tasks[f"{self.opp}:adhoc{self.adhoc}"] = ModelTask(self.stage, self.visit, "adhoc", adhoc=True)
+        return True
+
     def complete(self, task_id: str, outcome: str | None) -> bool:
         task = self.tasks.get(task_id)
         if self.closed or task is None or task.status != "open":
             return False
+        if task.adhoc:  # R18: one outcome, and it moves nothing
+            task.status = "completed" if outcome in (None, "done") else task.status
+            return task.status == "completed"
         options = {o.name: o for o in self.outcomes(task)}
         chosen = options.get(outcome) if outcome else self.outcomes(task)[0]
         if chosen is None:
@@ -96,7 +114,7 @@ class Model:
         task.status = "completed"
         if chosen.effect is Effect.MOVE:
             self.enter(chosen.stage)
-        elif all(t.status == "completed" for t in self.tasks.values() if t.visit == self.visit):
+        elif all(t.status == "completed" for t in self.visit_tasks()):
             self.enter(ORDER[ORDER.index(self.stage) + 1])
         return True
 
@@ -127,19 +145,28 @@ class SaleMachine(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
-        handle = self.run(self.sale.start(continue_as_new_after_events=150))
+        handle = self.run(self.sale.start(continue_as_new_after_events=100, continue_as_new_after_updates=10))
         self.opp = handle.id.removeprefix("opportunity-")
         self.model = Model(self.opp)
         self.run(self.sale.wait_stage(self.opp, "Qualification"))
 
     def send(self, name: str, payload: dict[str, Any], accepted: bool, as_update: bool) -> None:
-        """Send a command the model has judged; an id is spent once applied, or once a signal
-        carrying it was refused (an update's refusal answers again on a retry)."""
+        """Send a command the model has judged. R23: its request id is spent with the answer,
+        applied or refused; a later delivery gets that answer again and changes nothing."""
         assert self.model is not None
         self.last = (name, payload)
         request_id = payload.get("request_id")
-        if request_id is not None and (accepted or not as_update):
+        if request_id is not None:
             self.model.seen.add(request_id)
+            if not accepted:
+                self.model.refused.add(request_id)
+                if not as_update:
+                    self.model.recorded.add(request_id)
+        self.deliver(name, payload, accepted, as_update, records_refusal=True)
+
+    def deliver(
+        self, name: str, payload: dict[str, Any], accepted: bool, as_update: bool, *, records_refusal: bool
+    ) -> None:
         if as_update:
             try:
                 self.run(self.sale.update(self.opp, name + "_update", payload))
@@ -147,8 +174,9 @@ class SaleMachine(RuleBasedStateMachine):
             except WorkflowUpdateFailedError as err:
                 assert not accepted, f"{name} {payload} was refused: {err.cause}"
         else:
+            assert self.model is not None
             self.run(self.sale.signal(self.opp, name, payload))
-            if not accepted:
+            if not accepted and records_refusal:
                 self.model.rejected += 1
 
     def request_id(self, payload: dict[str, Any], with_id: bool) -> dict[str, Any]:
@@ -199,8 +227,16 @@ class SaleMachine(RuleBasedStateMachine):
     )
     def update_opportunity(self, budget: Any, need: str, as_update: bool) -> None:
         payload = {"budget": budget, "need": need}
-        accepted = isinstance(budget, int) and budget >= 0 and budget < 10**12
+        accepted = isinstance(budget, int) and 0 <= budget < 10**12 and "\x00" not in need
         self.send(c.SIGNAL_UPDATE_OPPORTUNITY, payload, accepted, as_update)
+
+    @precondition(lambda self: self.model is not None and not self.model.closed)
+    @rule(as_update=st.booleans(), with_id=st.booleans())
+    def add_task(self, as_update: bool, with_id: bool) -> None:
+        """R18: an ad-hoc task, which stays open across stage changes and hand-overs."""
+        assert self.model is not None
+        payload = self.request_id({"title": "Follow up", "actor": "prop"}, with_id)
+        self.send(c.SIGNAL_ADD_TASK, payload, self.model.add_task(), as_update)
 
     @precondition(
         lambda self: (
@@ -212,15 +248,17 @@ class SaleMachine(RuleBasedStateMachine):
     )
     @rule(as_update=st.booleans())
     def duplicate(self, as_update: bool) -> None:
-        """The last command again, with its request id: a no-op once its id is spent; otherwise
-        (an update that was refused) it is refused again, the state being the same."""
+        """The last command again, with its request id (R23): the answer it had, and no change: an
+        applied one answers success, a refused one the same refusal (recorded in `rejected` once,
+        by the first signal that brings it)."""
         assert self.last is not None and self.model is not None
         name, payload = self.last
-        if payload["request_id"] in self.model.seen:
-            self.send(name, payload, True, as_update)
-            self.model.seen.add(payload["request_id"])
-        else:
-            self.send(name, payload, False, as_update)
+        request_id = payload["request_id"]
+        refused = request_id in self.model.refused
+        first_record = refused and not as_update and request_id not in self.model.recorded
+        if first_record:
+            self.model.recorded.add(request_id)
+        self.deliver(name, payload, not refused, as_update, records_refusal=first_record)
 
     @precondition(lambda self: self.model is not None and self.model.closed)
     @rule(stage=st.sampled_from(STAGE_NAMES))

@@ -69,7 +69,7 @@ async def test_a_run_keeps_its_version_while_a_newer_one_is_published(
 
     # The old run crosses continue-as-new (the visits below are > 100 events) and keeps its version.
     first_run_id = (await handle.describe()).run_id
-    for stage in ["Proposal", "Contracting", "Qualification", "Presentation"]:
+    for stage in ["Proposal", "Contracting", "Qualification", "Presentation"] * 4:
         await sale.update(old_run, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
     await sale.update(new_run, c.UPDATE_CHANGE_STAGE, {"stage": "Presentation", "actor": "bob"})
     old = await sale.wait_stage(old_run, "Presentation")

@@ -101,7 +101,8 @@ async def test_nothing_moves_a_closed_opportunity(sale: Sale) -> None:
     result = await sale.cli("move", opp, "Qualification", "--actor", "bob")
     assert result.code == 1
     assert result.stderr.strip() == (
-        f"corpsale: opportunity {opp!r} is closed in 'Closed lost'; a final stage is never left"
+        f"corpsale: Opportunity {opp!r} is closed in 'Closed lost'; a final stage is never left"
+        " and its process takes no more commands."
     )
     assert (await sale.opportunity(opp))["stage"] == "Closed lost"
     assert len(await sale.visits(opp)) == 2

@@ -50,9 +50,11 @@ async def test_an_existing_opportunity_without_a_stage_starts_in_qualification(s
 
 async def test_a_closed_or_unknown_opportunity_cannot_start(sale: Sale) -> None:
     closed = await _existing(sale, "Closed won")
-    with pytest.raises(WorkflowFailureError) as failed:
-        await (await sale.start(closed, new=False)).result()
-    assert "is closed in 'Closed won'" in str(failed.value.cause)
+    # R22: a start that reaches a closed opportunity ends at once, closed, writing nothing.
+    state = await (await sale.start(closed, new=False)).result()
+    assert (state.stage, state.closed, state.visit) == ("Closed won", True, 0)
+    assert "is closed in 'Closed won'" in state.rejected[0].reason
+    assert await sale.visits(closed) == [] and await sale.tasks(closed) == []
 
     with pytest.raises(WorkflowFailureError) as failed:
         await (await sale.start("no-such-opp", new=False)).result()
@@ -67,8 +69,8 @@ async def test_a_second_start_while_the_process_runs_is_refused(sale: Sale) -> N
     result = await sale.cli("start", "--existing", opp)
     assert result.code == 1
     assert result.stderr.strip() == (
-        f"corpsale: opportunity {opp!r} has a running process already (workflow"
-        f" opportunity-{opp}); one process per opportunity"
+        f"corpsale: Opportunity {opp!r} has a running process already (workflow"
+        f" opportunity-{opp}); one process per opportunity."
     )
     assert len(await sale.visits(opp)) == 1
 

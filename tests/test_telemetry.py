@@ -244,14 +244,15 @@ async def test_tracing_spans_follow_a_command_from_the_client_into_the_process(s
     assert {"StartWorkflow:CorporateSale", "RunWorkflow:CorporateSale", "RunWorkflow:SaleTask"} <= names, (
         names
     )
-    # The process is one trace from its start: its run, activities, task children and the
-    # update it handled. The client's own update and query calls are traces of their own; a task
-    # child's later work may end after the worker stops.
+    # The process is one trace from its start: its run, activities, the start of its task
+    # workflows and the update it handled. The client's own update and query calls are traces of
+    # their own; a task workflow's later work may end after the worker stops.
     [start] = [span for span in finished if span.name == "StartWorkflow:CorporateSale"]
     process = {span.name for span in finished if span.context.trace_id == start.context.trace_id}
     assert {
         "RunActivity:enter_stage",
-        "StartChildWorkflow:SaleTask",
+        "RunActivity:link_tasks",
+        "StartWorkflow:SaleTask",
         "HandleUpdate:complete_task_update",
         "RunActivity:complete_task",
     } <= process, process

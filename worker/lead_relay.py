@@ -22,7 +22,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import leads
 from workflows import contract as c
-from workflows.opportunity import CorporateSaleWorkflow
 from workflows.state import ProcessInput
 
 log = logging.getLogger("corpsale.leads")
@@ -97,7 +96,7 @@ class LeadRelay:
         opportunity_id = start.opportunity_id
         try:
             await self._client.start_workflow(
-                CorporateSaleWorkflow.run,
+                c.WORKFLOW_TYPE,
                 start,
                 id=c.workflow_id(opportunity_id),
                 task_queue=self._task_queue,

@@ -21,9 +21,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
+from activities.task_workflows import TaskWorkflowActivities
 from worker import telemetry
-from worker.config import Settings, connect_temporal
-from worker.database import database_url
+from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings, connect_temporal
+from worker.database import embedded_database_url, redact
 from worker.lead_relay import LeadRelay
 from worker.process import exit_now
 from workflows.opportunity import CorporateSaleWorkflow
@@ -64,7 +65,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=SaleActivities(pool).all(),
+        activities=[*SaleActivities(pool).all(), *TaskWorkflowActivities(client).all()],
         workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,

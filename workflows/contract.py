@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 WORKFLOW_ID_PREFIX = "opportunity-"
+WORKFLOW_TYPE = "CorporateSale"
 DEFAULT_TASK_QUEUE = "corporate-sale"
 
 # Names of signals, updates and the query (public contract).
@@ -61,6 +62,15 @@ When = Annotated[datetime, AfterValidator(_plausible)]
 
 def workflow_id(opportunity_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
+
+
+# Each task of a process runs as a workflow of its own (its timers), `task-<task id>`.
+TASK_WORKFLOW_TYPE = "SaleTask"
+TASK_COMPLETED_SIGNAL = "task_completed"
+
+
+def task_workflow_id(task_id: str) -> str:
+    return f"task-{task_id}"
 
 
 def start_summary(opportunity_id: str, title: str | None = None, customer: str | None = None) -> str:
@@ -178,7 +188,12 @@ class StartProcess(BaseModel):
     opportunity_id: Identifier
     actor: Name
     new: NewOpportunity | None = None
-    continue_as_new_after_events: int | None = Field(default=None, ge=100)
+    continue_as_new_after_events: int | None = Field(
+        default=None, ge=50, le=10_000, description="Hand over to a new run after this many history events."
+    )
+    continue_as_new_after_updates: int | None = Field(
+        default=None, ge=10, le=1_000, description="Hand over to a new run after this many updates."
+    )
 
 
 TaskStatus = Literal["open", "completed", "canceled"]

@@ -6,12 +6,14 @@ are done or a command moves it, until a final stage ends it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -37,8 +39,17 @@ with workflow.unsafe.imports_passed_through():
         UpdateOpportunity,
     )
     from workflows.definition import Effect, Process
-    from workflows.state import DeferredCommand, ProcessInput, SaleState, TaskInput, TaskState, json_safe
-    from workflows.task import TaskChildren
+    from workflows.state import (
+        Answer,
+        DeferredCommand,
+        ProcessInput,
+        SaleState,
+        TaskInput,
+        TaskState,
+        fingerprint,
+        json_safe,
+    )
+    from workflows.task import TaskChildren, TaskLinks
 
 STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
 OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
@@ -46,12 +57,32 @@ AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
+# Runs started from here on hold tasks that outlive them and continue as new at any quiet point
+# (between commands), not only at a stage boundary with every task closed.
+PATCH_HANDOVER = "runs-hand-over-with-tasks-open"
+# A run continues as new before Temporal's limits are near: after this many history events or
+# accepted updates (the server refuses updates after 2,000 in a run), or when the server suggests
+# it. Past the margin (a flood of commands that leaves no quiet point) commands wait for the
+# next run: signals are carried to it, updates are refused with HandingOver, which the product's
+# clients send again on their own.
+RUN_EVENTS = 2_500
+RUN_UPDATES = 1_000
+FLOOD_UPDATES_MARGIN = 500
+MAX_DEFERRED_CHARS = 200_000
+MAX_OPEN_TASKS = 200
+
+# What the run is given when a start sends no input at all.
+NO_START = RawValue(Payload())
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class Refused(Exception):
     """A command that the rules refuse; its message says why and what to do instead."""
+
+
+class HandingOver(Refused):
+    """Not refused for good: the command reaches the process's next run if sent again."""
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -69,10 +100,35 @@ def _parse(model: type[M], payload: Any) -> M:
         raise Refused(_validation_message(err)) from None
 
 
-def _payload(args: tuple[Any, ...]) -> Any:
+def _payload(args: Sequence[Any]) -> Any:
     if len(args) != 1:
         raise Refused(f"Malformed payload: send one JSON object, not {len(args)} arguments.")
     return args[0]
+
+
+def _decode(raw: RawValue) -> Any:
+    """A payload as it was sent, read here rather than by the SDK: one that is not JSON (or not
+    UTF-8, or nested too deep) is refused with a reason instead of failing a workflow task."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload)
+    except Exception as err:  # anything a sender can put in a payload: RecursionError included
+        encoding = raw.payload.metadata.get("encoding", b"").decode("utf-8", "replace") or "none"
+        raise Refused(
+            f"Malformed payload: not JSON the process can read ({type(err).__name__}, encoding"
+            f" {encoding!r}, {len(raw.payload.data)} bytes); send one JSON object."
+        ) from None
+
+
+def _read_start(raw: RawValue) -> ProcessInput | str:
+    """The start input, or why it cannot be one."""
+    if raw is NO_START:
+        return "The start has no input: send one JSON object (docs/schemas/start.schema.json)."
+    try:
+        return ProcessInput.model_validate(_decode(raw))
+    except Refused as err:
+        return f"Invalid start: {str(err).removeprefix('Malformed payload: ')}"
+    except ValidationError as err:
+        return "Invalid start: " + _validation_message(err).removeprefix("Malformed payload: ")
 
 
 COMMAND_MODELS: dict[str, type[BaseModel]] = {
@@ -81,6 +137,14 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
     c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
     c.SIGNAL_REASSIGN: Reassign,
     c.SIGNAL_ADD_TASK: AddTask,
+}
+# Each command's update, by update name.
+UPDATE_COMMANDS: dict[str, str] = {
+    c.UPDATE_CHANGE_STAGE: c.SIGNAL_CHANGE_STAGE,
+    c.UPDATE_COMPLETE_TASK: c.SIGNAL_COMPLETE_TASK,
+    c.UPDATE_UPDATE_OPPORTUNITY: c.SIGNAL_UPDATE_OPPORTUNITY,
+    c.UPDATE_REASSIGN: c.SIGNAL_REASSIGN,
+    c.UPDATE_ADD_TASK: c.SIGNAL_ADD_TASK,
 }
 
 
@@ -122,51 +186,122 @@ def search_attribute_updates(
     ]
 
 
-@workflow.defn(name="CorporateSale")
+@workflow.defn(name=c.WORKFLOW_TYPE)
 class CorporateSaleWorkflow:
     @workflow.init
-    def __init__(self, start: ProcessInput) -> None:
-        self._start = start
-        self._state = start_state(start)
+    def __init__(self, start: RawValue = NO_START) -> None:
+        read = _read_start(start)
+        self._start = read if isinstance(read, ProcessInput) else None
+        self._bad_start = read if isinstance(read, str) else None
+        self._state = (
+            start_state(self._start)
+            if self._start
+            else SaleState(opportunity_id=workflow.info().workflow_id.removeprefix(c.WORKFLOW_ID_PREFIX))
+        )
         self._lock = asyncio.Lock()
-        self._children = TaskChildren()
+        self._children: TaskChildren | TaskLinks = TaskChildren()
+        self._handover = False  # this run continues as new at quiet points (PATCH_HANDOVER)
         self._ready = False
+        self._updates = 0  # updates this run accepted
+        self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
 
     # The process ------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, start: ProcessInput) -> StateView:
+    async def run(self, start: RawValue = NO_START) -> StateView:
+        self._refuse_bad_start()
+        self._handover = workflow.patched(PATCH_HANDOVER)
+        if self._handover:
+            self._children = TaskLinks()
         async with self._lock:
             if self._state.process is None:
                 await self._open()
             else:
                 await self._resume()
+            await self._children.flush()
             self._ready = True
         watcher = asyncio.create_task(self._watch_stale()) if workflow.patched("stale-deal") else None
-        await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
+        if self._handover:
+            await self._hand_over_when_due()
+        else:
+            await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
         if watcher is not None:
             await watcher
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._state.closed:
-            workflow.continue_as_new(
-                ProcessInput(
-                    opportunity_id=start.opportunity_id,
-                    actor=start.actor,
-                    continue_as_new_after_events=start.continue_as_new_after_events,
-                    resume=self._state,
-                )
-            )
+            workflow.continue_as_new(self._next_input(self._state))
         await self._children.wait_closed()
         return self._state.view()
 
+    def _refuse_bad_start(self) -> None:
+        """R22: fail at once, before anything is written, a run whose start cannot be this
+        opportunity's process."""
+        info, start = workflow.info(), self._start
+        problem = self._bad_start
+        if start is not None and info.workflow_id != c.workflow_id(start.opportunity_id):
+            problem = (
+                f"Workflow id {info.workflow_id!r} is not the process of opportunity"
+                f" {start.opportunity_id!r}: its process runs as {c.workflow_id(start.opportunity_id)!r}."
+            )
+        elif start is not None and start.resume is not None and info.continued_run_id is None:
+            problem = "Invalid start: resume is the process's own hand-over to its next run; leave it out."
+        if problem is not None:
+            raise ApplicationError(problem, type="InvalidStart", non_retryable=True)
+
+    async def _hand_over_when_due(self) -> None:
+        """R21: once a bound is reached, continue as new at the first quiet point (no command
+        being applied, every handler finished), with whatever tasks are open: their children
+        outlive this run. Returns when the process closes."""
+        state = self._state
+        while not state.closed:
+            await workflow.wait_condition(lambda: state.closed or (self._handover_due() and self._quiet()))
+            if state.closed:
+                return
+            await self._children.wait_closed()  # nothing left of the task workflows to send
+            if self._quiet() and not state.closed:
+                workflow.continue_as_new(self._next_input(state.for_next_run()))
+
+    def _quiet(self) -> bool:
+        return workflow.all_handlers_finished() and not self._lock.locked()
+
+    def _handover_due(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._run_events()
+            or self._updates >= self._run_updates()
+        )
+
+    def _flooded(self) -> bool:
+        """So far past the bounds that commands must wait for the next run."""
+        return self._handover and (
+            workflow.info().get_current_history_length() >= 2 * self._run_events()
+            or self._updates >= self._run_updates() + FLOOD_UPDATES_MARGIN
+        )
+
+    def _run_events(self) -> int:
+        return (self._start and self._start.continue_as_new_after_events) or RUN_EVENTS
+
+    def _run_updates(self) -> int:
+        return (self._start and self._start.continue_as_new_after_updates) or RUN_UPDATES
+
+    def _next_input(self, state: SaleState) -> ProcessInput:
+        start = self._start
+        assert start is not None
+        return ProcessInput(
+            opportunity_id=start.opportunity_id,
+            actor=start.actor,
+            continue_as_new_after_events=start.continue_as_new_after_events,
+            continue_as_new_after_updates=start.continue_as_new_after_updates,
+            resume=state,
+        )
+
     async def _open(self) -> None:
+        start = self._start
+        assert start is not None
         record = await workflow.execute_local_activity_method(
             SaleActivities.open_opportunity,
-            OpenOpportunity(
-                opportunity_id=self._start.opportunity_id,
-                actor=self._start.actor,
-                new=self._start.new,
-            ),
+            OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary="create or load the opportunity",
         )
@@ -187,6 +322,14 @@ class CorporateSaleWorkflow:
                 type="UnknownStage",
                 non_retryable=True,
             )
+        if process.stage(first).final and self._handover:
+            # R22: a start that reached a closed opportunity (a caller that did not use the
+            # product's reuse policy) ends at once, as closed, writing nothing.
+            self._state.stage, self._state.closed = first, True
+            message = f"Opportunity {record.opportunity_id!r} is closed in {first!r}; it never starts again."
+            self._state.reject(workflow.now(), "start", message, None)
+            self._publish()
+            return
         if process.stage(first).final:
             raise ApplicationError(
                 f"Opportunity {record.opportunity_id!r} is closed in {first!r}: a final stage is"
@@ -194,8 +337,8 @@ class CorporateSaleWorkflow:
                 type="OpportunityClosed",
                 non_retryable=True,
             )
-        reason = "new opportunity" if self._start.new else "process started for this opportunity"
-        await self._enter_stage(ChangeStage(stage=first, actor=self._start.actor, reason=reason))
+        reason = "new opportunity" if start.new else "process started for this opportunity"
+        await self._enter_stage(ChangeStage(stage=first, actor=start.actor, reason=reason))
 
     async def _resume(self) -> None:
         pending = self._state.pending_entry
@@ -285,6 +428,10 @@ class CorporateSaleWorkflow:
             )
         for t in new_tasks:
             self._start_task(state.tasks[t.task_id])
+        if closing is not None and self._handover:
+            # R13, R20: a won deal's follow-up tasks outlive the process, with their reminders.
+            for f in closing.follow_up:
+                self._start_task(f)
         count("corpsale_stage_transitions", stage=stage.name)
         count("corpsale_tasks_created", len(new_tasks))
         if stage.final:
@@ -349,18 +496,19 @@ class CorporateSaleWorkflow:
                     summary=f"stale-deal notice: {state.stage}",
                 )
 
-    def _start_task(self, task: TaskState) -> None:
+    def _start_task(self, task: TaskState | NewTask) -> None:
+        owner = task.owner if isinstance(task, TaskState) else self._state.owner
         self._children.start(
             TaskInput(
                 task_id=task.task_id,
                 opportunity_id=self._state.opportunity_id,
                 title=task.title,
-                owner=task.owner,
+                owner=owner,
                 start_at=task.start_at,
                 due_at=task.due_at,
                 reminders=self._process.definition.reminders,
             ),
-            summary=f"{task.title} — {task.owner}",
+            summary=f"{task.title} — {owner}",
         )
 
     async def _leave_stage(self, *, closing: bool) -> None:
@@ -376,8 +524,9 @@ class CorporateSaleWorkflow:
         target = self._process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
         adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
-        if not target.final and not adhoc_open and self._continue_as_new_due():
-            # A stage boundary: once no child is open, hand over to a fresh run, which enters it.
+        if not self._handover and not target.final and not adhoc_open and self._continue_as_new_due():
+            # Runs from before PATCH_HANDOVER: at a stage boundary, once no child is open, hand
+            # over to a fresh run, which enters the stage.
             await self._children.wait_closed()
             # Every task is finished here: the next run needs none of them (the state stays small).
             self._state.tasks = {}
@@ -388,7 +537,7 @@ class CorporateSaleWorkflow:
 
     def _continue_as_new_due(self) -> bool:
         info = workflow.info()
-        limit = self._start.continue_as_new_after_events
+        limit = self._start.continue_as_new_after_events if self._start else None
         return info.is_continue_as_new_suggested() or (
             limit is not None and info.get_current_history_length() >= limit
         )
@@ -422,7 +571,7 @@ class CorporateSaleWorkflow:
                 " a final stage is never left and its data no longer changes."
             )
         if self._state.pending_entry is not None:
-            raise Refused("The process is handing over to a new run; send the command again.")
+            raise HandingOver("The process is handing over to a new run; send the command again.")
 
     # `settled=False` (update validators) keeps to the refusals that no command still queued
     # ahead of this one can undo; the handler checks again, in order, under the lock.
@@ -474,6 +623,10 @@ class CorporateSaleWorkflow:
 
     def _check_add_task(self, cmd: AddTask) -> None:
         self._check_open()
+        if len(self._state.open_tasks()) >= MAX_OPEN_TASKS:
+            raise Refused(
+                f"The opportunity has {MAX_OPEN_TASKS} open tasks, as many as it holds; complete some first."
+            )
         if cmd.due_at is not None and cmd.due_at <= workflow.now():
             raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
 
@@ -644,153 +797,181 @@ class CorporateSaleWorkflow:
         state.owner = cmd.owner
         self._publish()
 
-    def _parse(self, name: str, payload: Any) -> BaseModel:
-        return _parse(COMMAND_MODELS[name], payload)
+    # Commands: one path for signals and updates ----------------------------------------------
 
-    async def _apply(self, name: str, cmd: BaseModel) -> None:
-        """Apply a parsed command once; a repeated request id is a no-op. A refused command's id
-        is not kept here: an update sent again is answered with the refusal again."""
-        request_id: str | None = getattr(cmd, "request_id", None)
-        if self._state.seen(request_id):
+    def _recall(self, request_id: str | None, print_: str) -> Answer | None:
+        """R23: the answer already given to this request, if any; a request id that came with
+        another command is refused."""
+        known = self._state.answer(request_id)
+        if known is not None and known.fingerprint and known.fingerprint != print_:
+            raise Refused(
+                f"Request id {request_id!r} was used for another command; give each command a"
+                " request id of its own (and a retry the same one)."
+            )
+        return known
+
+    async def _apply(self, name: str, payload: Any, request_id: str | None) -> None:
+        """Apply a command once per request id: a request answered before gets that answer again
+        (its refusal raised again), and nothing is applied twice."""
+        print_ = fingerprint(name, payload)
+        known = self._recall(request_id, print_)
+        if known is not None:
+            if known.refusal is not None:
+                raise Refused(known.refusal)
             return
-        match cmd:
-            case ChangeStage():
-                await self._change_stage(cmd)
-            case CompleteTask():
-                await self._complete_task(cmd)
-            case UpdateOpportunity():
-                await self._update_opportunity(cmd)
-            case Reassign():
-                await self._reassign(cmd)
-            case AddTask():
-                await self._add_task(cmd)
-        self._state.remember(request_id)
-
-    async def _apply_signal(self, name: str, args: tuple[Any, ...]) -> None:
-        """Signals never raise: a refused one is recorded in `rejected` with the reason."""
-        payload = args[0] if len(args) == 1 else list(args)
         try:
-            cmd = self._parse(name, _payload(args))
-            await self._apply(name, cmd)
+            if name not in COMMAND_MODELS:
+                raise Refused(f"Unknown command {name!r}; commands: {', '.join(COMMAND_MODELS)}.")
+            cmd = _parse(COMMAND_MODELS[name], payload)
+            match cmd:
+                case ChangeStage():
+                    await self._change_stage(cmd)
+                case CompleteTask():
+                    await self._complete_task(cmd)
+                case UpdateOpportunity():
+                    await self._update_opportunity(cmd)
+                case Reassign():
+                    await self._reassign(cmd)
+                case AddTask():
+                    await self._add_task(cmd)
+            await self._children.flush()
+        except HandingOver:
+            raise  # not an answer: the same request is applied by the next run
         except Refused as err:
-            if not self._state.seen(request_id := _request_id(payload)):
-                self._state.reject(workflow.now(), name, str(err), payload)
-                count("corpsale_commands_rejected", command=name, via="signal")
-            # The rejection answers the signal once: a second delivery adds nothing.
-            self._state.remember(request_id)
+            self._state.remember(request_id, print_, str(err))
+            raise
+        self._state.remember(request_id, print_)
 
-    async def _signal(self, name: str, args: tuple[Any, ...]) -> None:
+    async def _apply_signal(self, name: str, args: Sequence[Any]) -> None:
+        """Signals never raise: a refused one is recorded in `rejected` with the reason, once
+        however often its request is delivered."""
+        payload = args[0] if len(args) == 1 else list(args)
+        request_id = _request_id(payload)
+        try:
+            known = self._recall(request_id, fingerprint(name, payload))
+            if known is not None:
+                if known.refusal is not None and not known.recorded:
+                    raise Refused(known.refusal)  # refused as an update: recorded now, once
+                return
+            await self._apply(name, _payload(args), request_id)
+        except Refused as err:
+            self._reject(name, str(err), payload, via="signal")
+            answer = self._state.answer(request_id)
+            if answer is not None and answer.refusal is not None and str(err).startswith(answer.refusal[:-1]):
+                answer.recorded = True
+
+    def _reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
+        self._state.reject(workflow.now(), name, reason, payload)
+        count("corpsale_commands_rejected", command=name, via=via)
+
+    def _can_defer(self, payload: Any) -> bool:
+        """Under a flood a signal is carried to the next run, as long as that input stays small."""
+        carried = sum(len(str(d.args)) for d in self._state.deferred)
+        return json_safe(payload) and carried + len(str(payload)) <= MAX_DEFERRED_CHARS
+
+    async def _signal(self, name: str, raw: Sequence[RawValue]) -> None:
         await workflow.wait_condition(lambda: self._ready)
+        try:
+            args = [_decode(r) for r in raw]
+        except Refused as err:
+            self._reject(name, str(err), f"<{len(raw)} payloads, not JSON>", via="signal")
+            return
+        if self._flooded() and self._can_defer(args):
+            self._state.deferred.append(DeferredCommand(name=name, args=args))
+            return
         async with self._lock:
-            if self._state.pending_entry is not None:
-                if json_safe(list(args)):  # what the next run gets must serialise
-                    self._state.deferred.append(DeferredCommand(name=name, args=list(args)))
+            if self._state.pending_entry is not None:  # runs from before PATCH_HANDOVER
+                if json_safe(args):  # what the next run gets must serialise
+                    self._state.deferred.append(DeferredCommand(name=name, args=args))
                     return
             await self._apply_signal(name, args)
 
-    async def _update(self, name: str, args: tuple[Any, ...]) -> StateView:
+    async def _update(self, name: str, raw: Sequence[RawValue]) -> StateView:
         await workflow.wait_condition(lambda: self._ready)
+        self._updates += 1
+        info = workflow.current_update_info()
         async with self._lock:
             try:
-                cmd = self._parse(name, _payload(args))
-                if getattr(cmd, "request_id", None) is None:
-                    info = workflow.current_update_info()
-                    cmd = cmd.model_copy(update={"request_id": info.id if info else None})
-                await self._apply(name, cmd)
+                payload = _payload([_decode(r) for r in raw])
+                await self._apply(name, payload, _request_id(payload) or (info.id if info else None))
+            except HandingOver as err:
+                raise ApplicationError(str(err), type="HandingOver") from None
             except Refused as err:
                 count("corpsale_commands_rejected", command=name, via="update")
                 raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
+            finally:
+                if info is not None:
+                    self._admitted.pop(info.id, None)
         return self._state.view()
 
-    def _validate(self, name: str, args: tuple[Any, ...]) -> None:
-        """Update validators: refuse before anything enters history, where state allows."""
+    def _validate(self, update: str, raw: Sequence[RawValue]) -> None:
+        """Update validators: refuse before anything enters history, where state allows. They
+        change nothing but `_admitted`, which only validators read (they do not run on replay)."""
+        name = UPDATE_COMMANDS.get(update, update)
         try:
-            cmd = self._parse(name, _payload(args))
-            if not self._ready or self._state.seen(getattr(cmd, "request_id", None)):
+            if update not in UPDATE_COMMANDS:
+                raise Refused(f"Unknown update {update!r}; updates: {', '.join(UPDATE_COMMANDS)}.")
+            payload = _payload([_decode(r) for r in raw])
+            if not self._ready:
                 return
-            match cmd:
-                case ChangeStage():
-                    self._check_change_stage(cmd, settled=False)
-                    if self._process.has_stage(cmd.stage) and self._closes_as_lost(cmd) and not cmd.reason:
-                        raise Refused(
-                            f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
-                            " (`corpsale close-reasons` lists them)."
-                        )
-                case CompleteTask():
-                    self._check_complete_task(cmd, settled=False)
-                case UpdateOpportunity():
-                    self._check_update(cmd)
-                case Reassign():
-                    self._check_reassign(cmd, settled=False)
-                case AddTask():
-                    self._check_add_task(cmd)
+            if self._flooded():
+                raise HandingOver(
+                    "The process is handing over to a new run; send the command again with the same"
+                    " request id (the product's clients do this on their own)."
+                )
+            info = workflow.current_update_info()
+            request_id = _request_id(payload) or (info.id if info else None)
+            print_ = fingerprint(name, payload)
+            admitted = self._admitted.get(request_id) if request_id else None
+            if admitted is not None and admitted != print_:
+                raise Refused(f"Request id {request_id!r} was used for another command (being applied now).")
+            if admitted is not None or self._recall(request_id, print_) is not None:
+                return  # a delivery of a request in hand: the handler gives it that request's answer
+            cmd = _parse(COMMAND_MODELS[name], payload)
+            self._check(cmd)
+            if request_id is not None:
+                self._admitted[request_id] = print_
+        except HandingOver as err:
+            raise ApplicationError(str(err), type="HandingOver") from None
         except Refused as err:
             count("corpsale_commands_rejected", command=name, via="update")
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
+    def _check(self, cmd: BaseModel) -> None:
+        """The refusals that no command still queued ahead of this one can undo."""
+        match cmd:
+            case ChangeStage():
+                self._check_change_stage(cmd, settled=False)
+                if self._process.has_stage(cmd.stage) and self._closes_as_lost(cmd) and not cmd.reason:
+                    raise Refused(
+                        f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
+                        " (`corpsale close-reasons` lists them)."
+                    )
+            case CompleteTask():
+                self._check_complete_task(cmd, settled=False)
+            case UpdateOpportunity():
+                self._check_update(cmd)
+            case Reassign():
+                self._check_reassign(cmd, settled=False)
+            case AddTask():
+                self._check_add_task(cmd)
+
     # The public contract ----------------------------------------------------------------------
-    # Handlers take `*args` untyped: the SDK then hands over whatever was sent, however many
-    # arguments, and the rules above refuse it with a reason instead of failing a workflow task.
+    # One dynamic handler for every signal and one for every update: they take the payloads raw,
+    # so that whatever was sent (not JSON, too deep, too many arguments, an unknown name) is
+    # refused with a reason instead of failing a workflow task or being dropped.
 
-    @workflow.signal(name=c.SIGNAL_CHANGE_STAGE)
-    async def change_stage(self, *args: Any) -> None:
-        await self._signal(c.SIGNAL_CHANGE_STAGE, args)
+    @workflow.signal(dynamic=True)
+    async def command_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        await self._signal(name, args)
 
-    @workflow.signal(name=c.SIGNAL_COMPLETE_TASK)
-    async def complete_task(self, *args: Any) -> None:
-        await self._signal(c.SIGNAL_COMPLETE_TASK, args)
+    @workflow.update(dynamic=True)
+    async def command_update(self, name: str, args: Sequence[RawValue]) -> StateView:
+        return await self._update(UPDATE_COMMANDS.get(name, name), args)
 
-    @workflow.signal(name=c.SIGNAL_UPDATE_OPPORTUNITY)
-    async def update_opportunity(self, *args: Any) -> None:
-        await self._signal(c.SIGNAL_UPDATE_OPPORTUNITY, args)
-
-    @workflow.update(name=c.UPDATE_CHANGE_STAGE)
-    async def change_stage_update(self, *args: Any) -> StateView:
-        return await self._update(c.SIGNAL_CHANGE_STAGE, args)
-
-    @change_stage_update.validator
-    def _validate_change_stage(self, *args: Any) -> None:
-        self._validate(c.SIGNAL_CHANGE_STAGE, args)
-
-    @workflow.update(name=c.UPDATE_COMPLETE_TASK)
-    async def complete_task_update(self, *args: Any) -> StateView:
-        return await self._update(c.SIGNAL_COMPLETE_TASK, args)
-
-    @complete_task_update.validator
-    def _validate_complete_task(self, *args: Any) -> None:
-        self._validate(c.SIGNAL_COMPLETE_TASK, args)
-
-    @workflow.update(name=c.UPDATE_UPDATE_OPPORTUNITY)
-    async def update_opportunity_update(self, *args: Any) -> StateView:
-        return await self._update(c.SIGNAL_UPDATE_OPPORTUNITY, args)
-
-    @update_opportunity_update.validator
-    def _validate_update_opportunity(self, *args: Any) -> None:
-        self._validate(c.SIGNAL_UPDATE_OPPORTUNITY, args)
-
-    @workflow.signal(name=c.SIGNAL_REASSIGN)
-    async def reassign(self, *args: Any) -> None:
-        await self._signal(c.SIGNAL_REASSIGN, args)
-
-    @workflow.update(name=c.UPDATE_REASSIGN)
-    async def reassign_update(self, *args: Any) -> StateView:
-        return await self._update(c.SIGNAL_REASSIGN, args)
-
-    @reassign_update.validator
-    def _validate_reassign(self, *args: Any) -> None:
-        self._validate(c.SIGNAL_REASSIGN, args)
-
-    @workflow.signal(name=c.SIGNAL_ADD_TASK)
-    async def add_task(self, *args: Any) -> None:
-        await self._signal(c.SIGNAL_ADD_TASK, args)
-
-    @workflow.update(name=c.UPDATE_ADD_TASK)
-    async def add_task_update(self, *args: Any) -> StateView:
-        return await self._update(c.SIGNAL_ADD_TASK, args)
-
-    @add_task_update.validator
-    def _validate_add_task(self, *args: Any) -> None:
-        self._validate(c.SIGNAL_ADD_TASK, args)
+    @command_update.validator
+    def _validate_command(self, name: str, args: Sequence[RawValue]) -> None:
+        self._validate(name, args)
 
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:

@@ -4,11 +4,12 @@ continue-as-new, from which the `state` query is derived.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from workflows.contract import (
     ChangeStage,
@@ -22,14 +23,36 @@ from workflows.definition import Process, Reminders
 MAX_REJECTED = 100
 MAX_REQUEST_IDS = 2_000
 MAX_PAYLOAD_CHARS = 2_000
+MAX_REFUSAL_CHARS = 500
 
 
 def json_safe(value: Any) -> bool:
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return False
     return True
+
+
+def fingerprint(command: str, payload: Any) -> str:
+    """What makes two deliveries the same command: its name and its payload without the request
+    id (a retry sends the same JSON). Short: it is kept, with the id, for the last 2,000 requests."""
+    body = {k: v for k, v in payload.items() if k != "request_id"} if isinstance(payload, dict) else payload
+    try:
+        text = json.dumps([command, body], sort_keys=True, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = f"{command}:{body!r}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class Answer(BaseModel):
+    """How the process answered one request: applied (no refusal) or refused, and why. A retry of
+    the request gets the same answer; the fingerprint tells a retry from another command that
+    reuses the id."""
+
+    fingerprint: str = ""  # "" for ids kept before fingerprints were: any payload matches
+    refusal: str | None = None
+    recorded: bool = False  # the refusal is in `rejected` (a signal delivered it)
 
 
 def storable(value: Any) -> Any:
@@ -65,7 +88,8 @@ class SaleState(BaseModel):
     process: Process | None = None
     tasks: dict[str, TaskState] = {}
     rejected: list[Rejection] = []
-    request_ids: list[str] = []
+    requests: dict[str, Answer] = {}  # the answers to the last 2,000 request ids, oldest first
+    request_ids: list[str] = []  # a state of an earlier version: folded into `requests`
     reassignments: int = 0  # numbers each reassignment's rows
     # R20: since when the visit has gone without a completed task, and the stale-deal notices.
     quiet_since: datetime | None = None
@@ -88,14 +112,34 @@ class SaleState(BaseModel):
     def open_tasks(self) -> list[TaskState]:
         return [t for t in self.tasks.values() if t.status == "open"]
 
-    def seen(self, request_id: str | None) -> bool:
-        return request_id is not None and request_id in self.request_ids
+    @model_validator(mode="after")
+    def _fold_request_ids(self) -> Self:
+        for request_id in self.request_ids:
+            self.requests.setdefault(request_id, Answer())
+        self.request_ids = []
+        return self
 
-    def remember(self, request_id: str | None) -> None:
-        if request_id is None or request_id in self.request_ids:
+    def seen(self, request_id: str | None) -> bool:
+        return request_id is not None and request_id in self.requests
+
+    def answer(self, request_id: str | None) -> Answer | None:
+        return None if request_id is None else self.requests.get(request_id)
+
+    def remember(self, request_id: str | None, fingerprint: str = "", refusal: str | None = None) -> None:
+        """Keep the answer to a request (the first one stays: a retry changes nothing)."""
+        if request_id is None or request_id in self.requests:
             return
-        self.request_ids.append(request_id)
-        del self.request_ids[:-MAX_REQUEST_IDS]
+        if refusal is not None and len(refusal) > MAX_REFUSAL_CHARS:
+            refusal = refusal[:MAX_REFUSAL_CHARS] + "…"
+        self.requests[request_id] = Answer(fingerprint=fingerprint, refusal=refusal)
+        for oldest in list(self.requests)[: max(0, len(self.requests) - MAX_REQUEST_IDS)]:
+            del self.requests[oldest]
+
+    def for_next_run(self) -> SaleState:
+        """The state a continued run starts from: what is finished of earlier visits is in
+        PostgreSQL, so only open tasks and the current visit's are carried (it stays small)."""
+        keep = {i: t for i, t in self.tasks.items() if t.status == "open" or t.visit == self.visit}
+        return self.model_copy(update={"tasks": keep})
 
     def reject(self, at: datetime, command: str, reason: str, payload: Any) -> None:
         payload = storable(payload)

@@ -1,6 +1,11 @@
 """One CRM task as a child workflow: it lives while the task is open, so that ops see it in the
-Temporal UI and a stage change cancels it. Kept lean: the parent writes completions; the child
-only records its own cancellation before it ends.
+Temporal UI, its reminders fire on time, and a stage change cancels it. Kept lean: the parent
+writes completions and cancellations; the child only keeps the task's timers.
+
+Two ways for the process to hold its children: `TaskChildren` (runs from before the patch
+`runs-hand-over-with-tasks-open`: children closed with the run) and `TaskLinks` (children that
+outlive the run that started them, reached by their workflow id, so that a run can continue as
+new with tasks open and a won deal's follow-up tasks keep their timers).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CancelTaskRow, TaskNotice
+    from activities.models import CancelTaskRow, TaskNotice, TaskOps, TaskStart
     from activities.sale import SaleActivities
+    from activities.task_workflows import TaskWorkflowActivities
+    from workflows.contract import TASK_COMPLETED_SIGNAL, TASK_WORKFLOW_TYPE, task_workflow_id
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
 
 
-@workflow.defn(name="SaleTask")
+@workflow.defn(name=TASK_WORKFLOW_TYPE)
 class TaskWorkflow:
     def __init__(self) -> None:
         self._outcome: str | None = None
@@ -69,7 +76,7 @@ class TaskWorkflow:
             if not open_still:
                 return
 
-    @workflow.signal(name="task_completed")
+    @workflow.signal(name=TASK_COMPLETED_SIGNAL)
     def task_completed(self, outcome: str) -> None:
         """Sent by the parent once the completion is stored."""
         self._outcome = outcome
@@ -92,7 +99,7 @@ class TaskChildren:
         return await workflow.start_child_workflow(
             TaskWorkflow.run,
             task,
-            id=f"task-{task.task_id}",
+            id=task_workflow_id(task.task_id),
             cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
             # If ops cancel or terminate the process, its tasks still record their cancellation.
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
@@ -134,8 +141,50 @@ class TaskChildren:
         except Exception as err:  # canceled as asked, or ended from outside: either way, closed
             workflow.logger.debug("task child closed: %s", err)
 
+    async def flush(self) -> None:
+        """Children are started and told as the commands go: nothing waits here."""
+
     async def wait_closed(self) -> None:
         """Return once no child of this run is open (before continue-as-new or the end)."""
         await self.cancel(list(self._starting))
         finishing, self._finishing = self._finishing, []
         await asyncio.gather(*finishing)
+
+
+class TaskLinks:
+    """The process's side of task workflows that outlive the run that started them: whichever
+    run is current reaches them by workflow id. A command's starts, completions and
+    cancellations go out together in one local activity (`flush`), within the command's own
+    workflow task: nothing is left on the way when the run hands over to the next."""
+
+    def __init__(self) -> None:
+        self._start: list[TaskStart] = []
+        self._finish: dict[str, str] = {}
+        self._cancel: list[str] = []
+
+    def start(self, task: TaskInput, summary: str) -> None:
+        self._start.append(TaskStart(task=task, summary=summary))
+
+    def finish(self, task_id: str, outcome: str) -> None:
+        """Tell a completed task's workflow to end (its completion is stored already)."""
+        self._finish[task_id] = outcome
+
+    async def cancel(self, task_ids: list[str]) -> None:
+        """Cancel these tasks' workflows (their rows are canceled by the stage change)."""
+        self._cancel.extend(task_ids)
+
+    async def flush(self) -> None:
+        links = TaskOps(start=tuple(self._start), finish=self._finish, cancel=tuple(self._cancel))
+        if not links:
+            return
+        self._start, self._finish, self._cancel = [], {}, []
+        counts = {"start": len(links.start), "finish": len(links.finish), "cancel": len(links.cancel)}
+        await workflow.execute_local_activity_method(
+            TaskWorkflowActivities.link_tasks,
+            links,
+            start_to_close_timeout=timedelta(seconds=30),
+            summary="task workflows: " + ", ".join(f"{k} {n}" for k, n in counts.items() if n),
+        )
+
+    async def wait_closed(self) -> None:
+        await self.flush()
