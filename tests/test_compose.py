@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile, the deploy scripts and the code agree: no Docker engine
 runs here, so this reads the files and checks each reference against its other end (service
 names, environment variables the code reads, ports, the task queue, search attributes, pinned
-images, the packages the image installs)."""
+images, the packages the image installs; the mTLS and authorizer override and the certificates
+deploy/make-dev-certs.sh makes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml  # type: ignore[import-untyped]
 from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.envconfig import ClientConfigProfile
 
 from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings
 from worker.stack import SEARCH_ATTRIBUTES, cli_type
@@ -22,8 +24,20 @@ from workflows import contract as c
 ROOT = Path(__file__).parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-# Variables the Temporal client reads itself (temporalio.envconfig), beside the product's settings.
-TEMPORAL_VARIABLES = {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY"}
+# The override that turns on Temporal's mutual TLS and authorizer, and what makes its certificates.
+SECURE: dict[str, dict[str, Any]] = yaml.safe_load(
+    (ROOT / "deploy" / "docker-compose.secure.yml").read_text()
+)["services"]
+DEV_CERTS = ROOT / "deploy" / "make-dev-certs.sh"
+# The server image's variables (temporalio/server 1.31 renders its embedded template,
+# common/config/config_template_embedded.yaml): the frontend's certificate and the CA of client
+# certificates; the internode certificate and the CA Temporal's own services trust.
+FRONTEND_MTLS = {"TEMPORAL_TLS_FRONTEND_CERT", "TEMPORAL_TLS_FRONTEND_KEY", "TEMPORAL_TLS_CLIENT1_CA_CERT"}
+INTERNODE_MTLS = {"TEMPORAL_TLS_SERVER_CERT", "TEMPORAL_TLS_SERVER_KEY", "TEMPORAL_TLS_SERVER_CA_CERT"}
+# Its default authorizer and JWT claim mapper, and where the mapper gets the token keys (JWKS).
+AUTHORIZER = {"TEMPORAL_AUTH_AUTHORIZER", "TEMPORAL_AUTH_CLAIM_MAPPER", "TEMPORAL_JWT_KEY_SOURCE1"}
+# The Web UI server's (temporalio/ui server/config/docker.yaml): its client certificate, the server's CA.
+UI_CLIENT_TLS = {"TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY", "TEMPORAL_TLS_CA"}
 
 
 def _settings_variables() -> set[str]:
@@ -32,6 +46,34 @@ def _settings_variables() -> set[str]:
         alias = field.validation_alias
         names |= set(getattr(alias, "choices", [])) or {f"CORPSALE_{name.upper()}"}
     return names
+
+
+def _envconfig(environment: dict[str, str]) -> ClientConfigProfile:
+    """The connection the Temporal SDK's environment configuration (the Temporal CLI's variables)
+    makes of these variables alone."""
+    return ClientConfigProfile.load(disable_file=True, override_env_vars=environment)
+
+
+def _envconfig_reads(name: str, value: str) -> bool:
+    return _envconfig({name: value}) != _envconfig({})
+
+
+def _filled(value: object) -> str:
+    """A value as the container gets it, the operator's `${NAME:?why}` filled in."""
+    return re.sub(r"\$\{\w+:\?[^}]*\}", "operator-value", str(value))
+
+
+def _secure_environment(name: str) -> dict[str, str]:
+    """A service's variables with both files: docker-compose.yml's, then the override's."""
+    merged = {**SERVICES[name].get("environment", {}), **SECURE[name].get("environment", {})}
+    return {key: _filled(value) for key, value in merged.items()}
+
+
+def _dev_cert_files() -> set[Path]:
+    """The files deploy/make-dev-certs.sh writes: every "$CERTS/folder/file" it names."""
+    script = DEV_CERTS.read_text()
+    assert 'CERTS="$(cd "$(dirname "$0")" && pwd)/certs"' in script
+    return {ROOT / "deploy" / "certs" / name for name in re.findall(r'"\$CERTS/([\w-]+/[\w.-]+)"', script)}
 
 
 def test_every_image_is_pinned_and_every_dependency_exists() -> None:
@@ -52,7 +94,11 @@ def test_every_image_is_pinned_and_every_dependency_exists() -> None:
 def test_the_worker_service_reads_only_variables_the_code_knows() -> None:
     worker = SERVICES["worker"]
     environment: dict[str, str] = worker["environment"]
-    unknown = set(environment) - _settings_variables() - TEMPORAL_VARIABLES
+    unknown = {
+        name
+        for name, value in environment.items()
+        if name not in _settings_variables() and not _envconfig_reads(name, value)
+    }
     assert not unknown, f"the code reads no such variables: {unknown}"
     settings = Settings.model_validate(
         {k.removeprefix("CORPSALE_").lower(): v for k, v in environment.items()}
@@ -93,3 +139,76 @@ def test_the_image_installs_every_package_and_runs_the_worker() -> None:
     module = re.search(r'CMD \["python", "-m", "([\w.]+)"\]', dockerfile)
     assert module is not None and importlib.util.find_spec(module.group(1)) is not None
     assert SERVICES["worker"]["build"] == "."
+
+
+def test_the_secure_override_names_only_services_and_files_that_exist() -> None:
+    assert set(SECURE) <= set(SERVICES), f"no such services: {set(SECURE) - set(SERVICES)}"
+    produced = _dev_cert_files()
+    for name, service in SECURE.items():
+        mounts = {}
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            host = (ROOT / source).resolve()
+            assert host.exists() or any(host in file.parents for file in produced), f"{name}: no {source}"
+            mounts[Path(target)] = host
+        # Every file a variable names lies in a mounted folder, and is in the repository or made
+        # by deploy/make-dev-certs.sh.
+        for key, value in service.get("environment", {}).items():
+            if str(value).startswith("/"):
+                inside = Path(value)
+                folder = next((target for target in mounts if target in inside.parents), None)
+                assert folder is not None, f"{name}: {key}={value} is in no mounted folder"
+                host = mounts[folder] / inside.relative_to(folder)
+                assert host.is_file() or host in produced, (
+                    f"{name}: {key}={value} ({host}) is made by nothing"
+                )
+            # What the operator supplies is required: compose stops with the reason when it is unset.
+            for placeholder in re.findall(r"\$\{[^}]*\}", str(value)):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", placeholder), f"{name}: {key} may be empty"
+
+
+def test_the_secure_override_turns_on_mutual_tls_and_the_authorizer_on_the_server() -> None:
+    server = _secure_environment("temporal")
+    assert FRONTEND_MTLS | INTERNODE_MTLS | AUTHORIZER <= set(server)
+    assert server.get("TEMPORAL_TLS_REQUIRE_CLIENT_AUTH") == "true"
+    # A client certificate opens the frontend only: Temporal's own services trust another CA.
+    assert server["TEMPORAL_TLS_CLIENT1_CA_CERT"] != server["TEMPORAL_TLS_SERVER_CA_CERT"]
+    assert server["TEMPORAL_AUTH_AUTHORIZER"] == server["TEMPORAL_AUTH_CLAIM_MAPPER"] == "default"
+    assert server["TEMPORAL_JWT_KEY_SOURCE1"] == "operator-value"
+    # Temporal's system workers, which have no token, go through the internal frontend instead.
+    assert server.get("USE_INTERNAL_FRONTEND") == "true"
+    assert "internal-frontend" in server.get("TEMPORAL_SERVICES", "").split(",")
+
+
+def test_every_temporal_client_gets_a_client_certificate_under_the_secure_override() -> None:
+    clients = [
+        name for name, service in SERVICES.items() if "TEMPORAL_ADDRESS" in service.get("environment", {})
+    ]
+    assert {"temporal-create-namespace", "temporal-ui", "worker"} <= set(clients)
+    assert set(clients) <= set(SECURE), f"the override leaves out {set(clients) - set(SECURE)}"
+    server_ca = Path(_secure_environment("temporal")["TEMPORAL_TLS_SERVER_CA_CERT"]).name
+    for name in clients:
+        environment = _secure_environment(name)
+        if SERVICES[name]["image"].startswith("temporalio/ui:"):
+            assert UI_CLIENT_TLS <= set(environment), f"{name}: no client certificate"
+            assert environment.get("TEMPORAL_TLS_ENABLE_HOST_VERIFICATION") == "true"
+            assert Path(environment["TEMPORAL_TLS_CA"]).name == server_ca
+            continue
+        # The worker, its health check's `temporal` CLI and the admin-tools' CLI read these.
+        profile = _envconfig(environment)
+        tls = profile.tls
+        assert tls is not None and tls.client_cert and tls.client_private_key, (
+            f"{name}: no client certificate"
+        )
+        assert isinstance(tls.server_root_ca_cert, Path) and tls.server_root_ca_cert.name == server_ca
+        assert profile.api_key == "operator-value", f"{name}: no token for the authorizer"
+
+
+def test_the_secure_worker_sets_only_variables_the_sdk_or_the_code_reads() -> None:
+    environment = {key: _filled(value) for key, value in SECURE["worker"]["environment"].items()}
+    unknown = {
+        name
+        for name, value in environment.items()
+        if name not in _settings_variables() and not _envconfig_reads(name, value)
+    }
+    assert not unknown, f"neither temporalio.envconfig nor the settings read {unknown}"
