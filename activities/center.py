@@ -20,7 +20,7 @@ class CenterRefused(Refused):
 
 async def list_people(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT p.name, p.manager, p.email,"
+        "SELECT p.name, p.role, p.manager, p.email,"
         " (SELECT count(*) FROM tasks t WHERE t.owner = p.name AND t.status = 'open') AS open_tasks"
         " FROM people p ORDER BY p.name"
     )
@@ -34,8 +34,10 @@ async def set_person(
     manager: str | None,
     email: str | None,
     clear_manager: bool = False,
+    role: str | None = None,
 ) -> None:
-    """Add a person or change their manager or email; refuse a manager chain that loops back."""
+    """Add a person or change their manager, email or role; refuse a manager chain that loops
+    back."""
     if manager == name:
         raise CenterRefused(f"{name!r} cannot be their own manager")
     async with conn.transaction():
@@ -52,13 +54,15 @@ async def set_person(
             if chain:
                 raise CenterRefused(f"{manager!r} reports to {name!r} already: a manager chain cannot loop")
         await conn.execute(
-            "INSERT INTO people (name, manager, email) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE"
+            "INSERT INTO people (name, manager, email, role) VALUES ($1, $2, $3, coalesce($5, 'member'))"
+            " ON CONFLICT (name) DO UPDATE"
             " SET manager = CASE WHEN $4 THEN NULL ELSE coalesce(EXCLUDED.manager, people.manager) END,"
-            " email = coalesce(EXCLUDED.email, people.email)",
+            " email = coalesce(EXCLUDED.email, people.email), role = coalesce($5, people.role)",
             name,
             manager,
             email,
             clear_manager,
+            role,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from workflows.contract import NewOpportunity
+from workflows.permissions import Asked
 from workflows.state import TaskInput
 
 
@@ -138,3 +139,13 @@ class TaskOps(_Model):
 
     def __bool__(self) -> bool:
         return bool(self.start or self.finish or self.cancel)
+
+
+class Authorize(_Model):
+    """One command to check (R24): its signature, if any, and whether its actor may."""
+
+    workflow_id: str
+    command: str  # the signal name, also for the command's update (what a signature covers)
+    payload: dict[str, Any]  # as sent: the signature covers it as sent
+    asked: Asked
+    at: datetime

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import definitions, repository
+from activities import access, definitions, repository
 from activities.models import (
     AddTaskRow,
+    Authorize,
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
@@ -132,6 +133,12 @@ class SaleActivities:
             await repository.reassign(conn, row)
 
     @activity.defn
+    async def authorize(self, check: Authorize) -> str | None:
+        """None if the command may go ahead (R24), else why not."""
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            return await access.authorize(conn, check)
+
+    @activity.defn
     async def notify_task(self, notice: TaskNotice) -> bool:
         """Returns whether the task was still open (a notice for a finished one is not sent)."""
         async with self._pool.acquire() as conn:
@@ -154,6 +161,7 @@ class SaleActivities:
             self.reassign,
             self.add_task,
             self.load_close_reasons,
+            self.authorize,
             self.notify_task,
             self.notify_stale,
         ]

@@ -10,10 +10,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from activities import center
-from starter.cli import CliError, _with_db, parse_moment, positive_int, print_json, print_table
+from activities import access, center
+from starter.access import may_read_inbox
+from starter.cli import (
+    CliError,
+    _with_db,
+    acting_as,
+    default_actor,
+    parse_moment,
+    positive_int,
+    print_json,
+    print_table,
+)
 
 PRODID = "-//corporate-sale//tasks//EN"
+READER_HELP = "who reads (default: $CORPSALE_ACTOR or your user name): the person or an admin"
 UID_DOMAIN = "corporate-sale"
 
 
@@ -35,13 +46,23 @@ async def cmd_people(args: argparse.Namespace) -> None:
     elif not rows:
         print("no people yet: `corpsale people set NAME --manager MANAGER`")
     else:
-        print_table(rows, ["name", "manager", "email", "open_tasks"])
+        print_table(rows, ["name", "role", "manager", "email", "open_tasks"])
 
 
 async def cmd_people_set(args: argparse.Namespace) -> None:
+    if args.role is not None:  # who is admin is for admins to say (the first one says it of themself)
+        me = await acting_as(args.actor)
+        admins = [p["name"] for p in await _with_db(center.list_people) if p["role"] == "admin"]
+        if admins and not await _with_db(lambda conn: access.is_admin(conn, me)):
+            raise CliError(f"{me!r} is not an admin: only an admin gives roles ({', '.join(admins)})")
     await _with_db(
         lambda conn: center.set_person(
-            conn, args.name, manager=args.manager, email=args.email, clear_manager=args.no_manager
+            conn,
+            args.name,
+            manager=args.manager,
+            email=args.email,
+            clear_manager=args.no_manager,
+            role=args.role,
         )
     )
     await cmd_people(args)
@@ -56,6 +77,7 @@ async def cmd_people_remove(args: argparse.Namespace) -> None:
 
 
 async def cmd_inbox(args: argparse.Namespace) -> None:
+    await may_read_inbox(args.actor, args.person)
     rows = await _with_db(lambda conn: center.inbox(conn, args.person, unread=args.unread, limit=args.limit))
     if args.json:
         print_json(rows)
@@ -75,6 +97,7 @@ async def cmd_read(args: argparse.Namespace) -> None:
         raise CliError(
             "name the notifications to mark read (their ids, from `corpsale inbox`), or give --all"
         )
+    await may_read_inbox(args.actor, args.person)
     ids = None if args.all else list(args.ids)
     marked = await _with_db(lambda conn: center.mark_read(conn, args.person, ids, datetime.now(UTC)))
     if args.json:
@@ -177,6 +200,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--unread", action="store_true", help="only the unread ones")
     p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--actor", default=default_actor(), help=READER_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inbox)
 
@@ -184,6 +208,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("person", metavar="PERSON")
     p.add_argument("ids", nargs="*", metavar="NOTIFICATION_ID")
     p.add_argument("--all", action="store_true", help="all of them")
+    p.add_argument("--actor", default=default_actor(), help=READER_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_read)
 
@@ -213,6 +238,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--manager")
     p.add_argument("--no-manager", action="store_true", help="remove their manager")
     p.add_argument("--email")
+    p.add_argument("--role", choices=["member", "admin"], help="admins may do anything (R24); admins only")
+    p.add_argument("--actor", default=default_actor(), help="who gives the role (default: you)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_people_set)
     p = commands.add_parser("remove", help="remove a person nobody reports to")

@@ -198,7 +198,8 @@ async def cmd_start(args: argparse.Namespace) -> None:
         new = _model(
             NewOpportunity, {**fields, "title": args.title, "customer": args.customer, "owner": args.owner}
         )
-    start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": args.actor, "new": new})
+    actor = await acting_as(args.actor)
+    start = _model(ProcessInput, {"opportunity_id": opportunity_id, "actor": actor, "new": new})
     try:
         await start_process(client, start, task_queue=args.task_queue)
     except CommandRefused as err:
@@ -215,8 +216,11 @@ async def cmd_start(args: argparse.Namespace) -> None:
 async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) -> None:
     """A command as an update, with a request id (made up unless --request-id gives one), sent
     again with it while the process answers "not now"."""
-    sale = SaleClient(await _client(), os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE))
+    queue = os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE)
+    sale = SaleClient(await _client(), queue, key=service_key())
     payload = {k: v for k, v in payload.items() if v is not None}
+    if "actor" in payload:
+        payload["actor"] = await acting_as(payload["actor"])
     try:
         state = await sale.execute(args.opportunity, update, payload, timeout=COMMAND_TIMEOUT)
     except CommandUnanswered as err:
@@ -513,6 +517,33 @@ def default_actor() -> str:
     return os.environ.get("CORPSALE_ACTOR") or getpass.getuser()
 
 
+async def acting_as(requested: str) -> str:
+    """Who a command is from (R24): the operating-system user, or the person an admin names
+    (--actor, $CORPSALE_ACTOR). The process then judges the command as that person's."""
+    from activities import access
+
+    me = getpass.getuser()
+    if requested == me or await _with_db(lambda conn: access.is_admin(conn, me)):
+        return requested
+    raise CliError(
+        f"you are {me!r}: only an admin acts as someone else ({requested!r}); leave out --actor and"
+        " $CORPSALE_ACTOR, or ask an admin (`corpsale people set NAME --role admin`)"
+    )
+
+
+def service_key() -> tuple[str, str] | None:
+    """The key this CLI signs commands with ($CORPSALE_SERVICE_KEY, SERVICE:SECRET), if any."""
+    from workflows import signing
+
+    text = os.environ.get("CORPSALE_SERVICE_KEY")
+    if not text:
+        return None
+    try:
+        return signing.parse_key(text)
+    except ValueError as err:
+        raise CliError(f"CORPSALE_SERVICE_KEY: {err}") from None
+
+
 def _model(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
@@ -572,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--actor",
                 default=default_actor(),
-                help="who does it (default: $CORPSALE_ACTOR or your user name)",
+                help="who does it (default: $CORPSALE_ACTOR or your user name; someone else: admins only)",
             )
             p.add_argument("--request-id", help="a repeated request id is applied once")
         if json_out:
@@ -675,9 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas")
     p.set_defaults(run=cmd_schema)
 
-    from starter import center, definitions, leads, lookups, report  # they use this module's helpers
+    from starter import access, center, definitions, leads, lookups, report  # they use this module's helpers
 
     center.add_commands(sub)
+    access.add_commands(sub)
     report.add_commands(sub)
     leads.add_commands(sub)
     lookups.add_commands(sub)

@@ -15,6 +15,7 @@ commands sent as signals (`signal`) answer nothing and a refusal lands in `state
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import contract as c
+from workflows import signing
 from workflows.contract import (
     AddTask,
     ChangeStage,
@@ -107,19 +109,35 @@ def _retryable(err: BaseException) -> bool:
 
 
 class SaleClient:
-    def __init__(self, client: Client, task_queue: str = c.DEFAULT_TASK_QUEUE) -> None:
-        """`client` must use the product's data converter (`worker.config.data_converter()`)."""
-        self.client, self.task_queue = client, task_queue
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str = c.DEFAULT_TASK_QUEUE,
+        *,
+        key: tuple[str, str] | None = None,
+    ) -> None:
+        """`client` must use the product's data converter (`worker.config.data_converter()`);
+        `key` (service, secret), from `corpsale services add`, signs every command (R24)."""
+        self.client, self.task_queue, self.key = client, task_queue, key
 
     @classmethod
     async def connect(
         cls, address: str | None = None, *, task_queue: str = c.DEFAULT_TASK_QUEUE
     ) -> SaleClient:
         """Connect as the worker does (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and the encryption key
-        from the environment), to `address` if given."""
+        from the environment), to `address` if given; sign with CORPSALE_SERVICE_KEY if set."""
         from worker.config import connect_temporal
 
-        return cls(await connect_temporal(address), task_queue)
+        text = os.environ.get("CORPSALE_SERVICE_KEY")
+        key = signing.parse_key(text) if text else None
+        return cls(await connect_temporal(address), task_queue, key=key)
+
+    def _signed(self, opportunity_id: str, command: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.key is None:
+            return payload
+        service, secret = self.key
+        workflow_id = c.workflow_id(opportunity_id)
+        return signing.sign(payload, workflow_id=workflow_id, command=command, service=service, secret=secret)
 
     def handle(self, opportunity_id: str) -> WorkflowHandle[Any, StateView]:
         return self.client.get_workflow_handle(c.workflow_id(opportunity_id), result_type=StateView)
@@ -154,7 +172,9 @@ class SaleClient:
         """`send` for a payload as JSON (the CLI's): the same request id on every attempt; one is
         made up when the payload has none."""
         request_id = payload.get("request_id") or new_request_id()
-        payload = {**payload, "request_id": request_id}
+        payload = self._signed(
+            opportunity_id, c.COMMAND_OF_UPDATE[update], {**payload, "request_id": request_id}
+        )
         handle = self.handle(opportunity_id)
         deadline = asyncio.get_running_loop().time() + timeout
         pause = 0.1
@@ -209,9 +229,10 @@ class SaleClient:
     async def signal(self, opportunity_id: str, command: Command) -> str:
         """The command as a signal: applied in order, a refusal recorded in `state().rejected`.
         Returns its request id (made up when the command has none): send a retry with it."""
+        name = SIGNALS[type(command)]
         payload = _payload(command)
         payload.setdefault("request_id", new_request_id())
-        await self.handle(opportunity_id).signal(SIGNALS[type(command)], payload)
+        await self.handle(opportunity_id).signal(name, self._signed(opportunity_id, name, payload))
         request_id: str = payload["request_id"]
         return request_id
 

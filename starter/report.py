@@ -259,7 +259,9 @@ BACK = {"Presentation": "Qualification", "Proposal": "Presentation", "Contractin
 async def _drive(sale: SaleClient, opp: str, rng: random.Random, reasons: list[str]) -> str:
     """One opportunity along a path chosen by `rng`, with the commands an operator sends: tasks
     completed one by one (a proposal sometimes sent back for changes), now and then a step back,
-    and an end: won with income and hours, lost with a reason, or left open at some stage."""
+    and an end: won with income and hours, lost with a reason, or left open at some stage. The
+    owner does it all (R24: closing a deal is theirs, their manager's or an admin's)."""
+    owner = (await sale.state(opp)).owner
     fate = rng.choices(["won", "lost", "open"], weights=[5, 3, 3])[0]
     stop_at = rng.choice(["Qualification", *BACK])
     for _ in range(30):
@@ -272,20 +274,20 @@ async def _drive(sale: SaleClient, opp: str, rng: random.Random, reasons: list[s
         work = [t for t in state.open_tasks if not t.adhoc and t.stage == state.stage]
         if state.stage in BACK and rng.random() < 0.12:
             await sale.change_stage(
-                opp, ChangeStage(stage=BACK[state.stage], actor="demo", reason="customer asked")
+                opp, ChangeStage(stage=BACK[state.stage], actor=owner, reason="customer asked")
             )
         elif fate == "won" and state.stage == "Contracting" and len(work) == 1:
             income, hours = Decimal(rng.randrange(8, 120) * 1000), Decimal(rng.randrange(10, 200))
-            won = ChangeStage(stage="Closed won", actor="demo", actual_income=income, hours_spent=hours)
+            won = ChangeStage(stage="Closed won", actor=owner, actual_income=income, hours_spent=hours)
             return (await sale.change_stage(opp, won)).stage
         elif work:
             task = work[0]
             outcome = "changes requested" if "approval" in task.task_id and rng.random() < 0.25 else None
-            await sale.complete_task(opp, CompleteTask(task_id=task.task_id, outcome=outcome, actor="demo"))
+            await sale.complete_task(opp, CompleteTask(task_id=task.task_id, outcome=outcome, actor=owner))
     if fate == "lost":
         competitor = rng.choice([None, "Globex", "Initrode"])
         lost = ChangeStage(
-            stage="Closed lost", actor="demo", reason=rng.choice(reasons), competitor=competitor
+            stage="Closed lost", actor=owner, reason=rng.choice(reasons), competitor=competitor
         )
         return (await sale.change_stage(opp, lost)).stage
     return (await sale.state(opp)).stage

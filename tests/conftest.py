@@ -3,6 +3,7 @@ PostgreSQL (embedded, or DATABASE_URL). Each test gets its own task queue and wo
 
 from __future__ import annotations
 
+import getpass
 import os
 import tempfile
 import uuid
@@ -59,6 +60,12 @@ def database_url(pg_server: Any) -> str:
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, max_size=20)
     await migrate(pool)
+    # Whoever runs the tests operates the CLI as an admin, as the first operator of an install does.
+    await pool.execute(
+        "INSERT INTO people (name, role) VALUES ($1, 'admin')"
+        " ON CONFLICT (name) DO UPDATE SET role = 'admin'",
+        getpass.getuser(),
+    )
     yield pool
     await pool.close()
 

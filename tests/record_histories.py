@@ -37,8 +37,8 @@ async def happy_path(sale: Sale) -> str:
     opp = handle.id.removeprefix("opportunity-")
     await sale.wait_stage(opp, "Qualification")
     await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 1000, "need": "CRM"})
-    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "manager"})
-    await sale.signal(opp, c.SIGNAL_REASSIGN, {"owner": "bob", "actor": "manager"})  # refused
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "alice"})
+    await sale.signal(opp, c.SIGNAL_REASSIGN, {"owner": "bob", "actor": "mallory"})  # refused
     await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Call the CFO", "actor": "bob"})
     await sale.signal(opp, c.SIGNAL_ADD_TASK, {"title": "Left open", "actor": "bob", "owner": "carol"})
     await sale.complete(opp, f"{opp}:adhoc1")
@@ -77,7 +77,7 @@ async def closed_lost(sale: Sale) -> str:
     opp = handle.id.removeprefix("opportunity-")
     await sale.wait_stage(opp, "Qualification")
     await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob", "reason": "?"})
-    lost = {"stage": "Closed lost", "actor": "bob", "reason": "No budget", "competitor": "Globex"}
+    lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget", "competitor": "Globex"}
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
     await handle.result()
     return handle.id
@@ -96,7 +96,7 @@ async def timers(sale: Sale) -> str:
             lambda notes: sum(n["kind"] == "escalation" for n in notes) == 2,
         )
         await sale.complete(opp, f"{opp}:v1:contact-assess")
-        lost = {"stage": "Closed lost", "actor": "bob", "reason": "No budget"}
+        lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
         await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
         await handle.result()
         return handle.id

@@ -115,7 +115,7 @@ async def test_the_consistency_checker_finds_nothing_after_a_run_and_reports_a_t
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"})
     closed, closed_opp = await sale.started()
     await sale.update(
-        closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "bob", "reason": "No decision"}
+        closed_opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "alice", "reason": "No decision"}
     )
     await closed.result()
 

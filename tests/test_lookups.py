@@ -25,7 +25,9 @@ async def test_an_operator_adds_a_final_stage_that_a_running_process_then_uses(s
     row = next(s for s in listed if s["name"] == name)
     assert (row["is_final"], row["is_successful"], row["probability"]) == (True, False, 0)
 
-    state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": name, "actor": "a", "reason": "Other"})
+    state = await sale.update(
+        opp, c.UPDATE_CHANGE_STAGE, {"stage": name, "actor": "alice", "reason": "Other"}
+    )
     assert state.closed and state.stage == name
     removed = await sale.cli("stages", "remove", name)
     assert removed.code == 1 and "is in use" in removed.stderr

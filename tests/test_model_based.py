@@ -196,7 +196,7 @@ class SaleMachine(RuleBasedStateMachine):
         self, stage: str, restart: bool, reason: str | None, as_update: bool, with_id: bool
     ) -> None:
         assert self.model is not None
-        payload = self.request_id({"stage": stage, "actor": "prop", "restart": restart}, with_id)
+        payload = self.request_id({"stage": stage, "actor": "alice", "restart": restart}, with_id)
         if reason is not None:
             payload["reason"] = reason
         self.send(c.SIGNAL_CHANGE_STAGE, payload, self.model.move(stage, restart, reason), as_update)
@@ -214,7 +214,7 @@ class SaleMachine(RuleBasedStateMachine):
         assert self.model is not None
         ids = [*self.model.tasks, f"{self.opp}:v99:nope"]
         task_id = ids[pick % len(ids)]
-        payload = self.request_id({"task_id": task_id, "actor": "prop"}, with_id)
+        payload = self.request_id({"task_id": task_id, "actor": "alice"}, with_id)
         if outcome:
             payload["outcome"] = outcome
         self.send(c.SIGNAL_COMPLETE_TASK, payload, self.model.complete(task_id, outcome), as_update)
@@ -235,7 +235,7 @@ class SaleMachine(RuleBasedStateMachine):
     def add_task(self, as_update: bool, with_id: bool) -> None:
         """R18: an ad-hoc task, which stays open across stage changes and hand-overs."""
         assert self.model is not None
-        payload = self.request_id({"title": "Follow up", "actor": "prop"}, with_id)
+        payload = self.request_id({"title": "Follow up", "actor": "alice"}, with_id)
         self.send(c.SIGNAL_ADD_TASK, payload, self.model.add_task(), as_update)
 
     @precondition(

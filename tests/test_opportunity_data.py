@@ -86,7 +86,7 @@ ODD = "Robert'); DROP TABLE tasks;-- ☃ \u202e نص 🤝 $1 %s {0}"
 async def test_hostile_text_in_every_command_is_stored_verbatim_or_refused(sale: Sale) -> None:
     _, opp = await sale.started()
     state = await sale.update(opp, c.UPDATE_ADD_TASK, {"title": ODD, "actor": ODD, "owner": ODD})
-    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": ODD[::-1], "actor": ODD, "reason": ODD})
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": ODD[::-1], "actor": "alice", "reason": ODD})
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": ODD, "reason": ODD})
     (adhoc,) = [t for t in await sale.tasks(opp) if t["task_key"] == "adhoc"]
     assert (adhoc["title"], adhoc["owner"]) == (ODD, ODD)

@@ -59,7 +59,7 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
     # The amount changed, the owner changed, the stage changed.
     await client.update_opportunity(opp, UpdateOpportunity(expected_amount=51000, actor="alice"))
     assert (await _ops_view(handle))[0] == ("Qualification", "alice", 51000.0)
-    await client.reassign(opp, Reassign(owner="bob", actor="manager"))
+    await client.reassign(opp, Reassign(owner="bob", actor="alice"))
     assert (await _ops_view(handle))[0] == ("Qualification", "bob", 51000.0)
     state = await client.change_stage(opp, ChangeStage(stage="Proposal", actor="bob"))
     assert await _ops_view(handle) == (

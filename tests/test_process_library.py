@@ -165,7 +165,9 @@ async def test_a_stage_a_running_version_names_cannot_be_removed(
     removed = await sale.cli("stages", "remove", name)
     assert removed.code == 1, removed.stdout
     assert f"definition names stage {name!r}" in removed.stderr
-    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "a", "reason": "Other"})
+    await sale.update(
+        opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "alice", "reason": "Other"}
+    )
     assert (await sale.cli("stages", "remove", name)).code == 0, "closed: the version is no longer in use"
 
 

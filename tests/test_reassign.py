@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.helpers import Sale
+from tests.helpers import ADMIN, Sale
 from workflows import contract as c
 from workflows.opportunity import OWNER_ATTR
 
@@ -19,7 +19,7 @@ async def test_reassigning_moves_open_tasks_and_later_work_and_tells_both_owners
     await sale.complete(opp, done)
 
     state = await sale.update(
-        opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "manager", "reason": "alice is on leave"}
+        opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": ADMIN, "reason": "alice is on leave"}
     )
 
     assert state.owner == "bob" and {t.owner for t in state.open_tasks} == {"bob"}
@@ -42,7 +42,7 @@ async def test_reassigning_moves_open_tasks_and_later_work_and_tells_both_owners
 
 async def test_a_reassignment_delivered_twice_is_applied_once(sale: Sale) -> None:
     _, opp = await sale.started()
-    payload = {"owner": "carol", "actor": "crm-sync", "request_id": "reassign-1"}
+    payload = {"owner": "carol", "actor": ADMIN, "request_id": "reassign-1"}
     await sale.signal(opp, c.SIGNAL_REASSIGN, payload)
     await sale.signal(opp, c.SIGNAL_REASSIGN, payload)
     state = await sale.update(opp, c.UPDATE_REASSIGN, {**payload, "owner": "carol"})  # same id again
@@ -60,7 +60,9 @@ async def test_reassigning_to_the_owner_or_a_closed_opportunity_is_refused(sale:
     state = await sale.state(opp)
     assert state.owner == "alice" and "owner" in state.rejected[-1].reason
 
-    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "x", "reason": "Other"})
+    await sale.update(
+        opp, c.UPDATE_CHANGE_STAGE, {"stage": "Closed lost", "actor": "alice", "reason": "Other"}
+    )
     result = await sale.cli("reassign", opp, "bob")
     assert result.code == 1 and "closed" in result.stderr
     assert (await sale.opportunity(opp))["owner"] == "alice"

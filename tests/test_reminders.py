@@ -133,7 +133,7 @@ async def test_leaving_the_stage_stops_its_timers(sale: Sale, fast: None) -> Non
 async def test_a_reassignment_moves_the_timers_to_the_new_owner(sale: Sale, fast: None) -> None:
     names = await _people(sale, alice="maria", bob="boris")
     _, opp = await sale.started(owner=names["alice"])
-    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": names["bob"], "actor": "manager"})
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": names["bob"], "actor": names["maria"]})
     await _wait_for(sale, opp, 3 * 2 + 1)
 
     notes = await sale.notifications(opp)

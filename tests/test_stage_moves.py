@@ -11,7 +11,9 @@ from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
 
 
 async def move(sale: Sale, opp: str, stage: str, **extra: object) -> c.StateView:
-    return await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "bob", **extra})
+    """bob moves alice's opportunity; closing it is hers (R24)."""
+    actor = "alice" if stage.startswith("Closed") else "bob"
+    return await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": actor, **extra})
 
 
 async def test_moving_back_from_proposal_cancels_its_tasks_and_opens_qualification_anew(

@@ -29,6 +29,14 @@ SIGNAL_ADD_TASK = "add_task"
 UPDATE_ADD_TASK = "add_task_update"
 ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
+# Each command's update, by update name (a command is named by its signal).
+COMMAND_OF_UPDATE = {
+    UPDATE_CHANGE_STAGE: SIGNAL_CHANGE_STAGE,
+    UPDATE_COMPLETE_TASK: SIGNAL_COMPLETE_TASK,
+    UPDATE_UPDATE_OPPORTUNITY: SIGNAL_UPDATE_OPPORTUNITY,
+    UPDATE_REASSIGN: SIGNAL_REASSIGN,
+    UPDATE_ADD_TASK: SIGNAL_ADD_TASK,
+}
 
 
 def _storable(text: str) -> str:
@@ -86,12 +94,24 @@ def follow_up_task_id(opportunity_id: str, key: str) -> str:
     return f"{opportunity_id}{FOLLOW_UP_MARK}{key}"
 
 
+class Signature(BaseModel):
+    """A registered service vouches for the command and its actor (R24): an HMAC-SHA256, with the
+    service's key, of the command as sent (docs/contract.md, "Signed commands")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Identifier
+    signed_at: When
+    mac: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Command(BaseModel):
     """Fields every command shares. A repeated `request_id` is applied once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: Identifier | None = None
+    signature: Signature | None = None
 
 
 class ChangeStage(Command):
@@ -158,6 +178,7 @@ class UpdateOpportunity(OpportunityFields):
 
     request_id: Identifier | None = None
     actor: Name | None = None
+    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _required_stay_set(self) -> Self:
@@ -169,7 +190,7 @@ class UpdateOpportunity(OpportunityFields):
         return self
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True, exclude={"request_id", "actor"}, mode="json")
+        return self.model_dump(exclude_unset=True, exclude={"request_id", "actor", "signature"}, mode="json")
 
 
 class NewOpportunity(OpportunityFields):

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         AddTaskRow,
+        Authorize,
         Closing,
         CompleteTaskRow,
         EnterStage,
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateOpportunity,
     )
     from workflows.definition import Effect, Process
+    from workflows.permissions import Action, Asked
     from workflows.state import (
         Answer,
         DeferredCommand,
@@ -60,6 +62,8 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # Runs started from here on hold tasks that outlive them and continue as new at any quiet point
 # (between commands), not only at a stage boundary with every task closed.
 PATCH_HANDOVER = "runs-hand-over-with-tasks-open"
+# Runs started from here on check who may do what (R24) before they apply a command.
+PATCH_PERMISSIONS = "command-permissions"
 # A run continues as new before Temporal's limits are near: after this many history events or
 # accepted updates (the server refuses updates after 2,000 in a run), or when the server suggests
 # it. Past the margin (a flood of commands that leaves no quiet point) commands wait for the
@@ -83,6 +87,10 @@ class Refused(Exception):
 
 class HandingOver(Refused):
     """Not refused for good: the command reaches the process's next run if sent again."""
+
+
+class NotAllowed(Refused):
+    """The actor may not (R24), or is not vouched for where that is required; recorded."""
 
 
 def _validation_message(err: ValidationError) -> str:
@@ -138,14 +146,7 @@ COMMAND_MODELS: dict[str, type[BaseModel]] = {
     c.SIGNAL_REASSIGN: Reassign,
     c.SIGNAL_ADD_TASK: AddTask,
 }
-# Each command's update, by update name.
-UPDATE_COMMANDS: dict[str, str] = {
-    c.UPDATE_CHANGE_STAGE: c.SIGNAL_CHANGE_STAGE,
-    c.UPDATE_COMPLETE_TASK: c.SIGNAL_COMPLETE_TASK,
-    c.UPDATE_UPDATE_OPPORTUNITY: c.SIGNAL_UPDATE_OPPORTUNITY,
-    c.UPDATE_REASSIGN: c.SIGNAL_REASSIGN,
-    c.UPDATE_ADD_TASK: c.SIGNAL_ADD_TASK,
-}
+UPDATE_COMMANDS = c.COMMAND_OF_UPDATE
 
 
 def _request_id(payload: Any) -> str | None:
@@ -201,6 +202,7 @@ class CorporateSaleWorkflow:
         self._lock = asyncio.Lock()
         self._children: TaskChildren | TaskLinks = TaskChildren()
         self._handover = False  # this run continues as new at quiet points (PATCH_HANDOVER)
+        self._permissions = False  # this run checks who may do what (PATCH_PERMISSIONS)
         self._ready = False
         self._updates = 0  # updates this run accepted
         self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
@@ -213,6 +215,7 @@ class CorporateSaleWorkflow:
         self._handover = workflow.patched(PATCH_HANDOVER)
         if self._handover:
             self._children = TaskLinks()
+        self._permissions = workflow.patched(PATCH_PERMISSIONS)
         async with self._lock:
             if self._state.process is None:
                 await self._open()
@@ -823,6 +826,8 @@ class CorporateSaleWorkflow:
             if name not in COMMAND_MODELS:
                 raise Refused(f"Unknown command {name!r}; commands: {', '.join(COMMAND_MODELS)}.")
             cmd = _parse(COMMAND_MODELS[name], payload)
+            if self._permissions:
+                await self._authorize(name, cmd, payload)
             match cmd:
                 case ChangeStage():
                     await self._change_stage(cmd)
@@ -841,6 +846,44 @@ class CorporateSaleWorkflow:
             self._state.remember(request_id, print_, str(err))
             raise
         self._state.remember(request_id, print_)
+
+    async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> None:
+        """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
+        may, and is vouched for where signatures are required, as PostgreSQL says now."""
+        if isinstance(cmd, ChangeStage) and not self._process.has_stage(cmd.stage):
+            if workflow.patched("stages-refreshed-on-unknown"):
+                await self._refresh_stages()  # a final stage just added closes as a final stage
+        self._check(cmd, settled=True)
+        refusal = await workflow.execute_local_activity_method(
+            SaleActivities.authorize,
+            Authorize(
+                workflow_id=workflow.info().workflow_id,
+                command=name,
+                payload=payload,
+                asked=self._asked(cmd),
+                at=workflow.now(),
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            summary=f"may {getattr(cmd, 'actor', None) or 'someone'} {name}?",
+        )
+        if refusal is not None:
+            raise NotAllowed(refusal)
+
+    def _asked(self, cmd: BaseModel) -> Asked:
+        state, task_owner = self._state, None
+        match cmd:
+            case ChangeStage():
+                action = Action.CLOSE if self._process.stage(cmd.stage).final else Action.MOVE
+            case CompleteTask():
+                action, task_owner = Action.COMPLETE_TASK, state.tasks[cmd.task_id].owner
+            case Reassign():
+                action = Action.REASSIGN
+            case AddTask():
+                action = Action.ADD_TASK
+            case _:
+                action = Action.UPDATE
+        actor = getattr(cmd, "actor", None)
+        return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
 
     async def _apply_signal(self, name: str, args: Sequence[Any]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason, once
@@ -891,13 +934,17 @@ class CorporateSaleWorkflow:
         self._updates += 1
         info = workflow.current_update_info()
         async with self._lock:
+            payload: Any = None
             try:
                 payload = _payload([_decode(r) for r in raw])
                 await self._apply(name, payload, _request_id(payload) or (info.id if info else None))
             except HandingOver as err:
                 raise ApplicationError(str(err), type="HandingOver") from None
             except Refused as err:
-                count("corpsale_commands_rejected", command=name, via="update")
+                if isinstance(err, NotAllowed):  # recorded, as for a signal: who tried what
+                    self._reject(name, str(err), payload, via="update")
+                else:
+                    count("corpsale_commands_rejected", command=name, via="update")
                 raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
             finally:
                 if info is not None:
@@ -937,22 +984,23 @@ class CorporateSaleWorkflow:
             count("corpsale_commands_rejected", command=name, via="update")
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
-    def _check(self, cmd: BaseModel) -> None:
-        """The refusals that no command still queued ahead of this one can undo."""
+    def _check(self, cmd: BaseModel, *, settled: bool = False) -> None:
+        """The rules' refusals; unsettled (validators): only those that no command still queued
+        ahead of this one can undo."""
         match cmd:
             case ChangeStage():
-                self._check_change_stage(cmd, settled=False)
+                self._check_change_stage(cmd, settled=settled)
                 if self._process.has_stage(cmd.stage) and self._closes_as_lost(cmd) and not cmd.reason:
                     raise Refused(
                         f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
                         " (`corpsale close-reasons` lists them)."
                     )
             case CompleteTask():
-                self._check_complete_task(cmd, settled=False)
+                self._check_complete_task(cmd, settled=settled)
             case UpdateOpportunity():
                 self._check_update(cmd)
             case Reassign():
-                self._check_reassign(cmd, settled=False)
+                self._check_reassign(cmd, settled=settled)
             case AddTask():
                 self._check_add_task(cmd)
 

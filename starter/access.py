@@ -1,0 +1,69 @@
+"""`corpsale services`: the keys of the services that sign commands (R24), and the checks the
+CLI makes of who reads an inbox."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from activities import access
+from starter.cli import CliError, _with_db, acting_as, default_actor, print_json, print_table
+
+
+async def cmd_services(args: argparse.Namespace) -> None:
+    rows = await _with_db(access.list_services)
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no service keys yet: `corpsale services add NAME`")
+    else:
+        print_table(rows, ["service", "person", "created_at", "revoked_at"])
+
+
+async def _as_admin(args: argparse.Namespace) -> None:
+    me = await acting_as(args.actor)
+    if not await _with_db(lambda conn: access.is_admin(conn, me)):
+        raise CliError(f"{me!r} is not an admin: only an admin registers and revokes service keys")
+
+
+async def cmd_services_add(args: argparse.Namespace) -> None:
+    await _as_admin(args)
+    secret = await _with_db(lambda conn: access.add_service(conn, args.service, args.person))
+    key = f"{args.service}:{secret}"
+    if args.json:
+        print_json({"service": args.service, "person": args.person, "key": key})
+        return
+    print(f"key of {args.service!r}" + (f" (signs only as {args.person})" if args.person else "") + ":")
+    print(key)
+    print("It is shown this once. The service signs with it; for the CLI: export CORPSALE_SERVICE_KEY=<key>")
+
+
+async def cmd_services_revoke(args: argparse.Namespace) -> None:
+    await _as_admin(args)
+    await _with_db(lambda conn: access.revoke_service(conn, args.service))
+    print(f"{args.service}: revoked; its signatures are refused from now on")
+
+
+async def may_read_inbox(actor: str, person: str) -> None:
+    """An inbox is read by its person or an admin."""
+    me = await acting_as(actor)
+    if me != person and not await _with_db(lambda conn: access.is_admin(conn, me)):
+        raise CliError(f"{me!r} may not read {person!r}'s notifications: only {person} or an admin may")
+
+
+def add_commands(sub: Any) -> None:
+    services = sub.add_parser("services", help="the keys of the services that sign commands")
+    services.add_argument("--json", action="store_true", help="print JSON")
+    services.set_defaults(run=cmd_services)
+    commands = services.add_subparsers(dest="services_command", metavar="SERVICES_COMMAND")
+    actor_help = "who does it (default: $CORPSALE_ACTOR or your user name); an admin"
+    p = commands.add_parser("add", help="register a service and print its key (once)")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--person", help="a person's own key: it signs only as them (as anyone if an admin)")
+    p.add_argument("--actor", default=default_actor(), help=actor_help)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_services_add)
+    p = commands.add_parser("revoke", help="refuse a service's signatures from now on")
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--actor", default=default_actor(), help=actor_help)
+    p.set_defaults(run=cmd_services_revoke)

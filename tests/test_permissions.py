@@ -1,0 +1,225 @@
+"""R24, who may do what: a task is completed by its owner, the deal's owner, the manager of either
+or an admin; reassigning and closing are the owner's, their manager's or an admin's; anyone else
+is refused and recorded. An actor can be trusted where a registered service signs the command;
+the CLI acts as the operating-system user unless an admin names someone else."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+
+from starter.client import CommandRefused, SaleClient
+from tests.helpers import Sale
+from workflows import contract as c
+from workflows import signing
+from workflows.permissions import Action, Asked, Directory, may
+
+# The rules, as plain Python ----------------------------------------------------------------
+
+COMPLETE = Asked(action=Action.COMPLETE_TASK, actor="x", owner="alice", task_owner="carol")
+
+
+@pytest.mark.parametrize(
+    ("actor", "directory", "allowed"),
+    [
+        ("carol", Directory(), True),  # the task's owner
+        ("alice", Directory(), True),  # the deal's owner
+        ("maria", Directory(manages=frozenset({"alice"})), True),  # the deal owner's manager
+        ("tom", Directory(manages=frozenset({"carol"})), True),  # the task owner's manager
+        ("adam", Directory(admin=True), True),
+        ("mallory", Directory(), False),
+        ("mallory", Directory(manages=frozenset({"bob"})), False),  # a manager, of someone else
+        (None, Directory(), False),
+    ],
+)
+def test_a_task_is_completed_by_its_owner_the_deals_owner_the_manager_of_either_or_an_admin(
+    actor: str | None, directory: Directory, allowed: bool
+) -> None:
+    assert may(COMPLETE.model_copy(update={"actor": actor}), directory) is allowed
+
+
+@pytest.mark.parametrize("action", [Action.CLOSE, Action.REASSIGN])
+def test_closing_and_reassigning_are_the_owners_their_managers_or_an_admins(action: Action) -> None:
+    def asked(actor: str) -> Asked:
+        return Asked(action=action, actor=actor, owner="alice")
+
+    assert may(asked("alice"), Directory())
+    assert may(asked("maria"), Directory(manages=frozenset({"alice"})))
+    assert may(asked("adam"), Directory(admin=True))
+    assert not may(asked("mallory"), Directory())
+    # The owner of some task of the deal is not the deal's owner.
+    assert not may(Asked(action=action, actor="carol", owner="alice", task_owner="carol"), Directory())
+
+
+@pytest.mark.parametrize("action", [Action.MOVE, Action.UPDATE, Action.ADD_TASK])
+def test_moves_updates_and_tasks_of_ones_own_are_open_to_anyone(action: Action) -> None:
+    assert may(Asked(action=action, actor="mallory", owner="alice"), Directory())
+
+
+def test_a_signature_covers_the_command_as_sent_and_nothing_else() -> None:
+    payload = {"stage": "Proposal", "actor": "bob", "budget": 1000.5, "request_id": "r1"}
+    signed = signing.sign(
+        payload, workflow_id="opportunity-o1", command="change_stage", service="erp", secret="k"
+    )
+    assert signing.matches("k", "opportunity-o1", "change_stage", signed)
+    assert not signing.matches("other", "opportunity-o1", "change_stage", signed)
+    assert not signing.matches("k", "opportunity-o2", "change_stage", signed)  # another deal
+    assert not signing.matches("k", "opportunity-o1", "reassign", signed)  # another command
+    assert not signing.matches("k", "opportunity-o1", "change_stage", {**signed, "actor": "alice"})
+    reordered = dict(reversed(list(signed.items())))  # key order is not part of it (RFC 8785)
+    assert signing.matches("k", "opportunity-o1", "change_stage", reordered)
+
+
+# End to end ---------------------------------------------------------------------------------
+
+
+async def _people(sale: Sale, *rows: tuple[str, ...]) -> None:
+    for row in rows:
+        result = await sale.cli("people", "set", *row)
+        assert result.code == 0, result.stderr
+
+
+async def _refused(sale: Sale, opp: str, update: str, payload: dict[str, Any]) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await sale.update(opp, update, payload)
+    return str(refused.value.cause)
+
+
+async def test_only_those_the_rules_name_complete_a_task_and_the_others_are_recorded(sale: Sale) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    alice, maria, carol, adam, mallory = (
+        f"{n}-{suffix}" for n in ("alice", "maria", "carol", "adam", "mallory")
+    )
+    await _people(sale, (alice, "--manager", maria), (adam, "--role", "admin"))
+    _, opp = await sale.started(owner=alice)
+    contact, prepare = f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"
+    await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Visit", "actor": alice, "owner": carol})
+
+    why = await _refused(sale, opp, c.UPDATE_COMPLETE_TASK, {"task_id": contact, "actor": mallory})
+    assert f"{mallory} may not complete {alice}'s task" in why
+    await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": prepare, "actor": mallory})
+    state = await sale.state(opp)
+    assert [(r.command, r.reason.split(":")[0]) for r in state.rejected] == [
+        (c.SIGNAL_COMPLETE_TASK, f"{mallory} may not complete {alice}'s task"),
+        (c.SIGNAL_COMPLETE_TASK, f"{mallory} may not complete {alice}'s task"),
+    ]  # the update's refusal is recorded too: who tried what
+    assert state.tasks_done == 0
+    assert {t["status"] for t in await sale.tasks(opp)} == {"open"}
+
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": contact, "actor": maria})  # her report's
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": f"{opp}:adhoc1", "actor": carol})  # hers
+    state = await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": prepare, "actor": adam})  # admin
+    assert state.stage == "Presentation"
+    done = {t["id"]: t["completed_by"] for t in await sale.tasks(opp) if t["status"] == "completed"}
+    assert done == {contact: maria, f"{opp}:adhoc1": carol, prepare: adam}
+
+
+async def test_reassigning_and_closing_are_the_owners_their_managers_or_an_admins(sale: Sale) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    alice, maria, bob, mallory = (f"{n}-{suffix}" for n in ("alice", "maria", "bob", "mallory"))
+    await _people(sale, (alice, "--manager", maria))
+    _, opp = await sale.started(owner=alice)
+    lost = {"stage": "Closed lost", "reason": "No budget"}
+
+    assert "may not reassign" in await _refused(
+        sale, opp, c.UPDATE_REASSIGN, {"owner": mallory, "actor": mallory}
+    )
+    assert "may not close" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, {**lost, "actor": mallory})
+    state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": mallory})
+    assert state.stage == "Proposal"  # a move that closes nothing is anyone's
+
+    state = await sale.update(opp, c.UPDATE_REASSIGN, {"owner": bob, "actor": maria})
+    assert state.owner == bob
+    # maria manages alice, not bob: the deal is no longer hers to close.
+    assert "may not close" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, {**lost, "actor": maria})
+    state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, {**lost, "actor": bob})
+    assert state.closed and state.stage == "Closed lost"
+    assert (await sale.opportunity(opp))["stage"] == "Closed lost"
+
+
+@pytest.fixture
+async def require_signed(sale: Sale) -> AsyncIterator[None]:
+    on = await sale.cli("setting", "RequireSignedCommands", "on")
+    assert on.code == 0, on.stderr
+    try:
+        yield
+    finally:
+        off = await sale.cli("setting", "RequireSignedCommands", "off")
+        assert off.code == 0, off.stderr
+
+
+async def _key(sale: Sale, *args: str) -> tuple[str, str]:
+    added = await sale.cli("services", "add", *args)
+    assert added.code == 0, added.stderr
+    return signing.parse_key(added.stdout.splitlines()[1])
+
+
+async def test_a_signed_command_vouches_for_its_actor_and_a_forged_one_is_refused(
+    sale: Sale, require_signed: None
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    erp, laptop = await _key(sale, f"erp-{suffix}"), await _key(sale, f"laptop-{suffix}", "--person", "alice")
+    _, opp = await sale.started()
+    move = c.ChangeStage(stage="Proposal", actor="bob")
+
+    unsigned = SaleClient(sale.client, sale.task_queue)
+    with pytest.raises(CommandRefused, match="Unsigned commands are refused here"):
+        await unsigned.change_stage(opp, move)
+    state = await SaleClient(sale.client, sale.task_queue, key=erp).change_stage(opp, move)
+    assert state.stage == "Proposal"
+
+    def signed(payload: dict[str, Any], key: tuple[str, str], at: datetime | None = None) -> dict[str, Any]:
+        service, secret = key
+        wid = c.workflow_id(opp)
+        return signing.sign(
+            payload, workflow_id=wid, command=c.SIGNAL_CHANGE_STAGE, service=service, secret=secret, at=at
+        )
+
+    to_contracting = {"stage": "Contracting", "actor": "bob"}
+    forged = {**signed(to_contracting, erp), "stage": "Closed won"}  # changed after signing
+    assert "does not match" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, forged)
+    stranger = signed(to_contracting, (f"nobody-{suffix}", "guess"))
+    assert "is not registered" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, stranger)
+    stale = signed(to_contracting, erp, at=datetime.now(UTC) - timedelta(days=2))
+    assert "too old" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, stale)
+    as_bob = signed(to_contracting, laptop)
+    assert "signs only as alice, not as bob" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, as_bob)
+    state = await sale.update(
+        opp, c.UPDATE_CHANGE_STAGE, signed({**to_contracting, "actor": "alice"}, laptop)
+    )
+    assert state.stage == "Contracting"
+
+    revoked = await sale.cli("services", "revoke", erp[0])
+    assert revoked.code == 0, revoked.stderr
+    back = signed({"stage": "Proposal", "actor": "bob"}, erp)
+    assert "is revoked" in await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, back)
+    assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", "Proposal", "Contracting"]
+    listed = await sale.cli("services")
+    assert erp[1] not in listed.stdout and laptop[1] not in listed.stdout  # secrets are shown once
+
+
+async def test_the_cli_acts_as_the_operating_system_user_unless_an_admin_says_otherwise(sale: Sale) -> None:
+    _, opp = await sale.started()
+    mallory = {"USER": "mallory", "LOGNAME": "mallory", "CORPSALE_ACTOR": ""}
+
+    posing = await sale.cli("move", opp, "Proposal", "--actor", "alice", env=mallory)
+    assert posing.code == 1 and "you are 'mallory': only an admin acts as someone else" in posing.stderr
+    moved = await sale.cli("move", opp, "Proposal", env=mallory)
+    assert moved.code == 0, moved.stderr
+    assert (await sale.visits(opp))[-1]["entered_by"] == "mallory"
+    closing = await sale.cli("move", opp, "Closed lost", "--reason", "No budget", env=mallory)
+    assert closing.code == 1 and "mallory may not close alice's opportunity" in closing.stderr
+    inbox = await sale.cli("inbox", "alice", env=mallory)
+    assert inbox.code == 1 and "'mallory' may not read 'alice''s notifications" in inbox.stderr
+    own = await sale.cli("inbox", "alice", env={**mallory, "USER": "alice", "LOGNAME": "alice"})
+    assert own.code == 0, own.stderr
+    promote = await sale.cli("people", "set", "mallory", "--role", "admin", env=mallory)
+    assert promote.code == 1 and "'mallory' is not an admin" in promote.stderr
+    # The operator running these tests is an admin: they may act as alice, and close her deal.
+    closed = await sale.cli("move", opp, "Closed lost", "--reason", "No budget", "--actor", "alice")
+    assert closed.code == 0, closed.stderr

@@ -1,0 +1,78 @@
+"""Who may do what (R24), as plain rules. The process asks them with what the people directory
+says of the actor, read when the command is checked (activities/access.py):
+
+- Completing a task: its owner, the deal's owner, the manager of either, an admin.
+- Reassigning the deal and closing it (a move to a final stage): the deal's owner, their
+  manager, an admin.
+- Other stage moves, data updates and tasks of one's own: anyone (the owner hears of moves
+  someone else makes).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Action(StrEnum):
+    MOVE = "move"
+    CLOSE = "close"
+    COMPLETE_TASK = "complete a task of"
+    UPDATE = "update"
+    ADD_TASK = "add a task to"
+    REASSIGN = "reassign"
+
+
+OPEN_TO_ALL = frozenset({Action.MOVE, Action.UPDATE, Action.ADD_TASK})
+
+
+class Asked(BaseModel):
+    """One command's question: may `actor` do `action` on `owner`'s deal (and `task_owner`'s task)?"""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    actor: str | None
+    owner: str
+    task_owner: str | None = None
+
+    def people(self) -> list[str]:
+        """Whom the directory is asked about."""
+        return [p for p in (self.actor, self.owner, self.task_owner) if p]
+
+
+class Directory(BaseModel):
+    """What the people directory says of the actor, as far as the rules ask."""
+
+    model_config = ConfigDict(frozen=True)
+
+    admin: bool = False
+    manages: frozenset[str] = frozenset()  # people whose manager the actor is
+
+
+def may(asked: Asked, directory: Directory) -> bool:
+    if asked.action in OPEN_TO_ALL:
+        return True
+    if asked.actor is None:
+        return False
+    allowed = {asked.owner}
+    if asked.action is Action.COMPLETE_TASK and asked.task_owner:
+        allowed.add(asked.task_owner)
+    return directory.admin or asked.actor in allowed or bool(directory.manages & allowed)
+
+
+def refusal(asked: Asked) -> str:
+    """Why the actor may not: a line that says who may."""
+    actor, owner = asked.actor or "An actor without a name", asked.owner
+    if asked.action is Action.COMPLETE_TASK:
+        whose = asked.task_owner if asked.task_owner else owner
+        return (
+            f"{actor} may not complete {whose}'s task: only the task's owner, the deal's owner, the"
+            " manager of either, or an admin may (`corpsale people` lists managers and admins)."
+        )
+    verb = "close" if asked.action is Action.CLOSE else asked.action.value
+    return (
+        f"{actor} may not {verb} {owner}'s opportunity: only its owner, their manager, or an admin"
+        " may (`corpsale people` lists managers and admins)."
+    )
