@@ -109,10 +109,14 @@ async def _with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     from activities.db import create_pool
     from activities.errors import Refused
     from worker.config import Settings
-    from worker.database import database_url
+    from worker.database import cli_database_url
 
     try:
-        pool = await create_pool(database_url(Settings()), max_size=2)
+        url = cli_database_url(Settings())
+    except LookupError as err:
+        raise CliError(str(err)) from None
+    try:
+        pool = await create_pool(url, max_size=2)
     except Exception as err:  # asyncpg and the embedded server raise many kinds; the text says it
         raise CliError(
             f"cannot reach the database ({err}); start the stack with `python3 dev.py`, or set DATABASE_URL"

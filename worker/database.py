@@ -1,14 +1,22 @@
-"""Where the business data lives: DATABASE_URL, or the embedded PostgreSQL in the data folder."""
+"""Where the business data lives: DATABASE_URL, or the embedded PostgreSQL in the data folder.
+
+`corpsale dev` leaves a record of its stack (the Temporal address it serves and the database it
+uses) in the user's home, so that the CLI, run from any folder, reads the database of the stack
+it sends commands to; the CLI never creates a database of its own."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker.config import Settings
+from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,71 @@ def embedded_database_url(data_dir: Path) -> str:
 
 
 def database_url(settings: Settings) -> str:
+    """The stack's own database (`corpsale dev`, the worker): the embedded one is made if missing."""
     return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+def stack_record(address: str) -> Path:
+    """Where `corpsale dev` serving Temporal at `address` records its stack."""
+    return Path.home() / ".corpsale" / "stacks" / (re.sub(r"[^\w.-]", "_", address) + ".json")
+
+
+def write_stack_record(address: str, database: str, data_dir: Path) -> None:
+    record = {
+        "temporal_address": address,
+        "database_url": database,
+        "data_dir": str(data_dir),
+        "pid": os.getpid(),
+    }
+    path = stack_record(address)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record) + "\n")
+        path.chmod(0o600)
+    except OSError as err:  # the CLI then needs DATABASE_URL from other folders: not fatal
+        log.warning("cannot record the stack in %s (%s); other folders need DATABASE_URL", path, err)
+
+
+def remove_stack_record(address: str) -> None:
+    with contextlib.suppress(OSError):
+        record = json.loads(stack_record(address).read_text())
+        if record.get("pid") == os.getpid():
+            stack_record(address).unlink()
+
+
+def _running(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cli_database_url(settings: Settings) -> str:
+    """The database the CLI reads: DATABASE_URL; else that of the running `corpsale dev` that
+    serves the Temporal address the CLI talks to; else the embedded database in the data folder,
+    if there is one. LookupError, saying where it looked and what to set, if none is found."""
+    if settings.database_url:
+        return settings.database_url
+    address = os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_TEMPORAL_ADDRESS
+    record_path = stack_record(address)
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(record_path.read_text())
+        if _running(record.get("pid")) and isinstance(record.get("database_url"), str):
+            url: str = record["database_url"]
+            return url
+    data_dir = settings.data_dir.expanduser().resolve()
+    if (data_dir / "postgres" / "PG_VERSION").exists():
+        return embedded_database_url(data_dir)
+    raise LookupError(
+        f"no database: no `corpsale dev` runs for Temporal at {address} (no record in {record_path}),"
+        f" and there is no embedded database in {data_dir}; start the stack with `python3 dev.py`, or"
+        " set DATABASE_URL (or CORPSALE_DATA_DIR to the stack's data folder)"
+    )
 
 
 def redact(url: str) -> str:

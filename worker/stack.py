@@ -35,11 +35,10 @@ from activities.db import create_pool, migrate
 from worker import codec_server, telemetry
 from worker.codec import EncryptionCodec, parse_key
 from worker.config import Settings, connect_temporal
-from worker.database import database_url
+from worker.database import database_url, remove_stack_record, write_stack_record
 from worker.main import run_worker
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+from workflows.contract import SEARCH_ATTRIBUTES
 
-SEARCH_ATTRIBUTES = (STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR)
 CONNECT_TIMEOUT = 60.0  # seconds for the Temporal frontend to answer
 STOP_TIMEOUT = 10.0  # seconds for the dev server to stop before it is killed
 
@@ -184,9 +183,10 @@ class Stack:
                 self.settings.model_copy(update={"database_url": url}),
                 stop,
                 client=client,
-                on_ready=lambda: self.print_ready(url),
+                on_ready=lambda: self.ready(url),
             )
         finally:
+            remove_stack_record(self.address)
             watch.cancel()
             if codec is not None:
                 await codec.cleanup()
@@ -343,6 +343,11 @@ class Stack:
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
         say(f"registered the search attributes {', '.join(missing)}")
+
+    def ready(self, url: str) -> None:
+        # The CLI, from any folder, reads the database of the stack it sends commands to.
+        write_stack_record(self.address, url, self.data_dir)
+        self.print_ready(url)
 
     def print_ready(self, url: str) -> None:
         s = self.settings
