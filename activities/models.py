@@ -136,9 +136,10 @@ class TaskOps(_Model):
     start: tuple[TaskStart, ...] = ()
     finish: dict[str, str] = {}  # task id -> outcome
     cancel: tuple[str, ...] = ()
+    owner: dict[str, str] = {}  # task id -> its new owner
 
     def __bool__(self) -> bool:
-        return bool(self.start or self.finish or self.cancel)
+        return bool(self.start or self.finish or self.cancel or self.owner)
 
 
 class Authorize(_Model):

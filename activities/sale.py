@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import access, definitions, repository
 from activities.models import (
@@ -47,6 +47,7 @@ class SaleActivities:
                     f" ({err.error_count()} problems: {err.errors()[0]['msg']}); correct it first.",
                     type="InvalidStoredData",
                     non_retryable=True,
+                    category=ApplicationErrorCategory.BENIGN,
                 ) from err
         if record is None:
             raise ApplicationError(
@@ -54,6 +55,7 @@ class SaleActivities:
                 " (title, customer, owner) to create it.",
                 type="OpportunityNotFound",
                 non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
         if cmd.new is not None and record.stage is None:
             return record
@@ -67,6 +69,7 @@ class SaleActivities:
                 " process as an existing opportunity, or choose another id.",
                 type="OpportunityExists",
                 non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
         return record
 
@@ -114,7 +117,10 @@ class SaleActivities:
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as err:
             # The data, not the database, is wrong: retrying cannot help.
             raise ApplicationError(
-                f"the database refused the data: {err}", type="InvalidData", non_retryable=True
+                f"the database refused the data: {err}",
+                type="InvalidData",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,  # an answer to the command: no traceback
             ) from err
 
     @activity.defn

@@ -13,12 +13,23 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import TaskOps, TaskStart
-from workflows.contract import TASK_COMPLETED_SIGNAL, TASK_WORKFLOW_TYPE, task_workflow_id
+from workflows.contract import (
+    TASK_COMPLETED_SIGNAL,
+    TASK_OWNER_ATTR,
+    TASK_OWNER_SIGNAL,
+    TASK_WORKFLOW_TYPE,
+    task_workflow_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +51,40 @@ class TaskWorkflowActivities:
             *(self._start(s, queue) for s in links.start),
             *(self._finish(task_id, outcome) for task_id, outcome in links.finish.items()),
             *(self._cancel(task_id) for task_id in links.cancel),
+            *(self._reassign(task_id, owner) for task_id, owner in links.owner.items()),
         )
 
     async def _start(self, start: TaskStart, queue: str) -> None:
+        owner = TypedSearchAttributes([SearchAttributePair(TASK_OWNER_ATTR, start.task.owner)])
         try:
-            await self._client.start_workflow(
-                TASK_WORKFLOW_TYPE,
-                start.task,
-                id=task_workflow_id(start.task.task_id),
-                task_queue=queue,
-                # Once per task: a retry finds it running (or ended) and leaves it be.
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=start.summary,
-            )
+            try:
+                await self._start_workflow(start, queue, owner)
+            except RPCError as err:
+                if err.status != RPCStatusCode.INVALID_ARGUMENT or TASK_OWNER_ATTR.name not in err.message:
+                    raise
+                # A namespace without the attribute (registered by `corpsale dev` and the compose
+                # job): the task's timers matter more than what ops can filter by.
+                log.warning("search attribute %s is not registered: %s", TASK_OWNER_ATTR.name, err.message)
+                await self._start_workflow(start, queue, TypedSearchAttributes.empty)
         except WorkflowAlreadyStartedError:
             pass
+
+    async def _start_workflow(self, start: TaskStart, queue: str, attributes: TypedSearchAttributes) -> None:
+        await self._client.start_workflow(
+            TASK_WORKFLOW_TYPE,
+            start.task,
+            id=task_workflow_id(start.task.task_id),
+            task_queue=queue,
+            # Once per task: a retry finds it running (or ended) and leaves it be.
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=start.summary,
+            search_attributes=attributes,
+        )
+
+    async def _reassign(self, task_id: str, owner: str) -> None:
+        handle = self._client.get_workflow_handle(task_workflow_id(task_id))
+        await _unless_gone(task_id, lambda: handle.signal(TASK_OWNER_SIGNAL, owner))
 
     async def _finish(self, task_id: str, outcome: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))

@@ -39,8 +39,8 @@ from activities.db import create_pool, migrate
 from bench.baseline import STAGE_TASKS, BaselineProcess
 from worker.database import embedded_server
 from workflows import contract as c
+from workflows.contract import SEARCH_ATTRIBUTES
 from workflows.definition import load_default_definition
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
 from workflows.state import ProcessInput
 
 ROOT = Path(__file__).parent.parent
@@ -266,7 +266,7 @@ async def dev_server(persistence: str) -> AsyncIterator[Client]:
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             dev_server_database_filename=str(Path(tmp) / "temporal.db") if persistence == "file" else None,
             dev_server_extra_args=SQLITE_PRAGMAS if persistence == "file" else [],
-            search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
+            search_attributes=list(SEARCH_ATTRIBUTES),
             data_converter=pydantic_data_converter,
         ) as env:
             yield env.client

@@ -23,14 +23,14 @@ from tests.helpers import Sale
 from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+from workflows.contract import SEARCH_ATTRIBUTES
 
 
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
-        search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
+        search_attributes=list(SEARCH_ATTRIBUTES),
         data_converter=pydantic_data_converter,
     ) as env:
         yield env

@@ -27,7 +27,7 @@ from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
 from workflows import contract as c
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+from workflows.contract import SEARCH_ATTRIBUTES
 
 OUT = Path(__file__).parent / "histories"
 
@@ -109,7 +109,7 @@ async def record(tag: str) -> None:
         await migrate(pool)
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_cli(),
-            search_attributes=[STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR],
+            search_attributes=list(SEARCH_ATTRIBUTES),
             data_converter=pydantic_data_converter,
         ) as env:
             client: Client = env.client

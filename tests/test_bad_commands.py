@@ -3,11 +3,17 @@ they never fail a workflow task, never leave the process stuck, never change dat
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from tests.helpers import Sale, eventually
 from workflows import contract as c
@@ -139,3 +145,36 @@ async def test_a_binary_payload_is_recorded_and_the_state_stays_readable(sale: S
         await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": stage, "actor": "b"})
     state = await sale.wait_stage(opp, "Qualification", visit=7)
     assert len(state.rejected) == 1 and state.data["need"] == "x" * 4000
+
+
+async def test_a_refused_command_is_one_line_in_the_workers_log(
+    client: Client, pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """A refusal is an answer, not an error of the worker: one line naming the opportunity, the
+    command and the reason, and no traceback."""
+    sale = Sale(client, pool, f"corpsale-log-{uuid.uuid4()}", database_url)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.main", env={**sale.cli_env(), "PYTHONPATH": os.getcwd()},
+            stdout=out, stderr=out,
+        )  # fmt: skip
+        try:
+            _, opp = await sale.started()
+            with pytest.raises(WorkflowUpdateFailedError):
+                await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Nowhere", "actor": "bob"})
+            with pytest.raises(WorkflowUpdateFailedError):
+                await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "mallory"})
+            await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": "nope", "actor": "alice"})
+            await eventually(lambda: sale.state(opp), lambda s: len(s.rejected) == 2)
+        finally:
+            worker.terminate()
+            await worker.wait()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    refused = [line for line in text.splitlines() if " refused (" in line]
+    assert [line.split(" refused (")[0].split()[-1] for line in refused] == [
+        "change_stage", "reassign", "complete_task",
+    ], text  # fmt: skip
+    assert all(opp in line for line in refused), refused
+    assert "Unknown stage 'Nowhere'" in refused[0] and "mallory may not reassign" in refused[1]

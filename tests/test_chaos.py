@@ -27,8 +27,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from tests.helpers import Sale, worker_process
-from worker.stack import SEARCH_ATTRIBUTES, cli_type, temporal_cli
+from worker.stack import cli_type, temporal_cli
 from workflows import contract as c
+from workflows.contract import SEARCH_ATTRIBUTES
 
 STAGES = ["Qualification", "Presentation", "Proposal", "Contracting"]
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))

@@ -50,10 +50,12 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
         f"Qualification: 0 of 2 tasks done, next due {_next_due(state)}",
     )
 
-    # A task completed; each open task's child carries a summary a person reads.
+    # A task completed; each open task's workflow shows its title, and whose it is and when due.
     state = await client.complete_task(opp, CompleteTask(task_id=f"{opp}:v1:contact-assess", actor="alice"))
-    child = sale.client.get_workflow_handle(f"task-{opp}:v1:prepare-presentation")
-    assert await (await child.describe()).static_summary() == "Prepare presentation — alice"
+    task = sale.client.get_workflow_handle(f"task-{opp}:v1:prepare-presentation")
+    assert await (await task.describe()).static_summary() == "Prepare presentation"
+    details = (await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
+    assert details.startswith("alice, due ")
     assert (await _ops_view(handle))[1] == f"Qualification: 1 of 2 tasks done, next due {_next_due(state)}"
 
     # The amount changed, the owner changed, the stage changed.

@@ -3,10 +3,13 @@ new owner, and tells both owners."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.helpers import ADMIN, Sale
+from tests.helpers import ADMIN, Sale, eventually
 from workflows import contract as c
 from workflows.opportunity import OWNER_ATTR
 
@@ -74,3 +77,30 @@ async def test_reassign_from_the_cli(sale: Sale) -> None:
     assert result.code == 0, result.stderr
     assert '"owner": "erin-r19"' in result.stdout
     assert {t["owner"] for t in await sale.tasks(opp)} == {"erin-r19"}
+
+
+async def test_a_reassigned_tasks_workflow_shows_its_new_owner_to_ops(sale: Sale) -> None:
+    """What the Web UI shows of a task names its current owner, and ops find one person's tasks."""
+    _, opp = await sale.started()
+    task = sale.client.get_workflow_handle(c.task_workflow_id(f"{opp}:v1:contact-assess"))
+
+    async def shown() -> tuple[Any, str]:
+        owner = (await task.describe()).typed_search_attributes.get(c.TASK_OWNER_ATTR)
+        metadata = await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        return owner, metadata.current_details
+
+    owner, details = await shown()
+    assert owner == "alice" and details.startswith("alice, due ")
+    await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "alice"})
+    owner, details = await eventually(shown, lambda seen: seen[0] == "bob")
+    assert details.startswith("bob, due ")
+    description = await task.describe()
+    assert (await description.static_summary()) == (
+        "Contact the client, assess the needs, coordinate the date and time of the presentation"
+    )  # the title alone: the owner is in the details, which follow
+
+    query = "WorkflowType = 'SaleTask' AND TaskOwner = 'bob' AND ExecutionStatus = 'Running'"
+    bobs = [w.id async for w in sale.client.list_workflows(query)]
+    assert {c.task_workflow_id(f"{opp}:v1:{k}") for k in ("contact-assess", "prepare-presentation")} <= set(
+        bobs
+    )

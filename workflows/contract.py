@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from temporalio.common import SearchAttributeKey
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 WORKFLOW_TYPE = "CorporateSale"
@@ -72,9 +73,18 @@ def workflow_id(opportunity_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
 
 
+# Search attributes ops filter runs by in the Web UI: an opportunity's stage, owner and expected
+# amount; a task's owner (`WorkflowType = 'SaleTask' AND TaskOwner = 'alice'`).
+STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
+OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
+AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
+TASK_OWNER_ATTR = SearchAttributeKey.for_keyword("TaskOwner")
+SEARCH_ATTRIBUTES = (STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR, TASK_OWNER_ATTR)
+
 # Each task of a process runs as a workflow of its own (its timers), `task-<task id>`.
 TASK_WORKFLOW_TYPE = "SaleTask"
 TASK_COMPLETED_SIGNAL = "task_completed"
+TASK_OWNER_SIGNAL = "owner_changed"
 
 
 def task_workflow_id(task_id: str) -> str:
@@ -114,6 +124,9 @@ class Command(BaseModel):
     signature: Signature | None = None
 
 
+Hours = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+
+
 class ChangeStage(Command):
     """Move the opportunity to a stage (forward, back, or to a final stage)."""
 
@@ -122,7 +135,7 @@ class ChangeStage(Command):
     reason: Text | None = None
     restart: bool = Field(default=False, description="Re-enter the current stage with fresh tasks.")
     actual_income: Money | None = Field(default=None, description="For a successful final stage.")
-    hours_spent: Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)] | None = None
+    hours_spent: Hours | None = None
     competitor: Name | None = Field(default=None, description="Who won, for a lost stage.")
 
 
@@ -152,6 +165,12 @@ class CompleteTask(Command):
     outcome: Name | None = None
     actor: Name
     comment: Text | None = None
+    actual_income: Money | None = Field(
+        default=None, description="When this completion closes the opportunity as won: the income."
+    )
+    hours_spent: Hours | None = Field(
+        default=None, description="When this completion closes the opportunity as won: the hours spent."
+    )
 
 
 class OpportunityFields(BaseModel):

@@ -4,6 +4,7 @@ Opportunity stages lookup. Both are data; the workflow only interprets them.
 
 from __future__ import annotations
 
+import difflib
 import json
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -257,3 +258,10 @@ def mermaid(process: Process) -> str:
                     )
     lines.append("  %% change_stage moves from any open stage to any stage; a final stage is never left.")
     return "\n".join(lines)
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """'Did you mean 'Proposal'? ' for a name that differs from a known one in case or a letter."""
+    same = [n for n in names if n.casefold() == name.casefold()]
+    close = same or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"Did you mean {close[0]!r}? " if close else ""

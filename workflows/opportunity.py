@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         StateView,
         UpdateOpportunity,
     )
-    from workflows.definition import Effect, Process
+    from workflows.definition import Effect, Process, did_you_mean
     from workflows.permissions import Action, Asked
     from workflows.state import (
         Answer,
@@ -53,9 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.task import TaskChildren, TaskLinks
 
-STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
-OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
-AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
+STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
@@ -64,6 +62,8 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 PATCH_HANDOVER = "runs-hand-over-with-tasks-open"
 # Runs started from here on check who may do what (R24) before they apply a command.
 PATCH_PERMISSIONS = "command-permissions"
+# Runs started from here on tell their task workflows of a new owner (what the Web UI shows).
+PATCH_TASK_OWNER = "task-owner-shown"
 # A run continues as new before Temporal's limits are near: after this many history events or
 # accepted updates (the server refuses updates after 2,000 in a run), or when the server suggests
 # it. Past the margin (a flood of commands that leaves no quiet point) commands wait for the
@@ -511,7 +511,9 @@ class CorporateSaleWorkflow:
                 due_at=task.due_at,
                 reminders=self._process.definition.reminders,
             ),
-            summary=f"{task.title} — {owner}",
+            # A task workflow shows its owner in its details (it follows a reassignment); a child of
+            # a run from before PATCH_HANDOVER names them in its summary.
+            summary=task.title if self._handover else f"{task.title} — {owner}",
         )
 
     async def _leave_stage(self, *, closing: bool) -> None:
@@ -585,13 +587,14 @@ class CorporateSaleWorkflow:
         if not process.has_stage(cmd.stage):
             if not settled:
                 return  # the lookup may have the stage by now: the handler reloads it
-            known = ", ".join(s.name for s in process.stages)
-            raise Refused(f"Unknown stage {cmd.stage!r}. Stages: {known}.")
+            names = [s.name for s in process.stages]
+            hint = did_you_mean(cmd.stage, names)
+            raise Refused(f"Unknown stage {cmd.stage!r}. {hint}Stages: {', '.join(names)}.")
         target = process.stage(cmd.stage)
         if settled and cmd.stage == self._state.stage and not cmd.restart:
             raise Refused(
-                f"The opportunity is in {cmd.stage!r} already; send restart: true to restart"
-                " the stage with new tasks."
+                f"The opportunity is in {cmd.stage!r} already; to restart the stage with new tasks,"
+                " send restart: true (`corpsale move --restart`)."
             )
         if (cmd.actual_income is not None or cmd.hours_spent is not None) and not (
             target.final and target.successful
@@ -617,7 +620,28 @@ class CorporateSaleWorkflow:
                 + ", ".join(task.outcomes)
                 + "."
             )
+        if settled and (cmd.actual_income is not None or cmd.hours_spent is not None):
+            if not self._closes_as_won(task, cmd.outcome):
+                raise Refused(
+                    "actual_income and hours_spent go with the completion that closes the opportunity"
+                    " as won (the last task of the last stage before it)."
+                )
         return task
+
+    def _closes_as_won(self, task: TaskState, outcome_name: str | None) -> bool:
+        """Whether completing this task with this outcome closes the opportunity as won."""
+        if task.adhoc:
+            return False
+        outcome = self._process.task(task.stage, task.key).outcome(outcome_name)
+        if outcome is None:
+            return False
+        if outcome.effect is Effect.MOVE:
+            assert outcome.stage is not None
+            target = self._process.stage(outcome.stage)
+            return target.final and bool(target.successful)
+        others_done = all(t.status == "completed" for t in self._state.visit_tasks() if t is not task)
+        following = self._process.next_stage(task.stage)
+        return others_done and following is not None and following.final and bool(following.successful)
 
     def _check_update(self, cmd: UpdateOpportunity) -> None:
         self._check_open()
@@ -683,15 +707,18 @@ class CorporateSaleWorkflow:
         outcome = template.outcome(cmd.outcome)
         assert outcome is not None
         await self._finish_task(task, outcome.name, cmd)
+        won = {"actual_income": cmd.actual_income, "hours_spent": cmd.hours_spent}  # checked: closes as won
         if outcome.effect is Effect.MOVE:
             assert outcome.stage is not None
             reason = outcome.close_reason or f"outcome {outcome.name!r} of {task.title!r}"
-            await self._move(ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True))
+            await self._move(
+                ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True, **won)
+            )
         elif all(t.status == "completed" for t in self._state.visit_tasks()):
             following = self._process.next_stage(task.stage)
             if following is not None:
                 reason = f"all tasks of {task.stage} completed"
-                await self._move(ChangeStage(stage=following.name, actor=cmd.actor, reason=reason))
+                await self._move(ChangeStage(stage=following.name, actor=cmd.actor, reason=reason, **won))
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
         await workflow.execute_local_activity_method(
@@ -798,6 +825,8 @@ class CorporateSaleWorkflow:
         for task in open_tasks:
             task.owner = cmd.owner
         state.owner = cmd.owner
+        if isinstance(self._children, TaskLinks) and workflow.patched(PATCH_TASK_OWNER):
+            self._children.reassign([t.task_id for t in open_tasks], cmd.owner)
         self._publish()
 
     # Commands: one path for signals and updates ----------------------------------------------
@@ -904,8 +933,16 @@ class CorporateSaleWorkflow:
                 answer.recorded = True
 
     def _reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
+        """Record a refused command in `rejected`."""
         self._state.reject(workflow.now(), name, reason, payload)
+        self._refused(name, reason, via=via)
+
+    @staticmethod
+    def _refused(name: str, reason: str, *, via: str) -> None:
+        """Count a refusal and say it in one line (the log names the opportunity): a refused
+        command is an answer, not an error of the worker."""
         count("corpsale_commands_rejected", command=name, via=via)
+        workflow.logger.info("%s refused (%s): %s", name, via, reason)
 
     def _can_defer(self, payload: Any) -> bool:
         """Under a flood a signal is carried to the next run, as long as that input stays small."""
@@ -944,7 +981,7 @@ class CorporateSaleWorkflow:
                 if isinstance(err, NotAllowed):  # recorded, as for a signal: who tried what
                     self._reject(name, str(err), payload, via="update")
                 else:
-                    count("corpsale_commands_rejected", command=name, via="update")
+                    self._refused(name, str(err), via="update")
                 raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
             finally:
                 if info is not None:
@@ -981,7 +1018,7 @@ class CorporateSaleWorkflow:
         except HandingOver as err:
             raise ApplicationError(str(err), type="HandingOver") from None
         except Refused as err:
-            count("corpsale_commands_rejected", command=name, via="update")
+            self._refused(name, str(err), via="update")
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
     def _check(self, cmd: BaseModel, *, settled: bool = False) -> None:

@@ -21,7 +21,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import CancelTaskRow, TaskNotice, TaskOps, TaskStart
     from activities.sale import SaleActivities
     from activities.task_workflows import TaskWorkflowActivities
-    from workflows.contract import TASK_COMPLETED_SIGNAL, TASK_WORKFLOW_TYPE, task_workflow_id
+    from workflows.contract import (
+        TASK_COMPLETED_SIGNAL,
+        TASK_OWNER_ATTR,
+        TASK_OWNER_SIGNAL,
+        TASK_WORKFLOW_TYPE,
+        task_workflow_id,
+    )
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
 
 
@@ -29,9 +35,13 @@ with workflow.unsafe.imports_passed_through():
 class TaskWorkflow:
     def __init__(self) -> None:
         self._outcome: str | None = None
+        self._owner = ""
+        self._due = ""
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
+        self._owner, self._due = task.owner, f"{task.due_at:%Y-%m-%d %H:%M} UTC"
+        self._show()
         try:
             if workflow.patched("task-timers"):
                 await self._timers(task)
@@ -80,6 +90,19 @@ class TaskWorkflow:
     def task_completed(self, outcome: str) -> None:
         """Sent by the parent once the completion is stored."""
         self._outcome = outcome
+
+    @workflow.signal(name=TASK_OWNER_SIGNAL)
+    def owner_changed(self, owner: str) -> None:
+        """Sent by the process when the task goes to another owner (its row says so already)."""
+        self._owner = owner
+        self._show()
+        # Only if the run was started with it: a namespace without the attribute would refuse it.
+        if workflow.info().typed_search_attributes.get(TASK_OWNER_ATTR) is not None:
+            workflow.upsert_search_attributes([TASK_OWNER_ATTR.value_set(owner)])
+
+    def _show(self) -> None:
+        """What the Web UI shows of the task beside its title: whose it is, when it is due."""
+        workflow.set_current_details(f"{self._owner}, due {self._due}")
 
 
 class TaskChildren:
@@ -161,6 +184,7 @@ class TaskLinks:
         self._start: list[TaskStart] = []
         self._finish: dict[str, str] = {}
         self._cancel: list[str] = []
+        self._owner: dict[str, str] = {}
 
     def start(self, task: TaskInput, summary: str) -> None:
         self._start.append(TaskStart(task=task, summary=summary))
@@ -173,12 +197,23 @@ class TaskLinks:
         """Cancel these tasks' workflows (their rows are canceled by the stage change)."""
         self._cancel.extend(task_ids)
 
+    def reassign(self, task_ids: list[str], owner: str) -> None:
+        """Tell these tasks' workflows their new owner (what the Web UI shows of them)."""
+        self._owner.update(dict.fromkeys(task_ids, owner))
+
     async def flush(self) -> None:
-        links = TaskOps(start=tuple(self._start), finish=self._finish, cancel=tuple(self._cancel))
+        links = TaskOps(
+            start=tuple(self._start), finish=self._finish, cancel=tuple(self._cancel), owner=self._owner
+        )
         if not links:
             return
-        self._start, self._finish, self._cancel = [], {}, []
-        counts = {"start": len(links.start), "finish": len(links.finish), "cancel": len(links.cancel)}
+        self._start, self._finish, self._cancel, self._owner = [], {}, [], {}
+        counts = {
+            "start": len(links.start),
+            "finish": len(links.finish),
+            "cancel": len(links.cancel),
+            "reassign": len(links.owner),
+        }
         await workflow.execute_local_activity_method(
             TaskWorkflowActivities.link_tasks,
             links,
