@@ -13,7 +13,7 @@ import asyncpg
 from activities.errors import Refused
 from activities.models import Authorize
 from workflows import signing
-from workflows.permissions import Directory, may, refusal
+from workflows.permissions import Asked, Directory, may, refusal
 
 REQUIRE_SIGNED = "RequireSignedCommands"
 
@@ -24,14 +24,6 @@ class AccessRefused(Refused):
 
 async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
     """None if the command may go ahead, else why not (one line)."""
-    people = {
-        r["name"]: r
-        for r in await conn.fetch(
-            "SELECT name, role, manager FROM people WHERE name = ANY($1::text[])", check.asked.people()
-        )
-    }
-    actor = check.asked.actor
-    admin = actor in people and people[actor]["role"] == "admin"
     signature = check.payload.get("signature")
     if signature is not None:
         problem = await _signature_problem(conn, check, signature)
@@ -42,10 +34,24 @@ async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
             f"Unsigned commands are refused here (setting {REQUIRE_SIGNED}): sign it with a service"
             " key (`corpsale services add`; docs/contract.md, Signed commands)."
         )
-    directory = Directory(
-        admin=admin, manages=frozenset(name for name, r in people.items() if actor and r["manager"] == actor)
+    return await may_do(conn, check.asked)
+
+
+async def may_do(conn: asyncpg.Connection, asked: Asked) -> str | None:
+    """None if the people directory and the rules let the actor do it, else why not."""
+    rows = await conn.fetch(
+        "SELECT name, role, manager FROM people WHERE name = ANY($1::text[])", asked.people()
     )
-    return None if may(check.asked, directory) else refusal(check.asked)
+    return _judge(asked, {r["name"]: r for r in rows})
+
+
+def _judge(asked: Asked, people: dict[str, asyncpg.Record]) -> str | None:
+    actor = asked.actor
+    directory = Directory(
+        admin=actor in people and people[actor]["role"] == "admin",
+        manages=frozenset(name for name, r in people.items() if actor and r["manager"] == actor),
+    )
+    return None if may(asked, directory) else refusal(asked)
 
 
 async def _signature_problem(

@@ -38,6 +38,8 @@ async def set_person(
 ) -> None:
     """Add a person or change their manager, email or role; refuse a manager chain that loops
     back."""
+    if not name.strip() or (manager is not None and not manager.strip()):
+        raise CenterRefused("a person's name (and their manager's) cannot be empty")
     if manager == name:
         raise CenterRefused(f"{name!r} cannot be their own manager")
     async with conn.transaction():
@@ -123,21 +125,30 @@ async def mark_read(conn: asyncpg.Connection, recipient: str, ids: list[str] | N
 
 
 async def agenda(
-    conn: asyncpg.Connection, owner: str, start: datetime, end: datetime, *, include_closed: bool = False
+    conn: asyncpg.Connection,
+    owner: str,
+    start: datetime,
+    end: datetime,
+    *,
+    include_closed: bool = False,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """A person's tasks that overlap [start, end): open ones (and with `include_closed`, completed
-    and canceled ones too), by due time. An open task overdue before `start` is still listed:
-    it is still to do."""
+    and canceled ones too), by due time; and, whatever the range, the open tasks overdue at `now`
+    (they are still to do), marked `overdue`."""
     rows = await conn.fetch(
         "SELECT t.id, t.title, t.stage, t.kind, t.status, t.start_at, t.due_at, t.completed_at,"
-        " t.canceled_at, t.opportunity_id, o.title AS opportunity, o.customer"
+        " t.canceled_at, t.opportunity_id, o.title AS opportunity, o.customer,"
+        " (t.status = 'open' AND t.due_at < $5) AS overdue"
         " FROM tasks t JOIN opportunities o ON o.id = t.opportunity_id"
-        " WHERE t.owner = $1 AND t.start_at < $3 AND (t.due_at >= $2 OR t.status = 'open')"
+        " WHERE t.owner = $1"
+        " AND ((t.start_at < $3 AND t.due_at >= $2) OR (t.status = 'open' AND t.due_at < $5))"
         " AND ($4 OR t.status = 'open')"
         " ORDER BY t.due_at, t.id",
         owner,
         start,
         end,
         include_closed,
+        now,
     )
     return [dict(r) for r in rows]

@@ -1,4 +1,4 @@
-"""`corpsale services`: the keys of the services that sign commands (R24), and the checks the
+"""`corpsale services`: the keys of the services that sign commands, and the checks the
 CLI makes of who reads an inbox."""
 
 from __future__ import annotations

@@ -50,15 +50,16 @@ async def cmd_people(args: argparse.Namespace) -> None:
 
 
 async def cmd_people_set(args: argparse.Namespace) -> None:
+    me = await acting_as(args.actor)
+    name = args.name if args.name is not None else me  # without a name: yourself
     if args.role is not None:  # who is admin is for admins to say (the first one says it of themself)
-        me = await acting_as(args.actor)
         admins = [p["name"] for p in await _with_db(center.list_people) if p["role"] == "admin"]
         if admins and not await _with_db(lambda conn: access.is_admin(conn, me)):
             raise CliError(f"{me!r} is not an admin: only an admin gives roles ({', '.join(admins)})")
     await _with_db(
         lambda conn: center.set_person(
             conn,
-            args.name,
+            name,
             manager=args.manager,
             email=args.email,
             clear_manager=args.no_manager,
@@ -117,7 +118,10 @@ async def cmd_agenda(args: argparse.Namespace) -> None:
         raise CliError(f"--from {args.start} is too far in the future") from None
     if end <= start:
         raise CliError(f"--to ({end:%Y-%m-%d %H:%M}) must come after --from ({start:%Y-%m-%d %H:%M})")
-    rows = await _with_db(lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all))
+    now = datetime.now(UTC)
+    rows = await _with_db(
+        lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all, now=now)
+    )
     if args.json:
         print_json(rows)
         return
@@ -128,7 +132,8 @@ async def cmd_agenda(args: argparse.Namespace) -> None:
     print(f"{args.person}: {len(rows)} task{'s' if len(rows) != 1 else ''} from {span}")
     for r in rows:
         r["what"] = f"{r['title']} ({r['opportunity']}, {r['customer']})"
-    columns = ["due_at", "start_at", "what", "stage", "id"]
+        r["late"] = "overdue" if r["overdue"] else ""
+    columns = ["due_at", "late", "start_at", "what", "stage", "id"]
     print_table(rows, columns + (["status"] if args.all else []))
 
 
@@ -178,6 +183,7 @@ async def cmd_ics(args: argparse.Namespace) -> None:
             datetime(1900, 1, 1, tzinfo=UTC),
             datetime(9999, 1, 1, tzinfo=UTC),
             include_closed=True,
+            now=now,
         )
     )
     since = now - timedelta(days=args.days)
@@ -199,7 +205,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("inbox", help="a person's notifications: unread first, newest first")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--unread", action="store_true", help="only the unread ones")
-    p.add_argument("--limit", type=positive_int, default=50)
+    p.add_argument("--limit", type=positive_int, default=50, help="at most this many (50)")
     p.add_argument("--actor", default=default_actor(), help=READER_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inbox)
@@ -233,12 +239,14 @@ def add_commands(sub: Any) -> None:
     people.add_argument("--json", action="store_true", help="print JSON")
     people.set_defaults(run=cmd_people)
     commands = people.add_subparsers(dest="people_command", metavar="PEOPLE_COMMAND")
-    p = commands.add_parser("set", help="add a person, or change their manager or email")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--manager")
+    p = commands.add_parser("set", help="add a person, or change their manager, email or role")
+    p.add_argument("name", metavar="NAME", nargs="?", help="default: you (your user name)")
+    p.add_argument("--manager", help="whom they report to: escalations go there")
     p.add_argument("--no-manager", action="store_true", help="remove their manager")
-    p.add_argument("--email")
-    p.add_argument("--role", choices=["member", "admin"], help="admins may do anything (R24); admins only")
+    p.add_argument("--email", help="their e-mail address")
+    p.add_argument(
+        "--role", choices=["member", "admin"], help="admins may do anything; only an admin gives roles"
+    )
     p.add_argument("--actor", default=default_actor(), help="who gives the role (default: you)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_people_set)

@@ -236,12 +236,27 @@ async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) 
     print_json(state) if args.json else print_state(state)
 
 
+async def stage_name(text: str) -> str:
+    """A stage of the lookup as the operator typed it: the name itself, or the one it names in
+    another case ("proposal"); CliError with a guess for a name the lookup does not have."""
+    from activities import repository
+    from workflows.definition import did_you_mean
+
+    names = [st.name for st in await _with_db(repository.load_stages)]
+    if text in names:
+        return text
+    same = [n for n in names if n.casefold() == text.casefold()]
+    if len(same) == 1:
+        return same[0]
+    raise CliError(f"no stage {text!r}. {did_you_mean(text, names)}Stages: {', '.join(names)}")
+
+
 async def cmd_move(args: argparse.Namespace) -> None:
     await _send(
         args,
         c.UPDATE_CHANGE_STAGE,
         {
-            "stage": args.stage,
+            "stage": await stage_name(args.stage),
             "actor": args.actor,
             "reason": args.reason,
             "restart": args.restart or None,
@@ -253,7 +268,31 @@ async def cmd_move(args: argparse.Namespace) -> None:
     )
 
 
+async def task_by_key(opportunity_id: str, text: str) -> str:
+    """The task an operator names: its id, or its key (`contact-assess`, `adhoc2`) where that names
+    one open task of the process, or a follow-up task of a won opportunity."""
+    if ":" in text:
+        return text
+    client = await _client()
+    try:
+        state: StateView = await client.get_workflow_handle(c.workflow_id(opportunity_id)).query(
+            c.QUERY_STATE, result_type=StateView, rpc_timeout=QUERY_TIMEOUT
+        )
+    except (RPCError, WorkflowQueryFailedError) as err:
+        raise CliError(
+            f"cannot read the process of {opportunity_id!r} to find task {text!r}: {err}"
+        ) from None
+    if state.closed:
+        return c.follow_up_task_id(opportunity_id, text)
+    found = [t.task_id for t in state.open_tasks if t.task_id.rsplit(":", 1)[-1] == text]
+    if len(found) == 1:
+        return found[0]
+    keys = ", ".join(t.task_id.rsplit(":", 1)[-1] for t in state.open_tasks) or "none"
+    raise CliError(f"no open task {text!r} in {opportunity_id!r}; its open tasks: {keys}")
+
+
 async def cmd_complete(args: argparse.Namespace) -> None:
+    args.task_id = await task_by_key(args.opportunity, args.task_id)
     if c.FOLLOW_UP_MARK in args.task_id:
         await _complete_follow_up(args)
         return
@@ -265,6 +304,8 @@ async def cmd_complete(args: argparse.Namespace) -> None:
             "outcome": args.outcome,
             "actor": args.actor,
             "comment": args.comment,
+            "actual_income": args.income,
+            "hours_spent": args.hours,
             "request_id": args.request_id,
         },
     )
@@ -311,11 +352,28 @@ async def cmd_add_task(args: argparse.Namespace) -> None:
         {
             "title": args.title,
             "owner": args.owner,
-            "due_at": args.due,
+            "due_at": parse_moment(args.due).isoformat() if args.due else None,
             "actor": args.actor,
             "request_id": args.request_id,
         },
     )
+
+
+async def cmd_close_details(args: argparse.Namespace) -> None:
+    """A won deal's income and hours, recorded after it closed by itself."""
+    from activities import closed
+
+    figures = _model(closed.WonFigures, {"actual_income": args.income, "hours_spent": args.hours})
+    actor = await acting_as(args.actor)
+    row = await _with_db(
+        lambda conn: closed.record_won(
+            conn, args.opportunity, income=figures.actual_income, hours=figures.hours_spent, actor=actor
+        )
+    )
+    if args.json:
+        print_json(row)
+    else:
+        print(f"{row['id']} ({row['stage']}): income {row['actual_income']}, hours {row['hours_spent']}")
 
 
 async def cmd_close_reasons(args: argparse.Namespace) -> None:
@@ -364,6 +422,18 @@ async def cmd_show(args: argparse.Namespace) -> None:
         f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
         + (f", closed {_when(d['closed_at'])}" if d["closed_at"] else "")
     )
+    closing = [
+        f"{label} {d[name]}"
+        for name, label in [
+            ("actual_income", "income"),
+            ("hours_spent", "hours"),
+            ("close_reason", "reason"),
+            ("competitor", "competitor"),
+        ]
+        if d.get(name) is not None
+    ]
+    if closing:
+        print("  " + ", ".join(closing))
     for name in OpportunityFields.model_fields:
         if name not in ("title", "customer") and d.get(name) is not None:
             print(f"  {name}: {d[name]}")
@@ -391,8 +461,9 @@ async def cmd_show(args: argparse.Namespace) -> None:
 async def cmd_list(args: argparse.Namespace) -> None:
     from activities import repository
 
+    stage = await stage_name(args.stage) if args.stage else None
     rows = await _with_db(
-        lambda conn: repository.list_opportunities(conn, stage=args.stage, owner=args.owner, limit=args.limit)
+        lambda conn: repository.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
     )
     if args.json:
         print_json(rows)
@@ -625,8 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
         run=cmd_encryption_key
     )
     p = command("codec-server", "serve the codec endpoint the Web UI decodes payloads with", json_out=False)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8081, help="the port to listen on (8081)")
     p.add_argument(
         "--ui-origin",
         action="append",
@@ -643,15 +714,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_codec_server)
 
-    p = command("start", "start the process for a new opportunity (R1) or an existing one (R2)", actor=True)
+    p = command("start", "start the process for a new opportunity or an existing one", actor=True)
     p.add_argument("--existing", metavar="ID", help="start for this existing opportunity")
     p.add_argument("--id", help="id of the new opportunity (default: generated)")
-    p.add_argument("--title")
-    p.add_argument("--customer")
+    p.add_argument("--title", help="what the deal is, for a new opportunity")
+    p.add_argument("--customer", help="the customer, for a new opportunity")
     p.add_argument("--owner", help="the responsible employee")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="another data field")
     p.add_argument("--data", help="data fields as a JSON object")
-    p.add_argument("--task-queue", default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
+    p.add_argument(
+        "--task-queue",
+        default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE),
+        help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",
+    )
     p.set_defaults(run=cmd_start)
 
     p = command("move", "move the opportunity to a stage", actor=True, opportunity=True)
@@ -664,13 +739,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_move)
 
     p = command("complete", "complete a task", actor=True, opportunity=True)
-    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("task_id", metavar="TASK", help="the task's id, or its key where one open task has it")
     p.add_argument("--outcome", help="default: the task's first outcome")
-    p.add_argument("--comment")
+    p.add_argument("--comment", help="a note that goes with the completion")
+    p.add_argument("--income", help="actual income, when this completion closes the opportunity as won")
+    p.add_argument("--hours", help="hours spent, when this completion closes the opportunity as won")
     p.set_defaults(run=cmd_complete)
 
     p = command("update", "update opportunity data fields", actor=True, opportunity=True)
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a data field (repeatable)")
     p.add_argument("--data", help="fields as a JSON object")
     p.set_defaults(run=cmd_update)
 
@@ -686,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reassign", "give the opportunity and its open tasks to another owner", actor=True, opportunity=True
     )
     p.add_argument("owner", metavar="OWNER")
-    p.add_argument("--reason")
+    p.add_argument("--reason", help="why, for both owners' notices")
     p.set_defaults(run=cmd_reassign)
 
     command("state", "the running process's state (the `state` query)", opportunity=True).set_defaults(
@@ -695,19 +772,29 @@ def build_parser() -> argparse.ArgumentParser:
     command("show", "an opportunity with its history and tasks", opportunity=True).set_defaults(run=cmd_show)
 
     p = command("list", "list opportunities")
-    p.add_argument("--stage")
-    p.add_argument("--owner")
-    p.add_argument("--limit", type=positive_int, default=100)
+    p.add_argument("--stage", help="only those at this stage")
+    p.add_argument("--owner", help="only this owner's")
+    p.add_argument("--limit", type=positive_int, default=100, help="at most this many (100)")
     p.set_defaults(run=cmd_list)
 
     p = command("check", "compare every process run with the database; exit 1 on a violation")
     p.add_argument("opportunities", nargs="*", metavar="OPPORTUNITY_ID", help="default: all")
     p.set_defaults(run=cmd_check)
 
-    command("close-reasons", "the reasons a lost-type closing takes (R9)").set_defaults(run=cmd_close_reasons)
+    p = command(
+        "close-details",
+        "record a won deal's actual income and hours after it closed",
+        actor=True,
+        opportunity=True,
+    )
+    p.add_argument("--income", help="the actual income")
+    p.add_argument("--hours", help="the hours spent on the deal")
+    p.set_defaults(run=cmd_close_details)
+
+    command("close-reasons", "the reasons a lost-type closing takes").set_defaults(run=cmd_close_reasons)
 
     p = command("schema", "write the JSON Schemas of the public contract", json_out=False)
-    p.add_argument("--out", default="docs/schemas")
+    p.add_argument("--out", default="docs/schemas", help="the folder to write them to (docs/schemas)")
     p.set_defaults(run=cmd_schema)
 
     from starter import access, center, definitions, leads, lookups, report  # they use this module's helpers
@@ -718,7 +805,18 @@ def build_parser() -> argparse.ArgumentParser:
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Every command's help also heads its own `--help` page."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for listed in action._choices_actions:
+                command = action.choices[listed.dest]
+                command.description = command.description or listed.help
+                _describe(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

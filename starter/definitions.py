@@ -1,4 +1,4 @@
-"""`corpsale definition ...`: the process library (R16). Show the definition in force (as text,
+"""`corpsale definition ...`: the process library. Show the definition in force (as text,
 JSON or a Mermaid diagram), list its versions, export one as a file, validate a changed file and
 publish it as the next version. Running processes keep the version they started with; new ones
 take the latest."""

@@ -1,4 +1,4 @@
-"""`corpsale lead ...` and `corpsale setting ...`: leads and the system settings (R3).
+"""`corpsale lead ...` and `corpsale setting ...`: leads and the system settings.
 
 A lead moved into "Awaiting sale" while StartOppBusinessProcess is on becomes an opportunity
 whose process the worker's lead relay starts (also when no worker runs at that moment: then at
@@ -7,11 +7,23 @@ the next start of one)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import uuid
 from typing import Any
 
 from activities import leads
-from starter.cli import CliError, _model, _when, _with_db, positive_int, print_json, print_table
+from starter.cli import (
+    COMMAND_TIMEOUT,
+    CliError,
+    _client,
+    _model,
+    _state_when_ready,
+    _when,
+    _with_db,
+    positive_int,
+    print_json,
+    print_table,
+)
 
 LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stage")
 
@@ -51,7 +63,27 @@ async def cmd_lead_move(args: argparse.Namespace) -> None:
         return await _lead(conn, args.lead)
 
     row = await _with_db(move)
+    if args.wait and row.get("starts_pending"):
+        row = await _started(args.lead)
     print_json(row) if args.json else _print_lead(row)
+
+
+async def _started(lead_id: str) -> dict[str, Any]:
+    """The lead once the worker has made it an opportunity whose process runs (or set it aside)."""
+    deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT
+    while True:
+        row = await _with_db(lambda conn: _lead(conn, lead_id))
+        if row.get("start_failed"):
+            return row
+        if row.get("opportunity_id"):
+            await _state_when_ready(await _client(), row["opportunity_id"])
+            return row
+        if asyncio.get_running_loop().time() > deadline:
+            raise CliError(
+                f"lead {lead_id!r} has not become an opportunity within {COMMAND_TIMEOUT:.0f} s: is a worker"
+                " with the lead relay running (CORPSALE_LEAD_RELAY)?"
+            )
+        await asyncio.sleep(0.2)
 
 
 async def _lead(conn: Any, lead_id: str) -> dict[str, Any]:
@@ -109,7 +141,7 @@ async def cmd_setting(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     """The `lead` and `setting` commands, on the CLI's sub-parsers."""
     lead = sub.add_parser(
-        "lead", help="leads: add, move, show, retry, list (R3)", description=__doc__.splitlines()[0]
+        "lead", help="leads: add, move, show, retry, list", description=__doc__.splitlines()[0]
     )
     commands = lead.add_subparsers(dest="lead_command", required=True, metavar="LEAD_COMMAND")
 
@@ -120,18 +152,21 @@ def add_commands(sub: Any) -> None:
 
     p = command("add", "add a lead")
     p.add_argument("--id", help="the lead's id (default: generated)")
-    p.add_argument("--title", required=True)
-    p.add_argument("--customer", required=True)
+    p.add_argument("--title", required=True, help="what the deal would be")
+    p.add_argument("--customer", required=True, help="the prospect")
     p.add_argument("--owner", required=True, help="the responsible employee")
     p.add_argument("--contact", help="the customer's contact person")
-    p.add_argument("--need")
-    p.add_argument("--budget")
-    p.add_argument("--stage", default="New")
+    p.add_argument("--need", help="what the customer needs")
+    p.add_argument("--budget", help="the customer's budget")
+    p.add_argument("--stage", default="New", help="where it starts (New)")
     p.set_defaults(run=cmd_lead_add)
 
     p = command("move", "move a lead to a stage; 'Awaiting sale' starts the sale when the setting is on")
     p.add_argument("lead", metavar="LEAD_ID")
     p.add_argument("stage", metavar="STAGE")
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the worker has started the opportunity's process"
+    )
     p.set_defaults(run=cmd_lead_move)
 
     p = command("show", "a lead, and the opportunity it became")
@@ -143,8 +178,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=cmd_lead_retry)
 
     p = command("list", "list leads")
-    p.add_argument("--stage")
-    p.add_argument("--limit", type=positive_int, default=100)
+    p.add_argument("--stage", help="only leads at this stage")
+    p.add_argument("--limit", type=positive_int, default=100, help="at most this many (100)")
     p.set_defaults(run=cmd_lead_list)
 
     p = sub.add_parser(

@@ -80,8 +80,8 @@ def add_commands(sub: Any) -> None:
 
     p = commands.add_parser("set", help="change a stage")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--order", type=positive_int)
-    p.add_argument("--probability", type=int)
+    p.add_argument("--order", type=positive_int, help="its place (distinct)")
+    p.add_argument("--probability", type=int, help="win probability, 0-100")
     p.add_argument("--final", dest="final_kind", choices=["won", "lost", "open"], help="open: not final")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_stages_set)

@@ -1,4 +1,4 @@
-"""`corpsale report`: sales analytics (R17) as a table, JSON, charts (PNG) and one HTML page;
+"""`corpsale report`: sales analytics as a table, JSON, charts (PNG) and one HTML page;
 `corpsale demo`: a realistic set of opportunities driven through the real process, so that a new
 user sees a full report within a minute."""
 
@@ -337,15 +337,13 @@ async def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser(
-        "report", help="sales analytics: win rate, cycle times, stages, losses, pipeline (R17)"
-    )
+    p = sub.add_parser("report", help="sales analytics: win rate, cycle times, stages, losses, pipeline")
     p.add_argument(
         "--from", dest="start", metavar="WHEN", help="the period's start, ISO 8601 (UTC if no zone)"
     )
     p.add_argument("--to", dest="end", metavar="WHEN", help="the period's end (excluded)")
-    p.add_argument("--owner")
-    p.add_argument("--customer")
+    p.add_argument("--owner", help="only this owner's opportunities")
+    p.add_argument("--customer", help="only this customer's opportunities")
     p.add_argument("--charts", metavar="DIR", help="write pipeline.png and time-in-stage.png here")
     p.add_argument("--html", metavar="FILE", help="write the report as one HTML page, charts included")
     p.add_argument("--quiet", action="store_true", help="print nothing (with --charts or --html)")
@@ -357,6 +355,10 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--n", type=positive_int, default=24, help="how many opportunities (24)")
     p.add_argument("--seed", type=int, default=7, help="the random seed: the same seed, the same paths")
-    p.add_argument("--concurrency", type=positive_int, default=12)
-    p.add_argument("--task-queue", default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
+    p.add_argument("--concurrency", type=positive_int, default=12, help="opportunities driven at once (12)")
+    p.add_argument(
+        "--task-queue",
+        default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE),
+        help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",
+    )
     p.set_defaults(run=cmd_demo)

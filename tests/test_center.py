@@ -67,18 +67,32 @@ async def test_the_agenda_shows_a_persons_tasks_in_a_date_range(sale: Sale) -> N
     text = await sale.cli("agenda", owner)
     assert text.code == 0 and f"{owner}: 2 tasks from" in text.stdout
     assert f"Prepare presentation (Deal {opp}, Acme Ltd)" in text.stdout
-    # Tasks due in 2 and 3 days. A range that starts after the first is due still lists it (it is
-    # overdue and open); a range that ends before they start lists neither.
+    # Tasks due in 2 and 3 days: a range that starts after the first is due lists only the second
+    # (the first is not overdue: overdue is due before now); a range that ends before they start
+    # lists neither.
     after_first = (start + timedelta(days=2, hours=1)).isoformat()
     later = json.loads((await sale.cli("agenda", owner, "--from", after_first, "--json")).stdout)
-    assert [r["id"] for r in later] == [f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"]
+    assert [r["id"] for r in later] == [f"{opp}:v1:prepare-presentation"]
     before = (start - timedelta(days=1)).isoformat()
     earlier = await sale.cli("agenda", owner, "--from", "2020-01-01", "--to", before, "--json")
     assert json.loads(earlier.stdout) == []
+    # A task overdue now is listed whatever the range, marked: it is still to do.
+    await sale.pool.execute(
+        "UPDATE tasks SET due_at = now() - interval '1 day' WHERE id = $1", f"{opp}:v1:contact-assess"
+    )
+    future = await sale.cli("agenda", owner, "--from", "2030-05-01", "--to", "2030-06-01", "--json")
+    assert [(r["id"], r["overdue"]) for r in json.loads(future.stdout)] == [
+        (f"{opp}:v1:contact-assess", True)
+    ]
+    marked = await sale.cli("agenda", owner, "--from", "2030-05-01", "--to", "2030-06-01")
+    assert "overdue" in marked.stdout
     await sale.complete(opp, f"{opp}:v1:contact-assess")
     open_only = json.loads((await sale.cli("agenda", owner, "--json")).stdout)
     assert [r["id"] for r in open_only] == [f"{opp}:v1:prepare-presentation"]
-    everything = json.loads((await sale.cli("agenda", owner, "--all", "--json")).stdout)
+    everything = await sale.cli(
+        "agenda", owner, "--all", "--from", "2020-01-01", "--to", "2100-01-01", "--json"
+    )
+    everything = json.loads(everything.stdout)
     assert {r["status"] for r in everything} == {"open", "completed"}
 
     far = await sale.cli("agenda", owner, "--from", "9999-12-25")

@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from starter.client import CommandRefused, SaleClient
-from tests.helpers import Sale
+from tests.helpers import Sale, eventually
 from workflows import contract as c
 from workflows import signing
 from workflows.permissions import Action, Asked, Directory, may
@@ -103,7 +103,7 @@ async def test_only_those_the_rules_name_complete_a_task_and_the_others_are_reco
     why = await _refused(sale, opp, c.UPDATE_COMPLETE_TASK, {"task_id": contact, "actor": mallory})
     assert f"{mallory} may not complete {alice}'s task" in why
     await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": prepare, "actor": mallory})
-    state = await sale.state(opp)
+    state = await eventually(lambda: sale.state(opp), lambda s: len(s.rejected) == 2)
     assert [(r.command, r.reason.split(":")[0]) for r in state.rejected] == [
         (c.SIGNAL_COMPLETE_TASK, f"{mallory} may not complete {alice}'s task"),
         (c.SIGNAL_COMPLETE_TASK, f"{mallory} may not complete {alice}'s task"),
