@@ -53,7 +53,14 @@ WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow]
 # once per workflow in the sandbox: that would rebuild every pydantic model per cached workflow
 # (about 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves stay sandboxed.
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
-    "pydantic", "pydantic_core", "workflows.contract", "workflows.definition", "workflows.state", "activities"
+    "pydantic",
+    "pydantic_core",
+    "workflows.contract",
+    "workflows.definition",
+    "workflows.state",
+    "workflows.permissions",
+    "workflows.rules",
+    "activities",
 )
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
         NewTask,
         OpenOpportunity,
         ReassignRow,
-        StaleNotice,
         UpdateOpportunityRow,
     )
     from activities.sale import SaleActivities
@@ -39,8 +38,20 @@ with workflow.unsafe.imports_passed_through():
         StateView,
         UpdateOpportunity,
     )
-    from workflows.definition import Effect, Process, did_you_mean
-    from workflows.permissions import Action, Asked
+    from workflows.definition import Effect, Process
+    from workflows.rules import (
+        COMMAND_MODELS,
+        HandingOver,
+        NotAllowed,
+        Refused,
+        Rules,
+        one_payload,
+        parse,
+        parse_command,
+        request_id_of,
+        validation_message,
+    )
+    from workflows.stale import StaleDealWatcher
     from workflows.state import (
         Answer,
         DeferredCommand,
@@ -73,45 +84,9 @@ RUN_EVENTS = 2_500
 RUN_UPDATES = 1_000
 FLOOD_UPDATES_MARGIN = 500
 MAX_DEFERRED_CHARS = 200_000
-MAX_OPEN_TASKS = 200
 
 # What the run is given when a start sends no input at all.
 NO_START = RawValue(Payload())
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class Refused(Exception):
-    """A command that the rules refuse; its message says why and what to do instead."""
-
-
-class HandingOver(Refused):
-    """Not refused for good: the command reaches the process's next run if sent again."""
-
-
-class NotAllowed(Refused):
-    """The actor may not (R24), or is not vouched for where that is required; recorded."""
-
-
-def _validation_message(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "payload"
-        parts.append(f"{where}: {e['msg']}")
-    return "Malformed payload: " + "; ".join(parts)
-
-
-def _parse(model: type[M], payload: Any) -> M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as err:
-        raise Refused(_validation_message(err)) from None
-
-
-def _payload(args: Sequence[Any]) -> Any:
-    if len(args) != 1:
-        raise Refused(f"Malformed payload: send one JSON object, not {len(args)} arguments.")
-    return args[0]
 
 
 def _decode(raw: RawValue) -> Any:
@@ -136,23 +111,7 @@ def _read_start(raw: RawValue) -> ProcessInput | str:
     except Refused as err:
         return f"Invalid start: {str(err).removeprefix('Malformed payload: ')}"
     except ValidationError as err:
-        return "Invalid start: " + _validation_message(err).removeprefix("Malformed payload: ")
-
-
-COMMAND_MODELS: dict[str, type[BaseModel]] = {
-    c.SIGNAL_CHANGE_STAGE: ChangeStage,
-    c.SIGNAL_COMPLETE_TASK: CompleteTask,
-    c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
-    c.SIGNAL_REASSIGN: Reassign,
-    c.SIGNAL_ADD_TASK: AddTask,
-}
-UPDATE_COMMANDS = c.COMMAND_OF_UPDATE
-
-
-def _request_id(payload: Any) -> str | None:
-    """The request id of a payload that may not have parsed (only a well-formed one counts)."""
-    value = payload.get("request_id") if isinstance(payload, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+        return validation_message(err, "Invalid start")
 
 
 METRICS = {
@@ -199,6 +158,7 @@ class CorporateSaleWorkflow:
             if self._start
             else SaleState(opportunity_id=workflow.info().workflow_id.removeprefix(c.WORKFLOW_ID_PREFIX))
         )
+        self._rules = Rules(self._state)
         self._lock = asyncio.Lock()
         self._children: TaskChildren | TaskLinks = TaskChildren()
         self._handover = False  # this run continues as new at quiet points (PATCH_HANDOVER)
@@ -223,7 +183,11 @@ class CorporateSaleWorkflow:
                 await self._resume()
             await self._children.flush()
             self._ready = True
-        watcher = asyncio.create_task(self._watch_stale()) if workflow.patched("stale-deal") else None
+        watcher = (
+            asyncio.create_task(StaleDealWatcher(self._state, self._lock).run())
+            if workflow.patched("stale-deal")
+            else None
+        )
         if self._handover:
             await self._hand_over_when_due()
         else:
@@ -442,63 +406,6 @@ class CorporateSaleWorkflow:
         state.quiet_since = now
         self._publish()
 
-    async def _watch_stale(self) -> None:
-        """R20: a stale-deal notice to the owner when the stage visit has gone the stage's limit
-        (from the definition) without a completed task; one per quiet spell. One timer at a
-        time: a completion only moves the deadline later, so the timer is let run and set again
-        when it fires; only an earlier deadline (a stage with a shorter limit) replaces it."""
-        state = self._state
-
-        def ended() -> bool:
-            return state.closed or state.pending_entry is not None
-
-        def deadline() -> datetime | None:
-            limit = self._process.stale_after(state.stage) if state.stage else None
-            if limit is None or state.quiet_since is None or state.stale_noticed == state.quiet_since:
-                return None
-            return state.quiet_since + limit
-
-        while not ended():
-            due = deadline()
-            if due is None:
-                await workflow.wait_condition(lambda: ended() or deadline() is not None)
-                continue
-            if due > workflow.now():
-
-                def sooner(than: datetime = due) -> bool:
-                    moved = deadline()
-                    return ended() or (moved is not None and moved < than)
-
-                try:
-                    await workflow.wait_condition(
-                        sooner,
-                        timeout=due - workflow.now(),
-                        timeout_summary=f"stale-deal check at {due:%Y-%m-%d %H:%M:%S} UTC",
-                    )
-                    continue  # ended, or an earlier deadline to wait for
-                except TimeoutError:
-                    pass
-            async with self._lock:
-                due = deadline()
-                if ended() or due is None or due > workflow.now():
-                    continue  # a task was completed meanwhile: wait on
-                assert state.stage is not None and state.quiet_since is not None
-                state.stale_notices += 1
-                state.stale_noticed = state.quiet_since
-                await workflow.execute_local_activity_method(
-                    SaleActivities.notify_stale,
-                    StaleNotice(
-                        opportunity_id=state.opportunity_id,
-                        visit_no=state.visit,
-                        number=state.stale_notices,
-                        stage=state.stage,
-                        quiet_since=state.quiet_since,
-                        at=workflow.now(),
-                    ),
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    summary=f"stale-deal notice: {state.stage}",
-                )
-
     def _start_task(self, task: TaskState | NewTask) -> None:
         owner = task.owner if isinstance(task, TaskState) else self._state.owner
         self._children.start(
@@ -567,108 +474,13 @@ class CorporateSaleWorkflow:
             detail += f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC"
         workflow.set_current_details(detail)
 
-    # Rules shared by signals, updates and validators -----------------------------------------
-
-    def _check_open(self) -> None:
-        if self._state.closed:
-            raise Refused(
-                f"Opportunity {self._state.opportunity_id!r} is closed in {self._state.stage!r};"
-                " a final stage is never left and its data no longer changes."
-            )
-        if self._state.pending_entry is not None:
-            raise HandingOver("The process is handing over to a new run; send the command again.")
-
-    # `settled=False` (update validators) keeps to the refusals that no command still queued
-    # ahead of this one can undo; the handler checks again, in order, under the lock.
-
-    def _check_change_stage(self, cmd: ChangeStage, *, settled: bool = True) -> None:
-        self._check_open()
-        process = self._process
-        if not process.has_stage(cmd.stage):
-            if not settled:
-                return  # the lookup may have the stage by now: the handler reloads it
-            names = [s.name for s in process.stages]
-            hint = did_you_mean(cmd.stage, names)
-            raise Refused(f"Unknown stage {cmd.stage!r}. {hint}Stages: {', '.join(names)}.")
-        target = process.stage(cmd.stage)
-        if settled and cmd.stage == self._state.stage and not cmd.restart:
-            raise Refused(
-                f"The opportunity is in {cmd.stage!r} already; to restart the stage with new tasks,"
-                " send restart: true (`corpsale move --restart`)."
-            )
-        if (cmd.actual_income is not None or cmd.hours_spent is not None) and not (
-            target.final and target.successful
-        ):
-            raise Refused("actual_income and hours_spent are recorded only when closing as won.")
-        if cmd.competitor is not None and not (target.final and not target.successful):
-            raise Refused("competitor is recorded only when closing as lost.")
-
-    def _check_complete_task(self, cmd: CompleteTask, *, settled: bool = True) -> TaskState | None:
-        self._check_open()
-        task = self._state.tasks.get(cmd.task_id)
-        if task is None and not settled:
-            return None  # a move queued ahead may open it
-        if task is None:
-            raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
-        if task.status == "canceled":
-            raise Refused(f"Task {cmd.task_id!r} was canceled when the opportunity left {task.stage!r}.")
-        if task.status == "completed":
-            raise Refused(f"Task {cmd.task_id!r} is completed already ({task.outcome}).")
-        if cmd.outcome is not None and cmd.outcome not in task.outcomes:
-            raise Refused(
-                f"Task {cmd.task_id!r} has no outcome {cmd.outcome!r}; choose one of: "
-                + ", ".join(task.outcomes)
-                + "."
-            )
-        if settled and (cmd.actual_income is not None or cmd.hours_spent is not None):
-            if not self._closes_as_won(task, cmd.outcome):
-                raise Refused(
-                    "actual_income and hours_spent go with the completion that closes the opportunity"
-                    " as won (the last task of the last stage before it)."
-                )
-        return task
-
-    def _closes_as_won(self, task: TaskState, outcome_name: str | None) -> bool:
-        """Whether completing this task with this outcome closes the opportunity as won."""
-        if task.adhoc:
-            return False
-        outcome = self._process.task(task.stage, task.key).outcome(outcome_name)
-        if outcome is None:
-            return False
-        if outcome.effect is Effect.MOVE:
-            assert outcome.stage is not None
-            target = self._process.stage(outcome.stage)
-            return target.final and bool(target.successful)
-        others_done = all(t.status == "completed" for t in self._state.visit_tasks() if t is not task)
-        following = self._process.next_stage(task.stage)
-        return others_done and following is not None and following.final and bool(following.successful)
-
-    def _check_update(self, cmd: UpdateOpportunity) -> None:
-        self._check_open()
-        if not cmd.changes():
-            raise Refused("No field to update; give at least one opportunity data field.")
-
-    def _check_add_task(self, cmd: AddTask) -> None:
-        self._check_open()
-        if len(self._state.open_tasks()) >= MAX_OPEN_TASKS:
-            raise Refused(
-                f"The opportunity has {MAX_OPEN_TASKS} open tasks, as many as it holds; complete some first."
-            )
-        if cmd.due_at is not None and cmd.due_at <= workflow.now():
-            raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
-
-    def _check_reassign(self, cmd: Reassign, *, settled: bool = True) -> None:
-        self._check_open()
-        if settled and cmd.owner == self._state.owner:
-            raise Refused(f"{cmd.owner!r} is the owner already.")
-
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
         if not self._process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
             await self._refresh_stages()
-        self._check_change_stage(cmd)
-        if self._closes_as_lost(cmd) and workflow.patched("close-reason-lookup"):
+        self._rules.check_change_stage(cmd)
+        if self._rules.closes_as_lost(cmd.stage) and workflow.patched("close-reason-lookup"):
             reasons = await workflow.execute_local_activity_method(
                 SaleActivities.load_close_reasons,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -680,9 +492,6 @@ class CorporateSaleWorkflow:
                     f" {cmd.reason!r}: one of {', '.join(reasons)}."
                 )
         await self._move(cmd)
-
-    def _closes_as_lost(self, cmd: ChangeStage) -> bool:
-        return self._process.is_lost(cmd.stage)
 
     async def _refresh_stages(self) -> None:
         """Take up stages an operator added to the lookup since this run loaded it. The run keeps
@@ -698,7 +507,7 @@ class CorporateSaleWorkflow:
             workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
 
     async def _complete_task(self, cmd: CompleteTask) -> None:
-        task = self._check_complete_task(cmd)
+        task = self._rules.check_complete_task(cmd)
         assert task is not None
         if task.adhoc:
             await self._finish_task(task, c.ADHOC_OUTCOME, cmd)
@@ -740,7 +549,7 @@ class CorporateSaleWorkflow:
         self._publish()
 
     async def _add_task(self, cmd: AddTask) -> None:
-        self._check_add_task(cmd)
+        self._rules.check_add_task(cmd, now=workflow.now())
         state = self._state
         assert state.stage is not None
         state.adhoc_tasks += 1
@@ -783,7 +592,7 @@ class CorporateSaleWorkflow:
         self._publish()
 
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
-        self._check_update(cmd)
+        self._rules.check_update(cmd)
         changes = cmd.changes()
         try:
             await workflow.execute_local_activity_method(
@@ -803,7 +612,7 @@ class CorporateSaleWorkflow:
         self._publish()
 
     async def _reassign(self, cmd: Reassign) -> None:
-        self._check_reassign(cmd)
+        self._rules.check_reassign(cmd)
         state = self._state
         open_tasks = [t for t in state.open_tasks() if t.owner == state.owner]  # not a colleague's
         state.reassignments += 1
@@ -852,9 +661,7 @@ class CorporateSaleWorkflow:
                 raise Refused(known.refusal)
             return
         try:
-            if name not in COMMAND_MODELS:
-                raise Refused(f"Unknown command {name!r}; commands: {', '.join(COMMAND_MODELS)}.")
-            cmd = _parse(COMMAND_MODELS[name], payload)
+            cmd = parse_command(name, payload)
             if self._permissions:
                 await self._authorize(name, cmd, payload)
             match cmd:
@@ -882,14 +689,14 @@ class CorporateSaleWorkflow:
         if isinstance(cmd, ChangeStage) and not self._process.has_stage(cmd.stage):
             if workflow.patched("stages-refreshed-on-unknown"):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
-        self._check(cmd, settled=True)
+        self._rules.check(cmd, now=workflow.now(), settled=True)
         refusal = await workflow.execute_local_activity_method(
             SaleActivities.authorize,
             Authorize(
                 workflow_id=workflow.info().workflow_id,
                 command=name,
                 payload=payload,
-                asked=self._asked(cmd),
+                asked=self._rules.asked(cmd),
                 at=workflow.now(),
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -898,34 +705,18 @@ class CorporateSaleWorkflow:
         if refusal is not None:
             raise NotAllowed(refusal)
 
-    def _asked(self, cmd: BaseModel) -> Asked:
-        state, task_owner = self._state, None
-        match cmd:
-            case ChangeStage():
-                action = Action.CLOSE if self._process.stage(cmd.stage).final else Action.MOVE
-            case CompleteTask():
-                action, task_owner = Action.COMPLETE_TASK, state.tasks[cmd.task_id].owner
-            case Reassign():
-                action = Action.REASSIGN
-            case AddTask():
-                action = Action.ADD_TASK
-            case _:
-                action = Action.UPDATE
-        actor = getattr(cmd, "actor", None)
-        return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
-
     async def _apply_signal(self, name: str, args: Sequence[Any]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason, once
         however often its request is delivered."""
         payload = args[0] if len(args) == 1 else list(args)
-        request_id = _request_id(payload)
+        request_id = request_id_of(payload)
         try:
             known = self._recall(request_id, fingerprint(name, payload))
             if known is not None:
                 if known.refusal is not None and not known.recorded:
                     raise Refused(known.refusal)  # refused as an update: recorded now, once
                 return
-            await self._apply(name, _payload(args), request_id)
+            await self._apply(name, one_payload(args), request_id)
         except Refused as err:
             self._reject(name, str(err), payload, via="signal")
             answer = self._state.answer(request_id)
@@ -973,8 +764,8 @@ class CorporateSaleWorkflow:
         async with self._lock:
             payload: Any = None
             try:
-                payload = _payload([_decode(r) for r in raw])
-                await self._apply(name, payload, _request_id(payload) or (info.id if info else None))
+                payload = one_payload([_decode(r) for r in raw])
+                await self._apply(name, payload, request_id_of(payload) or (info.id if info else None))
             except HandingOver as err:
                 raise ApplicationError(str(err), type="HandingOver") from None
             except Refused as err:
@@ -991,11 +782,11 @@ class CorporateSaleWorkflow:
     def _validate(self, update: str, raw: Sequence[RawValue]) -> None:
         """Update validators: refuse before anything enters history, where state allows. They
         change nothing but `_admitted`, which only validators read (they do not run on replay)."""
-        name = UPDATE_COMMANDS.get(update, update)
+        name = c.COMMAND_OF_UPDATE.get(update, update)
         try:
-            if update not in UPDATE_COMMANDS:
-                raise Refused(f"Unknown update {update!r}; updates: {', '.join(UPDATE_COMMANDS)}.")
-            payload = _payload([_decode(r) for r in raw])
+            if update not in c.COMMAND_OF_UPDATE:
+                raise Refused(f"Unknown update {update!r}; updates: {', '.join(c.COMMAND_OF_UPDATE)}.")
+            payload = one_payload([_decode(r) for r in raw])
             if not self._ready:
                 return
             if self._flooded():
@@ -1004,15 +795,15 @@ class CorporateSaleWorkflow:
                     " request id (the product's clients do this on their own)."
                 )
             info = workflow.current_update_info()
-            request_id = _request_id(payload) or (info.id if info else None)
+            request_id = request_id_of(payload) or (info.id if info else None)
             print_ = fingerprint(name, payload)
             admitted = self._admitted.get(request_id) if request_id else None
             if admitted is not None and admitted != print_:
                 raise Refused(f"Request id {request_id!r} was used for another command (being applied now).")
             if admitted is not None or self._recall(request_id, print_) is not None:
                 return  # a delivery of a request in hand: the handler gives it that request's answer
-            cmd = _parse(COMMAND_MODELS[name], payload)
-            self._check(cmd)
+            cmd = parse(COMMAND_MODELS[name], payload)
+            self._rules.check(cmd, now=workflow.now())
             if request_id is not None:
                 self._admitted[request_id] = print_
         except HandingOver as err:
@@ -1020,26 +811,6 @@ class CorporateSaleWorkflow:
         except Refused as err:
             self._refused(name, str(err), via="update")
             raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
-
-    def _check(self, cmd: BaseModel, *, settled: bool = False) -> None:
-        """The rules' refusals; unsettled (validators): only those that no command still queued
-        ahead of this one can undo."""
-        match cmd:
-            case ChangeStage():
-                self._check_change_stage(cmd, settled=settled)
-                if self._process.has_stage(cmd.stage) and self._closes_as_lost(cmd) and not cmd.reason:
-                    raise Refused(
-                        f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
-                        " (`corpsale close-reasons` lists them)."
-                    )
-            case CompleteTask():
-                self._check_complete_task(cmd, settled=settled)
-            case UpdateOpportunity():
-                self._check_update(cmd)
-            case Reassign():
-                self._check_reassign(cmd, settled=settled)
-            case AddTask():
-                self._check_add_task(cmd)
 
     # The public contract ----------------------------------------------------------------------
     # One dynamic handler for every signal and one for every update: they take the payloads raw,
@@ -1052,7 +823,7 @@ class CorporateSaleWorkflow:
 
     @workflow.update(dynamic=True)
     async def command_update(self, name: str, args: Sequence[RawValue]) -> StateView:
-        return await self._update(UPDATE_COMMANDS.get(name, name), args)
+        return await self._update(c.COMMAND_OF_UPDATE.get(name, name), args)
 
     @command_update.validator
     def _validate_command(self, name: str, args: Sequence[RawValue]) -> None:

@@ -100,6 +100,14 @@ class SaleState(BaseModel):
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
 
+    def stale_deadline(self) -> datetime | None:
+        """When the current visit becomes stale (R20): its stage's limit after the last completion
+        or the entry, unless a notice went out for this quiet spell or the stage has no limit."""
+        limit = self.process.stale_after(self.stage) if self.process and self.stage else None
+        if limit is None or self.quiet_since is None or self.stale_noticed == self.quiet_since:
+            return None
+        return self.quiet_since + limit
+
     def progress(self) -> tuple[int, int]:
         """The current visit's process tasks: how many are completed, of how many."""
         visit = self.visit_tasks()

@@ -1,0 +1,268 @@
+"""The process's rules, straight against the plain core (workflows/rules.py, workflows/state.py,
+workflows/permissions.py): no server, milliseconds each. Every rule keeps its end-to-end test
+elsewhere; here are the many small cases, each refusal among them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
+from workflows.definition import Process, Stage, did_you_mean, load_default_definition
+from workflows.permissions import Action
+from workflows.rules import (
+    MAX_OPEN_TASKS,
+    HandingOver,
+    Refused,
+    Rules,
+    one_payload,
+    parse_command,
+    request_id_of,
+)
+from workflows.state import SaleState, TaskState, fingerprint
+
+NOW = datetime(2030, 5, 4, 10, tzinfo=UTC)
+STAGES = (
+    Stage(name="Qualification", order=1, final=False, probability=10),
+    Stage(name="Presentation", order=2, final=False, probability=30),
+    Stage(name="Proposal", order=3, final=False, probability=60),
+    Stage(name="Contracting", order=4, final=False, probability=80),
+    Stage(name="Closed won", order=5, final=True, successful=True, probability=100),
+    Stage(name="Closed lost", order=6, final=True, successful=False, probability=0),
+)
+PROCESS = Process(definition=load_default_definition(), stages=STAGES)
+
+
+def _task(key: str, stage: str, visit: int, **extra: Any) -> TaskState:
+    template = PROCESS.task(stage, key) if not extra.get("adhoc") else None
+    return TaskState(
+        task_id=f"o1:v{visit}:{key}",
+        key=key,
+        title=template.title if template else key,
+        stage=stage,
+        visit=visit,
+        owner=extra.pop("owner", "alice"),
+        start_at=NOW,
+        due_at=NOW + timedelta(days=1),
+        outcomes=[o.name for o in template.outcomes] if template else ["done"],
+        **extra,
+    )
+
+
+def _rules(stage: str = "Qualification", *tasks: TaskState, **state: Any) -> Rules:
+    visit = max((t.visit for t in tasks), default=1)
+    return Rules(
+        SaleState(
+            opportunity_id="o1",
+            owner="alice",
+            stage=stage,
+            visit=visit,
+            process=PROCESS,
+            tasks={t.task_id: t for t in tasks},
+            **state,
+        )
+    )
+
+
+def _contracting(signed_open: bool = True) -> Rules:
+    return _rules(
+        "Contracting",
+        _task("send-contract", "Contracting", 5, status="completed", outcome="done"),
+        _task("contract-status", "Contracting", 5, status="completed", outcome="done"),
+        _task("sign-contract", "Contracting", 5, status="open" if signed_open else "completed"),
+    )
+
+
+# Moves (R8, R9) -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmd", "why"),
+    [
+        (ChangeStage(stage="Negotiation", actor="a"), "Unknown stage 'Negotiation'. Stages: Qualification"),
+        (ChangeStage(stage="proposal", actor="a"), "Did you mean 'Proposal'?"),
+        (ChangeStage(stage="Qualification", actor="a"), "in 'Qualification' already"),
+        (ChangeStage(stage="Proposal", actor="a", actual_income=Decimal(5)), "only when closing as won"),
+        (ChangeStage(stage="Closed won", actor="a", competitor="Globex"), "only when closing as lost"),
+        (ChangeStage(stage="Closed lost", actor="a"), "takes a reason from the close-reason lookup"),
+    ],
+)
+def test_a_move_the_rules_refuse_says_why(cmd: ChangeStage, why: str) -> None:
+    with pytest.raises(Refused, match=why.replace("(", r"\(").replace("?", r"\?")):
+        _rules().check(cmd, now=NOW, settled=True)
+
+
+def test_any_stage_forward_or_back_and_a_restart_are_moves_the_rules_take() -> None:
+    rules = _rules("Proposal")
+    for stage in ["Qualification", "Contracting", "Presentation", "Closed won"]:
+        rules.check(ChangeStage(stage=stage, actor="a"), now=NOW, settled=True)
+    rules.check(ChangeStage(stage="Proposal", actor="a", restart=True), now=NOW, settled=True)
+    rules.check(ChangeStage(stage="Closed lost", actor="a", reason="No budget"), now=NOW, settled=True)
+
+
+def test_a_closed_opportunity_takes_no_command_and_a_handover_asks_for_the_command_again() -> None:
+    closed = _rules("Closed won", closed=True)
+    for cmd in [
+        ChangeStage(stage="Proposal", actor="a"),
+        UpdateOpportunity(budget=Decimal(1)),
+        AddTask(title="t", actor="a"),
+        Reassign(owner="b", actor="a"),
+    ]:
+        with pytest.raises(Refused, match="is closed in 'Closed won'; a final stage is never left"):
+            closed.check(cmd, now=NOW, settled=True)
+    pending = _rules(pending_entry=ChangeStage(stage="Proposal", actor="a"))
+    with pytest.raises(HandingOver):
+        pending.check(ChangeStage(stage="Contracting", actor="a"), now=NOW, settled=True)
+
+
+def test_validators_leave_to_the_handler_what_a_command_queued_ahead_may_change() -> None:
+    rules = _rules()
+    rules.check(ChangeStage(stage="Qualification", actor="a"), now=NOW)  # a move ahead may leave it
+    rules.check(ChangeStage(stage="Closed rejected", actor="a"), now=NOW)  # the lookup may grow
+    rules.check(CompleteTask(task_id="o1:v2:presentation", actor="a"), now=NOW)  # a move may open it
+    rules.check(Reassign(owner="alice", actor="a"), now=NOW)  # a reassignment ahead may change it
+
+
+# Tasks (R6, R7, R10, R18) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "cmd", "why"),
+    [
+        (None, CompleteTask(task_id="o1:v1:nope", actor="a"), "Unknown task 'o1:v1:nope'"),
+        (
+            _task("contact-assess", "Qualification", 1, status="canceled"),
+            CompleteTask(task_id="o1:v1:contact-assess", actor="a"),
+            "was canceled when the opportunity left 'Qualification'",
+        ),
+        (
+            _task("contact-assess", "Qualification", 1, status="completed", outcome="done"),
+            CompleteTask(task_id="o1:v1:contact-assess", actor="a"),
+            "is completed already (done)",
+        ),
+        (
+            _task("contact-assess", "Qualification", 1),
+            CompleteTask(task_id="o1:v1:contact-assess", actor="a", outcome="maybe"),
+            "has no outcome 'maybe'; choose one of: done.",
+        ),
+        (
+            _task("contact-assess", "Qualification", 1),
+            CompleteTask(task_id="o1:v1:contact-assess", actor="a", hours_spent=Decimal(3)),
+            "go with the completion that closes the opportunity as won",
+        ),
+    ],
+)
+def test_a_completion_the_rules_refuse_says_why(task: TaskState | None, cmd: CompleteTask, why: str) -> None:
+    rules = _rules("Qualification", *([task] if task else []))
+    with pytest.raises(Refused, match=why.replace("(", r"\(").replace(")", r"\)")):
+        rules.check(cmd, now=NOW, settled=True)
+
+
+def test_income_and_hours_go_with_the_completion_that_closes_as_won() -> None:
+    rules = _contracting()
+    sign = rules.state.tasks["o1:v5:sign-contract"]
+    assert rules.closes_as_won(sign, "signed") and rules.closes_as_won(sign, None)
+    assert not rules.closes_as_won(sign, "declined")  # closes, but as lost
+    rules.check(
+        CompleteTask(task_id=sign.task_id, actor="a", actual_income=Decimal(48000), hours_spent=Decimal(35)),
+        now=NOW,
+        settled=True,
+    )
+    not_last = _rules(
+        "Contracting", _task("send-contract", "Contracting", 5), _task("sign-contract", "Contracting", 5)
+    )
+    assert not not_last.closes_as_won(not_last.state.tasks["o1:v5:sign-contract"], "signed")
+
+
+def test_an_adhoc_task_takes_its_one_outcome_and_closes_nothing() -> None:
+    adhoc = _task("adhoc1", "Qualification", 1, adhoc=True)
+    rules = _rules("Qualification", adhoc)
+    assert not rules.closes_as_won(adhoc, None)
+    with pytest.raises(Refused, match="has no outcome 'approved'"):
+        rules.check(CompleteTask(task_id=adhoc.task_id, actor="a", outcome="approved"), now=NOW, settled=True)
+
+
+def test_tasks_of_ones_own_are_due_in_the_future_and_a_deal_holds_so_many() -> None:
+    with pytest.raises(Refused, match="is not in the future"):
+        _rules().check(AddTask(title="t", actor="a", due_at=NOW - timedelta(minutes=1)), now=NOW)
+    full = _rules(
+        "Qualification", *(_task(f"adhoc{i}", "Qualification", 1, adhoc=True) for i in range(MAX_OPEN_TASKS))
+    )
+    with pytest.raises(Refused, match=f"has {MAX_OPEN_TASKS} open tasks"):
+        full.check(AddTask(title="t", actor="a"), now=NOW)
+    _rules().check(AddTask(title="t", actor="a", due_at=NOW + timedelta(days=1)), now=NOW)
+
+
+def test_an_update_names_a_field_and_a_reassignment_another_owner() -> None:
+    with pytest.raises(Refused, match="No field to update"):
+        _rules().check(UpdateOpportunity(actor="a"), now=NOW, settled=True)
+    with pytest.raises(Refused, match="'alice' is the owner already"):
+        _rules().check(Reassign(owner="alice", actor="a"), now=NOW, settled=True)
+
+
+# Who asks what (R24), payloads and request ids (R11, R23) ---------------------------------------
+
+
+def test_each_command_asks_the_directory_what_it_needs() -> None:
+    rules = _rules("Qualification", _task("contact-assess", "Qualification", 1, owner="carol"))
+    asked = rules.asked(CompleteTask(task_id="o1:v1:contact-assess", actor="bob"))
+    assert (asked.action, asked.actor, asked.owner, asked.task_owner) == (
+        Action.COMPLETE_TASK,
+        "bob",
+        "alice",
+        "carol",
+    )
+    assert rules.asked(ChangeStage(stage="Closed lost", actor="b", reason="x")).action is Action.CLOSE
+    assert rules.asked(ChangeStage(stage="Proposal", actor="b")).action is Action.MOVE
+    assert rules.asked(Reassign(owner="b", actor="b")).action is Action.REASSIGN
+    assert rules.asked(UpdateOpportunity(budget=Decimal(1))).actor is None
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "why"),
+    [
+        ("close_deal", {}, "Unknown command 'close_deal'"),
+        ("change_stage", "Proposal", "Input should be a valid dictionary"),
+        ("change_stage", {"stage": "Proposal"}, "actor: Field required"),
+        ("change_stage", {"stage": "P", "actor": "a", "colour": 1}, "colour: Extra inputs are not permitted"),
+        ("complete_task", {"task_id": "a b", "actor": "a"}, "task_id: String should match pattern"),
+        ("update_opportunity", {"budget": -1}, "budget: Input should be greater than or equal to 0"),
+        ("add_task", {"title": "a\x00b", "actor": "a"}, "NUL"),
+    ],
+)
+def test_a_malformed_command_is_refused_naming_the_field(name: str, payload: Any, why: str) -> None:
+    with pytest.raises(Refused, match=why):
+        parse_command(name, payload)
+
+
+def test_one_payload_one_request_id_one_fingerprint_per_command() -> None:
+    with pytest.raises(Refused, match="not 2 arguments"):
+        one_payload([{}, {}])
+    assert request_id_of({"request_id": "r-1"}) == "r-1"
+    assert request_id_of({"request_id": 7}) is None and request_id_of("x") is None
+    assert request_id_of({"request_id": "x" * 101}) is None
+    same = fingerprint("change_stage", {"stage": "P", "actor": "a", "request_id": "r1"})
+    assert same == fingerprint("change_stage", {"actor": "a", "stage": "P", "request_id": "r2"})
+    assert same != fingerprint("change_stage", {"stage": "Q", "actor": "a"})
+    assert same != fingerprint("add_task", {"stage": "P", "actor": "a"})
+
+
+def test_the_request_ledger_keeps_the_first_answer_and_the_last_two_thousand() -> None:
+    state = SaleState(opportunity_id="o1", request_ids=["old"])  # from a run of an earlier version
+    assert state.answer("old") is not None and state.answer("old").fingerprint == ""  # type: ignore[union-attr]
+    state.remember("r1", "fp1", "Unknown task 'x'")
+    state.remember("r1", "fp2")  # a second answer changes nothing
+    assert (state.answer("r1").fingerprint, state.answer("r1").refusal) == ("fp1", "Unknown task 'x'")  # type: ignore[union-attr]
+    for i in range(2_100):
+        state.remember(f"n{i}")
+    assert len(state.requests) == 2_000 and state.answer("n99") is None and state.seen("n2099")
+
+
+def test_a_guess_for_a_stage_name_in_another_case_or_with_a_typo() -> None:
+    names = [s.name for s in STAGES]
+    assert did_you_mean("closed won", names) == "Did you mean 'Closed won'? "
+    assert did_you_mean("Contractin", names) == "Did you mean 'Contracting'? "
+    assert did_you_mean("Negotiation", names) == ""

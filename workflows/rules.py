@@ -1,0 +1,222 @@
+"""The rules of the sale process as plain Python (nothing of Temporal): which commands a process
+takes in the state it is in, refused with a reason a person can act on, and what a command
+asks of the people directory (R24). The workflow (workflows/opportunity.py) is the shell that
+applies them durably; tests/unit drives them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from workflows import contract as c
+from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
+from workflows.definition import Effect, Process, did_you_mean
+from workflows.permissions import Action, Asked
+from workflows.state import SaleState, TaskState
+
+# How many open tasks an opportunity holds (its state is carried from run to run).
+MAX_OPEN_TASKS = 200
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Refused(Exception):
+    """A command that the rules refuse; its message says why and what to do instead."""
+
+
+class HandingOver(Refused):
+    """Not refused for good: the command reaches the process's next run if sent again."""
+
+
+class NotAllowed(Refused):
+    """The actor may not (R24), or is not vouched for where that is required; recorded."""
+
+
+COMMAND_MODELS: dict[str, type[BaseModel]] = {
+    c.SIGNAL_CHANGE_STAGE: ChangeStage,
+    c.SIGNAL_COMPLETE_TASK: CompleteTask,
+    c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
+    c.SIGNAL_REASSIGN: Reassign,
+    c.SIGNAL_ADD_TASK: AddTask,
+}
+
+
+def validation_message(err: ValidationError, what: str = "Malformed payload") -> str:
+    """A pydantic error as one line that names each field: "what: field: problem; ..."."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "payload"
+        parts.append(f"{where}: {e['msg']}")
+    return f"{what}: " + "; ".join(parts)
+
+
+def parse(model: type[M], payload: Any) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as err:
+        raise Refused(validation_message(err)) from None
+
+
+def parse_command(name: str, payload: Any) -> BaseModel:
+    if name not in COMMAND_MODELS:
+        raise Refused(f"Unknown command {name!r}; commands: {', '.join(COMMAND_MODELS)}.")
+    return parse(COMMAND_MODELS[name], payload)
+
+
+def one_payload(args: Sequence[Any]) -> Any:
+    if len(args) != 1:
+        raise Refused(f"Malformed payload: send one JSON object, not {len(args)} arguments.")
+    return args[0]
+
+
+def request_id_of(payload: Any) -> str | None:
+    """The request id of a payload that may not have parsed (only a well-formed one counts)."""
+    value = payload.get("request_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
+class Rules:
+    """The checks of one opportunity's process, on its state as it is now.
+
+    `settled=False` (update validators) keeps to the refusals that no command still queued ahead
+    of this one can undo; the handler checks again, in order, under the lock."""
+
+    def __init__(self, state: SaleState) -> None:
+        self.state = state
+
+    @property
+    def process(self) -> Process:
+        assert self.state.process is not None
+        return self.state.process
+
+    def check(self, cmd: BaseModel, *, now: datetime, settled: bool = False) -> None:
+        match cmd:
+            case ChangeStage():
+                self.check_change_stage(cmd, settled=settled)
+                if self.process.has_stage(cmd.stage) and self.closes_as_lost(cmd.stage) and not cmd.reason:
+                    raise Refused(
+                        f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup"
+                        " (`corpsale close-reasons` lists them)."
+                    )
+            case CompleteTask():
+                self.check_complete_task(cmd, settled=settled)
+            case UpdateOpportunity():
+                self.check_update(cmd)
+            case Reassign():
+                self.check_reassign(cmd, settled=settled)
+            case AddTask():
+                self.check_add_task(cmd, now=now)
+
+    def check_open(self) -> None:
+        if self.state.closed:
+            raise Refused(
+                f"Opportunity {self.state.opportunity_id!r} is closed in {self.state.stage!r};"
+                " a final stage is never left and its data no longer changes."
+            )
+        if self.state.pending_entry is not None:
+            raise HandingOver("The process is handing over to a new run; send the command again.")
+
+    def check_change_stage(self, cmd: ChangeStage, *, settled: bool = True) -> None:
+        self.check_open()
+        process = self.process
+        if not process.has_stage(cmd.stage):
+            if not settled:
+                return  # the lookup may have the stage by now: the handler reloads it
+            names = [s.name for s in process.stages]
+            hint = did_you_mean(cmd.stage, names)
+            raise Refused(f"Unknown stage {cmd.stage!r}. {hint}Stages: {', '.join(names)}.")
+        target = process.stage(cmd.stage)
+        if settled and cmd.stage == self.state.stage and not cmd.restart:
+            raise Refused(
+                f"The opportunity is in {cmd.stage!r} already; to restart the stage with new tasks,"
+                " send restart: true (`corpsale move --restart`)."
+            )
+        if (cmd.actual_income is not None or cmd.hours_spent is not None) and not (
+            target.final and target.successful
+        ):
+            raise Refused("actual_income and hours_spent are recorded only when closing as won.")
+        if cmd.competitor is not None and not (target.final and not target.successful):
+            raise Refused("competitor is recorded only when closing as lost.")
+
+    def check_complete_task(self, cmd: CompleteTask, *, settled: bool = True) -> TaskState | None:
+        self.check_open()
+        task = self.state.tasks.get(cmd.task_id)
+        if task is None and not settled:
+            return None  # a move queued ahead may open it
+        if task is None:
+            raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
+        if task.status == "canceled":
+            raise Refused(f"Task {cmd.task_id!r} was canceled when the opportunity left {task.stage!r}.")
+        if task.status == "completed":
+            raise Refused(f"Task {cmd.task_id!r} is completed already ({task.outcome}).")
+        if cmd.outcome is not None and cmd.outcome not in task.outcomes:
+            raise Refused(
+                f"Task {cmd.task_id!r} has no outcome {cmd.outcome!r}; choose one of: "
+                + ", ".join(task.outcomes)
+                + "."
+            )
+        if settled and (cmd.actual_income is not None or cmd.hours_spent is not None):
+            if not self.closes_as_won(task, cmd.outcome):
+                raise Refused(
+                    "actual_income and hours_spent go with the completion that closes the opportunity"
+                    " as won (the last task of the last stage before it)."
+                )
+        return task
+
+    def closes_as_won(self, task: TaskState, outcome_name: str | None) -> bool:
+        """Whether completing this task with this outcome closes the opportunity as won."""
+        if task.adhoc:
+            return False
+        outcome = self.process.task(task.stage, task.key).outcome(outcome_name)
+        if outcome is None:
+            return False
+        if outcome.effect is Effect.MOVE:
+            assert outcome.stage is not None
+            target = self.process.stage(outcome.stage)
+            return target.final and bool(target.successful)
+        others_done = all(t.status == "completed" for t in self.state.visit_tasks() if t is not task)
+        following = self.process.next_stage(task.stage)
+        return others_done and following is not None and following.final and bool(following.successful)
+
+    def closes_as_lost(self, stage: str) -> bool:
+        return self.process.is_lost(stage)
+
+    def check_update(self, cmd: UpdateOpportunity) -> None:
+        self.check_open()
+        if not cmd.changes():
+            raise Refused("No field to update; give at least one opportunity data field.")
+
+    def check_add_task(self, cmd: AddTask, *, now: datetime) -> None:
+        self.check_open()
+        if len(self.state.open_tasks()) >= MAX_OPEN_TASKS:
+            raise Refused(
+                f"The opportunity has {MAX_OPEN_TASKS} open tasks, as many as it holds; complete some first."
+            )
+        if cmd.due_at is not None and cmd.due_at <= now:
+            raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
+
+    def check_reassign(self, cmd: Reassign, *, settled: bool = True) -> None:
+        self.check_open()
+        if settled and cmd.owner == self.state.owner:
+            raise Refused(f"{cmd.owner!r} is the owner already.")
+
+    def asked(self, cmd: BaseModel) -> Asked:
+        """What the command asks of the people directory (R24): who, doing what, to whose deal."""
+        state, task_owner = self.state, None
+        match cmd:
+            case ChangeStage():
+                action = Action.CLOSE if self.process.stage(cmd.stage).final else Action.MOVE
+            case CompleteTask():
+                action, task_owner = Action.COMPLETE_TASK, state.tasks[cmd.task_id].owner
+            case Reassign():
+                action = Action.REASSIGN
+            case AddTask():
+                action = Action.ADD_TASK
+            case _:
+                action = Action.UPDATE
+        actor = getattr(cmd, "actor", None)
+        return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
