@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from activities.errors import Refused
-from activities.models import Authorize
 from workflows import signing
 from workflows.permissions import Asked, Directory, may, refusal
+from workflows.steps import Authorize
 
 REQUIRE_SIGNED = "RequireSignedCommands"
 

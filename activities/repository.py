@@ -10,7 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from activities.models import (
+from workflows.contract import OpportunityFields
+from workflows.definition import Stage
+from workflows.steps import (
     AddTaskRow,
     CancelTaskRow,
     CompleteTaskRow,
@@ -23,8 +25,6 @@ from activities.models import (
     TaskNotice,
     UpdateOpportunityRow,
 )
-from workflows.contract import OpportunityFields
-from workflows.definition import Stage
 
 DATA_FIELDS: tuple[str, ...] = tuple(OpportunityFields.model_fields)
 

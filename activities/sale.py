@@ -11,7 +11,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import access, definitions, repository
-from activities.models import (
+from workflows.definition import Process, Stage
+from workflows.steps import (
     AddTaskRow,
     Authorize,
     CancelTaskRow,
@@ -24,7 +25,6 @@ from activities.models import (
     TaskNotice,
     UpdateOpportunityRow,
 )
-from workflows.definition import Process, Stage
 
 
 class SaleActivities:

@@ -22,7 +22,6 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.models import TaskOps, TaskStart
 from workflows.contract import (
     TASK_COMPLETED_SIGNAL,
     TASK_OWNER_ATTR,
@@ -30,6 +29,7 @@ from workflows.contract import (
     TASK_WORKFLOW_TYPE,
     task_workflow_id,
 )
+from workflows.steps import TaskOps, TaskStart
 
 log = logging.getLogger(__name__)
 

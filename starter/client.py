@@ -101,7 +101,7 @@ def _retryable(err: BaseException) -> bool:
         return True
     if isinstance(err, WorkflowUpdateFailedError):
         cause = err.cause
-        return isinstance(cause, ApplicationError) and cause.type == "HandingOver"
+        return isinstance(cause, ApplicationError) and cause.type == c.HANDING_OVER
     if isinstance(err, RPCError):
         # A run whose workflow task is failing refuses updates for a moment.
         return err.status in RETRY_STATUSES or "Workflow Task in failed state" in err.message
@@ -210,7 +210,7 @@ class SaleClient:
         """Raise CommandRefused for an answer a person can act on."""
         if isinstance(err, WorkflowUpdateFailedError):
             cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
+            if isinstance(cause, ApplicationError) and cause.type == c.COMMAND_REFUSED:
                 raise CommandRefused(cause.message) from None
             return
         if isinstance(err, RPCError):

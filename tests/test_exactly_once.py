@@ -10,7 +10,11 @@ from typing import Any
 import asyncpg
 from temporalio.testing import ActivityEnvironment
 
-from activities.models import (
+from activities.sale import SaleActivities
+from tests.helpers import Sale, eventually
+from workflows import contract as c
+from workflows.contract import NewOpportunity
+from workflows.steps import (
     CancelTaskRow,
     Closing,
     CompleteTaskRow,
@@ -19,10 +23,6 @@ from activities.models import (
     OpenOpportunity,
     UpdateOpportunityRow,
 )
-from activities.sale import SaleActivities
-from tests.helpers import Sale, eventually
-from workflows import contract as c
-from workflows.contract import NewOpportunity
 
 
 async def test_a_repeated_request_id_is_applied_once_for_signals(sale: Sale) -> None:

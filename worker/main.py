@@ -60,6 +60,7 @@ SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
     "workflows.state",
     "workflows.permissions",
     "workflows.rules",
+    "workflows.steps",
     "activities",
 )
 

@@ -30,6 +30,10 @@ SIGNAL_ADD_TASK = "add_task"
 UPDATE_ADD_TASK = "add_task_update"
 ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
+# The types of the application errors a caller gets (docs/contract.md, Errors).
+COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
+HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it
+INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process: the run failed
 # Each command's update, by update name (a command is named by its signal).
 COMMAND_OF_UPDATE = {
     UPDATE_CHANGE_STAGE: SIGNAL_CHANGE_STAGE,

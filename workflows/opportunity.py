@@ -6,30 +6,19 @@ are done or a command moves it, until a final stage ends it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
-from temporalio.common import RawValue, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
-        AddTaskRow,
-        Authorize,
-        Closing,
-        CompleteTaskRow,
-        EnterStage,
-        NewTask,
-        OpenOpportunity,
-        ReassignRow,
-        UpdateOpportunityRow,
-    )
     from activities.sale import SaleActivities
     from workflows import contract as c
+    from workflows.commands import NO_START, CommandDesk, count, read_start
     from workflows.contract import (
         AddTask,
         ChangeStage,
@@ -38,35 +27,35 @@ with workflow.unsafe.imports_passed_through():
         StateView,
         UpdateOpportunity,
     )
-    from workflows.definition import Effect, Process
+    from workflows.definition import Process
+    from workflows.handover import Handover
+    from workflows.ops import publish
     from workflows.rules import (
-        COMMAND_MODELS,
-        HandingOver,
         NotAllowed,
         Refused,
         Rules,
-        one_payload,
-        parse,
-        parse_command,
-        request_id_of,
-        validation_message,
     )
     from workflows.stale import StaleDealWatcher
     from workflows.state import (
-        Answer,
-        DeferredCommand,
         ProcessInput,
         SaleState,
         TaskInput,
         TaskState,
-        fingerprint,
-        json_safe,
+    )
+    from workflows.steps import (
+        AddTaskRow,
+        Authorize,
+        CompleteTaskRow,
+        NewTask,
+        OpenOpportunity,
+        UpdateOpportunityRow,
     )
     from workflows.task import TaskChildren, TaskLinks
 
 STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+T = TypeVar("T")
 
 # Runs started from here on hold tasks that outlive them and continue as new at any quiet point
 # (between commands), not only at a stage boundary with every task closed.
@@ -75,82 +64,13 @@ PATCH_HANDOVER = "runs-hand-over-with-tasks-open"
 PATCH_PERMISSIONS = "command-permissions"
 # Runs started from here on tell their task workflows of a new owner (what the Web UI shows).
 PATCH_TASK_OWNER = "task-owner-shown"
-# A run continues as new before Temporal's limits are near: after this many history events or
-# accepted updates (the server refuses updates after 2,000 in a run), or when the server suggests
-# it. Past the margin (a flood of commands that leaves no quiet point) commands wait for the
-# next run: signals are carried to it, updates are refused with HandingOver, which the product's
-# clients send again on their own.
-RUN_EVENTS = 2_500
-RUN_UPDATES = 1_000
-FLOOD_UPDATES_MARGIN = 500
-MAX_DEFERRED_CHARS = 200_000
-
-# What the run is given when a start sends no input at all.
-NO_START = RawValue(Payload())
-
-
-def _decode(raw: RawValue) -> Any:
-    """A payload as it was sent, read here rather than by the SDK: one that is not JSON (or not
-    UTF-8, or nested too deep) is refused with a reason instead of failing a workflow task."""
-    try:
-        return workflow.payload_converter().from_payload(raw.payload)
-    except Exception as err:  # anything a sender can put in a payload: RecursionError included
-        encoding = raw.payload.metadata.get("encoding", b"").decode("utf-8", "replace") or "none"
-        raise Refused(
-            f"Malformed payload: not JSON the process can read ({type(err).__name__}, encoding"
-            f" {encoding!r}, {len(raw.payload.data)} bytes); send one JSON object."
-        ) from None
-
-
-def _read_start(raw: RawValue) -> ProcessInput | str:
-    """The start input, or why it cannot be one."""
-    if raw is NO_START:
-        return "The start has no input: send one JSON object (docs/schemas/start.schema.json)."
-    try:
-        return ProcessInput.model_validate(_decode(raw))
-    except Refused as err:
-        return f"Invalid start: {str(err).removeprefix('Malformed payload: ')}"
-    except ValidationError as err:
-        return validation_message(err, "Invalid start")
-
-
-METRICS = {
-    "corpsale_stage_transitions": "Stage entries, by stage.",
-    "corpsale_tasks_created": "Tasks opened (the process's and ad-hoc ones).",
-    "corpsale_tasks_completed": "Tasks completed.",
-    "corpsale_tasks_canceled": "Open tasks canceled by a stage change or a closing.",
-    "corpsale_commands_rejected": "Commands refused, by command and by how they came (signal or update).",
-}
-
-
-def count(name: str, value: int = 1, **attributes: str) -> None:
-    """Add to one of the product's counters (exported with the SDK's metrics; not during replay)."""
-    if value:
-        workflow.metric_meter().create_counter(name, METRICS[name]).add(value, attributes)
-
-
-def search_attribute_updates(
-    stage: str, owner: str, amount: float | None
-) -> list[SearchAttributeUpdate[Any]]:
-    """The updates that bring the run's search attributes to these values (none if they are)."""
-    current = workflow.info().typed_search_attributes
-    wanted: list[tuple[SearchAttributeKey[Any], Any]] = [
-        (STAGE_ATTR, stage),
-        (OWNER_ATTR, owner),
-        (AMOUNT_ATTR, amount),
-    ]
-    return [
-        key.value_set(value) if value is not None else key.value_unset()
-        for key, value in wanted
-        if current.get(key) != value
-    ]
 
 
 @workflow.defn(name=c.WORKFLOW_TYPE)
 class CorporateSaleWorkflow:
     @workflow.init
     def __init__(self, start: RawValue = NO_START) -> None:
-        read = _read_start(start)
+        read = read_start(start)
         self._start = read if isinstance(read, ProcessInput) else None
         self._bad_start = read if isinstance(read, str) else None
         self._state = (
@@ -161,19 +81,25 @@ class CorporateSaleWorkflow:
         self._rules = Rules(self._state)
         self._lock = asyncio.Lock()
         self._children: TaskChildren | TaskLinks = TaskChildren()
-        self._handover = False  # this run continues as new at quiet points (PATCH_HANDOVER)
+        self._handover = Handover(self._start, self._lock)
         self._permissions = False  # this run checks who may do what (PATCH_PERMISSIONS)
         self._ready = False
-        self._updates = 0  # updates this run accepted
-        self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
+        self._desk = CommandDesk(
+            self._state,
+            self._lock,
+            self._rules,
+            apply=self._command,
+            ready=lambda: self._ready,
+            handover=self._handover,
+        )
 
     # The process ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, start: RawValue = NO_START) -> StateView:
         self._refuse_bad_start()
-        self._handover = workflow.patched(PATCH_HANDOVER)
-        if self._handover:
+        self._handover.on = workflow.patched(PATCH_HANDOVER)
+        if self._handover.on:
             self._children = TaskLinks()
         self._permissions = workflow.patched(PATCH_PERMISSIONS)
         async with self._lock:
@@ -188,7 +114,7 @@ class CorporateSaleWorkflow:
             if workflow.patched("stale-deal")
             else None
         )
-        if self._handover:
+        if self._handover.on:
             await self._hand_over_when_due()
         else:
             await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
@@ -196,7 +122,7 @@ class CorporateSaleWorkflow:
             await watcher
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._state.closed:
-            workflow.continue_as_new(self._next_input(self._state))
+            workflow.continue_as_new(self._handover.next_input(self._state))
         await self._children.wait_closed()
         return self._state.view()
 
@@ -213,64 +139,28 @@ class CorporateSaleWorkflow:
         elif start is not None and start.resume is not None and info.continued_run_id is None:
             problem = "Invalid start: resume is the process's own hand-over to its next run; leave it out."
         if problem is not None:
-            raise ApplicationError(problem, type="InvalidStart", non_retryable=True)
+            raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
 
     async def _hand_over_when_due(self) -> None:
         """R21: once a bound is reached, continue as new at the first quiet point (no command
         being applied, every handler finished), with whatever tasks are open: their children
         outlive this run. Returns when the process closes."""
-        state = self._state
+        state, handover = self._state, self._handover
         while not state.closed:
-            await workflow.wait_condition(lambda: state.closed or (self._handover_due() and self._quiet()))
+            await workflow.wait_condition(lambda: state.closed or (handover.due() and handover.quiet()))
             if state.closed:
                 return
             await self._children.wait_closed()  # nothing left of the task workflows to send
-            if self._quiet() and not state.closed:
-                workflow.continue_as_new(self._next_input(state.for_next_run()))
-
-    def _quiet(self) -> bool:
-        return workflow.all_handlers_finished() and not self._lock.locked()
-
-    def _handover_due(self) -> bool:
-        info = workflow.info()
-        return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= self._run_events()
-            or self._updates >= self._run_updates()
-        )
-
-    def _flooded(self) -> bool:
-        """So far past the bounds that commands must wait for the next run."""
-        return self._handover and (
-            workflow.info().get_current_history_length() >= 2 * self._run_events()
-            or self._updates >= self._run_updates() + FLOOD_UPDATES_MARGIN
-        )
-
-    def _run_events(self) -> int:
-        return (self._start and self._start.continue_as_new_after_events) or RUN_EVENTS
-
-    def _run_updates(self) -> int:
-        return (self._start and self._start.continue_as_new_after_updates) or RUN_UPDATES
-
-    def _next_input(self, state: SaleState) -> ProcessInput:
-        start = self._start
-        assert start is not None
-        return ProcessInput(
-            opportunity_id=start.opportunity_id,
-            actor=start.actor,
-            continue_as_new_after_events=start.continue_as_new_after_events,
-            continue_as_new_after_updates=start.continue_as_new_after_updates,
-            resume=state,
-        )
+            if handover.quiet() and not state.closed:
+                workflow.continue_as_new(handover.next_input(state.for_next_run()))
 
     async def _open(self) -> None:
         start = self._start
         assert start is not None
-        record = await workflow.execute_local_activity_method(
+        record = await self._step(
             SaleActivities.open_opportunity,
             OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary="create or load the opportunity",
+            "create or load the opportunity",
         )
         self._state.process = await workflow.execute_local_activity_method(
             SaleActivities.load_process,
@@ -281,7 +171,7 @@ class CorporateSaleWorkflow:
         self._state.data = record.data
         self._state.visit = record.last_visit
         process = self._process
-        first = record.stage or process.first_stage().name
+        first = self._rules.first_stage(record.stage)
         if not process.has_stage(first):
             raise ApplicationError(
                 f"Opportunity {record.opportunity_id!r} is at stage {first!r}, which the stages"
@@ -289,13 +179,13 @@ class CorporateSaleWorkflow:
                 type="UnknownStage",
                 non_retryable=True,
             )
-        if process.stage(first).final and self._handover:
+        if process.stage(first).final and self._handover.on:
             # R22: a start that reached a closed opportunity (a caller that did not use the
             # product's reuse policy) ends at once, as closed, writing nothing.
             self._state.stage, self._state.closed = first, True
             message = f"Opportunity {record.opportunity_id!r} is closed in {first!r}; it never starts again."
             self._state.reject(workflow.now(), "start", message, None)
-            self._publish()
+            publish(self._state)
             return
         if process.stage(first).final:
             raise ApplicationError(
@@ -317,7 +207,7 @@ class CorporateSaleWorkflow:
             if self._state.pending_entry is not None:  # handing over again: keep the rest
                 self._state.deferred = [*deferred[i:], *self._state.deferred]
                 break
-            await self._apply_signal(cmd.name, tuple(cmd.args))
+            await self._desk.apply_signal(cmd.name, tuple(cmd.args))
 
     @property
     def _process(self) -> Process:
@@ -327,84 +217,27 @@ class CorporateSaleWorkflow:
     # Stage entry and exit ---------------------------------------------------------------------
 
     async def _enter_stage(self, cmd: ChangeStage) -> None:
-        state, process = self._state, self._process
-        stage = process.stage(cmd.stage)
-        now = workflow.now()
-        state.visit += 1
-        state.stage = stage.name
-        templates = process.tasks_of(stage.name)
-        new_tasks = tuple(
-            NewTask(
-                task_id=f"{state.opportunity_id}:v{state.visit}:{t.key}",
-                task_key=t.key,
-                title=t.title,
-                start_at=now,
-                due_at=process.definition.due(now, t.duration),
-            )
-            for t in templates
-        )
-        closing = None
-        if stage.final:
-            follow_up = process.definition.follow_up if stage.successful else ()
-            closing = Closing(
-                successful=bool(stage.successful),
-                actual_income=cmd.actual_income,
-                hours_spent=cmd.hours_spent,
-                reason=cmd.reason,
-                competitor=cmd.competitor,
-                follow_up=tuple(
-                    NewTask(
-                        task_id=c.follow_up_task_id(state.opportunity_id, t.key),
-                        task_key=t.key,
-                        title=t.title,
-                        start_at=now,
-                        due_at=process.definition.due(now, t.duration),
-                    )
-                    for t in follow_up
-                ),
-            )
-        await workflow.execute_local_activity_method(
+        state, now = self._state, workflow.now()
+        entry = self._rules.entry(cmd, now)
+        step = entry.step
+        state.visit, state.stage = step.visit_no, step.stage
+        await self._step(
             SaleActivities.enter_stage,
-            EnterStage(
-                opportunity_id=state.opportunity_id,
-                visit_no=state.visit,
-                stage=stage.name,
-                owner=state.owner,
-                actor=cmd.actor,
-                reason=cmd.reason,
-                at=now,
-                tasks=new_tasks,
-                closing=closing,
-                keep_open=tuple(t.task_id for t in state.open_tasks() if t.adhoc),
-                definition_version=self._process.definition.version,
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"enter {stage.name} (visit {state.visit}, {len(new_tasks)} tasks)",
+            step,
+            f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)",
         )
-        for t, template in zip(new_tasks, templates, strict=True):
-            state.tasks[t.task_id] = TaskState(
-                task_id=t.task_id,
-                key=t.task_key,
-                title=t.title,
-                stage=stage.name,
-                visit=state.visit,
-                owner=state.owner,
-                start_at=t.start_at,
-                due_at=t.due_at,
-                outcomes=[o.name for o in template.outcomes],
-            )
-        for t in new_tasks:
-            self._start_task(state.tasks[t.task_id])
-        if closing is not None and self._handover:
+        for task in entry.tasks:
+            state.tasks[task.task_id] = task
+            self._start_task(task)
+        if step.closing is not None and self._handover.on:
             # R13, R20: a won deal's follow-up tasks outlive the process, with their reminders.
-            for f in closing.follow_up:
+            for f in step.closing.follow_up:
                 self._start_task(f)
-        count("corpsale_stage_transitions", stage=stage.name)
-        count("corpsale_tasks_created", len(new_tasks))
-        if stage.final:
-            state.closed = True
+        count("corpsale_stage_transitions", stage=step.stage)
+        count("corpsale_tasks_created", len(step.tasks))
+        state.closed = step.closing is not None
         state.quiet_since = now
-        self._publish()
+        publish(self._state)
 
     def _start_task(self, task: TaskState | NewTask) -> None:
         owner = task.owner if isinstance(task, TaskState) else self._state.owner
@@ -420,7 +253,7 @@ class CorporateSaleWorkflow:
             ),
             # A task workflow shows its owner in its details (it follows a reassignment); a child of
             # a run from before PATCH_HANDOVER names them in its summary.
-            summary=task.title if self._handover else f"{task.title} — {owner}",
+            summary=task.title if self._handover.on else f"{task.title} — {owner}",
         )
 
     async def _leave_stage(self, *, closing: bool) -> None:
@@ -436,43 +269,21 @@ class CorporateSaleWorkflow:
         target = self._process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
         adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
-        if not self._handover and not target.final and not adhoc_open and self._continue_as_new_due():
+        if (
+            not self._handover.on
+            and not target.final
+            and not adhoc_open
+            and self._handover.due_at_stage_boundary()
+        ):
             # Runs from before PATCH_HANDOVER: at a stage boundary, once no child is open, hand
             # over to a fresh run, which enters the stage.
             await self._children.wait_closed()
             # Every task is finished here: the next run needs none of them (the state stays small).
             self._state.tasks = {}
             self._state.pending_entry = cmd
-            self._publish()
+            publish(self._state)
             return
         await self._enter_stage(cmd)
-
-    def _continue_as_new_due(self) -> bool:
-        info = workflow.info()
-        limit = self._start.continue_as_new_after_events if self._start else None
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() >= limit
-        )
-
-    def _publish(self) -> None:
-        """Search attributes and the one-line detail ops read in the Web UI."""
-        state = self._state
-        amount = state.data.get("expected_amount")
-        updates = search_attribute_updates(
-            state.stage or "", state.owner, float(amount) if amount is not None else None
-        )
-        if updates:
-            workflow.upsert_search_attributes(updates)
-        open_due = sorted(t.due_at for t in state.open_tasks())
-        done, total = state.progress()
-        detail = f"{state.stage}: {done} of {total} tasks done"
-        if state.closed:
-            detail = f"{state.stage} (closed)"
-        elif state.pending_entry is not None:
-            detail = f"entering {state.pending_entry.stage} in a new run"
-        elif open_due:
-            detail += f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC"
-        workflow.set_current_details(detail)
 
     # Applying commands ------------------------------------------------------------------------
 
@@ -509,28 +320,13 @@ class CorporateSaleWorkflow:
     async def _complete_task(self, cmd: CompleteTask) -> None:
         task = self._rules.check_complete_task(cmd)
         assert task is not None
-        if task.adhoc:
-            await self._finish_task(task, c.ADHOC_OUTCOME, cmd)
-            return  # an ad-hoc task moves nothing
-        template = self._process.task(task.stage, task.key)
-        outcome = template.outcome(cmd.outcome)
-        assert outcome is not None
-        await self._finish_task(task, outcome.name, cmd)
-        won = {"actual_income": cmd.actual_income, "hours_spent": cmd.hours_spent}  # checked: closes as won
-        if outcome.effect is Effect.MOVE:
-            assert outcome.stage is not None
-            reason = outcome.close_reason or f"outcome {outcome.name!r} of {task.title!r}"
-            await self._move(
-                ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True, **won)
-            )
-        elif all(t.status == "completed" for t in self._state.visit_tasks()):
-            following = self._process.next_stage(task.stage)
-            if following is not None:
-                reason = f"all tasks of {task.stage} completed"
-                await self._move(ChangeStage(stage=following.name, actor=cmd.actor, reason=reason, **won))
+        await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd)
+        then = self._rules.after_completion(task, cmd)
+        if then is not None:
+            await self._move(then)
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
-        await workflow.execute_local_activity_method(
+        await self._step(
             SaleActivities.complete_task,
             CompleteTaskRow(
                 task_id=task.task_id,
@@ -539,69 +335,49 @@ class CorporateSaleWorkflow:
                 comment=cmd.comment,
                 at=workflow.now(),
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"complete {task.title}",
+            f"complete {task.title}",
         )
         task.status, task.outcome = "completed", outcome
         count("corpsale_tasks_completed")
         self._state.quiet_since = workflow.now()
         self._children.finish(task.task_id, outcome)
-        self._publish()
+        publish(self._state)
 
     async def _add_task(self, cmd: AddTask) -> None:
-        self._rules.check_add_task(cmd, now=workflow.now())
-        state = self._state
-        assert state.stage is not None
-        state.adhoc_tasks += 1
         now = workflow.now()
+        self._rules.check_add_task(cmd, now=now)
+        state, task = self._state, self._rules.adhoc_task(cmd, now)
+        state.adhoc_tasks += 1
         new = NewTask(
-            task_id=f"{state.opportunity_id}:adhoc{state.adhoc_tasks}",
-            task_key="adhoc",
-            title=cmd.title,
-            start_at=now,
-            due_at=cmd.due_at or now + timedelta(days=1),
+            task_id=task.task_id, task_key=task.key, title=task.title, start_at=now, due_at=task.due_at
         )
-        owner = cmd.owner or state.owner
-        await workflow.execute_local_activity_method(
+        await self._step(
             SaleActivities.add_task,
             AddTaskRow(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
-                stage=state.stage,
-                owner=owner,
+                stage=task.stage,
+                owner=task.owner,
                 task=new,
                 at=now,
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"add task {cmd.title}",
+            f"add task {cmd.title}",
         )
-        task = state.tasks[new.task_id] = TaskState(
-            task_id=new.task_id,
-            key=new.task_key,
-            title=new.title,
-            stage=state.stage,
-            visit=state.visit,
-            owner=owner,
-            start_at=new.start_at,
-            due_at=new.due_at,
-            outcomes=[c.ADHOC_OUTCOME],
-            adhoc=True,
-        )
+        state.tasks[task.task_id] = task
         self._start_task(task)
         count("corpsale_tasks_created")
-        self._publish()
+        publish(state)
 
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
         self._rules.check_update(cmd)
         changes = cmd.changes()
         try:
-            await workflow.execute_local_activity_method(
+            await self._step(
                 SaleActivities.update_opportunity,
                 UpdateOpportunityRow(
                     opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
                 ),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                summary="update opportunity data: " + ", ".join(changes),
+                "update opportunity data: " + ", ".join(changes),
             )
         except ActivityError as err:
             cause = err.cause
@@ -609,79 +385,44 @@ class CorporateSaleWorkflow:
                 raise Refused(f"Invalid data: {cause.message}") from None
             raise
         self._state.data = {**self._state.data, **changes}
-        self._publish()
+        publish(self._state)
 
     async def _reassign(self, cmd: Reassign) -> None:
         self._rules.check_reassign(cmd)
-        state = self._state
-        open_tasks = [t for t in state.open_tasks() if t.owner == state.owner]  # not a colleague's
+        state, row = self._state, self._rules.reassignment(cmd, workflow.now())
         state.reassignments += 1
-        await workflow.execute_local_activity_method(
-            SaleActivities.reassign,
-            ReassignRow(
-                opportunity_id=state.opportunity_id,
-                number=state.reassignments,
-                from_owner=state.owner,
-                to_owner=cmd.owner,
-                actor=cmd.actor,
-                reason=cmd.reason,
-                task_ids=tuple(t.task_id for t in open_tasks),
-                at=workflow.now(),
-            ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"reassign to {cmd.owner} ({len(open_tasks)} open tasks)",
-        )
-        for task in open_tasks:
-            task.owner = cmd.owner
+        summary = f"reassign to {cmd.owner} ({len(row.task_ids)} open tasks)"
+        await self._step(SaleActivities.reassign, row, summary)
+        for task_id in row.task_ids:
+            state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
         if isinstance(self._children, TaskLinks) and workflow.patched(PATCH_TASK_OWNER):
-            self._children.reassign([t.task_id for t in open_tasks], cmd.owner)
-        self._publish()
+            self._children.reassign(list(row.task_ids), cmd.owner)
+        publish(state)
 
-    # Commands: one path for signals and updates ----------------------------------------------
+    async def _step(self, activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
+        """One business step: a local activity (one transaction, idempotent), retried as long as
+        it takes (PostgreSQL may be down)."""
+        return await workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
+        )
 
-    def _recall(self, request_id: str | None, print_: str) -> Answer | None:
-        """R23: the answer already given to this request, if any; a request id that came with
-        another command is refused."""
-        known = self._state.answer(request_id)
-        if known is not None and known.fingerprint and known.fingerprint != print_:
-            raise Refused(
-                f"Request id {request_id!r} was used for another command; give each command a"
-                " request id of its own (and a retry the same one)."
-            )
-        return known
-
-    async def _apply(self, name: str, payload: Any, request_id: str | None) -> None:
-        """Apply a command once per request id: a request answered before gets that answer again
-        (its refusal raised again), and nothing is applied twice."""
-        print_ = fingerprint(name, payload)
-        known = self._recall(request_id, print_)
-        if known is not None:
-            if known.refusal is not None:
-                raise Refused(known.refusal)
-            return
-        try:
-            cmd = parse_command(name, payload)
-            if self._permissions:
-                await self._authorize(name, cmd, payload)
-            match cmd:
-                case ChangeStage():
-                    await self._change_stage(cmd)
-                case CompleteTask():
-                    await self._complete_task(cmd)
-                case UpdateOpportunity():
-                    await self._update_opportunity(cmd)
-                case Reassign():
-                    await self._reassign(cmd)
-                case AddTask():
-                    await self._add_task(cmd)
-            await self._children.flush()
-        except HandingOver:
-            raise  # not an answer: the same request is applied by the next run
-        except Refused as err:
-            self._state.remember(request_id, print_, str(err))
-            raise
-        self._state.remember(request_id, print_)
+    async def _command(self, name: str, cmd: BaseModel, payload: Any) -> None:
+        """What a new command does (the desk has decoded it and checked its request id)."""
+        if self._permissions:
+            await self._authorize(name, cmd, payload)
+        match cmd:
+            case ChangeStage():
+                await self._change_stage(cmd)
+            case CompleteTask():
+                await self._complete_task(cmd)
+            case UpdateOpportunity():
+                await self._update_opportunity(cmd)
+            case Reassign():
+                await self._reassign(cmd)
+            case AddTask():
+                await self._add_task(cmd)
+        await self._children.flush()
 
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
@@ -690,7 +431,7 @@ class CorporateSaleWorkflow:
             if workflow.patched("stages-refreshed-on-unknown"):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
-        refusal = await workflow.execute_local_activity_method(
+        refusal = await self._step(
             SaleActivities.authorize,
             Authorize(
                 workflow_id=workflow.info().workflow_id,
@@ -699,118 +440,10 @@ class CorporateSaleWorkflow:
                 asked=self._rules.asked(cmd),
                 at=workflow.now(),
             ),
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary=f"may {getattr(cmd, 'actor', None) or 'someone'} {name}?",
+            f"may {getattr(cmd, 'actor', None) or 'someone'} {name}?",
         )
         if refusal is not None:
             raise NotAllowed(refusal)
-
-    async def _apply_signal(self, name: str, args: Sequence[Any]) -> None:
-        """Signals never raise: a refused one is recorded in `rejected` with the reason, once
-        however often its request is delivered."""
-        payload = args[0] if len(args) == 1 else list(args)
-        request_id = request_id_of(payload)
-        try:
-            known = self._recall(request_id, fingerprint(name, payload))
-            if known is not None:
-                if known.refusal is not None and not known.recorded:
-                    raise Refused(known.refusal)  # refused as an update: recorded now, once
-                return
-            await self._apply(name, one_payload(args), request_id)
-        except Refused as err:
-            self._reject(name, str(err), payload, via="signal")
-            answer = self._state.answer(request_id)
-            if answer is not None and answer.refusal is not None and str(err).startswith(answer.refusal[:-1]):
-                answer.recorded = True
-
-    def _reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
-        """Record a refused command in `rejected`."""
-        self._state.reject(workflow.now(), name, reason, payload)
-        self._refused(name, reason, via=via)
-
-    @staticmethod
-    def _refused(name: str, reason: str, *, via: str) -> None:
-        """Count a refusal and say it in one line (the log names the opportunity): a refused
-        command is an answer, not an error of the worker."""
-        count("corpsale_commands_rejected", command=name, via=via)
-        workflow.logger.info("%s refused (%s): %s", name, via, reason)
-
-    def _can_defer(self, payload: Any) -> bool:
-        """Under a flood a signal is carried to the next run, as long as that input stays small."""
-        carried = sum(len(str(d.args)) for d in self._state.deferred)
-        return json_safe(payload) and carried + len(str(payload)) <= MAX_DEFERRED_CHARS
-
-    async def _signal(self, name: str, raw: Sequence[RawValue]) -> None:
-        await workflow.wait_condition(lambda: self._ready)
-        try:
-            args = [_decode(r) for r in raw]
-        except Refused as err:
-            self._reject(name, str(err), f"<{len(raw)} payloads, not JSON>", via="signal")
-            return
-        if self._flooded() and self._can_defer(args):
-            self._state.deferred.append(DeferredCommand(name=name, args=args))
-            return
-        async with self._lock:
-            if self._state.pending_entry is not None:  # runs from before PATCH_HANDOVER
-                if json_safe(args):  # what the next run gets must serialise
-                    self._state.deferred.append(DeferredCommand(name=name, args=args))
-                    return
-            await self._apply_signal(name, args)
-
-    async def _update(self, name: str, raw: Sequence[RawValue]) -> StateView:
-        await workflow.wait_condition(lambda: self._ready)
-        self._updates += 1
-        info = workflow.current_update_info()
-        async with self._lock:
-            payload: Any = None
-            try:
-                payload = one_payload([_decode(r) for r in raw])
-                await self._apply(name, payload, request_id_of(payload) or (info.id if info else None))
-            except HandingOver as err:
-                raise ApplicationError(str(err), type="HandingOver") from None
-            except Refused as err:
-                if isinstance(err, NotAllowed):  # recorded, as for a signal: who tried what
-                    self._reject(name, str(err), payload, via="update")
-                else:
-                    self._refused(name, str(err), via="update")
-                raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
-            finally:
-                if info is not None:
-                    self._admitted.pop(info.id, None)
-        return self._state.view()
-
-    def _validate(self, update: str, raw: Sequence[RawValue]) -> None:
-        """Update validators: refuse before anything enters history, where state allows. They
-        change nothing but `_admitted`, which only validators read (they do not run on replay)."""
-        name = c.COMMAND_OF_UPDATE.get(update, update)
-        try:
-            if update not in c.COMMAND_OF_UPDATE:
-                raise Refused(f"Unknown update {update!r}; updates: {', '.join(c.COMMAND_OF_UPDATE)}.")
-            payload = one_payload([_decode(r) for r in raw])
-            if not self._ready:
-                return
-            if self._flooded():
-                raise HandingOver(
-                    "The process is handing over to a new run; send the command again with the same"
-                    " request id (the product's clients do this on their own)."
-                )
-            info = workflow.current_update_info()
-            request_id = request_id_of(payload) or (info.id if info else None)
-            print_ = fingerprint(name, payload)
-            admitted = self._admitted.get(request_id) if request_id else None
-            if admitted is not None and admitted != print_:
-                raise Refused(f"Request id {request_id!r} was used for another command (being applied now).")
-            if admitted is not None or self._recall(request_id, print_) is not None:
-                return  # a delivery of a request in hand: the handler gives it that request's answer
-            cmd = parse(COMMAND_MODELS[name], payload)
-            self._rules.check(cmd, now=workflow.now())
-            if request_id is not None:
-                self._admitted[request_id] = print_
-        except HandingOver as err:
-            raise ApplicationError(str(err), type="HandingOver") from None
-        except Refused as err:
-            self._refused(name, str(err), via="update")
-            raise ApplicationError(str(err), type="CommandRefused", non_retryable=True) from None
 
     # The public contract ----------------------------------------------------------------------
     # One dynamic handler for every signal and one for every update: they take the payloads raw,
@@ -819,15 +452,15 @@ class CorporateSaleWorkflow:
 
     @workflow.signal(dynamic=True)
     async def command_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        await self._signal(name, args)
+        await self._desk.signal(name, args)
 
     @workflow.update(dynamic=True)
     async def command_update(self, name: str, args: Sequence[RawValue]) -> StateView:
-        return await self._update(c.COMMAND_OF_UPDATE.get(name, name), args)
+        return await self._desk.update(c.COMMAND_OF_UPDATE.get(name, name), args)
 
     @command_update.validator
     def _validate_command(self, name: str, args: Sequence[RawValue]) -> None:
-        self._validate(name, args)
+        self._desk.validate(name, args)
 
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:

@@ -7,7 +7,7 @@ applies them durably; tests/unit drives them directly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +16,8 @@ from workflows import contract as c
 from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
-from workflows.state import SaleState, TaskState
+from workflows.state import Answer, SaleState, TaskState
+from workflows.steps import Closing, EnterStage, NewTask, ReassignRow
 
 # How many open tasks an opportunity holds (its state is carried from run to run).
 MAX_OPEN_TASKS = 200
@@ -79,6 +80,13 @@ def request_id_of(payload: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 100 else None
 
 
+class Entry(BaseModel):
+    """What entering a stage writes (one step) and the tasks the process then holds."""
+
+    step: EnterStage
+    tasks: tuple[TaskState, ...]
+
+
 class Rules:
     """The checks of one opportunity's process, on its state as it is now.
 
@@ -92,6 +100,17 @@ class Rules:
     def process(self) -> Process:
         assert self.state.process is not None
         return self.state.process
+
+    def recall(self, request_id: str | None, print_: str) -> Answer | None:
+        """R23: the answer already given to this request, if any; a request id that came with
+        another command is refused."""
+        known = self.state.answer(request_id)
+        if known is not None and known.fingerprint and known.fingerprint != print_:
+            raise Refused(
+                f"Request id {request_id!r} was used for another command; give each command a"
+                " request id of its own (and a retry the same one)."
+            )
+        return known
 
     def check(self, cmd: BaseModel, *, now: datetime, settled: bool = False) -> None:
         match cmd:
@@ -220,3 +239,127 @@ class Rules:
                 action = Action.UPDATE
         actor = getattr(cmd, "actor", None)
         return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
+
+    def entry(self, cmd: ChangeStage, now: datetime) -> Entry:
+        """Entering `cmd.stage` as the next visit (R5, R13): its tasks for the owner, due by the
+        definition's durations; closing data and a won deal's follow-up tasks for a final stage;
+        the open ad-hoc tasks stay open."""
+        state, process = self.state, self.process
+        stage, visit = process.stage(cmd.stage), state.visit + 1
+        definition = process.definition
+        templates = process.tasks_of(stage.name)
+
+        def new(task_id: str, key: str, title: str, duration: timedelta) -> NewTask:
+            return NewTask(
+                task_id=task_id, task_key=key, title=title, start_at=now, due_at=definition.due(now, duration)
+            )
+
+        tasks = tuple(
+            new(f"{state.opportunity_id}:v{visit}:{t.key}", t.key, t.title, t.duration) for t in templates
+        )
+        closing = None
+        if stage.final:
+            follow_up = definition.follow_up if stage.successful else ()
+            closing = Closing(
+                successful=bool(stage.successful),
+                actual_income=cmd.actual_income,
+                hours_spent=cmd.hours_spent,
+                reason=cmd.reason,
+                competitor=cmd.competitor,
+                follow_up=tuple(
+                    new(c.follow_up_task_id(state.opportunity_id, t.key), t.key, t.title, t.duration)
+                    for t in follow_up
+                ),
+            )
+        step = EnterStage(
+            opportunity_id=state.opportunity_id,
+            visit_no=visit,
+            stage=stage.name,
+            owner=state.owner,
+            actor=cmd.actor,
+            reason=cmd.reason,
+            at=now,
+            tasks=tasks,
+            closing=closing,
+            keep_open=tuple(t.task_id for t in state.open_tasks() if t.adhoc),
+            definition_version=definition.version,
+        )
+        held = tuple(
+            TaskState(
+                task_id=t.task_id,
+                key=t.task_key,
+                title=t.title,
+                stage=stage.name,
+                visit=visit,
+                owner=state.owner,
+                start_at=t.start_at,
+                due_at=t.due_at,
+                outcomes=[o.name for o in template.outcomes],
+            )
+            for t, template in zip(tasks, templates, strict=True)
+        )
+        return Entry(step=step, tasks=held)
+
+    def outcome_of(self, task: TaskState, cmd: CompleteTask) -> str:
+        """The outcome a completion records: the one named, else the task's first."""
+        if task.adhoc:
+            return c.ADHOC_OUTCOME
+        outcome = self.process.task(task.stage, task.key).outcome(cmd.outcome)
+        assert outcome is not None  # checked: the task has it
+        return outcome.name
+
+    def after_completion(self, task: TaskState, cmd: CompleteTask) -> ChangeStage | None:
+        """What a completion does to the flow once recorded (R7, R10): the move its outcome
+        makes, the next stage once every task of the visit is completed, or nothing (an ad-hoc
+        task moves nothing). A move that closes as won takes the completion's income and hours."""
+        if task.adhoc:
+            return None
+        outcome = self.process.task(task.stage, task.key).outcome(cmd.outcome)
+        assert outcome is not None
+        won = {"actual_income": cmd.actual_income, "hours_spent": cmd.hours_spent}  # checked: closes as won
+        if outcome.effect is Effect.MOVE:
+            assert outcome.stage is not None
+            reason = outcome.close_reason or f"outcome {outcome.name!r} of {task.title!r}"
+            return ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True, **won)
+        if all(t.status == "completed" for t in self.state.visit_tasks()):
+            following = self.process.next_stage(task.stage)
+            if following is not None:
+                reason = f"all tasks of {task.stage} completed"
+                return ChangeStage(stage=following.name, actor=cmd.actor, reason=reason, **won)
+        return None
+
+    def adhoc_task(self, cmd: AddTask, now: datetime) -> TaskState:
+        """An operator's own task (R18): numbered, due in a day unless it says when."""
+        state = self.state
+        assert state.stage is not None
+        return TaskState(
+            task_id=f"{state.opportunity_id}:adhoc{state.adhoc_tasks + 1}",
+            key="adhoc",
+            title=cmd.title,
+            stage=state.stage,
+            visit=state.visit,
+            owner=cmd.owner or state.owner,
+            start_at=now,
+            due_at=cmd.due_at or now + timedelta(days=1),
+            outcomes=[c.ADHOC_OUTCOME],
+            adhoc=True,
+        )
+
+    def first_stage(self, stage: str | None) -> str:
+        """Where a starting process enters: the opportunity's stage, else the first by order."""
+        return stage or self.process.first_stage().name
+
+    def reassignment(self, cmd: Reassign, now: datetime) -> ReassignRow:
+        """A new owner (R19): the owner's open tasks go with the deal (a colleague's stay theirs);
+        the n-th reassignment numbers its notices."""
+        state = self.state
+        return ReassignRow(
+            opportunity_id=state.opportunity_id,
+            number=state.reassignments + 1,
+            from_owner=state.owner,
+            to_owner=cmd.owner,
+            actor=cmd.actor,
+            reason=cmd.reason,
+            task_ids=tuple(t.task_id for t in state.open_tasks() if t.owner == state.owner),
+            at=now,
+        )

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import StaleNotice
     from activities.sale import SaleActivities
     from workflows.state import SaleState
+    from workflows.steps import StaleNotice
 
 
 class StaleDealWatcher:

@@ -18,7 +18,6 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CancelTaskRow, TaskNotice, TaskOps, TaskStart
     from activities.sale import SaleActivities
     from activities.task_workflows import TaskWorkflowActivities
     from workflows.contract import (
@@ -29,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         task_workflow_id,
     )
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
+    from workflows.steps import CancelTaskRow, TaskNotice, TaskOps, TaskStart
 
 
 @workflow.defn(name=TASK_WORKFLOW_TYPE)

@@ -1,5 +1,6 @@
-"""Inputs and outputs of the activities. Times come from the workflow (`workflow.now()`), so a
-retried activity writes exactly what its first attempt would have written.
+"""What the process hands to each of its steps (the activities) and gets back. Times come from
+the workflow (`workflow.now()`), so a retried activity writes exactly what its first attempt
+would have written. Plain models, below both the process and the data layer.
 """
 
 from __future__ import annotations

@@ -1,0 +1,222 @@
+"""How a process takes its commands (R11, R23): one path for signals and updates. Payloads are
+read raw, so that whatever a sender put in them is refused with a reason instead of failing a
+workflow task; every request id gets one answer, given again to every later delivery; a signal
+never raises (its refusal is recorded); an update answers the new state or `CommandRefused`.
+What a command does is the process's (`apply`); this is the plumbing around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import contract as c
+    from workflows.contract import StateView
+    from workflows.handover import Handover
+    from workflows.rules import (
+        HandingOver,
+        NotAllowed,
+        Refused,
+        Rules,
+        one_payload,
+        parse_command,
+        request_id_of,
+        validation_message,
+    )
+    from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe
+
+# Under a flood, signals carried to the next run: at most this much of them (its input stays small).
+MAX_DEFERRED_CHARS = 200_000
+
+# What the run is given when a start sends no input at all.
+NO_START = RawValue(Payload())
+
+METRICS = {
+    "corpsale_stage_transitions": "Stage entries, by stage.",
+    "corpsale_tasks_created": "Tasks opened (the process's and ad-hoc ones).",
+    "corpsale_tasks_completed": "Tasks completed.",
+    "corpsale_tasks_canceled": "Open tasks canceled by a stage change or a closing.",
+    "corpsale_commands_rejected": "Commands refused, by command and by how they came (signal or update).",
+}
+
+
+def count(name: str, value: int = 1, **attributes: str) -> None:
+    """Add to one of the product's counters (exported with the SDK's metrics; not during replay)."""
+    if value:
+        workflow.metric_meter().create_counter(name, METRICS[name]).add(value, attributes)
+
+
+def decode(raw: RawValue) -> Any:
+    """A payload as it was sent, read here rather than by the SDK: one that is not JSON (or not
+    UTF-8, or nested too deep) is refused with a reason instead of failing a workflow task."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload)
+    except Exception as err:  # anything a sender can put in a payload: RecursionError included
+        encoding = raw.payload.metadata.get("encoding", b"").decode("utf-8", "replace") or "none"
+        raise Refused(
+            f"Malformed payload: not JSON the process can read ({type(err).__name__}, encoding"
+            f" {encoding!r}, {len(raw.payload.data)} bytes); send one JSON object."
+        ) from None
+
+
+def read_start(raw: RawValue) -> ProcessInput | str:
+    """The start input, or why it cannot be one."""
+    if raw is NO_START:
+        return "The start has no input: send one JSON object (docs/schemas/start.schema.json)."
+    try:
+        return ProcessInput.model_validate(decode(raw))
+    except Refused as err:
+        return f"Invalid start: {str(err).removeprefix('Malformed payload: ')}"
+    except ValidationError as err:
+        return validation_message(err, "Invalid start")
+
+
+class CommandDesk:
+    """A process's desk for its commands: it decodes them, keeps the answer to each request,
+    serialises them under the process's lock and hands each new one to `apply`."""
+
+    def __init__(
+        self,
+        state: SaleState,
+        lock: asyncio.Lock,
+        rules: Rules,
+        *,
+        apply: Callable[[str, BaseModel, Any], Awaitable[None]],
+        ready: Callable[[], bool],
+        handover: Handover,
+    ) -> None:
+        self._state, self._lock, self._rules = state, lock, rules
+        self._do, self._ready, self._handover = apply, ready, handover
+        self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
+
+    async def apply(self, name: str, payload: Any, request_id: str | None) -> None:
+        """Apply a command once per request id: a request answered before gets that answer again
+        (its refusal raised again), and nothing is applied twice."""
+        print_ = fingerprint(name, payload)
+        known = self._rules.recall(request_id, print_)
+        if known is not None:
+            if known.refusal is not None:
+                raise Refused(known.refusal)
+            return
+        try:
+            await self._do(name, parse_command(name, payload), payload)
+        except HandingOver:
+            raise  # not an answer: the same request is applied by the next run
+        except Refused as err:
+            self._state.remember(request_id, print_, str(err))
+            raise
+        self._state.remember(request_id, print_)
+
+    async def apply_signal(self, name: str, args: Sequence[Any]) -> None:
+        """Signals never raise: a refused one is recorded in `rejected` with the reason, once
+        however often its request is delivered."""
+        payload = args[0] if len(args) == 1 else list(args)
+        request_id = request_id_of(payload)
+        try:
+            known = self._rules.recall(request_id, fingerprint(name, payload))
+            if known is not None:
+                if known.refusal is not None and not known.recorded:
+                    raise Refused(known.refusal)  # refused as an update: recorded now, once
+                return
+            await self.apply(name, one_payload(args), request_id)
+        except Refused as err:
+            self.reject(name, str(err), payload, via="signal")
+            answer = self._state.answer(request_id)
+            if answer is not None and answer.refusal is not None and str(err).startswith(answer.refusal[:-1]):
+                answer.recorded = True
+
+    def reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
+        """Record a refused command in `rejected`."""
+        self._state.reject(workflow.now(), name, reason, payload)
+        self.refused(name, reason, via=via)
+
+    @staticmethod
+    def refused(name: str, reason: str, *, via: str) -> None:
+        """Count a refusal and say it in one line (the log names the opportunity): a refused
+        command is an answer, not an error of the worker."""
+        count("corpsale_commands_rejected", command=name, via=via)
+        workflow.logger.info("%s refused (%s): %s", name, via, reason)
+
+    def _can_defer(self, payload: Any) -> bool:
+        """Under a flood a signal is carried to the next run, as long as that input stays small."""
+        carried = sum(len(str(d.args)) for d in self._state.deferred)
+        return json_safe(payload) and carried + len(str(payload)) <= MAX_DEFERRED_CHARS
+
+    async def signal(self, name: str, raw: Sequence[RawValue]) -> None:
+        await workflow.wait_condition(self._ready)
+        try:
+            args = [decode(r) for r in raw]
+        except Refused as err:
+            self.reject(name, str(err), f"<{len(raw)} payloads, not JSON>", via="signal")
+            return
+        if self._handover.flooded() and self._can_defer(args):
+            self._state.deferred.append(DeferredCommand(name=name, args=args))
+            return
+        async with self._lock:
+            if self._state.pending_entry is not None:  # runs from before tasks outlived runs
+                if json_safe(args):  # what the next run gets must serialise
+                    self._state.deferred.append(DeferredCommand(name=name, args=args))
+                    return
+            await self.apply_signal(name, args)
+
+    async def update(self, name: str, raw: Sequence[RawValue]) -> StateView:
+        await workflow.wait_condition(self._ready)
+        self._handover.updates += 1
+        info = workflow.current_update_info()
+        async with self._lock:
+            payload: Any = None
+            try:
+                payload = one_payload([decode(r) for r in raw])
+                await self.apply(name, payload, request_id_of(payload) or (info.id if info else None))
+            except HandingOver as err:
+                raise ApplicationError(str(err), type=c.HANDING_OVER) from None
+            except Refused as err:
+                if isinstance(err, NotAllowed):  # recorded, as for a signal: who tried what
+                    self.reject(name, str(err), payload, via="update")
+                else:
+                    self.refused(name, str(err), via="update")
+                raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
+            finally:
+                if info is not None:
+                    self._admitted.pop(info.id, None)
+        return self._state.view()
+
+    def validate(self, update: str, raw: Sequence[RawValue]) -> None:
+        """Update validators: refuse before anything enters history, where state allows. They
+        change nothing but `_admitted`, which only validators read (they do not run on replay)."""
+        name = c.COMMAND_OF_UPDATE.get(update, update)
+        try:
+            if update not in c.COMMAND_OF_UPDATE:
+                raise Refused(f"Unknown update {update!r}; updates: {', '.join(c.COMMAND_OF_UPDATE)}.")
+            payload = one_payload([decode(r) for r in raw])
+            if not self._ready():
+                return
+            if self._handover.flooded():
+                raise HandingOver(
+                    "The process is handing over to a new run; send the command again with the same"
+                    " request id (the product's clients do this on their own)."
+                )
+            info = workflow.current_update_info()
+            request_id = request_id_of(payload) or (info.id if info else None)
+            print_ = fingerprint(name, payload)
+            admitted = self._admitted.get(request_id) if request_id else None
+            if admitted is not None and admitted != print_:
+                raise Refused(f"Request id {request_id!r} was used for another command (being applied now).")
+            if admitted is not None or self._rules.recall(request_id, print_) is not None:
+                return  # a delivery of a request in hand: the handler gives it that request's answer
+            self._rules.check(parse_command(name, payload), now=workflow.now())
+            if request_id is not None:
+                self._admitted[request_id] = print_
+        except HandingOver as err:
+            raise ApplicationError(str(err), type=c.HANDING_OVER) from None
+        except Refused as err:
+            self.refused(name, str(err), via="update")
+            raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
