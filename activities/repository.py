@@ -56,6 +56,14 @@ async def load_stages(conn: asyncpg.Connection) -> list[Stage]:
     ]
 
 
+async def opportunity_stage(conn: asyncpg.Connection, opportunity_id: str) -> asyncpg.Record | None:
+    """The opportunity's stage and when it closed (None if there is no such opportunity)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id
+    )
+    return row
+
+
 async def get_opportunity(conn: asyncpg.Connection, opportunity_id: str) -> OpportunityRecord | None:
     row = await conn.fetchrow(
         "SELECT o.*, (SELECT coalesce(max(visit_no), 0) FROM stage_visits v"
@@ -116,11 +124,13 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             step.reason,
             step.definition_version,
         )
+        # Its own tasks open, also when a re-run of an earlier entry (the workflow task that ran
+        # both was lost, and is run again in order) canceled them as stale meanwhile.
         await conn.executemany(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
             " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at"
-            " WHERE tasks.status = 'open'",
+            " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at,"
+            " status = 'open', canceled_at = NULL WHERE tasks.status <> 'completed'",
             _task_rows(step, visit_id, step.tasks),
         )
         await _notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
@@ -437,7 +447,9 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
         await conn.execute(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
             " start_at, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'adhoc')"
-            " ON CONFLICT (id) DO NOTHING",
+            # Open, also when a re-run of an earlier stage entry canceled it as stale meanwhile.
+            " ON CONFLICT (id) DO UPDATE SET status = 'open', canceled_at = NULL"
+            " WHERE tasks.status = 'canceled'",
             t.task_id,
             row.opportunity_id,
             f"{row.opportunity_id}:v{row.visit_no}",

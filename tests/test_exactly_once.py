@@ -15,6 +15,7 @@ from tests.helpers import Sale, eventually
 from workflows import contract as c
 from workflows.contract import NewOpportunity
 from workflows.steps import (
+    AddTaskRow,
     CancelTaskRow,
     Closing,
     CompleteTaskRow,
@@ -152,3 +153,57 @@ async def test_every_activity_can_run_twice_with_the_same_effect(pool: asyncpg.P
     assert opportunities[0]["need"] == "n" and opportunities[0]["closed_at"] == at
     assert len(visits) == 2 and len(tasks) == 1 and tasks[0]["status"] == "completed"
     assert [n["kind"] for n in notes] == ["task_assigned", "closed_lost"]
+
+
+async def test_a_lost_workflow_task_run_again_in_order_leaves_what_it_left_the_first_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """A worker dies after one workflow task's steps committed (stage entries, an ad-hoc task)
+    but before the task completed: the next worker runs all of them again, in order. An earlier
+    entry then cancels the later ones' open tasks as stale for a moment; the later steps, run
+    again after it, open them again, so the rows end as the first run left them."""
+    acts = SaleActivities(pool)
+    env = ActivityEnvironment()
+    opp = f"opp-{uuid.uuid4().hex[:12]}"
+    at = datetime.now(UTC)
+    await env.run(
+        acts.open_opportunity,
+        OpenOpportunity(
+            opportunity_id=opp, actor="op", new=NewOpportunity(title="T", customer="C", owner="erin")
+        ),
+    )
+
+    def entry(visit: int, stage: str, keep: tuple[str, ...] = ()) -> EnterStage:
+        task = NewTask(task_id=f"{opp}:v{visit}:a", task_key="a", title="A", start_at=at, due_at=at)
+        return EnterStage(
+            opportunity_id=opp, visit_no=visit, stage=stage, owner="erin", actor="op",
+            reason=None, at=at, tasks=(task,), keep_open=keep,
+        )  # fmt: skip
+
+    adhoc = AddTaskRow(
+        opportunity_id=opp, visit_no=1, stage="Qualification", owner="erin", at=at,
+        task=NewTask(task_id=f"{opp}:adhoc1", task_key="adhoc", title="Call", start_at=at, due_at=at),
+    )  # fmt: skip
+    steps: list[tuple[Callable[[Any], Awaitable[Any]], Any]] = [
+        (acts.enter_stage, entry(1, "Qualification")),
+        (acts.add_task, adhoc),
+        (acts.enter_stage, entry(2, "Proposal", keep=(adhoc.task.task_id,))),
+    ]
+    for activity_fn, arg in steps:  # the first run
+        await env.run(activity_fn, arg)
+    first = {
+        r["id"]: r["status"]
+        for r in await pool.fetch("SELECT id, status FROM tasks WHERE opportunity_id = $1", opp)
+    }
+    for activity_fn, arg in steps:  # the lost workflow task, run again
+        await env.run(activity_fn, arg)
+    again = {
+        r["id"]: r["status"]
+        for r in await pool.fetch("SELECT id, status FROM tasks WHERE opportunity_id = $1", opp)
+    }
+    assert first == {f"{opp}:v1:a": "canceled", f"{opp}:adhoc1": "open", f"{opp}:v2:a": "open"}
+    assert again == first
+    visits = await pool.fetch(
+        "SELECT visit_no, left_at FROM stage_visits WHERE opportunity_id = $1 ORDER BY 1", opp
+    )
+    assert [(v["visit_no"], v["left_at"] is None) for v in visits] == [(1, False), (2, True)]
