@@ -1,8 +1,9 @@
-"""The one error the product's own rules raise from the data side: an edit or a request they
-refuse, with a text that says why and what to do instead. The CLI prints it as one line."""
+"""The one refusal of the product (workflows/rules.py): the data side raises it for an edit or a
+request its rules refuse, with a text that says why and what to do instead. The CLI prints it as
+one line; the process answers it to the sender."""
 
 from __future__ import annotations
 
+from workflows.rules import Refused
 
-class Refused(Exception):
-    """Refused by a rule; the message is for the person who asked."""
+__all__ = ["Refused"]

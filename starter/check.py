@@ -16,7 +16,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import leads
+from activities import consistency, leads
 from workflows import contract as c
 from workflows.contract import StateView
 
@@ -45,28 +45,6 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "totals": self.totals()}
-
-
-_ROWS = """
-SELECT o.id, o.stage, coalesce(s.is_final, false) AS closed,
-       (SELECT array_agg(visit_no ORDER BY visit_no) FROM stage_visits v
-         WHERE v.opportunity_id = o.id) AS visits,
-       (SELECT count(*) FROM stage_visits v WHERE v.opportunity_id = o.id
-         AND v.left_at IS NULL) AS unfinished_visits,
-       (SELECT array_agg(id ORDER BY id) FROM tasks t
-         WHERE t.opportunity_id = o.id AND t.status = 'open' AND t.kind <> 'follow-up') AS open_tasks,
-       (SELECT count(*) FROM tasks t WHERE t.opportunity_id = o.id) AS tasks,
-       (SELECT count(DISTINCT n.task_id) FROM notifications n WHERE n.opportunity_id = o.id
-         AND n.kind = 'task_assigned') AS assigned,
-       (SELECT count(*) FROM notifications n WHERE n.opportunity_id = o.id
-         AND n.kind = 'task_assigned') AS assigned_rows,
-       (SELECT array_agg(id ORDER BY id) FROM tasks t WHERE t.opportunity_id = o.id
-         AND t.status <> 'open' AND coalesce(t.completed_at, t.canceled_at) < now() - $2::interval)
-         AS ended_tasks
-FROM opportunities o LEFT JOIN stages s ON s.name = o.stage
-WHERE $1::text[] IS NULL OR o.id = ANY($1::text[])
-ORDER BY o.id
-"""
 
 
 def _check_rows(report: Report, row: asyncpg.Record) -> None:
@@ -160,7 +138,7 @@ async def _check_ended_tasks(report: Report, client: Client, rows: list[asyncpg.
 async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[str] | None = None) -> Report:
     """Check every opportunity, or those given."""
     report = Report()
-    rows = await conn.fetch(_ROWS, opportunity_ids, TASK_SETTLE)
+    rows = await consistency.opportunity_rows(conn, opportunity_ids, TASK_SETTLE)
     for row in rows:
         report.opportunities += 1
         _check_rows(report, row)
@@ -171,12 +149,7 @@ async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[
 
 
 async def _check_leads(report: Report, conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> None:
-    late = await conn.fetch(
-        "SELECT lead_id, now() - created_at AS waiting, last_error FROM lead_outbox"
-        " WHERE processed_at IS NULL AND (created_at < now() - interval '1 minute' OR failed_at IS NOT NULL)"
-        " ORDER BY id"
-    )
-    for row in late:
+    for row in await consistency.late_leads(conn):
         if opportunity_ids is not None and leads.opportunity_id_for(row["lead_id"]) not in opportunity_ids:
             continue
         if row["last_error"] is not None:

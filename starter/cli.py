@@ -179,11 +179,9 @@ async def cmd_start(args: argparse.Namespace) -> None:
     client = await _client()
     if args.existing:
         opportunity_id, new = args.existing, None
-        found = await _with_db(
-            lambda conn: conn.fetchrow(
-                "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id
-            )
-        )
+        from activities import repository
+
+        found = await _with_db(lambda conn: repository.opportunity_stage(conn, opportunity_id))
         if found is None:
             raise CliError(
                 f"no opportunity {opportunity_id!r}; create one with"

@@ -1,4 +1,5 @@
-"""ruff and mypy (strict) are clean: the test command checks them like any other rule."""
+"""ruff and mypy (strict) are clean and the layers are kept (import-linter, the contract in
+pyproject.toml): the test command checks them like any other rule."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.mark.parametrize(
     "command",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "."]],
+    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "."], ["lint-imports"]],
     ids=" ".join,
 )
 def test_the_code_is_clean(command: list[str]) -> None:

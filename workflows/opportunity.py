@@ -16,8 +16,8 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sale import SaleActivities
     from workflows import contract as c
+    from workflows import steps
     from workflows.commands import NO_START, CommandDesk, count, read_start
     from workflows.contract import (
         AddTask,
@@ -158,12 +158,12 @@ class CorporateSaleWorkflow:
         start = self._start
         assert start is not None
         record = await self._step(
-            SaleActivities.open_opportunity,
+            steps.open_opportunity,
             OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new),
             "create or load the opportunity",
         )
-        self._state.process = await workflow.execute_local_activity_method(
-            SaleActivities.load_process,
+        self._state.process = await workflow.execute_local_activity(
+            steps.load_process,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary="load the process definition and stages",
         )
@@ -222,7 +222,7 @@ class CorporateSaleWorkflow:
         step = entry.step
         state.visit, state.stage = step.visit_no, step.stage
         await self._step(
-            SaleActivities.enter_stage,
+            steps.enter_stage,
             step,
             f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)",
         )
@@ -292,8 +292,8 @@ class CorporateSaleWorkflow:
             await self._refresh_stages()
         self._rules.check_change_stage(cmd)
         if self._rules.closes_as_lost(cmd.stage) and workflow.patched("close-reason-lookup"):
-            reasons = await workflow.execute_local_activity_method(
-                SaleActivities.load_close_reasons,
+            reasons = await workflow.execute_local_activity(
+                steps.load_close_reasons,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 summary="load the close reasons",
             )
@@ -307,8 +307,8 @@ class CorporateSaleWorkflow:
     async def _refresh_stages(self) -> None:
         """Take up stages an operator added to the lookup since this run loaded it. The run keeps
         its definition; a lookup it no longer fits is ignored (and logged)."""
-        stages = await workflow.execute_local_activity_method(
-            SaleActivities.load_stages,
+        stages = await workflow.execute_local_activity(
+            steps.load_stages,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             summary="reload the stages lookup",
         )
@@ -327,7 +327,7 @@ class CorporateSaleWorkflow:
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
         await self._step(
-            SaleActivities.complete_task,
+            steps.complete_task,
             CompleteTaskRow(
                 task_id=task.task_id,
                 outcome=outcome,
@@ -352,7 +352,7 @@ class CorporateSaleWorkflow:
             task_id=task.task_id, task_key=task.key, title=task.title, start_at=now, due_at=task.due_at
         )
         await self._step(
-            SaleActivities.add_task,
+            steps.add_task,
             AddTaskRow(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
@@ -373,7 +373,7 @@ class CorporateSaleWorkflow:
         changes = cmd.changes()
         try:
             await self._step(
-                SaleActivities.update_opportunity,
+                steps.update_opportunity,
                 UpdateOpportunityRow(
                     opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
                 ),
@@ -392,7 +392,7 @@ class CorporateSaleWorkflow:
         state, row = self._state, self._rules.reassignment(cmd, workflow.now())
         state.reassignments += 1
         summary = f"reassign to {cmd.owner} ({len(row.task_ids)} open tasks)"
-        await self._step(SaleActivities.reassign, row, summary)
+        await self._step(steps.reassign, row, summary)
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
@@ -403,7 +403,7 @@ class CorporateSaleWorkflow:
     async def _step(self, activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
         """One business step: a local activity (one transaction, idempotent), retried as long as
         it takes (PostgreSQL may be down)."""
-        return await workflow.execute_local_activity_method(
+        return await workflow.execute_local_activity(
             activity, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
         )
 
@@ -432,7 +432,7 @@ class CorporateSaleWorkflow:
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
         refusal = await self._step(
-            SaleActivities.authorize,
+            steps.authorize,
             Authorize(
                 workflow_id=workflow.info().workflow_id,
                 command=name,

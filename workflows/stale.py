@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sale import SaleActivities
+    from workflows import steps
     from workflows.state import SaleState
     from workflows.steps import StaleNotice
 
@@ -60,8 +60,8 @@ class StaleDealWatcher:
         assert state.stage is not None and state.quiet_since is not None
         state.stale_notices += 1
         state.stale_noticed = state.quiet_since
-        await workflow.execute_local_activity_method(
-            SaleActivities.notify_stale,
+        await workflow.execute_local_activity(
+            steps.notify_stale,
             StaleNotice(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,

@@ -18,8 +18,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sale import SaleActivities
-    from activities.task_workflows import TaskWorkflowActivities
+    from workflows import steps
     from workflows.contract import (
         TASK_COMPLETED_SIGNAL,
         TASK_OWNER_ATTR,
@@ -53,8 +52,8 @@ class TaskWorkflow:
                 raise
             # The parent waits for this (WAIT_CANCELLATION_COMPLETED): the row is canceled in
             # PostgreSQL before the child is.
-            await workflow.execute_local_activity_method(
-                SaleActivities.cancel_task,
+            await workflow.execute_local_activity(
+                steps.cancel_task,
                 CancelTaskRow(task_id=task.task_id, at=workflow.now()),
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"cancel task {task.task_id}",
@@ -77,8 +76,8 @@ class TaskWorkflow:
                     return  # completed first: nothing more to tell
                 except TimeoutError:
                     pass
-            open_still = await workflow.execute_local_activity_method(
-                SaleActivities.notify_task,
+            open_still = await workflow.execute_local_activity(
+                steps.notify_task,
                 TaskNotice(task_id=task.task_id, kind=kind, at=workflow.now()),
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"{kind}: {task.title}",
@@ -214,8 +213,8 @@ class TaskLinks:
             "cancel": len(links.cancel),
             "reassign": len(links.owner),
         }
-        await workflow.execute_local_activity_method(
-            TaskWorkflowActivities.link_tasks,
+        await workflow.execute_local_activity(
+            steps.link_tasks,
             links,
             start_to_close_timeout=timedelta(seconds=30),
             summary="task workflows: " + ", ".join(f"{k} {n}" for k, n in counts.items() if n),

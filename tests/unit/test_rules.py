@@ -266,3 +266,102 @@ def test_a_guess_for_a_stage_name_in_another_case_or_with_a_typo() -> None:
     assert did_you_mean("closed won", names) == "Did you mean 'Closed won'? "
     assert did_you_mean("Contractin", names) == "Did you mean 'Contracting'? "
     assert did_you_mean("Negotiation", names) == ""
+
+
+# What a command writes (R5, R7, R10, R13, R18, R19, R20) ----------------------------------------
+
+
+def test_entering_a_stage_opens_its_tasks_for_the_owner_due_by_the_definition() -> None:
+    adhoc = _task("adhoc1", "Qualification", 1, adhoc=True)
+    rules = _rules("Qualification", adhoc)
+    entry = rules.entry(ChangeStage(stage="Proposal", actor="bob", reason="asked"), NOW)
+    step = entry.step
+    assert (step.visit_no, step.stage, step.owner, step.actor, step.reason) == (
+        2,
+        "Proposal",
+        "alice",
+        "bob",
+        "asked",
+    )
+    assert [t.task_id for t in step.tasks] == [
+        "o1:v2:present-proposal",
+        "o1:v2:proposal-approval",
+        "o1:v2:internal-contract",
+    ]
+    assert all(t.start_at == NOW and t.due_at > NOW for t in step.tasks)
+    assert step.keep_open == (adhoc.task_id,) and step.closing is None
+    assert [t.outcomes for t in entry.tasks][1] == ["approved", "changes requested", "rejected"]
+    assert rules.state.visit == 1  # planned, not applied: the workflow applies it once written
+
+
+def test_closing_as_won_takes_income_hours_and_the_follow_up_tasks() -> None:
+    won = _rules("Contracting").entry(
+        ChangeStage(stage="Closed won", actor="a", actual_income=Decimal(1000), hours_spent=Decimal(2)), NOW
+    )
+    closing = won.step.closing
+    assert closing is not None and closing.successful and closing.actual_income == Decimal(1000)
+    assert [t.task_id for t in closing.follow_up] == ["o1:followup:check-data", "o1:followup:kick-off"]
+    assert won.tasks == ()
+    lost = _rules("Proposal").entry(ChangeStage(stage="Closed lost", actor="a", reason="No budget"), NOW)
+    assert lost.step.closing is not None and lost.step.closing.follow_up == ()
+    assert (lost.step.closing.successful, lost.step.closing.reason) == (False, "No budget")
+
+
+def test_a_completion_moves_as_its_outcome_says_or_on_when_the_visit_is_done() -> None:
+    proposal = _rules(
+        "Proposal",
+        _task("present-proposal", "Proposal", 3, status="completed", outcome="done"),
+        _task("proposal-approval", "Proposal", 3),
+        _task("internal-contract", "Proposal", 3),
+    )
+    approval = proposal.state.tasks["o1:v3:proposal-approval"]
+    again = proposal.after_completion(
+        approval, CompleteTask(task_id=approval.task_id, actor="a", outcome="changes requested")
+    )
+    assert again is not None and (again.stage, again.restart) == ("Proposal", True)
+    rejected = proposal.after_completion(
+        approval, CompleteTask(task_id=approval.task_id, actor="a", outcome="rejected")
+    )
+    assert rejected is not None and rejected.stage == "Closed lost" and rejected.reason
+    approval.status = "completed"  # approved (continue): one task still open, no move yet
+    assert proposal.after_completion(approval, CompleteTask(task_id=approval.task_id, actor="a")) is None
+    proposal.state.tasks["o1:v3:internal-contract"].status = "completed"
+    onward = proposal.after_completion(approval, CompleteTask(task_id=approval.task_id, actor="a"))
+    assert onward is not None and onward.stage == "Contracting"
+    signed = _contracting(signed_open=False)
+    sign = signed.state.tasks["o1:v5:sign-contract"]
+    closing = signed.after_completion(
+        sign, CompleteTask(task_id=sign.task_id, actor="a", outcome="signed", actual_income=Decimal(7))
+    )
+    assert closing is not None and (closing.stage, closing.actual_income) == ("Closed won", Decimal(7))
+
+
+def test_an_adhoc_task_and_a_reassignment_as_the_rules_plan_them() -> None:
+    rules = _rules(
+        "Qualification",
+        _task("contact-assess", "Qualification", 1),
+        _task("prepare-presentation", "Qualification", 1, owner="carol"),
+        adhoc_tasks=2,
+        reassignments=1,
+    )
+    task = rules.adhoc_task(AddTask(title="Call the CFO", actor="a"), NOW)
+    assert (task.task_id, task.owner, task.due_at, task.outcomes) == (
+        "o1:adhoc3",
+        "alice",
+        NOW + timedelta(days=1),
+        ["done"],
+    )
+    assert rules.adhoc_task(AddTask(title="t", actor="a", owner="bob"), NOW).owner == "bob"
+    row = rules.reassignment(Reassign(owner="bob", actor="maria", reason="leave"), NOW)
+    assert (row.number, row.from_owner, row.to_owner) == (2, "alice", "bob")
+    assert row.task_ids == ("o1:v1:contact-assess",)  # carol's task stays hers
+
+
+def test_a_visit_goes_stale_after_its_stages_limit_once_per_quiet_spell() -> None:
+    state = _rules("Qualification").state
+    state.quiet_since = NOW
+    limit = PROCESS.stale_after("Qualification")
+    assert limit is not None and state.stale_deadline() == NOW + limit
+    state.stale_noticed = NOW  # told once for this quiet spell
+    assert state.stale_deadline() is None
+    assert _rules("Closed won", closed=True).state.stale_deadline() is None
