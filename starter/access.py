@@ -7,11 +7,11 @@ import argparse
 from typing import Any
 
 from activities import access
-from starter.cli import CliError, _with_db, acting_as, default_actor, print_json, print_table
+from starter.common import CliError, acting_as, default_actor, print_json, print_table, with_db
 
 
 async def cmd_services(args: argparse.Namespace) -> None:
-    rows = await _with_db(access.list_services)
+    rows = await with_db(access.list_services)
     if args.json:
         print_json(rows)
     elif not rows:
@@ -22,13 +22,13 @@ async def cmd_services(args: argparse.Namespace) -> None:
 
 async def _as_admin(args: argparse.Namespace) -> None:
     me = await acting_as(args.actor)
-    if not await _with_db(lambda conn: access.is_admin(conn, me)):
+    if not await with_db(lambda conn: access.is_admin(conn, me)):
         raise CliError(f"{me!r} is not an admin: only an admin registers and revokes service keys")
 
 
 async def cmd_services_add(args: argparse.Namespace) -> None:
     await _as_admin(args)
-    secret = await _with_db(lambda conn: access.add_service(conn, args.service, args.person))
+    secret = await with_db(lambda conn: access.add_service(conn, args.service, args.person))
     key = f"{args.service}:{secret}"
     if args.json:
         print_json({"service": args.service, "person": args.person, "key": key})
@@ -40,14 +40,14 @@ async def cmd_services_add(args: argparse.Namespace) -> None:
 
 async def cmd_services_revoke(args: argparse.Namespace) -> None:
     await _as_admin(args)
-    await _with_db(lambda conn: access.revoke_service(conn, args.service))
+    await with_db(lambda conn: access.revoke_service(conn, args.service))
     print(f"{args.service}: revoked; its signatures are refused from now on")
 
 
 async def may_read_inbox(actor: str, person: str) -> None:
     """An inbox is read by its person or an admin."""
     me = await acting_as(actor)
-    if me != person and not await _with_db(lambda conn: access.is_admin(conn, me)):
+    if me != person and not await with_db(lambda conn: access.is_admin(conn, me)):
         raise CliError(f"{me!r} may not read {person!r}'s notifications: only {person} or an admin may")
 
 

@@ -12,15 +12,15 @@ from typing import Any
 
 from activities import access, center
 from starter.access import may_read_inbox
-from starter.cli import (
+from starter.common import (
     CliError,
-    _with_db,
     acting_as,
     default_actor,
     parse_moment,
     positive_int,
     print_json,
     print_table,
+    with_db,
 )
 
 PRODID = "-//corporate-sale//tasks//EN"
@@ -40,7 +40,7 @@ def _today() -> datetime:
 
 
 async def cmd_people(args: argparse.Namespace) -> None:
-    rows = await _with_db(center.list_people)
+    rows = await with_db(center.list_people)
     if args.json:
         print_json(rows)
     elif not rows:
@@ -53,10 +53,10 @@ async def cmd_people_set(args: argparse.Namespace) -> None:
     me = await acting_as(args.actor)
     name = args.name if args.name is not None else me  # without a name: yourself
     if args.role is not None:  # who is admin is for admins to say (the first one says it of themself)
-        admins = [p["name"] for p in await _with_db(center.list_people) if p["role"] == "admin"]
-        if admins and not await _with_db(lambda conn: access.is_admin(conn, me)):
+        admins = [p["name"] for p in await with_db(center.list_people) if p["role"] == "admin"]
+        if admins and not await with_db(lambda conn: access.is_admin(conn, me)):
             raise CliError(f"{me!r} is not an admin: only an admin gives roles ({', '.join(admins)})")
-    await _with_db(
+    await with_db(
         lambda conn: center.set_person(
             conn,
             name,
@@ -70,7 +70,7 @@ async def cmd_people_set(args: argparse.Namespace) -> None:
 
 
 async def cmd_people_remove(args: argparse.Namespace) -> None:
-    await _with_db(lambda conn: center.remove_person(conn, args.name))
+    await with_db(lambda conn: center.remove_person(conn, args.name))
     await cmd_people(args)
 
 
@@ -79,7 +79,7 @@ async def cmd_people_remove(args: argparse.Namespace) -> None:
 
 async def cmd_inbox(args: argparse.Namespace) -> None:
     await may_read_inbox(args.actor, args.person)
-    rows = await _with_db(lambda conn: center.inbox(conn, args.person, unread=args.unread, limit=args.limit))
+    rows = await with_db(lambda conn: center.inbox(conn, args.person, unread=args.unread, limit=args.limit))
     if args.json:
         print_json(rows)
         return
@@ -100,7 +100,7 @@ async def cmd_read(args: argparse.Namespace) -> None:
         )
     await may_read_inbox(args.actor, args.person)
     ids = None if args.all else list(args.ids)
-    marked = await _with_db(lambda conn: center.mark_read(conn, args.person, ids, datetime.now(UTC)))
+    marked = await with_db(lambda conn: center.mark_read(conn, args.person, ids, datetime.now(UTC)))
     if args.json:
         print_json({"marked_read": marked})
     else:
@@ -119,7 +119,7 @@ async def cmd_agenda(args: argparse.Namespace) -> None:
     if end <= start:
         raise CliError(f"--to ({end:%Y-%m-%d %H:%M}) must come after --from ({start:%Y-%m-%d %H:%M})")
     now = datetime.now(UTC)
-    rows = await _with_db(
+    rows = await with_db(
         lambda conn: center.agenda(conn, args.person, start, end, include_closed=args.all, now=now)
     )
     if args.json:
@@ -176,7 +176,7 @@ async def cmd_ics(args: argparse.Namespace) -> None:
     """Every open task, and the tasks finished in the last --days days (so that a calendar that
     imported them open shows them done or canceled)."""
     now = datetime.now(UTC)
-    rows = await _with_db(
+    rows = await with_db(
         lambda conn: center.agenda(
             conn,
             args.person,

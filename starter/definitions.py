@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities import definitions
-from starter.cli import CliError, _with_db, default_actor, positive_int, print_json, print_table
+from starter.common import CliError, default_actor, positive_int, print_json, print_table, with_db
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
 
 
@@ -50,7 +50,7 @@ def _describe_task(t: TaskTemplate) -> str:
 
 async def cmd_show(args: argparse.Namespace) -> None:
     """The definition (the latest version, or --version N), with the stages lookup it runs with."""
-    process = await _with_db(lambda conn: _load(conn, args.version))
+    process = await with_db(lambda conn: _load(conn, args.version))
     if args.json:
         print_json(process)
         return
@@ -84,7 +84,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 
 async def cmd_versions(args: argparse.Namespace) -> None:
-    rows = await _with_db(definitions.list_versions)
+    rows = await with_db(definitions.list_versions)
     if args.json:
         print_json(rows)
     else:
@@ -93,7 +93,7 @@ async def cmd_versions(args: argparse.Namespace) -> None:
 
 async def cmd_export(args: argparse.Namespace) -> None:
     """The definition file of a version: edit it, then validate and publish it."""
-    process = await _with_db(lambda conn: _load(conn, args.version))
+    process = await with_db(lambda conn: _load(conn, args.version))
     print(process.definition.model_dump_json(indent=2))
 
 
@@ -120,7 +120,7 @@ async def cmd_validate(args: argparse.Namespace) -> None:
     async def work(conn: Any) -> tuple[ProcessDefinition, ProcessDefinition]:
         return await definitions.validate(conn, text), await definitions.latest(conn)
 
-    candidate, current = await _with_db(work)
+    candidate, current = await with_db(work)
     diff = changes(current, candidate)
     print(f"{args.file}: valid; published, it would be version {candidate.version}")
     print("\n".join(diff) if diff else f"(no change against version {current.version})")
@@ -128,7 +128,7 @@ async def cmd_validate(args: argparse.Namespace) -> None:
 
 async def cmd_publish(args: argparse.Namespace) -> None:
     text = _read(args.file)
-    published, new = await _with_db(lambda conn: definitions.publish(conn, text, args.actor))
+    published, new = await with_db(lambda conn: definitions.publish(conn, text, args.actor))
     if new:
         print(f"published version {published.version}: new processes follow it; running ones keep theirs")
     else:

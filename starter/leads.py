@@ -12,17 +12,17 @@ import uuid
 from typing import Any
 
 from activities import leads
-from starter.cli import (
+from starter.common import (
     COMMAND_TIMEOUT,
     CliError,
-    _client,
-    _model,
-    _state_when_ready,
-    _when,
-    _with_db,
+    parse_model,
     positive_int,
     print_json,
     print_table,
+    state_when_ready,
+    temporal,
+    when,
+    with_db,
 )
 
 LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stage")
@@ -43,7 +43,7 @@ def _print_lead(lead: dict[str, Any]) -> None:
 
 
 async def cmd_lead_add(args: argparse.Namespace) -> None:
-    lead = _model(
+    lead = parse_model(
         leads.NewLead,
         {
             "id": args.id or f"L{uuid.uuid4().hex[:10]}",
@@ -53,7 +53,7 @@ async def cmd_lead_add(args: argparse.Namespace) -> None:
             },
         },
     )
-    row = await _with_db(lambda conn: leads.add_lead(conn, lead))
+    row = await with_db(lambda conn: leads.add_lead(conn, lead))
     print_json(row) if args.json else _print_lead(row)
 
 
@@ -62,7 +62,7 @@ async def cmd_lead_move(args: argparse.Namespace) -> None:
         await leads.move_lead(conn, args.lead, args.stage)
         return await _lead(conn, args.lead)
 
-    row = await _with_db(move)
+    row = await with_db(move)
     if args.wait and row.get("starts_pending"):
         row = await _started(args.lead)
     print_json(row) if args.json else _print_lead(row)
@@ -72,11 +72,11 @@ async def _started(lead_id: str) -> dict[str, Any]:
     """The lead once the worker has made it an opportunity whose process runs (or set it aside)."""
     deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT
     while True:
-        row = await _with_db(lambda conn: _lead(conn, lead_id))
+        row = await with_db(lambda conn: _lead(conn, lead_id))
         if row.get("start_failed"):
             return row
         if row.get("opportunity_id"):
-            await _state_when_ready(await _client(), row["opportunity_id"])
+            await state_when_ready(await temporal(), row["opportunity_id"])
             return row
         if asyncio.get_running_loop().time() > deadline:
             raise CliError(
@@ -94,7 +94,7 @@ async def _lead(conn: Any, lead_id: str) -> dict[str, Any]:
 
 
 async def cmd_lead_show(args: argparse.Namespace) -> None:
-    row = await _with_db(lambda conn: _lead(conn, args.lead))
+    row = await with_db(lambda conn: _lead(conn, args.lead))
     print_json(row) if args.json else _print_lead(row)
 
 
@@ -103,12 +103,12 @@ async def cmd_lead_retry(args: argparse.Namespace) -> None:
         await leads.retry(conn, args.lead)
         return await _lead(conn, args.lead)
 
-    row = await _with_db(retry)
+    row = await with_db(retry)
     print_json(row) if args.json else _print_lead(row)
 
 
 async def cmd_lead_list(args: argparse.Namespace) -> None:
-    rows = await _with_db(lambda conn: leads.list_leads(conn, args.stage, args.limit))
+    rows = await with_db(lambda conn: leads.list_leads(conn, args.stage, args.limit))
     if args.json:
         print_json(rows)
     elif not rows:
@@ -122,10 +122,10 @@ async def cmd_setting(args: argparse.Namespace) -> None:
         if args.name is None:
             raise CliError("give the setting's name and value, for example `corpsale setting X on`")
         value = {"on": True, "off": False}[args.value]
-        row = await _with_db(lambda conn: leads.set_setting(conn, args.name, value))
+        row = await with_db(lambda conn: leads.set_setting(conn, args.name, value))
         rows = [row]
     else:
-        rows = await _with_db(leads.settings)
+        rows = await with_db(leads.settings)
         if args.name is not None:
             rows = [r for r in rows if r["name"] == args.name]
             if not rows:
@@ -135,7 +135,7 @@ async def cmd_setting(args: argparse.Namespace) -> None:
         return
     for r in rows:
         state = "on" if r["value"] else "off"
-        print(f"{r['name']}: {state}  ({r['description']}; changed {_when(r['updated_at'])})")
+        print(f"{r['name']}: {state}  ({r['description']}; changed {when(r['updated_at'])})")
 
 
 def add_commands(sub: Any) -> None:

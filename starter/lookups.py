@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from activities import lookups
-from starter.cli import CliError, _model, _with_db, positive_int, print_json, print_table
+from starter.common import CliError, parse_model, positive_int, print_json, print_table, with_db
 from workflows.definition import Stage
 
 
@@ -17,7 +17,7 @@ def _successful(args: argparse.Namespace) -> bool | None:
 
 
 async def cmd_stages_list(args: argparse.Namespace) -> None:
-    rows = await _with_db(lookups.list_stages)
+    rows = await with_db(lookups.list_stages)
     if args.json:
         print_json(rows)
         return
@@ -27,7 +27,7 @@ async def cmd_stages_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_stages_add(args: argparse.Namespace) -> None:
-    stage = _model(
+    stage = parse_model(
         Stage,
         {
             "name": args.name,
@@ -37,7 +37,7 @@ async def cmd_stages_add(args: argparse.Namespace) -> None:
             "probability": args.probability,
         },
     )
-    await _with_db(lambda conn: lookups.add_stage(conn, stage))
+    await with_db(lambda conn: lookups.add_stage(conn, stage))
     await cmd_stages_list(args)
 
 
@@ -53,12 +53,12 @@ async def cmd_stages_set(args: argparse.Namespace) -> None:
         changes.update(final=True, successful=args.final_kind == "won")
     if not changes:
         raise CliError("nothing to change: give --order, --probability or --final won|lost|open")
-    await _with_db(lambda conn: lookups.change_stage(conn, args.name, **changes))
+    await with_db(lambda conn: lookups.change_stage(conn, args.name, **changes))
     await cmd_stages_list(args)
 
 
 async def cmd_stages_remove(args: argparse.Namespace) -> None:
-    await _with_db(lambda conn: lookups.remove_stage(conn, args.name))
+    await with_db(lambda conn: lookups.remove_stage(conn, args.name))
     await cmd_stages_list(args)
 
 

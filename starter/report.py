@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from activities import analytics
-from starter.cli import CliError, _with_db, parse_moment, positive_int, print_json, print_table
 from starter.client import CommandRefused, SaleClient
+from starter.common import CliError, parse_moment, positive_int, print_json, print_table, with_db
 from workflows.contract import (
     DEFAULT_TASK_QUEUE,
     ChangeStage,
@@ -224,7 +224,7 @@ async def cmd_report(args: argparse.Namespace) -> None:
     filters = analytics.Filters(_moment(args.start), _moment(args.end), args.owner, args.customer)
     if filters.start and filters.end and filters.end <= filters.start:
         raise CliError("--to must come after --from")
-    report = await _with_db(lambda conn: analytics.report(conn, filters))
+    report = await with_db(lambda conn: analytics.report(conn, filters))
     if args.charts or args.html:
         charts = {"pipeline": pipeline_chart(report), "time-in-stage": time_in_stage_chart(report)}
         try:
@@ -295,11 +295,11 @@ async def _drive(sale: SaleClient, opp: str, rng: random.Random, reasons: list[s
 
 async def cmd_demo(args: argparse.Namespace) -> None:
     from activities.repository import close_reasons
-    from starter.cli import _client
+    from starter.common import temporal
 
     rng = random.Random(args.seed)
-    sale = SaleClient(await _client(), args.task_queue)
-    reasons = await _with_db(close_reasons)
+    sale = SaleClient(await temporal(), args.task_queue)
+    reasons = await with_db(close_reasons)
     run = uuid.uuid4().hex[:6]
     limit = asyncio.Semaphore(args.concurrency)
     done = 0

@@ -1,0 +1,381 @@
+"""`corpsale` commands that drive a process and read an opportunity: start, move, complete,
+update, add-task, reassign, close-details, state, show, list, close-reasons. Commands go to the
+process as updates through SaleClient, with a request id; reads come from PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import uuid
+from typing import Any
+
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from starter.client import CommandRefused, CommandUnanswered, SaleClient, start_process
+from starter.common import (
+    COMMAND_TIMEOUT,
+    QUERY_TIMEOUT,
+    CliError,
+    acting_as,
+    add_command,
+    explain,
+    parse_fields,
+    parse_model,
+    parse_moment,
+    positive_int,
+    print_json,
+    print_state,
+    print_table,
+    service_key,
+    stage_name,
+    state_when_ready,
+    task_by_key,
+    temporal,
+    when,
+    with_db,
+)
+from workflows import contract as c
+from workflows.contract import NewOpportunity, OpportunityFields, StateView
+from workflows.state import ProcessInput
+
+
+async def cmd_start(args: argparse.Namespace) -> None:
+    client = await temporal()
+    if args.existing:
+        opportunity_id, new = args.existing, None
+        from activities import repository
+
+        found = await with_db(lambda conn: repository.opportunity_stage(conn, opportunity_id))
+        if found is None:
+            raise CliError(
+                f"no opportunity {opportunity_id!r}; create one with"
+                " `corpsale start --title ... --customer ... --owner ...`"
+            )
+        if found["closed_at"] is not None:
+            raise CliError(
+                f"opportunity {opportunity_id!r} is closed in {found['stage']!r}; a final stage is never left"
+            )
+    else:
+        missing = [f"--{n}" for n in ("title", "customer", "owner") if not getattr(args, n)]
+        if missing:
+            raise CliError(f"a new opportunity needs {', '.join(missing)} (or use --existing ID)")
+        opportunity_id = args.id or f"opp-{uuid.uuid4().hex[:12]}"
+        fields = parse_fields(args.set or [], args.data)
+        new = parse_model(
+            NewOpportunity, {**fields, "title": args.title, "customer": args.customer, "owner": args.owner}
+        )
+    actor = await acting_as(args.actor)
+    start = parse_model(ProcessInput, {"opportunity_id": opportunity_id, "actor": actor, "new": new})
+    try:
+        await start_process(client, start, task_queue=args.task_queue)
+    except CommandRefused as err:
+        raise CliError(str(err)) from None
+    state = await state_when_ready(client, opportunity_id)
+    if state is None:
+        raise CliError(
+            f"started {c.workflow_id(opportunity_id)}, but no worker has picked it up"
+            f" yet: is a worker polling task queue {args.task_queue!r}?"
+        )
+    print_json(state) if args.json else print_state(state)
+
+
+async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) -> None:
+    """A command as an update, with a request id (made up unless --request-id gives one), sent
+    again with it while the process answers "not now"."""
+    queue = os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE)
+    sale = SaleClient(await temporal(), queue, key=service_key())
+    payload = {k: v for k, v in payload.items() if v is not None}
+    if "actor" in payload:
+        payload["actor"] = await acting_as(payload["actor"])
+    try:
+        state = await sale.execute(args.opportunity, update, payload, timeout=COMMAND_TIMEOUT)
+    except CommandUnanswered as err:
+        raise CliError(str(err).replace("with request id", "with --request-id")) from None
+    except CommandRefused as err:
+        raise CliError(str(err)) from None
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        raise explain(err, args.opportunity) from None
+    print_json(state) if args.json else print_state(state)
+
+
+async def cmd_move(args: argparse.Namespace) -> None:
+    await _send(
+        args,
+        c.UPDATE_CHANGE_STAGE,
+        {
+            "stage": await stage_name(args.stage),
+            "actor": args.actor,
+            "reason": args.reason,
+            "restart": args.restart or None,
+            "actual_income": args.income,
+            "hours_spent": args.hours,
+            "competitor": args.competitor,
+            "request_id": args.request_id,
+        },
+    )
+
+
+async def cmd_complete(args: argparse.Namespace) -> None:
+    args.task_id = await task_by_key(args.opportunity, args.task_id)
+    if c.FOLLOW_UP_MARK in args.task_id:
+        await _complete_follow_up(args)
+        return
+    await _send(
+        args,
+        c.UPDATE_COMPLETE_TASK,
+        {
+            "task_id": args.task_id,
+            "outcome": args.outcome,
+            "actor": args.actor,
+            "comment": args.comment,
+            "actual_income": args.income,
+            "hours_spent": args.hours,
+            "request_id": args.request_id,
+        },
+    )
+
+
+async def _complete_follow_up(args: argparse.Namespace) -> None:
+    """A won opportunity's follow-up task: its process has ended, so the row is completed here."""
+    from activities import follow_up
+
+    done = await with_db(
+        lambda conn: follow_up.complete(
+            conn,
+            args.opportunity,
+            args.task_id,
+            actor=args.actor,
+            outcome=args.outcome,
+            comment=args.comment,
+        )
+    )
+    # Its workflow (the task's reminders, R20) ends with it; follow-up tasks of runs from before
+    # tasks had workflows of their own have none.
+    task = (await temporal()).get_workflow_handle(c.task_workflow_id(args.task_id))
+    with contextlib.suppress(RPCError):
+        await task.signal(c.TASK_COMPLETED_SIGNAL, done["outcome"])
+    if args.json:
+        print_json(done)
+    else:
+        print(f"{done['task_id']}: completed ({done['outcome']})" + ("" if done["changed"] else " already"))
+
+
+async def cmd_update(args: argparse.Namespace) -> None:
+    fields = parse_fields(args.set or [], args.data)
+    if not fields:
+        raise CliError("nothing to update: give --set FIELD=VALUE or --data JSON")
+    await _send(
+        args, c.UPDATE_UPDATE_OPPORTUNITY, {**fields, "actor": args.actor, "request_id": args.request_id}
+    )
+
+
+async def cmd_add_task(args: argparse.Namespace) -> None:
+    await _send(
+        args,
+        c.UPDATE_ADD_TASK,
+        {
+            "title": args.title,
+            "owner": args.owner,
+            "due_at": parse_moment(args.due).isoformat() if args.due else None,
+            "actor": args.actor,
+            "request_id": args.request_id,
+        },
+    )
+
+
+async def cmd_close_details(args: argparse.Namespace) -> None:
+    """A won deal's income and hours, recorded after it closed by itself."""
+    from activities import closed
+
+    figures = parse_model(closed.WonFigures, {"actual_income": args.income, "hours_spent": args.hours})
+    actor = await acting_as(args.actor)
+    row = await with_db(
+        lambda conn: closed.record_won(
+            conn, args.opportunity, income=figures.actual_income, hours=figures.hours_spent, actor=actor
+        )
+    )
+    if args.json:
+        print_json(row)
+    else:
+        print(f"{row['id']} ({row['stage']}): income {row['actual_income']}, hours {row['hours_spent']}")
+
+
+async def cmd_close_reasons(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    reasons = await with_db(repository.close_reasons)
+    print_json(reasons) if args.json else print("\n".join(reasons))
+
+
+async def cmd_reassign(args: argparse.Namespace) -> None:
+    await _send(
+        args,
+        c.UPDATE_REASSIGN,
+        {"owner": args.owner, "actor": args.actor, "reason": args.reason, "request_id": args.request_id},
+    )
+
+
+async def cmd_state(args: argparse.Namespace) -> None:
+    client = await temporal()
+    handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
+    try:
+        state = await handle.query(
+            c.QUERY_STATE,
+            result_type=StateView,
+            rpc_timeout=QUERY_TIMEOUT,
+        )
+    except RPCError as err:
+        raise explain(err, args.opportunity) from None
+    except WorkflowQueryFailedError as err:
+        raise CliError(f"the process did not answer the state query: {err}") from None
+    print_json(state) if args.json else print_state(state)
+
+
+async def cmd_show(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    detail = await with_db(lambda conn: repository.opportunity_detail(conn, args.opportunity))
+    if detail is None:
+        raise CliError(f"no opportunity {args.opportunity!r}")
+    if args.json:
+        print_json(detail)
+        return
+    d = detail
+    print(f"{d['id']}: {d['title']} — {d['customer']}")
+    print(
+        f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
+        + (f", closed {when(d['closed_at'])}" if d["closed_at"] else "")
+    )
+    closing = [
+        f"{label} {d[name]}"
+        for name, label in [
+            ("actual_income", "income"),
+            ("hours_spent", "hours"),
+            ("close_reason", "reason"),
+            ("competitor", "competitor"),
+        ]
+        if d.get(name) is not None
+    ]
+    if closing:
+        print("  " + ", ".join(closing))
+    for name in OpportunityFields.model_fields:
+        if name not in ("title", "customer") and d.get(name) is not None:
+            print(f"  {name}: {d[name]}")
+    print("History:")
+    for v in d["history"]:
+        print(
+            f"  {v['visit_no']:>3}. {v['stage']:<14} {when(v['entered_at'])} by"
+            f" {v['entered_by']}"
+            + (f" — {v['reason']}" if v["reason"] else "")
+            + (f"  (process v{v['definition_version']})" if v["definition_version"] else "")
+        )
+    if d["order"]:
+        o = d["order"]
+        print(f"Order {o['id']} ({o['status']}): {o['title']} for {o['customer']}, amount {o['amount']}")
+    print("Tasks:")
+    for t in d["tasks"]:
+        mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
+        print(
+            f"  {mark} {t['id']}  {t['title']}  due {when(t['due_at'])}"
+            + (f"  [{t['kind']}]" if t["kind"] != "process" else "")
+            + (f"  ({t['outcome']})" if t["outcome"] else "")
+        )
+
+
+async def cmd_list(args: argparse.Namespace) -> None:
+    from activities import repository
+
+    stage = await stage_name(args.stage) if args.stage else None
+    rows = await with_db(
+        lambda conn: repository.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
+    )
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no opportunities")
+    else:
+        print_table(
+            rows, ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
+        )
+
+
+def add_commands(sub: Any) -> None:
+    def command(name: str, help_: str, **kinds: bool) -> argparse.ArgumentParser:
+        return add_command(sub, name, help_, **kinds)
+
+    p = command("start", "start the process for a new opportunity or an existing one", actor=True)
+    p.add_argument("--existing", metavar="ID", help="start for this existing opportunity")
+    p.add_argument("--id", help="id of the new opportunity (default: generated)")
+    p.add_argument("--title", help="what the deal is, for a new opportunity")
+    p.add_argument("--customer", help="the customer, for a new opportunity")
+    p.add_argument("--owner", help="the responsible employee")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="another data field")
+    p.add_argument("--data", help="data fields as a JSON object")
+    p.add_argument(
+        "--task-queue",
+        default=os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE),
+        help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",
+    )
+    p.set_defaults(run=cmd_start)
+
+    p = command("move", "move the opportunity to a stage", actor=True, opportunity=True)
+    p.add_argument("stage", metavar="STAGE")
+    p.add_argument("--reason", help="why; closing as lost takes one of `corpsale close-reasons`")
+    p.add_argument("--restart", action="store_true", help="restart the current stage")
+    p.add_argument("--income", help="actual income, when closing as won")
+    p.add_argument("--hours", help="hours spent, when closing as won")
+    p.add_argument("--competitor", help="who won, when closing as lost")
+    p.set_defaults(run=cmd_move)
+
+    p = command("complete", "complete a task", actor=True, opportunity=True)
+    p.add_argument("task_id", metavar="TASK", help="the task's id, or its key where one open task has it")
+    p.add_argument("--outcome", help="default: the task's first outcome")
+    p.add_argument("--comment", help="a note that goes with the completion")
+    p.add_argument("--income", help="actual income, when this completion closes the opportunity as won")
+    p.add_argument("--hours", help="hours spent, when this completion closes the opportunity as won")
+    p.set_defaults(run=cmd_complete)
+
+    p = command("update", "update opportunity data fields", actor=True, opportunity=True)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a data field (repeatable)")
+    p.add_argument("--data", help="fields as a JSON object")
+    p.set_defaults(run=cmd_update)
+
+    p = command(
+        "add-task", "add a task of your own; stage changes leave it open", actor=True, opportunity=True
+    )
+    p.add_argument("title", metavar="TITLE")
+    p.add_argument("--owner", help="default: the opportunity's owner")
+    p.add_argument("--due", help="when it is due, ISO 8601 (default: in a day)")
+    p.set_defaults(run=cmd_add_task)
+
+    p = command(
+        "reassign", "give the opportunity and its open tasks to another owner", actor=True, opportunity=True
+    )
+    p.add_argument("owner", metavar="OWNER")
+    p.add_argument("--reason", help="why, for both owners' notices")
+    p.set_defaults(run=cmd_reassign)
+
+    command("state", "the running process's state (the `state` query)", opportunity=True).set_defaults(
+        run=cmd_state
+    )
+    command("show", "an opportunity with its history and tasks", opportunity=True).set_defaults(run=cmd_show)
+
+    p = command("list", "list opportunities")
+    p.add_argument("--stage", help="only those at this stage")
+    p.add_argument("--owner", help="only this owner's")
+    p.add_argument("--limit", type=positive_int, default=100, help="at most this many (100)")
+    p.set_defaults(run=cmd_list)
+
+    p = command(
+        "close-details",
+        "record a won deal's actual income and hours after it closed",
+        actor=True,
+        opportunity=True,
+    )
+    p.add_argument("--income", help="the actual income")
+    p.add_argument("--hours", help="the hours spent on the deal")
+    p.set_defaults(run=cmd_close_details)
+
+    command("close-reasons", "the reasons a lost-type closing takes").set_defaults(run=cmd_close_reasons)
