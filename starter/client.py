@@ -46,20 +46,8 @@ from workflows.contract import (
     UpdateOpportunity,
 )
 
-SIGNALS: dict[type[BaseModel], str] = {
-    ChangeStage: c.SIGNAL_CHANGE_STAGE,
-    CompleteTask: c.SIGNAL_COMPLETE_TASK,
-    UpdateOpportunity: c.SIGNAL_UPDATE_OPPORTUNITY,
-    Reassign: c.SIGNAL_REASSIGN,
-    AddTask: c.SIGNAL_ADD_TASK,
-}
-UPDATES: dict[type[BaseModel], str] = {
-    ChangeStage: c.UPDATE_CHANGE_STAGE,
-    CompleteTask: c.UPDATE_COMPLETE_TASK,
-    UpdateOpportunity: c.UPDATE_UPDATE_OPPORTUNITY,
-    Reassign: c.UPDATE_REASSIGN,
-    AddTask: c.UPDATE_ADD_TASK,
-}
+SIGNALS: dict[type[BaseModel], str] = {spec.model: spec.name for spec in c.COMMANDS}
+UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
 Command = ChangeStage | CompleteTask | UpdateOpportunity | Reassign | AddTask
 
 # Answers that say "not now", not "no": the same request is sent again (same request id, so it

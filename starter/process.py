@@ -301,6 +301,10 @@ async def cmd_list(args: argparse.Namespace) -> None:
         )
 
 
+# The CLI's command and help line for each command of the contract's table.
+SPEC = {spec.name: (spec.cli, spec.help) for spec in c.COMMANDS}
+
+
 def add_commands(sub: Any) -> None:
     def command(name: str, help_: str, **kinds: bool) -> argparse.ArgumentParser:
         return add_command(sub, name, help_, **kinds)
@@ -320,7 +324,7 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(run=cmd_start)
 
-    p = command("move", "move the opportunity to a stage", actor=True, opportunity=True)
+    p = command(*SPEC[c.SIGNAL_CHANGE_STAGE], actor=True, opportunity=True)
     p.add_argument("stage", metavar="STAGE")
     p.add_argument("--reason", help="why; closing as lost takes one of `corpsale close-reasons`")
     p.add_argument("--restart", action="store_true", help="restart the current stage")
@@ -329,7 +333,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--competitor", help="who won, when closing as lost")
     p.set_defaults(run=cmd_move)
 
-    p = command("complete", "complete a task", actor=True, opportunity=True)
+    p = command(*SPEC[c.SIGNAL_COMPLETE_TASK], actor=True, opportunity=True)
     p.add_argument("task_id", metavar="TASK", help="the task's id, or its key where one open task has it")
     p.add_argument("--outcome", help="default: the task's first outcome")
     p.add_argument("--comment", help="a note that goes with the completion")
@@ -337,22 +341,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--hours", help="hours spent, when this completion closes the opportunity as won")
     p.set_defaults(run=cmd_complete)
 
-    p = command("update", "update opportunity data fields", actor=True, opportunity=True)
+    p = command(*SPEC[c.SIGNAL_UPDATE_OPPORTUNITY], actor=True, opportunity=True)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a data field (repeatable)")
     p.add_argument("--data", help="fields as a JSON object")
     p.set_defaults(run=cmd_update)
 
-    p = command(
-        "add-task", "add a task of your own; stage changes leave it open", actor=True, opportunity=True
-    )
+    p = command(*SPEC[c.SIGNAL_ADD_TASK], actor=True, opportunity=True)
     p.add_argument("title", metavar="TITLE")
     p.add_argument("--owner", help="default: the opportunity's owner")
     p.add_argument("--due", help="when it is due, ISO 8601 (default: in a day)")
     p.set_defaults(run=cmd_add_task)
 
-    p = command(
-        "reassign", "give the opportunity and its open tasks to another owner", actor=True, opportunity=True
-    )
+    p = command(*SPEC[c.SIGNAL_REASSIGN], actor=True, opportunity=True)
     p.add_argument("owner", metavar="OWNER")
     p.add_argument("--reason", help="why, for both owners' notices")
     p.set_defaults(run=cmd_reassign)

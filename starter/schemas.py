@@ -13,11 +13,7 @@ from workflows import contract as c
 
 CONTRACT: dict[str, type[BaseModel]] = {
     "start": c.StartProcess,
-    c.SIGNAL_CHANGE_STAGE: c.ChangeStage,
-    c.SIGNAL_COMPLETE_TASK: c.CompleteTask,
-    c.SIGNAL_UPDATE_OPPORTUNITY: c.UpdateOpportunity,
-    c.SIGNAL_REASSIGN: c.Reassign,
-    c.SIGNAL_ADD_TASK: c.AddTask,
+    **{spec.name: spec.model for spec in c.COMMANDS},
     c.QUERY_STATE: c.StateView,
 }
 

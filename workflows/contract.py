@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from temporalio.common import SearchAttributeKey
@@ -34,14 +34,6 @@ QUERY_STATE = "state"
 COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
 HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it
 INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process: the run failed
-# Each command's update, by update name (a command is named by its signal).
-COMMAND_OF_UPDATE = {
-    UPDATE_CHANGE_STAGE: SIGNAL_CHANGE_STAGE,
-    UPDATE_COMPLETE_TASK: SIGNAL_COMPLETE_TASK,
-    UPDATE_UPDATE_OPPORTUNITY: SIGNAL_UPDATE_OPPORTUNITY,
-    UPDATE_REASSIGN: SIGNAL_REASSIGN,
-    UPDATE_ADD_TASK: SIGNAL_ADD_TASK,
-}
 
 
 def _storable(text: str) -> str:
@@ -282,3 +274,46 @@ class StateView(BaseModel):
     data: dict[str, Any]
     rejected: list[Rejection]
     definition_version: int
+
+
+class CommandSpec(NamedTuple):
+    """One command of the contract: the signal it is sent as (its name), the update it is sent
+    as, its payload's model, the `corpsale` command that sends it, and what it does, in a line."""
+
+    name: str
+    update: str
+    model: type[BaseModel]
+    cli: str
+    help: str
+
+
+# The commands, in one table: the workflow's handlers, SaleClient, the CLI and the schemas are
+# built from it.
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        SIGNAL_CHANGE_STAGE, UPDATE_CHANGE_STAGE, ChangeStage, "move", "move the opportunity to a stage"
+    ),
+    CommandSpec(SIGNAL_COMPLETE_TASK, UPDATE_COMPLETE_TASK, CompleteTask, "complete", "complete a task"),
+    CommandSpec(
+        SIGNAL_UPDATE_OPPORTUNITY,
+        UPDATE_UPDATE_OPPORTUNITY,
+        UpdateOpportunity,
+        "update",
+        "update opportunity data fields",
+    ),
+    CommandSpec(
+        SIGNAL_REASSIGN,
+        UPDATE_REASSIGN,
+        Reassign,
+        "reassign",
+        "give the opportunity and its open tasks to another owner",
+    ),
+    CommandSpec(
+        SIGNAL_ADD_TASK,
+        UPDATE_ADD_TASK,
+        AddTask,
+        "add-task",
+        "add a task of your own; stage changes leave it open",
+    ),
+)
+COMMAND_OF_UPDATE = {spec.update: spec.name for spec in COMMANDS}

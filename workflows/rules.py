@@ -37,13 +37,7 @@ class NotAllowed(Refused):
     """The actor may not (R24), or is not vouched for where that is required; recorded."""
 
 
-COMMAND_MODELS: dict[str, type[BaseModel]] = {
-    c.SIGNAL_CHANGE_STAGE: ChangeStage,
-    c.SIGNAL_COMPLETE_TASK: CompleteTask,
-    c.SIGNAL_UPDATE_OPPORTUNITY: UpdateOpportunity,
-    c.SIGNAL_REASSIGN: Reassign,
-    c.SIGNAL_ADD_TASK: AddTask,
-}
+COMMAND_MODELS: dict[str, type[BaseModel]] = {spec.name: spec.model for spec in c.COMMANDS}
 
 
 def validation_message(err: ValidationError, what: str = "Malformed payload") -> str:
