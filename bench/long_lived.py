@@ -25,7 +25,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities.db import create_pool, migrate
-from bench.run import ROOT, Progress, dev_server, stop_on_signals, worker_process
+from bench.harness import ROOT, Progress, dev_server, stop_on_signals, worker_process
 from starter.client import SaleClient
 from worker.database import embedded_server
 from workflows import contract as c

@@ -234,9 +234,9 @@ async def cmd_state(args: argparse.Namespace) -> None:
 
 
 async def cmd_show(args: argparse.Namespace) -> None:
-    from activities import repository
+    from activities import opportunities
 
-    detail = await with_db(lambda conn: repository.opportunity_detail(conn, args.opportunity))
+    detail = await with_db(lambda conn: opportunities.opportunity_detail(conn, args.opportunity))
     if detail is None:
         raise CliError(f"no opportunity {args.opportunity!r}")
     if args.json:
@@ -285,11 +285,11 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 
 async def cmd_list(args: argparse.Namespace) -> None:
-    from activities import repository
+    from activities import opportunities
 
     stage = await stage_name(args.stage) if args.stage else None
     rows = await with_db(
-        lambda conn: repository.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
+        lambda conn: opportunities.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
     )
     if args.json:
         print_json(rows)

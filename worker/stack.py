@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +36,7 @@ from worker.codec import EncryptionCodec, parse_key
 from worker.config import Settings, connect_temporal
 from worker.database import database_url, remove_stack_record, write_stack_record
 from worker.main import run_worker
+from worker.process import parent_pid, process_command_line, signals_ignored, wait_gone
 from workflows.contract import SEARCH_ATTRIBUTES
 
 CONNECT_TIMEOUT = 60.0  # seconds for the Temporal frontend to answer
@@ -83,64 +83,6 @@ def check_port(port: int, what: str, variable: str) -> None:
                 f"port {port} ({what}) is taken, by another program or another `corpsale dev`;"
                 f" stop it, or choose another port with {variable}={port + 1}"
             ) from None
-
-
-def process_command_line(pid: int) -> str | None:
-    """The command line of a live process, or None."""
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return None
-    except OSError:
-        pass
-    return ps_field(pid, "command")  # no /proc: macOS and the like
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    ppid = ps_field(pid, "ppid")
-    return int(ppid) if ppid.isdigit() else None
-
-
-def ps_field(pid: int, field: str) -> str:
-    """One field of `ps` about a process; "" when unknown."""
-    try:
-        ps = subprocess.run(["ps", "-p", str(pid), "-o", f"{field}="], capture_output=True, text=True)
-    except OSError:
-        return ""
-    return ps.stdout.strip()
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_command_line(pid) is None:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Let the shutdown finish (it is bounded by timeouts) whatever the keyboard says."""
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 class Stack:

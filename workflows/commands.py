@@ -79,6 +79,20 @@ def read_start(raw: RawValue) -> ProcessInput | str:
         return validation_message(err, "Invalid start")
 
 
+def start_problem(start: ProcessInput | None, workflow_id: str, continued_run_id: str | None) -> str | None:
+    """Why a decoded start cannot be the process of the run it started (R22), if it cannot."""
+    if start is None:
+        return None
+    if workflow_id != c.workflow_id(start.opportunity_id):
+        return (
+            f"Workflow id {workflow_id!r} is not the process of opportunity"
+            f" {start.opportunity_id!r}: its process runs as {c.workflow_id(start.opportunity_id)!r}."
+        )
+    if start.resume is not None and continued_run_id is None:
+        return "Invalid start: resume is the process's own hand-over to its next run; leave it out."
+    return None
+
+
 class CommandDesk:
     """A process's desk for its commands: it decodes them, keeps the answer to each request,
     serialises them under the process's lock and hands each new one to `apply`."""

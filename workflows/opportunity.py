@@ -6,19 +6,17 @@ are done or a command moves it, until a final stage ends it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
-    from workflows import steps
-    from workflows.commands import NO_START, CommandDesk, count, read_start
+    from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
     from workflows.contract import (
         AddTask,
         ChangeStage,
@@ -39,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import (
         ProcessInput,
         SaleState,
-        TaskInput,
         TaskState,
     )
     from workflows.steps import (
@@ -50,12 +47,11 @@ with workflow.unsafe.imports_passed_through():
         OpenOpportunity,
         UpdateOpportunityRow,
     )
+    from workflows.store import Store
     from workflows.task import TaskChildren, TaskLinks
 
 STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
-T = TypeVar("T")
 
 # Runs started from here on hold tasks that outlive them and continue as new at any quiet point
 # (between commands), not only at a stage boundary with every task closed.
@@ -74,12 +70,13 @@ class CorporateSaleWorkflow:
         self._start = read if isinstance(read, ProcessInput) else None
         self._bad_start = read if isinstance(read, str) else None
         self._state = (
-            start_state(self._start)
+            self._start.first_state()
             if self._start
             else SaleState(opportunity_id=workflow.info().workflow_id.removeprefix(c.WORKFLOW_ID_PREFIX))
         )
         self._rules = Rules(self._state)
         self._lock = asyncio.Lock()
+        self._store = Store()
         self._children: TaskChildren | TaskLinks = TaskChildren()
         self._handover = Handover(self._start, self._lock)
         self._permissions = False  # this run checks who may do what (PATCH_PERMISSIONS)
@@ -129,15 +126,8 @@ class CorporateSaleWorkflow:
     def _refuse_bad_start(self) -> None:
         """R22: fail at once, before anything is written, a run whose start cannot be this
         opportunity's process."""
-        info, start = workflow.info(), self._start
-        problem = self._bad_start
-        if start is not None and info.workflow_id != c.workflow_id(start.opportunity_id):
-            problem = (
-                f"Workflow id {info.workflow_id!r} is not the process of opportunity"
-                f" {start.opportunity_id!r}: its process runs as {c.workflow_id(start.opportunity_id)!r}."
-            )
-        elif start is not None and start.resume is not None and info.continued_run_id is None:
-            problem = "Invalid start: resume is the process's own hand-over to its next run; leave it out."
+        info = workflow.info()
+        problem = self._bad_start or start_problem(self._start, info.workflow_id, info.continued_run_id)
         if problem is not None:
             raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
 
@@ -157,20 +147,14 @@ class CorporateSaleWorkflow:
     async def _open(self) -> None:
         start = self._start
         assert start is not None
-        record = await self._step(
-            steps.open_opportunity,
-            OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new),
-            "create or load the opportunity",
+        record = await self._store.open(
+            OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new)
         )
-        self._state.process = await workflow.execute_local_activity(
-            steps.load_process,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary="load the process definition and stages",
-        )
+        self._state.process = await self._store.load_process()
         self._state.owner = record.owner
         self._state.data = record.data
         self._state.visit = record.last_visit
-        process = self._process
+        process = self._rules.process
         first = self._rules.first_stage(record.stage)
         if not process.has_stage(first):
             raise ApplicationError(
@@ -209,11 +193,6 @@ class CorporateSaleWorkflow:
                 break
             await self._desk.apply_signal(cmd.name, tuple(cmd.args))
 
-    @property
-    def _process(self) -> Process:
-        assert self._state.process is not None
-        return self._state.process
-
     # Stage entry and exit ---------------------------------------------------------------------
 
     async def _enter_stage(self, cmd: ChangeStage) -> None:
@@ -221,11 +200,7 @@ class CorporateSaleWorkflow:
         entry = self._rules.entry(cmd, now)
         step = entry.step
         state.visit, state.stage = step.visit_no, step.stage
-        await self._step(
-            steps.enter_stage,
-            step,
-            f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)",
-        )
+        await self._store.enter_stage(step)
         for task in entry.tasks:
             state.tasks[task.task_id] = task
             self._start_task(task)
@@ -240,21 +215,11 @@ class CorporateSaleWorkflow:
         publish(self._state)
 
     def _start_task(self, task: TaskState | NewTask) -> None:
-        owner = task.owner if isinstance(task, TaskState) else self._state.owner
-        self._children.start(
-            TaskInput(
-                task_id=task.task_id,
-                opportunity_id=self._state.opportunity_id,
-                title=task.title,
-                owner=owner,
-                start_at=task.start_at,
-                due_at=task.due_at,
-                reminders=self._process.definition.reminders,
-            ),
-            # A task workflow shows its owner in its details (it follows a reassignment); a child of
-            # a run from before PATCH_HANDOVER names them in its summary.
-            summary=task.title if self._handover.on else f"{task.title} — {owner}",
-        )
+        child = self._rules.task_input(task)
+        # A task workflow shows its owner in its details (it follows a reassignment); a child of a
+        # run from before PATCH_HANDOVER names them in its summary.
+        summary = task.title if self._handover.on else f"{task.title} — {child.owner}"
+        self._children.start(child, summary=summary)
 
     async def _leave_stage(self, *, closing: bool) -> None:
         """Cancel the stage's open tasks (closing: ad-hoc ones too); return once their children
@@ -266,7 +231,7 @@ class CorporateSaleWorkflow:
         await self._children.cancel([t.task_id for t in open_tasks])
 
     async def _move(self, cmd: ChangeStage) -> None:
-        target = self._process.stage(cmd.stage)
+        target = self._rules.process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
         adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
         if (
@@ -288,15 +253,11 @@ class CorporateSaleWorkflow:
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
-        if not self._process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
+        if not self._rules.process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
             await self._refresh_stages()
         self._rules.check_change_stage(cmd)
         if self._rules.closes_as_lost(cmd.stage) and workflow.patched("close-reason-lookup"):
-            reasons = await workflow.execute_local_activity(
-                steps.load_close_reasons,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                summary="load the close reasons",
-            )
+            reasons = await self._store.close_reasons()
             if cmd.reason not in reasons:
                 raise Refused(
                     f"Closing as {cmd.stage!r} takes a reason from the close-reason lookup, not"
@@ -307,13 +268,9 @@ class CorporateSaleWorkflow:
     async def _refresh_stages(self) -> None:
         """Take up stages an operator added to the lookup since this run loaded it. The run keeps
         its definition; a lookup it no longer fits is ignored (and logged)."""
-        stages = await workflow.execute_local_activity(
-            steps.load_stages,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            summary="reload the stages lookup",
-        )
+        stages = await self._store.load_stages()
         try:
-            self._state.process = Process(definition=self._process.definition, stages=tuple(stages))
+            self._state.process = Process(definition=self._rules.process.definition, stages=tuple(stages))
         except ValidationError as err:
             workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
 
@@ -326,17 +283,10 @@ class CorporateSaleWorkflow:
             await self._move(then)
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
-        await self._step(
-            steps.complete_task,
-            CompleteTaskRow(
-                task_id=task.task_id,
-                outcome=outcome,
-                actor=cmd.actor,
-                comment=cmd.comment,
-                at=workflow.now(),
-            ),
-            f"complete {task.title}",
+        row = CompleteTaskRow(
+            task_id=task.task_id, outcome=outcome, actor=cmd.actor, comment=cmd.comment, at=workflow.now()
         )
+        await self._store.complete_task(row, task.title)
         task.status, task.outcome = "completed", outcome
         count("corpsale_tasks_completed")
         self._state.quiet_since = workflow.now()
@@ -351,8 +301,7 @@ class CorporateSaleWorkflow:
         new = NewTask(
             task_id=task.task_id, task_key=task.key, title=task.title, start_at=now, due_at=task.due_at
         )
-        await self._step(
-            steps.add_task,
+        await self._store.add_task(
             AddTaskRow(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
@@ -360,8 +309,7 @@ class CorporateSaleWorkflow:
                 owner=task.owner,
                 task=new,
                 at=now,
-            ),
-            f"add task {cmd.title}",
+            )
         )
         state.tasks[task.task_id] = task
         self._start_task(task)
@@ -370,42 +318,23 @@ class CorporateSaleWorkflow:
 
     async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
         self._rules.check_update(cmd)
-        changes = cmd.changes()
-        try:
-            await self._step(
-                steps.update_opportunity,
-                UpdateOpportunityRow(
-                    opportunity_id=self._state.opportunity_id, changes=changes, at=workflow.now()
-                ),
-                "update opportunity data: " + ", ".join(changes),
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "InvalidData":
-                raise Refused(f"Invalid data: {cause.message}") from None
-            raise
-        self._state.data = {**self._state.data, **changes}
-        publish(self._state)
+        state, changes = self._state, cmd.changes()
+        row = UpdateOpportunityRow(opportunity_id=state.opportunity_id, changes=changes, at=workflow.now())
+        await self._store.update_opportunity(row)
+        state.data = {**state.data, **changes}
+        publish(state)
 
     async def _reassign(self, cmd: Reassign) -> None:
         self._rules.check_reassign(cmd)
         state, row = self._state, self._rules.reassignment(cmd, workflow.now())
         state.reassignments += 1
-        summary = f"reassign to {cmd.owner} ({len(row.task_ids)} open tasks)"
-        await self._step(steps.reassign, row, summary)
+        await self._store.reassign(row)
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
         if isinstance(self._children, TaskLinks) and workflow.patched(PATCH_TASK_OWNER):
             self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
-
-    async def _step(self, activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
-        """One business step: a local activity (one transaction, idempotent), retried as long as
-        it takes (PostgreSQL may be down)."""
-        return await workflow.execute_local_activity(
-            activity, arg, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
-        )
 
     async def _command(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """What a new command does (the desk has decoded it and checked its request id)."""
@@ -427,12 +356,11 @@ class CorporateSaleWorkflow:
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now."""
-        if isinstance(cmd, ChangeStage) and not self._process.has_stage(cmd.stage):
+        if isinstance(cmd, ChangeStage) and not self._rules.process.has_stage(cmd.stage):
             if workflow.patched("stages-refreshed-on-unknown"):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
-        refusal = await self._step(
-            steps.authorize,
+        refusal = await self._store.authorize(
             Authorize(
                 workflow_id=workflow.info().workflow_id,
                 command=name,
@@ -440,7 +368,7 @@ class CorporateSaleWorkflow:
                 asked=self._rules.asked(cmd),
                 at=workflow.now(),
             ),
-            f"may {getattr(cmd, 'actor', None) or 'someone'} {name}?",
+            getattr(cmd, "actor", None),
         )
         if refusal is not None:
             raise NotAllowed(refusal)
@@ -465,12 +393,3 @@ class CorporateSaleWorkflow:
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> StateView:
         return self._state.view()
-
-
-def start_state(start: ProcessInput) -> SaleState:
-    if start.resume is not None:
-        return start.resume
-    return SaleState(
-        opportunity_id=start.opportunity_id,
-        owner=start.new.owner if start.new else "",
-    )

@@ -16,7 +16,7 @@ from workflows import contract as c
 from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
-from workflows.state import Answer, SaleState, TaskState
+from workflows.state import Answer, SaleState, TaskInput, TaskState
 from workflows.steps import Closing, EnterStage, NewTask, ReassignRow
 
 # How many open tasks an opportunity holds (its state is carried from run to run).
@@ -342,6 +342,18 @@ class Rules:
     def first_stage(self, stage: str | None) -> str:
         """Where a starting process enters: the opportunity's stage, else the first by order."""
         return stage or self.process.first_stage().name
+
+    def task_input(self, task: TaskState | NewTask) -> TaskInput:
+        """What a task's child workflow starts with: a stage's new task is the deal owner's."""
+        return TaskInput(
+            task_id=task.task_id,
+            opportunity_id=self.state.opportunity_id,
+            title=task.title,
+            owner=task.owner if isinstance(task, TaskState) else self.state.owner,
+            start_at=task.start_at,
+            due_at=task.due_at,
+            reminders=self.process.definition.reminders,
+        )
 
     def reassignment(self, cmd: Reassign, now: datetime) -> ReassignRow:
         """A new owner (R19): the owner's open tasks go with the deal (a colleague's stay theirs);

@@ -177,6 +177,12 @@ class ProcessInput(StartProcess):
 
     resume: SaleState | None = None
 
+    def first_state(self) -> SaleState:
+        """The state the run starts from: its previous run's, or a new process's."""
+        if self.resume is not None:
+            return self.resume
+        return SaleState(opportunity_id=self.opportunity_id, owner=self.new.owner if self.new else "")
+
 
 class TaskInput(BaseModel):
     """The input of one task child workflow."""

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
+from workflows.commands import start_problem
+from workflows.contract import AddTask, ChangeStage, CompleteTask, NewOpportunity, Reassign, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
 from workflows.permissions import Action
 from workflows.rules import (
@@ -22,7 +23,8 @@ from workflows.rules import (
     parse_command,
     request_id_of,
 )
-from workflows.state import SaleState, TaskState, fingerprint
+from workflows.state import ProcessInput, SaleState, TaskState, fingerprint
+from workflows.steps import NewTask
 
 NOW = datetime(2030, 5, 4, 10, tzinfo=UTC)
 STAGES = (
@@ -365,3 +367,32 @@ def test_a_visit_goes_stale_after_its_stages_limit_once_per_quiet_spell() -> Non
     state.stale_noticed = NOW  # told once for this quiet spell
     assert state.stale_deadline() is None
     assert _rules("Closed won", closed=True).state.stale_deadline() is None
+
+
+def test_a_task_workflow_starts_for_the_tasks_owner_with_the_definitions_reminders() -> None:
+    rules = _rules("Qualification", _task("contact-assess", "Qualification", 1, owner="carol"))
+    child = rules.task_input(rules.state.tasks["o1:v1:contact-assess"])
+    assert (child.task_id, child.opportunity_id, child.owner, child.title) == (
+        "o1:v1:contact-assess",
+        "o1",
+        "carol",
+        PROCESS.task("Qualification", "contact-assess").title,
+    )
+    assert child.reminders == PROCESS.definition.reminders
+    follow_up = NewTask(task_id="o1:f", task_key="f", title="Follow up", start_at=NOW, due_at=NOW)
+    assert rules.task_input(follow_up).owner == "alice"  # a new task is the deal owner's
+
+
+def test_a_start_is_refused_for_another_opportunitys_id_or_a_resume_it_did_not_hand_over() -> None:
+    start = ProcessInput(opportunity_id="o1", actor="maria")
+    assert start_problem(start, "opportunity-o1", None) is None
+    assert start_problem(None, "anything", None) is None  # an undecodable start says so itself
+    assert "its process runs as 'opportunity-o1'" in (start_problem(start, "opportunity-o2", None) or "")
+    carried = SaleState(opportunity_id="o1", owner="bob")
+    resumed = ProcessInput(opportunity_id="o1", actor="maria", resume=carried)
+    assert "leave it out" in (start_problem(resumed, "opportunity-o1", None) or "")
+    assert start_problem(resumed, "opportunity-o1", "run-1") is None
+    assert resumed.first_state().owner == "bob"
+    deal = NewOpportunity(title="Deal", customer="Acme", owner="carol")
+    new = ProcessInput(opportunity_id="o1", actor="maria", new=deal)
+    assert (new.first_state().opportunity_id, new.first_state().owner) == ("o1", "carol")

@@ -1,0 +1,165 @@
+"""What the benchmarks share: a dev server and a worker process to measure, the worker's memory,
+updates sent again when the server is slow, progress on the terminal, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from workflows.contract import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).parent.parent
+SQLITE_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+
+
+class Progress:
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done, self._shown = label, total, 0, 0.0
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self._shown > 0.5 or self.done == self.total:
+            self._shown = now
+            width = 30
+            filled = width * self.done // self.total
+            print(
+                f"\r  {self.label:<34} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            if self.done == self.total:
+                print(file=sys.stderr)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    if len(samples) < 2:
+        return {}
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)}
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.proc, self.peak = psutil.Process(pid), 0
+        self._task = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            await asyncio.sleep(0.25)
+
+    def stop(self) -> float:
+        self._task.cancel()
+        return round(self.peak / 2**20, 1)
+
+
+async def start_worker(module: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+
+
+RETRIED: list[str] = []  # updates sent again: the server was slow to answer, or refused for a moment
+
+
+async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any) -> None:
+    """An update, sent again with the same update id (so it is applied once) when its answer
+    timed out or the server refused it while the run's workflow task was failing; each retry is
+    counted and reported. The worker's log has the causes."""
+    update_id = str(uuid.uuid4())
+    for attempt in range(60):
+        try:
+            await handle.execute_update(update, arg, id=update_id)
+            return
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the run is being stopped: no retry
+                raise asyncio.CancelledError from err
+            if (
+                isinstance(err, RPCError) and "Workflow Task in failed state" not in str(err)
+            ) or attempt == 59:
+                raise
+            RETRIED.append(f"{handle.id}: {err}")
+            await asyncio.sleep(1)
+
+
+async def history_events(client: Client, workflow_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events)
+
+
+@asynccontextmanager
+async def dev_server(persistence: str) -> AsyncIterator[Client]:
+    with tempfile.TemporaryDirectory(prefix="corpsale-bench-") as tmp:
+        async with await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+            dev_server_database_filename=str(Path(tmp) / "temporal.db") if persistence == "file" else None,
+            dev_server_extra_args=SQLITE_PRAGMAS if persistence == "file" else [],
+            search_attributes=list(SEARCH_ATTRIBUTES),
+            data_converter=pydantic_data_converter,
+        ) as env:
+            yield env.client
+
+
+@asynccontextmanager
+async def worker_process(
+    module: str, client: Client, queue: str, database_url: str
+) -> AsyncIterator[RssSampler]:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "DATABASE_URL": database_url,
+        "CORPSALE_TASK_QUEUE": queue,
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = await start_worker(module, env, ROOT / "bench" / "results" / f"{queue}.log")
+    rss = RssSampler(proc.pid)
+    try:
+        yield rss
+    finally:
+        rss.stop()
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C or SIGTERM cancels the run, so that its dev server, worker and PostgreSQL are
+    stopped on the way out; a second signal stops at once."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        print(f"stopping ({sig.name}): the dev server, the worker and PostgreSQL", file=sys.stderr)
+        loop.remove_signal_handler(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)

@@ -1,0 +1,78 @@
+"""The process's business data, as it reads and writes it: each step one local activity (one
+transaction, idempotent), retried as long as it takes (PostgreSQL may be down), with the summary
+the Web UI shows for it. The activities are named by `workflows.steps`; the data layer runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import steps
+    from workflows.definition import Process, Stage
+    from workflows.rules import Refused
+    from workflows.steps import (
+        AddTaskRow,
+        Authorize,
+        CompleteTaskRow,
+        EnterStage,
+        OpenOpportunity,
+        OpportunityRecord,
+        ReassignRow,
+        UpdateOpportunityRow,
+    )
+
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+T = TypeVar("T")
+
+
+class Store:
+    async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:
+        return await _step(steps.open_opportunity, cmd, "create or load the opportunity")
+
+    async def load_process(self) -> Process:
+        return await _step(steps.load_process, None, "load the process definition and stages")
+
+    async def load_stages(self) -> list[Stage]:
+        return await _step(steps.load_stages, None, "reload the stages lookup")
+
+    async def close_reasons(self) -> list[str]:
+        return await _step(steps.load_close_reasons, None, "load the close reasons")
+
+    async def enter_stage(self, step: EnterStage) -> None:
+        summary = f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)"
+        await _step(steps.enter_stage, step, summary)
+
+    async def complete_task(self, row: CompleteTaskRow, title: str) -> None:
+        await _step(steps.complete_task, row, f"complete {title}")
+
+    async def add_task(self, row: AddTaskRow) -> None:
+        await _step(steps.add_task, row, f"add task {row.task.title}")
+
+    async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
+        """Data the opportunity's table will not take is the command's fault: refused."""
+        try:
+            await _step(steps.update_opportunity, row, "update opportunity data: " + ", ".join(row.changes))
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "InvalidData":
+                raise Refused(f"Invalid data: {cause.message}") from None
+            raise
+
+    async def reassign(self, row: ReassignRow) -> None:
+        await _step(steps.reassign, row, f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)")
+
+    async def authorize(self, check: Authorize, actor: str | None) -> str | None:
+        return await _step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")
+
+
+async def _step(activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
+    args = () if arg is None else (arg,)
+    return await workflow.execute_local_activity(
+        activity, *args, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
+    )
