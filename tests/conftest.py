@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -78,9 +79,25 @@ def pg_server() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def database_url(pg_server: Any) -> str:
-    url: str = os.environ.get("TEST_DATABASE_URL") or pg_server.get_uri()
-    return url
+async def database_url(pg_server: Any) -> str:
+    """The session's database. On a shared server (TEST_DATABASE_URL) each test process of a
+    parallel run gets a database of its own: a published definition is seen by every new run."""
+    if pg_server is not None:
+        url: str = pg_server.get_uri()
+        return url
+    url = os.environ["TEST_DATABASE_URL"]
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_{worker}"
+    connection = await asyncpg.connect(url)
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
