@@ -7,17 +7,13 @@ import argparse
 from typing import Any
 
 from activities import access
-from starter.common import CliError, acting_as, default_actor, print_json, print_table, with_db
+from starter.common import CliError, acting_as, default_actor, print_json, print_rows, with_db
 
 
 async def cmd_services(args: argparse.Namespace) -> None:
     rows = await with_db(access.list_services)
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("no service keys yet: `corpsale services add NAME`")
-    else:
-        print_table(rows, ["service", "person", "created_at", "revoked_at"])
+    columns = ["service", "person", "created_at", "revoked_at"]
+    print_rows(rows, columns, as_json=args.json, empty="no service keys yet: `corpsale services add NAME`")
 
 
 async def _as_admin(args: argparse.Namespace) -> None:

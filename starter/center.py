@@ -19,6 +19,7 @@ from starter.common import (
     parse_moment,
     positive_int,
     print_json,
+    print_rows,
     print_table,
     with_db,
 )
@@ -41,12 +42,10 @@ def _today() -> datetime:
 
 async def cmd_people(args: argparse.Namespace) -> None:
     rows = await with_db(center.list_people)
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("no people yet: `corpsale people set NAME --manager MANAGER`")
-    else:
-        print_table(rows, ["name", "role", "manager", "email", "open_tasks"])
+    columns = ["name", "role", "manager", "email", "open_tasks"]
+    print_rows(
+        rows, columns, as_json=args.json, empty="no people yet: `corpsale people set NAME --manager MANAGER`"
+    )
 
 
 async def cmd_people_set(args: argparse.Namespace) -> None:

@@ -81,6 +81,16 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         print("  ".join(cell(r.get(col)).ljust(w) for col, w in zip(columns, widths, strict=True)))
 
 
+def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool, empty: str) -> None:
+    """A list command's answer: the rows as JSON, a table, or the line that says there are none."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        print(empty)
+    else:
+        print_table(rows, columns)
+
+
 # Connections --------------------------------------------------------------------------------
 
 

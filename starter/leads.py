@@ -18,7 +18,7 @@ from starter.common import (
     parse_model,
     positive_int,
     print_json,
-    print_table,
+    print_rows,
     state_when_ready,
     temporal,
     when,
@@ -109,12 +109,8 @@ async def cmd_lead_retry(args: argparse.Namespace) -> None:
 
 async def cmd_lead_list(args: argparse.Namespace) -> None:
     rows = await with_db(lambda conn: leads.list_leads(conn, args.stage, args.limit))
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("no leads")
-    else:
-        print_table(rows, ["id", "title", "customer", "owner", "stage", "opportunity_id"])
+    columns = ["id", "title", "customer", "owner", "stage", "opportunity_id"]
+    print_rows(rows, columns, as_json=args.json, empty="no leads")
 
 
 async def cmd_setting(args: argparse.Namespace) -> None:

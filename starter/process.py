@@ -26,8 +26,8 @@ from starter.common import (
     parse_moment,
     positive_int,
     print_json,
+    print_rows,
     print_state,
-    print_table,
     service_key,
     stage_name,
     state_when_ready,
@@ -291,14 +291,8 @@ async def cmd_list(args: argparse.Namespace) -> None:
     rows = await with_db(
         lambda conn: opportunities.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
     )
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("no opportunities")
-    else:
-        print_table(
-            rows, ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
-        )
+    columns = ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
+    print_rows(rows, columns, as_json=args.json, empty="no opportunities")
 
 
 # The CLI's command and help line for each command of the contract's table.
