@@ -217,6 +217,24 @@ class Sale:
         return rows
 
 
+async def shell(
+    script: str, env: dict[str, str], *, cwd: str | None = None, timeout: float = 600
+) -> CliResult:
+    """Run `script` in bash as a user types it; its output and errors come back together."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out = (await asyncio.wait_for(proc.communicate(), timeout))[0].decode()
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out, "")
+
+
 @asynccontextmanager
 async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(

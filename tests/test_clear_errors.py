@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from tests.helpers import CliResult, Sale
+from tests.helpers import CliResult, Sale, shell
 from worker.codec import data_converter, new_key
 from worker.main import build_worker
 
@@ -332,16 +332,8 @@ async def test_with_encryption_on_the_documented_update_answers_and_a_retry_appl
         async with build_worker(encrypted.client, sale.pool, task_queue=encrypted.task_queue):
             await encrypted.started(opportunity_id=opp)
             for attempt in ("first", "retry"):
-                proc = await asyncio.create_subprocess_exec(
-                    "bash",
-                    "-c",
-                    update,
-                    env=env,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                out = (await proc.communicate())[0].decode()
-                assert proc.returncode == 0 and f"{opp}:v1:prepare-presentation" in out, (attempt, out)
+                ran = await shell(update, env)
+                assert ran.code == 0 and f"{opp}:v1:prepare-presentation" in ran.stdout, (attempt, ran.stdout)
             state = await encrypted.state(opp)
     finally:
         codec.terminate()

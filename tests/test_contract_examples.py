@@ -4,14 +4,13 @@ marked `# refused` must fail, every other must succeed, and the end state is wha
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import uuid
 from pathlib import Path
 
-from tests.helpers import Sale
+from tests.helpers import Sale, shell
 from worker.main import build_worker
 from worker.stack import temporal_cli
 from workflows import contract as c
@@ -48,16 +47,9 @@ async def test_every_contract_example_runs_as_written(sale: Sale) -> None:
     outputs: list[str] = []
     async with build_worker(sale.client, sale.pool, task_queue=c.DEFAULT_TASK_QUEUE):
         for refused, command in commands:
-            proc = await asyncio.create_subprocess_exec(
-                "bash",
-                "-c",
-                command,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out = (await proc.communicate())[0].decode()
-            assert (proc.returncode != 0) == refused, (command, out)
+            ran = await shell(command, env)
+            out = ran.stdout
+            assert (ran.code != 0) == refused, (command, out)
             outputs.append(out)
             if command.startswith("temporal workflow start"):
                 await sale.wait_stage(opp, "Qualification")

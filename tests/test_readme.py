@@ -6,7 +6,6 @@ after it), the output says it, and a command shown printing `corpsale: ...` fail
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import tempfile
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from activities.db import create_pool, migrate
-from tests.helpers import Sale, worker_process
+from tests.helpers import Sale, shell, worker_process
 from worker.stack import temporal_cli
 
 ROOT = Path(__file__).parent.parent
@@ -92,11 +91,7 @@ async def test_every_readme_example_runs_as_written_in_order(sale: Sale, databas
     )
     with tempfile.TemporaryDirectory(prefix="corpsale-readme-") as folder:
         async with worker_process(env):
-            proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", script, cwd=folder, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            output = (await asyncio.wait_for(proc.communicate(), 600))[0].decode()
+            output = (await shell(script, env, cwd=folder)).stdout
         written = sorted(p.name for p in Path(folder).iterdir())
     assert written == ["alice.ics", "charts", "process.json", "report.html"], written
 
