@@ -17,7 +17,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from worker.main import SANDBOX, WORKFLOWS
 from workflows import contract as c
 from workflows.contract import NewOpportunity, StateView
 from workflows.state import ProcessInput
@@ -215,6 +219,27 @@ class Sale:
             kind,
         )
         return rows
+
+
+async def assert_replays(client: Client, opportunity_ids: list[str]) -> int:
+    """Replay every run of these opportunities' processes, and of their task workflows, against
+    the code as the worker runs it: what a run did must be what its code does again from its
+    history (a difference would stop the run at its next replay). Returns how many replayed."""
+    ids = " OR ".join(
+        f"WorkflowId = '{c.workflow_id(o)}' OR WorkflowId STARTS_WITH 'task-{o}:'" for o in opportunity_ids
+    )
+    histories = client.list_workflows(ids).map_histories()
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
+    )
+    replayed = 0
+    async with replayer.workflow_replay_iterator(histories) as results:
+        async for result in results:
+            assert result.replay_failure is None, f"a run does not replay: {result.replay_failure!r}"
+            replayed += 1
+    return replayed
 
 
 async def shell(

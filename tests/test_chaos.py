@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, assert_replays, eventually, worker_process
 from worker.stack import cli_type, temporal_cli
 from workflows import contract as c
 from workflows.contract import SEARCH_ATTRIBUTES
@@ -87,6 +87,7 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
                 await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, need)
             report = await sale.cli("check", *opps, "--json")
             runs = await eventually(lambda: handed_over(client, opps), lambda n: n > len(opps))
+            assert await assert_replays(client, opps) > runs  # the runs and their task workflows
 
     result = json.loads(report.stdout)
     summary(injected, result, runs)
@@ -148,6 +149,7 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
             await sale.wait_stage(opp, moves[-1], visit=1 + len(moves), timeout=SETTLE)
         report = await sale.cli("check", *opps, "--json")
         runs = await handed_over(client, opps)
+        assert await assert_replays(client, opps) > runs  # the runs and their task workflows
 
     assert report.code == 0, report.stdout + report.stderr
     summary(injected, json.loads(report.stdout), runs)  # a run may hand over at its next command
@@ -252,6 +254,7 @@ async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
                 await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, need)
             report = await sale.cli("check", *opps, "--json")
             runs = await eventually(lambda: handed_over(client, opps), lambda n: n > len(opps))
+            assert await assert_replays(client, opps) > runs  # the runs and their task workflows
             finished.set()
             await restart
 

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, assert_replays, eventually
 from workflows import contract as c
 from workflows.definition import Effect, load_default_definition
 
@@ -125,6 +125,7 @@ class SaleMachine(RuleBasedStateMachine):
     target_host: str
     database_url: str
     task_queue: str
+    opened: list[str]  # every example's opportunity, replayed at the end
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +148,7 @@ class SaleMachine(RuleBasedStateMachine):
     def start(self) -> None:
         handle = self.run(self.sale.start(continue_as_new_after_events=100, continue_as_new_after_updates=10))
         self.opp = handle.id.removeprefix("opportunity-")
+        self.opened.append(self.opp)
         self.model = Model(self.opp)
         self.run(self.sale.wait_stage(self.opp, "Qualification"))
 
@@ -305,6 +307,7 @@ async def test_random_command_sequences_follow_the_rules(
     SaleMachine.target_host = client.service_client.config.target_host
     SaleMachine.database_url = database_url
     SaleMachine.task_queue = task_queue
+    SaleMachine.opened = []
     machine = SaleMachine.TestCase
     machine.settings = settings(
         max_examples=examples,
@@ -314,3 +317,5 @@ async def test_random_command_sequences_follow_the_rules(
         suppress_health_check=list(HealthCheck),
     )
     await asyncio.to_thread(machine().runTest)
+    # Each run, as commands and hand-overs interleaved in it, replays from its history.
+    assert await assert_replays(client, SaleMachine.opened) > len(SaleMachine.opened)

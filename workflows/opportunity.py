@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
+    from workflows import patches
     from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
     from workflows.contract import (
         AddTask,
@@ -53,15 +54,6 @@ with workflow.unsafe.imports_passed_through():
 STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 
 
-# Runs started from here on hold tasks that outlive them and continue as new at any quiet point
-# (between commands), not only at a stage boundary with every task closed.
-PATCH_HANDOVER = "runs-hand-over-with-tasks-open"
-# Runs started from here on check who may do what (R24) before they apply a command.
-PATCH_PERMISSIONS = "command-permissions"
-# Runs started from here on tell their task workflows of a new owner (what the Web UI shows).
-PATCH_TASK_OWNER = "task-owner-shown"
-
-
 @workflow.defn(name=c.WORKFLOW_TYPE)
 class CorporateSaleWorkflow:
     @workflow.init
@@ -79,7 +71,7 @@ class CorporateSaleWorkflow:
         self._store = Store()
         self._children: TaskChildren | TaskLinks = TaskChildren()
         self._handover = Handover(self._start, self._lock)
-        self._permissions = False  # this run checks who may do what (PATCH_PERMISSIONS)
+        self._permissions = False  # this run checks who may do what (patches.PERMISSIONS)
         self._ready = False
         self._desk = CommandDesk(
             self._state,
@@ -95,10 +87,11 @@ class CorporateSaleWorkflow:
     @workflow.run
     async def run(self, start: RawValue = NO_START) -> StateView:
         self._refuse_bad_start()
-        self._handover.on = workflow.patched(PATCH_HANDOVER)
+        self._handover.on = workflow.patched(patches.HANDOVER)
         if self._handover.on:
             self._children = TaskLinks()
-        self._permissions = workflow.patched(PATCH_PERMISSIONS)
+        self._permissions = workflow.patched(patches.PERMISSIONS)
+        patches.decide_up_front()  # before the first local activity
         async with self._lock:
             if self._state.process is None:
                 await self._open()
@@ -108,7 +101,7 @@ class CorporateSaleWorkflow:
             self._ready = True
         watcher = (
             asyncio.create_task(StaleDealWatcher(self._state, self._lock).run())
-            if workflow.patched("stale-deal")
+            if workflow.patched(patches.STALE_DEAL)
             else None
         )
         if self._handover.on:
@@ -217,7 +210,7 @@ class CorporateSaleWorkflow:
     def _start_task(self, task: TaskState | NewTask) -> None:
         child = self._rules.task_input(task)
         # A task workflow shows its owner in its details (it follows a reassignment); a child of a
-        # run from before PATCH_HANDOVER names them in its summary.
+        # run from before patches.HANDOVER names them in its summary.
         summary = task.title if self._handover.on else f"{task.title} — {child.owner}"
         self._children.start(child, summary=summary)
 
@@ -240,7 +233,7 @@ class CorporateSaleWorkflow:
             and not adhoc_open
             and self._handover.due_at_stage_boundary()
         ):
-            # Runs from before PATCH_HANDOVER: at a stage boundary, once no child is open, hand
+            # Runs from before patches.HANDOVER: at a stage boundary, once no child is open, hand
             # over to a fresh run, which enters the stage.
             await self._children.wait_closed()
             # Every task is finished here: the next run needs none of them (the state stays small).
@@ -253,10 +246,10 @@ class CorporateSaleWorkflow:
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
-        if not self._rules.process.has_stage(cmd.stage) and workflow.patched("stages-refreshed-on-unknown"):
+        if not self._rules.process.has_stage(cmd.stage) and workflow.patched(patches.STAGES_REFRESHED):
             await self._refresh_stages()
         self._rules.check_change_stage(cmd)
-        if self._rules.closes_as_lost(cmd.stage) and workflow.patched("close-reason-lookup"):
+        if self._rules.closes_as_lost(cmd.stage) and workflow.patched(patches.CLOSE_REASON_LOOKUP):
             reasons = await self._store.close_reasons()
             if cmd.reason not in reasons:
                 raise Refused(
@@ -332,7 +325,7 @@ class CorporateSaleWorkflow:
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
-        if isinstance(self._children, TaskLinks) and workflow.patched(PATCH_TASK_OWNER):
+        if isinstance(self._children, TaskLinks) and workflow.patched(patches.TASK_OWNER):
             self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
 
@@ -357,7 +350,7 @@ class CorporateSaleWorkflow:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now."""
         if isinstance(cmd, ChangeStage) and not self._rules.process.has_stage(cmd.stage):
-            if workflow.patched("stages-refreshed-on-unknown"):
+            if workflow.patched(patches.STAGES_REFRESHED):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
         refusal = await self._store.authorize(
