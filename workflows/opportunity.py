@@ -72,6 +72,7 @@ class CorporateSaleWorkflow:
         self._children: TaskChildren | TaskLinks = TaskChildren()
         self._handover = Handover(self._start, self._lock)
         self._permissions = False  # this run checks who may do what (patches.PERMISSIONS)
+        self._patches = patches.Patches()
         self._ready = False
         self._desk = CommandDesk(
             self._state,
@@ -91,7 +92,7 @@ class CorporateSaleWorkflow:
         if self._handover.on:
             self._children = TaskLinks()
         self._permissions = workflow.patched(patches.PERMISSIONS)
-        patches.decide_up_front()  # before the first local activity
+        self._patches.decide()  # before the first local activity
         async with self._lock:
             if self._state.process is None:
                 await self._open()
@@ -101,7 +102,7 @@ class CorporateSaleWorkflow:
             self._ready = True
         watcher = (
             asyncio.create_task(StaleDealWatcher(self._state, self._lock).run())
-            if workflow.patched(patches.STALE_DEAL)
+            if self._patches.has(patches.STALE_DEAL)
             else None
         )
         if self._handover.on:
@@ -246,10 +247,10 @@ class CorporateSaleWorkflow:
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: ChangeStage) -> None:
-        if not self._rules.process.has_stage(cmd.stage) and workflow.patched(patches.STAGES_REFRESHED):
+        if not self._rules.process.has_stage(cmd.stage) and self._patches.has(patches.STAGES_REFRESHED):
             await self._refresh_stages()
         self._rules.check_change_stage(cmd)
-        if self._rules.closes_as_lost(cmd.stage) and workflow.patched(patches.CLOSE_REASON_LOOKUP):
+        if self._rules.closes_as_lost(cmd.stage) and self._patches.has(patches.CLOSE_REASON_LOOKUP):
             reasons = await self._store.close_reasons()
             if cmd.reason not in reasons:
                 raise Refused(
@@ -325,7 +326,7 @@ class CorporateSaleWorkflow:
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
-        if isinstance(self._children, TaskLinks) and workflow.patched(patches.TASK_OWNER):
+        if isinstance(self._children, TaskLinks) and self._patches.has(patches.TASK_OWNER):
             self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
 
@@ -350,7 +351,7 @@ class CorporateSaleWorkflow:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now."""
         if isinstance(cmd, ChangeStage) and not self._rules.process.has_stage(cmd.stage):
-            if workflow.patched(patches.STAGES_REFRESHED):
+            if self._patches.has(patches.STAGES_REFRESHED):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
         refusal = await self._store.authorize(

@@ -2,13 +2,13 @@
 before it do not have, so that their histories replay as they ran. The ids are in histories
 for good: never rename one.
 
-A run decides every patch in its first workflow task, before its first local activity
-(`decide_up_front`). A patch first asked for later, in code that runs after a local activity,
-can be answered differently on replay: under load the SDK (temporalio 1.35) can hand a local
-activity's result to the workflow after it has completed the workflow task that recorded it,
-so the code after it runs in the next workflow task when live and in the earlier one on
-replay, where that patch's marker is not yet known. Runs from before `UP_FRONT` still ask as
-they did (their histories say when)."""
+A run asks for its patches in its first workflow task, before its first local activity. A patch
+first asked for later, in code that runs after a local activity, can be answered differently on
+replay: under load the SDK (temporalio 1.35) can hand a local activity's result to the workflow
+only after it has completed the workflow task that recorded it, so the code after it runs in the
+next workflow task when live and in the earlier one on replay, where that patch's marker is not
+yet known. A run that has `UP_FRONT` has every patch before it; runs from before `UP_FRONT` ask
+for those where they take effect, as they did (their histories say when)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from temporalio import workflow
 HANDOVER = "runs-hand-over-with-tasks-open"
 # Runs check who may do what (R24) before they apply a command.
 PERMISSIONS = "command-permissions"
-# Runs decide every patch below in their first workflow task.
+# Runs have every patch below, decided in their first workflow task.
 UP_FRONT = "patches-up-front"
 # Runs watch for a deal that has gone quiet (R20).
 STALE_DEAL = "stale-deal"
@@ -30,12 +30,18 @@ CLOSE_REASON_LOOKUP = "close-reason-lookup"
 # Runs tell their task workflows of a new owner (what the Web UI shows).
 TASK_OWNER = "task-owner-shown"
 
-DECIDED_UP_FRONT = (STALE_DEAL, STAGES_REFRESHED, CLOSE_REASON_LOOKUP, TASK_OWNER)
 
+class Patches:
+    """Which of the patches before `UP_FRONT` a run has."""
 
-def decide_up_front() -> None:
-    """Record the later patches now, in a run that has `UP_FRONT`: the SDK keeps a patch's
-    answer for the rest of the run, so the calls where they take effect get it from here."""
-    if workflow.patched(UP_FRONT):
-        for patch in DECIDED_UP_FRONT:
-            workflow.patched(patch)
+    def __init__(self) -> None:
+        self._up_front = False
+
+    def decide(self) -> None:
+        """In the run's first workflow task, before its first local activity."""
+        self._up_front = workflow.patched(UP_FRONT)
+
+    def has(self, patch: str) -> bool:
+        """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says
+        where the patch is first asked for."""
+        return self._up_front or workflow.patched(patch)
