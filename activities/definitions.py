@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from activities.errors import Refused
 from activities.repository import close_reasons, load_stages
-from workflows.definition import Process, ProcessDefinition, load_default_definition
+from workflows.definition import Process, ProcessDefinition, StageTasks, load_default_definition
 
 BUNDLED_BY = "bundled with the product"
 TOO_DEEP = (
@@ -81,6 +81,16 @@ async def version(conn: asyncpg.Connection, number: int) -> ProcessDefinition:
         known = [r["version"] for r in await conn.fetch("SELECT version FROM process_definitions ORDER BY 1")]
         raise UnknownVersion(f"no version {number} in the process library; its versions: {known}")
     return _decode(row)
+
+
+async def stage_guide(conn: asyncpg.Connection, number: int | None, stage: str) -> StageTasks | None:
+    """What a version of the definition (the latest, without one) gives `stage`: its goal,
+    guidance and key fields, with its tasks."""
+    try:
+        definition = await version(conn, number) if number else await latest(conn)
+    except UnknownVersion:
+        return None
+    return next((part for part in definition.stages if part.stage == stage), None)
 
 
 async def list_versions(conn: asyncpg.Connection) -> list[dict[str, Any]]:

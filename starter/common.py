@@ -60,9 +60,22 @@ def when(value: datetime | None) -> str:
     return "" if value is None else f"{value:%Y-%m-%d %H:%M}"
 
 
-def print_state(state: StateView) -> None:
+def print_guide(goal: str | None, guidance: Sequence[str], to_fill: Sequence[str]) -> None:
+    """What the current stage is for, what is recommended there, and what is still to fill in."""
+    if goal:
+        print(f"  goal: {goal}")
+    for line in guidance:
+        print(f"  · {line}")
+    if to_fill:
+        print(f"  to fill in: {', '.join(to_fill)} (corpsale update ID --set FIELD=VALUE)")
+
+
+def print_state(state: StateView, *, guidance: bool = False) -> None:
+    """A process's state; the stage's goal and what is still to fill in, and with `guidance` what
+    is recommended at the stage too."""
     status = "closed" if state.closed else "open"
     print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
+    print_guide(state.stage_goal, state.stage_guidance if guidance else (), state.to_fill)
     print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
         print(f"  [ ] {t.task_id}  {t.title}  (due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})")

@@ -76,6 +76,13 @@ async def cmd_show(args: argparse.Namespace) -> None:
         limit = process.stale_after(stage.name)
         stale = f"; stale after {describe_duration(limit)} without a completed task" if limit else ""
         print(f"{stage.order}. {stage.name} ({kind}, probability {stage.probability}%{stale})")
+        part = process.stage_tasks(stage.name)
+        if part is not None and part.goal:
+            print(f"   goal: {part.goal}")
+        for line in part.guidance if part is not None else ():
+            print(f"   · {line}")
+        if part is not None and part.key_fields:
+            print(f"   key fields: {', '.join(part.key_fields)}")
         for t in process.tasks_of(stage.name):
             print(f"   - {_describe_task(t)}")
         if stage.final and stage.successful:

@@ -25,6 +25,7 @@ from starter.common import (
     parse_model,
     parse_moment,
     positive_int,
+    print_guide,
     print_json,
     print_rows,
     print_state,
@@ -230,11 +231,11 @@ async def cmd_state(args: argparse.Namespace) -> None:
         raise explain(err, args.opportunity) from None
     except WorkflowQueryFailedError as err:
         raise CliError(f"the process did not answer the state query: {err}") from None
-    print_json(state) if args.json else print_state(state)
+    print_json(state) if args.json else print_state(state, guidance=True)
 
 
 async def cmd_show(args: argparse.Namespace) -> None:
-    from activities import opportunities
+    from activities import definitions, opportunities
 
     detail = await with_db(lambda conn: opportunities.opportunity_detail(conn, args.opportunity))
     if detail is None:
@@ -260,6 +261,12 @@ async def cmd_show(args: argparse.Namespace) -> None:
     ]
     if closing:
         print("  " + ", ".join(closing))
+    if not d["closed_at"] and d["history"]:
+        version = d["history"][-1]["definition_version"]
+        part = await with_db(lambda conn: definitions.stage_guide(conn, version, d["stage"]))
+        if part is not None:
+            to_fill = [f for f in part.key_fields if d.get(f) in (None, "")]
+            print_guide(part.goal, part.guidance, to_fill)
     for name in OpportunityFields.model_fields:
         if name not in ("title", "customer") and d.get(name) is not None:
             print(f"  {name}: {d[name]}")

@@ -83,6 +83,9 @@ async def test_the_process_library_prints_the_definition_in_force_and_its_diagra
     assert "3. Proposal (open, probability 60%; stale after 10 days without a completed task)" in text.stdout
     assert "Every task: a reminder 4 h before due, an overdue notice when due, escalation to" in text.stdout
     assert "Approve and sign the contract with the client (due in 7 days; outcomes: signed," in text.stdout
+    assert "   goal: Approve and sign the contract with the customer.\n" in text.stdout  # each stage's guide
+    assert "   · Fill in the BANT data: budget, authority, need, timeframe.\n" in text.stdout
+    assert "   key fields: meeting_notes\n" in text.stdout
     diagram = await sale.cli("definition", "--mermaid")
     lines = diagram.stdout.splitlines()
     assert lines[0] == "flowchart LR"
@@ -90,3 +93,6 @@ async def test_the_process_library_prints_the_definition_in_force_and_its_diagra
     assert "  s_Proposal -->|proposal-approval: changes requested| s_Proposal" in lines
     assert "  s_Contracting -->|sign-contract: declined| s_Closed_lost" in lines
     assert any(line.startswith('  s_Closed_lost(["Closed lost (0%)"])') for line in lines)
+    assert any(
+        line.startswith('  s_Contracting["Contracting (80%)<br/><i>Approve and sign') for line in lines
+    )

@@ -37,7 +37,8 @@ async def test_new_opportunity_enters_qualification_with_its_tasks(sale: Sale) -
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     first_due = min(t.due_at for t in state.open_tasks)
     assert metadata.current_details == (
-        f"Qualification: 0 of 2 tasks done, next due {first_due:%Y-%m-%d %H:%M} UTC"
+        f"Qualification: 0 of 2 tasks done, next due {first_due:%Y-%m-%d %H:%M} UTC; to fill in: budget,"
+        " authority, need, timeframe, decision_maker, sales_tactics, presentation_at"
     )
 
 

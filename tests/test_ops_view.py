@@ -31,6 +31,10 @@ async def _ops_view(handle: WorkflowHandle[Any, Any]) -> tuple[tuple[Any, Any, A
     return (attrs.get(STAGE_ATTR), attrs.get(OWNER_ATTR), attrs.get(AMOUNT_ATTR)), metadata.current_details
 
 
+# The Qualification stage's key fields (the bundled definition), none filled in yet.
+TO_FILL = "; to fill in: budget, authority, need, timeframe, decision_maker, sales_tactics, presentation_at"
+
+
 def _next_due(state: StateView) -> str:
     return f"{min(t.due_at for t in state.open_tasks):%Y-%m-%d %H:%M} UTC"
 
@@ -47,7 +51,7 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
     assert await description.static_summary() == "Fleet renewal — Initech"
     assert await _ops_view(handle) == (
         ("Qualification", "alice", 48000.0),
-        f"Qualification: 0 of 2 tasks done, next due {_next_due(state)}",
+        f"Qualification: 0 of 2 tasks done, next due {_next_due(state)}{TO_FILL}",
     )
 
     # A task completed; each open task's workflow shows its title, and whose it is and when due.
@@ -56,7 +60,9 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
     assert await (await task.describe()).static_summary() == "Prepare presentation"
     details = (await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
     assert details.startswith("alice, due ")
-    assert (await _ops_view(handle))[1] == f"Qualification: 1 of 2 tasks done, next due {_next_due(state)}"
+    assert (await _ops_view(handle))[
+        1
+    ] == f"Qualification: 1 of 2 tasks done, next due {_next_due(state)}{TO_FILL}"
 
     # The amount changed, the owner changed, the stage changed.
     await client.update_opportunity(opp, UpdateOpportunity(expected_amount=51000, actor="alice"))

@@ -274,6 +274,11 @@ class StateView(BaseModel):
     data: dict[str, Any]
     rejected: list[Rejection]
     definition_version: int
+    stage_goal: str | None = Field(default=None, description="What the current stage is for.")
+    stage_guidance: list[str] = Field(default=[], description="What is recommended at the current stage.")
+    to_fill: list[str] = Field(
+        default=[], description="The current stage's key opportunity fields that are still empty."
+    )
 
 
 class CommandSpec(NamedTuple):

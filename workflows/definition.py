@@ -13,7 +13,10 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from workflows.contract import OpportunityFields
+
 StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+GuideText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 # Durations and delays: positive, and at most ten years (a date beyond that overflows).
 Delay = Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=3650))]
 
@@ -81,6 +84,25 @@ class StageTasks(BaseModel):
         description="A stale-deal notice to the owner when a visit of this stage has gone this"
         " long without a completed task (R20); none if unset.",
     )
+    goal: GuideText | None = Field(default=None, description="What the stage is for, in a sentence.")
+    guidance: tuple[GuideText, ...] = Field(
+        default=(), max_length=20, description="What is recommended at this stage, in order."
+    )
+    key_fields: tuple[str, ...] = Field(
+        default=(),
+        description="The opportunity's fields this stage asks to have filled in (shown as still to"
+        " fill while they are empty).",
+    )
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> Self:
+        unknown = [f for f in self.key_fields if f not in OpportunityFields.model_fields]
+        if unknown:
+            raise ValueError(
+                f"stage {self.stage!r}: key_fields {', '.join(map(repr, unknown))} are not opportunity"
+                f" fields; those are: {', '.join(OpportunityFields.model_fields)}"
+            )
+        return self
 
 
 class Reminders(BaseModel):
@@ -200,6 +222,10 @@ class Process(BaseModel):
                 return st.tasks
         return ()
 
+    def stage_tasks(self, stage: str) -> StageTasks | None:
+        """The definition's part for `stage` (its tasks and guidance), if it has one."""
+        return next((st for st in self.definition.stages if st.stage == stage), None)
+
     def stale_after(self, stage: str) -> timedelta | None:
         return next((st.stale_after for st in self.definition.stages if st.stage == stage), None)
 
@@ -241,7 +267,9 @@ def mermaid(process: Process) -> str:
     lines = ["flowchart LR"]
     for stage in sorted(process.stages, key=lambda s: s.order):
         tasks = "".join(f"<br/>• {t.title}" for t in process.tasks_of(stage.name))
-        label = f"{stage.name} ({stage.probability}%){tasks}"
+        part = process.stage_tasks(stage.name)
+        goal = f"<br/><i>{part.goal}</i>" if part is not None and part.goal else ""
+        label = f"{stage.name} ({stage.probability}%){goal}{tasks}".replace('"', "'")
         shape = ('(["', '"])') if stage.final else ('["', '"]')
         lines.append(f"  {node(stage.name)}{shape[0]}{label}{shape[1]}")
     for stage in sorted(process.stages, key=lambda s: s.order):

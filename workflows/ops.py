@@ -40,4 +40,6 @@ def detail(state: SaleState) -> str:
     done, total = state.progress()
     line = f"{state.stage}: {done} of {total} tasks done"
     open_due = sorted(t.due_at for t in state.open_tasks())
-    return line + (f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC" if open_due else "")
+    line += f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC" if open_due else ""
+    to_fill = state.to_fill()
+    return line + (f"; to fill in: {', '.join(to_fill)}" if to_fill else "")

@@ -18,7 +18,7 @@ from workflows.contract import (
     StateView,
     TaskView,
 )
-from workflows.definition import Process, Reminders
+from workflows.definition import Process, Reminders, StageTasks
 
 MAX_REJECTED = 100
 MAX_REQUEST_IDS = 2_000
@@ -154,8 +154,20 @@ class SaleState(BaseModel):
         self.rejected.append(Rejection(at=at, command=command, reason=reason, payload=payload))
         del self.rejected[:-MAX_REJECTED]
 
+    def stage_part(self) -> StageTasks | None:
+        """The definition's part for the current stage (its tasks and guidance), while open."""
+        if self.process is None or self.stage is None or self.closed:
+            return None
+        return self.process.stage_tasks(self.stage)
+
+    def to_fill(self) -> list[str]:
+        """The current stage's key fields that are still empty (the definition's `key_fields`)."""
+        part = self.stage_part()
+        return [f for f in part.key_fields if self.data.get(f) in (None, "")] if part else []
+
     def view(self) -> StateView:
         done, total = self.progress()
+        part = self.stage_part()
         return StateView(
             opportunity_id=self.opportunity_id,
             stage=self.pending_entry.stage if self.pending_entry else self.stage or "",
@@ -169,6 +181,9 @@ class SaleState(BaseModel):
             data=self.data,
             rejected=self.rejected,
             definition_version=self.process.definition.version if self.process else 0,
+            stage_goal=part.goal if part else None,
+            stage_guidance=list(part.guidance) if part else [],
+            to_fill=self.to_fill(),
         )
 
 
