@@ -18,6 +18,7 @@ from workflows.steps import (
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
+    GateNotice,
     NewTask,
     OpenOpportunity,
     OpportunityRecord,
@@ -30,7 +31,7 @@ from workflows.steps import (
 DATA_FIELDS: tuple[str, ...] = tuple(OpportunityFields.model_fields)
 
 
-def _record(row: asyncpg.Record, last_visit: int) -> OpportunityRecord:
+def _record(row: asyncpg.Record, last_visit: int, visited: list[str] | None = None) -> OpportunityRecord:
     data = OpportunityFields.model_validate({f: row[f] for f in DATA_FIELDS})
     return OpportunityRecord(
         opportunity_id=row["id"],
@@ -38,6 +39,7 @@ def _record(row: asyncpg.Record, last_visit: int) -> OpportunityRecord:
         stage=row["stage"],
         data=data.model_dump(mode="json", exclude_none=True),
         last_visit=last_visit,
+        visited=visited or [],
     )
 
 
@@ -68,10 +70,12 @@ async def opportunity_stage(conn: asyncpg.Connection, opportunity_id: str) -> as
 async def get_opportunity(conn: asyncpg.Connection, opportunity_id: str) -> OpportunityRecord | None:
     row = await conn.fetchrow(
         "SELECT o.*, (SELECT coalesce(max(visit_no), 0) FROM stage_visits v"
-        " WHERE v.opportunity_id = o.id) AS last_visit FROM opportunities o WHERE o.id = $1",
+        " WHERE v.opportunity_id = o.id) AS last_visit, (SELECT coalesce(array_agg(DISTINCT stage),"
+        " '{}') FROM stage_visits v WHERE v.opportunity_id = o.id) AS visited FROM opportunities o"
+        " WHERE o.id = $1",
         opportunity_id,
     )
-    return None if row is None else _record(row, row["last_visit"])
+    return None if row is None else _record(row, row["last_visit"], sorted(row["visited"]))
 
 
 async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> bool:
@@ -216,6 +220,20 @@ async def notify_stale(conn: asyncpg.Connection, notice: StaleNotice) -> None:
         " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
         f"{notice.opportunity_id}:v{notice.visit_no}:stale{notice.number}",
         f" has had no completed task in {notice.stage} for {quiet}",
+        notice.at,
+        notice.opportunity_id,
+    )
+
+
+async def notify_gate(conn: asyncpg.Connection, notice: GateNotice) -> None:
+    """Every task done, the next stage's gate not met: the owner is told what to fill in, once
+    per visit (the notice's id)."""
+    await conn.execute(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " SELECT $1, owner, id, 'gate_waiting', title || $2, $3 FROM opportunities"
+        " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
+        f"{notice.opportunity_id}:v{notice.visit_no}:gate",
+        f": every task is done; to move on to {notice.stage}, fill in {', '.join(notice.missing)}",
         notice.at,
         notice.opportunity_id,
     )

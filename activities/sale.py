@@ -18,6 +18,7 @@ from workflows.steps import (
     CancelTaskRow,
     CompleteTaskRow,
     EnterStage,
+    GateNotice,
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
@@ -155,6 +156,11 @@ class SaleActivities:
         async with self._pool.acquire() as conn:
             await repository.notify_stale(conn, notice)
 
+    @activity.defn
+    async def notify_gate(self, notice: GateNotice) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.notify_gate(conn, notice)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.open_opportunity,
@@ -170,4 +176,5 @@ class SaleActivities:
             self.authorize,
             self.notify_task,
             self.notify_stale,
+            self.notify_gate,
         ]

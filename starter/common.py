@@ -76,6 +76,9 @@ def print_state(state: StateView, *, guidance: bool = False) -> None:
     status = "closed" if state.closed else "open"
     print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
     print_guide(state.stage_goal, state.stage_guidance if guidance else (), state.to_fill)
+    if state.waiting_to_enter:
+        missing = ", ".join(state.missing)
+        print(f"  every task is done; moves on to {state.waiting_to_enter} once it has: {missing}")
     print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
         print(f"  [ ] {t.task_id}  {t.title}  (due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})")

@@ -83,6 +83,9 @@ async def cmd_show(args: argparse.Namespace) -> None:
             print(f"   · {line}")
         if part is not None and part.key_fields:
             print(f"   key fields: {', '.join(part.key_fields)}")
+        if part is not None and part.requires is not None:
+            needs = [*part.requires.fields, *(f"a visit to {s}" for s in part.requires.visited)]
+            print(f"   to enter: {', '.join(needs)}")
         for t in process.tasks_of(stage.name):
             print(f"   - {_describe_task(t)}")
         if stage.final and stage.successful:
@@ -116,6 +119,19 @@ def changes(before: ProcessDefinition, after: ProcessDefinition) -> list[str]:
     lines = [f"+ {key}: {_describe_task(new[key])}" for key in new if key not in old]
     lines += [f"- {key}: {old[key].title}" for key in old if key not in new]
     lines += [f"~ {key}: {_describe_task(new[key])}" for key in new if key in old and new[key] != old[key]]
+    parts = {part.stage: part for part in before.stages}
+    for part in after.stages:
+        was = parts.get(part.stage)
+        if was is None or (was.goal, was.guidance, was.key_fields) != (
+            part.goal,
+            part.guidance,
+            part.key_fields,
+        ):
+            lines.append(f"~ {part.stage}: goal, guidance and key fields")
+        if (was.requires if was else None) != part.requires:
+            gate = part.requires
+            needs = [*gate.fields, *(f"a visit to {s}" for s in gate.visited)] if gate else []
+            lines.append(f"~ {part.stage}: to enter: {', '.join(needs) or 'nothing'}")
     if before.name != after.name:
         lines.append(f"~ name: {after.name}")
     return lines

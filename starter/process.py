@@ -110,6 +110,7 @@ async def cmd_move(args: argparse.Namespace) -> None:
             "actor": args.actor,
             "reason": args.reason,
             "restart": args.restart or None,
+            "override": args.override or None,
             "actual_income": args.income,
             "hours_spent": args.hours,
             "competitor": args.competitor,
@@ -329,6 +330,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("stage", metavar="STAGE")
     p.add_argument("--reason", help="why; closing as lost takes one of `corpsale close-reasons`")
     p.add_argument("--restart", action="store_true", help="restart the current stage")
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="enter the stage although its entry requirements are not met (the owner's manager or an"
+        " admin; give --reason)",
+    )
     p.add_argument("--income", help="actual income, when closing as won")
     p.add_argument("--hours", help="hours spent, when closing as won")
     p.add_argument("--competitor", help="who won, when closing as lost")

@@ -1,4 +1,5 @@
-"""Record workflow histories for the replay test: `python -m tests.record_histories TAG`.
+"""Record workflow histories for the replay test: `python -m tests.record_histories TAG
+[SCENARIO ...]` (every scenario without names).
 
 Runs a few scenarios on a fresh dev server and embedded PostgreSQL with the current code and
 writes every run's history to tests/histories/. Record anew only when a change to workflow code
@@ -9,6 +10,7 @@ keep replaying. TAG (say, what the workflow code changed) keeps the new files be
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import uuid
@@ -111,7 +113,47 @@ async def timers(sale: Sale) -> str:
         return handle.id
 
 
-async def record(tag: str) -> None:
+def gated(doc: dict[str, Any]) -> None:
+    """The gated example definition of docs/ (two gates)."""
+    doc["stages"] = json.loads((Path(__file__).parents[1] / "docs" / "gated-definition.json").read_text())[
+        "stages"
+    ]
+
+
+async def gates(sale: Sale) -> str:
+    """A gated move refused, the move to the next stage held at a gate and released by an
+    update, an override by the owner's manager, a close."""
+    async with sale.definition(gated):
+        await sale.cli("people", "set", "alice", "--manager", "maria")
+        handle = await sale.start()
+        opp = handle.id.removeprefix("opportunity-")
+        await sale.wait_stage(opp, "Qualification")
+        await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})  # refused
+        for key in ("contact-assess", "prepare-presentation"):
+            await sale.complete(opp, f"{opp}:v1:{key}")
+        await sale.wait_stage(opp, "Presentation")
+        await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 50000, "actor": "alice"})
+        await sale.complete(opp, f"{opp}:v2:presentation")  # held: no decision maker
+        await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"decision_maker": "Jane Roe", "actor": "alice"})
+        await sale.wait_stage(opp, "Proposal")
+        override = {"stage": "Contracting", "actor": "maria", "override": True, "reason": "letter of intent"}
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, override)
+        lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+        await handle.result()
+        return handle.id
+
+
+SCENARIOS = {
+    "happy_path": happy_path,
+    "moves_and_refusals": moves_and_refusals,
+    "closed_lost": closed_lost,
+    "timers": timers,
+    "gates": gates,
+}
+
+
+async def record(tag: str, names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as data_dir, embedded_server(Path(data_dir)) as server:
         url = server.get_uri()
         pool = await create_pool(url)
@@ -125,12 +167,8 @@ async def record(tag: str) -> None:
             queue = f"record-{uuid.uuid4()}"
             async with build_worker(client, pool, task_queue=queue):
                 sale = Sale(client, pool, queue, url)
-                for name, scenario in [
-                    ("happy_path", happy_path),
-                    ("moves_and_refusals", moves_and_refusals),
-                    ("closed_lost", closed_lost),
-                    ("timers", timers),
-                ]:
+                for name in names or SCENARIOS:
+                    scenario = SCENARIOS[name]
                     workflow_id = await scenario(sale)
                     runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
                     # Task children too: their histories guard the task workflow's code.
@@ -151,6 +189,8 @@ async def record(tag: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m tests.record_histories TAG")
-    asyncio.run(record(sys.argv[1]))
+    if len(sys.argv) < 2 or not set(sys.argv[2:]) <= set(SCENARIOS):
+        raise SystemExit(
+            f"usage: python -m tests.record_histories TAG [SCENARIO ...] (of {', '.join(SCENARIOS)})"
+        )
+    asyncio.run(record(sys.argv[1], sys.argv[2:]))

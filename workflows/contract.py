@@ -133,6 +133,11 @@ class ChangeStage(Command):
     actual_income: Money | None = Field(default=None, description="For a successful final stage.")
     hours_spent: Hours | None = None
     competitor: Name | None = Field(default=None, description="Who won, for a lost stage.")
+    override: bool = Field(
+        default=False,
+        description="Enter the stage although its entry requirements are not met (the owner's"
+        " manager or an admin, with a reason); recorded with the visit.",
+    )
 
 
 class Reassign(Command):
@@ -279,6 +284,12 @@ class StateView(BaseModel):
     to_fill: list[str] = Field(
         default=[], description="The current stage's key opportunity fields that are still empty."
     )
+    waiting_to_enter: str | None = Field(
+        default=None,
+        description="Every task is done, but the next stage's entry requirements are not met: the"
+        " deal moves on to this stage by itself once `missing` is filled in.",
+    )
+    missing: list[str] = Field(default=[], description="What the deal lacks to enter `waiting_to_enter`.")
 
 
 class CommandSpec(NamedTuple):

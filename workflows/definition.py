@@ -74,6 +74,28 @@ class TaskTemplate(BaseModel):
         return next((o for o in self.outcomes if o.name == name), None)
 
 
+def _opportunity_fields(names: tuple[str, ...], where: str) -> None:
+    unknown = [f for f in names if f not in OpportunityFields.model_fields]
+    if unknown:
+        raise ValueError(
+            f"{where}: {', '.join(map(repr, unknown))} are not opportunity fields; those are:"
+            f" {', '.join(OpportunityFields.model_fields)}"
+        )
+
+
+class Requirements(BaseModel):
+    """What an opportunity must have to enter a stage (a gate): fields filled in and stages it
+    has been in. A move that lacks them is refused with the list; the move to the next stage
+    once every task is done waits for them; the owner's manager may override."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: tuple[str, ...] = Field(default=(), description="Opportunity fields that must be filled in.")
+    visited: tuple[StageName, ...] = Field(
+        default=(), description="Stages the opportunity must have been in."
+    )
+
+
 class StageTasks(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,14 +116,15 @@ class StageTasks(BaseModel):
         " fill while they are empty).",
     )
 
+    requires: Requirements | None = Field(
+        default=None, description="What the opportunity must have to enter this stage (a gate)."
+    )
+
     @model_validator(mode="after")
     def _known_fields(self) -> Self:
-        unknown = [f for f in self.key_fields if f not in OpportunityFields.model_fields]
-        if unknown:
-            raise ValueError(
-                f"stage {self.stage!r}: key_fields {', '.join(map(repr, unknown))} are not opportunity"
-                f" fields; those are: {', '.join(OpportunityFields.model_fields)}"
-            )
+        _opportunity_fields(self.key_fields, f"stage {self.stage!r}: key_fields")
+        if self.requires is not None:
+            _opportunity_fields(self.requires.fields, f"stage {self.stage!r}: requires.fields")
         return self
 
 
@@ -194,6 +217,11 @@ class Process(BaseModel):
                 raise ValueError(f"definition names stage {st.stage!r}, not in the stages lookup")
             if self.stage(st.stage).final and st.tasks:
                 raise ValueError(f"final stage {st.stage!r} cannot open tasks")
+            for name in st.requires.visited if st.requires else ():
+                if name not in known:
+                    raise ValueError(
+                        f"stage {st.stage!r} requires a visit to {name!r}, not in the stages lookup"
+                    )
             for task in st.tasks:
                 for o in task.outcomes:
                     if o.stage is not None and o.stage not in known:

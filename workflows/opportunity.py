@@ -29,11 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.definition import Process
     from workflows.handover import Handover
     from workflows.ops import publish
-    from workflows.rules import (
-        NotAllowed,
-        Refused,
-        Rules,
-    )
+    from workflows.rules import NotAllowed, Refused, Rules, Waiting
     from workflows.stale import StaleDealWatcher
     from workflows.state import (
         ProcessInput,
@@ -44,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         AddTaskRow,
         Authorize,
         CompleteTaskRow,
+        GateNotice,
         NewTask,
         OpenOpportunity,
         UpdateOpportunityRow,
@@ -147,7 +144,7 @@ class CorporateSaleWorkflow:
         self._state.process = await self._store.load_process()
         self._state.owner = record.owner
         self._state.data = record.data
-        self._state.visit = record.last_visit
+        self._state.visit, self._state.visited = record.last_visit, record.visited
         process = self._rules.process
         first = self._rules.first_stage(record.stage)
         if not process.has_stage(first):
@@ -193,7 +190,8 @@ class CorporateSaleWorkflow:
         state, now = self._state, workflow.now()
         entry = self._rules.entry(cmd, now)
         step = entry.step
-        state.visit, state.stage = step.visit_no, step.stage
+        state.visit, state.stage, state.waiting = step.visit_no, step.stage, None
+        state.visited = [*state.visited, step.stage] if step.stage not in state.visited else state.visited
         await self._store.enter_stage(step)
         for task in entry.tasks:
             state.tasks[task.task_id] = task
@@ -273,7 +271,14 @@ class CorporateSaleWorkflow:
         assert task is not None
         await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd)
         then = self._rules.after_completion(task, cmd)
-        if then is not None:
+        if isinstance(then, Waiting):  # every task done, the next stage's gate not met: wait
+            self._state.waiting = then.move
+            await self._store.notify_gate(
+                GateNotice(opportunity_id=self._state.opportunity_id, visit_no=self._state.visit,
+                           stage=then.move.stage, missing=then.missing, at=workflow.now())
+            )  # fmt: skip
+            publish(self._state)
+        elif then is not None:
             await self._move(then)
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
@@ -317,6 +322,9 @@ class CorporateSaleWorkflow:
         await self._store.update_opportunity(row)
         state.data = {**state.data, **changes}
         publish(state)
+        released = self._rules.released()  # a move that waited at a gate goes on once it is met
+        if released is not None:
+            await self._move(released)
 
     async def _reassign(self, cmd: Reassign) -> None:
         self._rules.check_reassign(cmd)

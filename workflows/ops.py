@@ -41,5 +41,8 @@ def detail(state: SaleState) -> str:
     line = f"{state.stage}: {done} of {total} tasks done"
     open_due = sorted(t.due_at for t in state.open_tasks())
     line += f", next due {open_due[0]:%Y-%m-%d %H:%M} UTC" if open_due else ""
+    if state.waiting is not None:
+        missing = ", ".join(state.missing_to_enter(state.waiting.stage))
+        line += f"; waiting to enter {state.waiting.stage}: missing {missing}"
     to_fill = state.to_fill()
     return line + (f"; to fill in: {', '.join(to_fill)}" if to_fill else "")

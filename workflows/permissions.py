@@ -6,6 +6,7 @@ says of the actor, read when the command is checked (activities/access.py):
   manager, an admin.
 - Other stage moves, data updates and tasks of one's own: anyone (the owner hears of moves
   someone else makes).
+- A move past a stage's entry requirements (an override): the owner's manager, an admin.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Action(StrEnum):
     UPDATE = "update"
     ADD_TASK = "add a task to"
     REASSIGN = "reassign"
+    OVERRIDE = "override the entry requirements of a stage for"
 
 
 OPEN_TO_ALL = frozenset({Action.MOVE, Action.UPDATE, Action.ADD_TASK})
@@ -56,6 +58,8 @@ def may(asked: Asked, directory: Directory) -> bool:
         return True
     if asked.actor is None:
         return False
+    if asked.action is Action.OVERRIDE:
+        return directory.admin or asked.owner in directory.manages
     allowed = {asked.owner}
     if asked.action is Action.COMPLETE_TASK and asked.task_owner:
         allowed.add(asked.task_owner)
@@ -70,6 +74,11 @@ def refusal(asked: Asked) -> str:
         return (
             f"{actor} may not complete {whose}'s task: only the task's owner, the deal's owner, the"
             " manager of either, or an admin may (`corpsale people` lists managers and admins)."
+        )
+    if asked.action is Action.OVERRIDE:
+        return (
+            f"{actor} may not override the entry requirements for {owner}'s opportunity: only"
+            f" {owner}'s manager or an admin may (`corpsale people` lists managers and admins)."
         )
     verb = "close" if asked.action is Action.CLOSE else asked.action.value
     return (

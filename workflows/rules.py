@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,10 @@ class HandingOver(Refused):
 
 class NotAllowed(Refused):
     """The actor may not (R24), or is not vouched for where that is required; recorded."""
+
+
+class GateClosed(Refused):
+    """The stage's entry requirements are not met (a gate): the message lists what is missing."""
 
 
 COMMAND_MODELS: dict[str, type[BaseModel]] = {spec.name: spec.model for spec in c.COMMANDS}
@@ -72,6 +76,13 @@ def request_id_of(payload: Any) -> str | None:
     """The request id of a payload that may not have parsed (only a well-formed one counts)."""
     value = payload.get("request_id") if isinstance(payload, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
+class Waiting(NamedTuple):
+    """The move to the next stage, held at its gate until the deal has what is `missing`."""
+
+    move: ChangeStage
+    missing: tuple[str, ...]
 
 
 class Entry(BaseModel):
@@ -154,6 +165,15 @@ class Rules:
             raise Refused("actual_income and hours_spent are recorded only when closing as won.")
         if cmd.competitor is not None and not (target.final and not target.successful):
             raise Refused("competitor is recorded only when closing as lost.")
+        if cmd.override and not cmd.reason:
+            raise Refused("An override of a stage's entry requirements takes a reason.")
+        missing = self.state.missing_to_enter(cmd.stage) if cmd.stage != self.state.stage else []
+        if settled and missing and not cmd.override:
+            raise GateClosed(
+                f"{cmd.stage!r} cannot be entered yet: missing {', '.join(missing)}. Fill them in"
+                " (`corpsale update ID --set FIELD=VALUE`), or the owner's manager may move it with"
+                " override: true and a reason (`corpsale move ID STAGE --override --reason ...`)."
+            )
 
     def check_complete_task(self, cmd: CompleteTask, *, settled: bool = True) -> TaskState | None:
         self.check_open()
@@ -221,6 +241,8 @@ class Rules:
         """What the command asks of the people directory (R24): who, doing what, to whose deal."""
         state, task_owner = self.state, None
         match cmd:
+            case ChangeStage() if cmd.override:
+                action = Action.OVERRIDE
             case ChangeStage():
                 action = Action.CLOSE if self.process.stage(cmd.stage).final else Action.MOVE
             case CompleteTask():
@@ -271,7 +293,8 @@ class Rules:
             stage=stage.name,
             owner=state.owner,
             actor=cmd.actor,
-            reason=cmd.reason,
+            # An override is recorded with the visit it made (R-gates): by whom, and why.
+            reason=f"override of the entry requirements: {cmd.reason}" if cmd.override else cmd.reason,
             at=now,
             tasks=tasks,
             closing=closing,
@@ -302,7 +325,7 @@ class Rules:
         assert outcome is not None  # checked: the task has it
         return outcome.name
 
-    def after_completion(self, task: TaskState, cmd: CompleteTask) -> ChangeStage | None:
+    def after_completion(self, task: TaskState, cmd: CompleteTask) -> ChangeStage | Waiting | None:
         """What a completion does to the flow once recorded (R7, R10): the move its outcome
         makes, the next stage once every task of the visit is completed, or nothing (an ad-hoc
         task moves nothing). A move that closes as won takes the completion's income and hours."""
@@ -319,8 +342,18 @@ class Rules:
             following = self.process.next_stage(task.stage)
             if following is not None:
                 reason = f"all tasks of {task.stage} completed"
-                return ChangeStage(stage=following.name, actor=cmd.actor, reason=reason, **won)
+                move = ChangeStage(stage=following.name, actor=cmd.actor, reason=reason, **won)
+                missing = self.state.missing_to_enter(following.name)
+                return Waiting(move, tuple(missing)) if missing else move
         return None
+
+    def released(self) -> ChangeStage | None:
+        """The move that waited at a gate, once the deal has what the gate asks for."""
+        move = self.state.waiting
+        if move is None or self.state.missing_to_enter(move.stage):
+            return None
+        reason = f"{move.reason}; the entry requirements of {move.stage} are met"
+        return move.model_copy(update={"reason": reason})
 
     def adhoc_task(self, cmd: AddTask, now: datetime) -> TaskState:
         """An operator's own task (R18): numbered, due in a day unless it says when."""

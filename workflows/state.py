@@ -99,6 +99,9 @@ class SaleState(BaseModel):
     # Set at a stage boundary when the run continues as new: the next run enters this stage.
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
+    visited: list[str] = []  # the stages the opportunity has been in (gates ask for some)
+    # Every task of the visit done, the next stage's gate not met: the move that waits for it.
+    waiting: ChangeStage | None = None
 
     def stale_deadline(self) -> datetime | None:
         """When the current visit becomes stale (R20): its stage's limit after the last completion
@@ -165,6 +168,16 @@ class SaleState(BaseModel):
         part = self.stage_part()
         return [f for f in part.key_fields if self.data.get(f) in (None, "")] if part else []
 
+    def missing_to_enter(self, stage: str) -> list[str]:
+        """What the deal lacks to enter `stage` (its gate): the required fields still empty, and
+        a visit to each required stage it has not been in."""
+        part = self.process.stage_tasks(stage) if self.process else None
+        gate = part.requires if part else None
+        if gate is None:
+            return []
+        empty = [f for f in gate.fields if self.data.get(f) in (None, "")]
+        return empty + [f"a visit to {s}" for s in gate.visited if s not in self.visited]
+
     def view(self) -> StateView:
         done, total = self.progress()
         part = self.stage_part()
@@ -184,6 +197,8 @@ class SaleState(BaseModel):
             stage_goal=part.goal if part else None,
             stage_guidance=list(part.guidance) if part else [],
             to_fill=self.to_fill(),
+            waiting_to_enter=self.waiting.stage if self.waiting else None,
+            missing=self.missing_to_enter(self.waiting.stage) if self.waiting else [],
         )
 
 

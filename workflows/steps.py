@@ -34,6 +34,7 @@ class OpportunityRecord(_Model):
     stage: str | None
     data: dict[str, Any]
     last_visit: int = 0  # visits of earlier processes of this opportunity: numbering goes on
+    visited: list[str] = []  # the stages those visits were in
 
 
 class NewTask(_Model):
@@ -114,6 +115,17 @@ class TaskNotice(_Model):
 
     task_id: str
     kind: Literal["reminder", "overdue", "escalation"]
+    at: datetime
+
+
+class GateNotice(_Model):
+    """Every task of a visit is done, but the next stage's entry requirements are not met: the
+    owner is told what to fill in, once per visit."""
+
+    opportunity_id: str
+    visit_no: int
+    stage: str
+    missing: tuple[str, ...]
     at: datetime
 
 
@@ -222,6 +234,11 @@ async def notify_task(notice: TaskNotice) -> bool:
 
 @activity.defn(name="notify_stale")
 async def notify_stale(notice: StaleNotice) -> None:
+    raise NotImplementedError
+
+
+@activity.defn(name="notify_gate")
+async def notify_gate(notice: GateNotice) -> None:
     raise NotImplementedError
 
 

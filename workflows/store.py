@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         Authorize,
         CompleteTaskRow,
         EnterStage,
+        GateNotice,
         OpenOpportunity,
         OpportunityRecord,
         ReassignRow,
@@ -66,6 +67,9 @@ class Store:
 
     async def reassign(self, row: ReassignRow) -> None:
         await _step(steps.reassign, row, f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)")
+
+    async def notify_gate(self, notice: GateNotice) -> None:
+        await _step(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
 
     async def authorize(self, check: Authorize, actor: str | None) -> str | None:
         return await _step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")

@@ -32,7 +32,7 @@ def test_every_open_stage_of_the_bundled_definition_has_a_goal_and_guidance() ->
 
 
 def test_a_key_field_that_is_not_an_opportunity_field_is_refused_with_the_fields_there_are() -> None:
-    with pytest.raises(ValidationError, match=r"key_fields 'budgett' are not opportunity fields.*budget"):
+    with pytest.raises(ValidationError, match=r"key_fields: .budgett. are not opportunity fields.*budget"):
         StageTasks(stage="Qualification", tasks=(), key_fields=("need", "budgett"))
 
 

@@ -320,22 +320,25 @@ def test_a_completion_moves_as_its_outcome_says_or_on_when_the_visit_is_done() -
     again = proposal.after_completion(
         approval, CompleteTask(task_id=approval.task_id, actor="a", outcome="changes requested")
     )
-    assert again is not None and (again.stage, again.restart) == ("Proposal", True)
+    assert isinstance(again, ChangeStage) and (again.stage, again.restart) == ("Proposal", True)
     rejected = proposal.after_completion(
         approval, CompleteTask(task_id=approval.task_id, actor="a", outcome="rejected")
     )
-    assert rejected is not None and rejected.stage == "Closed lost" and rejected.reason
+    assert isinstance(rejected, ChangeStage) and rejected.stage == "Closed lost" and rejected.reason
     approval.status = "completed"  # approved (continue): one task still open, no move yet
     assert proposal.after_completion(approval, CompleteTask(task_id=approval.task_id, actor="a")) is None
     proposal.state.tasks["o1:v3:internal-contract"].status = "completed"
     onward = proposal.after_completion(approval, CompleteTask(task_id=approval.task_id, actor="a"))
-    assert onward is not None and onward.stage == "Contracting"
+    assert isinstance(onward, ChangeStage) and onward.stage == "Contracting"
     signed = _contracting(signed_open=False)
     sign = signed.state.tasks["o1:v5:sign-contract"]
     closing = signed.after_completion(
         sign, CompleteTask(task_id=sign.task_id, actor="a", outcome="signed", actual_income=Decimal(7))
     )
-    assert closing is not None and (closing.stage, closing.actual_income) == ("Closed won", Decimal(7))
+    assert isinstance(closing, ChangeStage) and (closing.stage, closing.actual_income) == (
+        "Closed won",
+        Decimal(7),
+    )
 
 
 def test_an_adhoc_task_and_a_reassignment_as_the_rules_plan_them() -> None:
