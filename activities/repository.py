@@ -225,6 +225,12 @@ async def notify_stale(conn: asyncpg.Connection, notice: StaleNotice) -> None:
     )
 
 
+async def find_manager(conn: asyncpg.Connection, person: str) -> str | None:
+    """The person's manager in the people directory, if one is on record."""
+    manager: str | None = await conn.fetchval("SELECT manager FROM people WHERE name = $1", person)
+    return manager
+
+
 async def notify_gate(conn: asyncpg.Connection, notice: GateNotice) -> None:
     """Every task done, the next stage's gate not met: the owner is told what to fill in, once
     per visit (the notice's id)."""
@@ -250,7 +256,7 @@ def _task_rows(step: EnterStage, visit_id: str, tasks: Sequence[NewTask]) -> lis
             step.stage,
             t.task_key,
             t.title,
-            step.owner,
+            t.owner or step.owner,
             t.start_at,
             t.due_at,
         )
@@ -269,7 +275,7 @@ async def _notify_assigned(
         [
             (
                 f"{t.task_id}:assigned",
-                owner,
+                t.owner or owner,
                 opportunity_id,
                 t.task_id,
                 f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",

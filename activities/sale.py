@@ -157,6 +157,11 @@ class SaleActivities:
             await repository.notify_stale(conn, notice)
 
     @activity.defn
+    async def find_manager(self, person: str) -> str | None:
+        async with self._pool.acquire() as conn:
+            return await repository.find_manager(conn, person)
+
+    @activity.defn
     async def notify_gate(self, notice: GateNotice) -> None:
         async with self._pool.acquire() as conn:
             await repository.notify_gate(conn, notice)
@@ -177,4 +182,5 @@ class SaleActivities:
             self.notify_task,
             self.notify_stale,
             self.notify_gate,
+            self.find_manager,
         ]

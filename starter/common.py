@@ -81,7 +81,12 @@ def print_state(state: StateView, *, guidance: bool = False) -> None:
         print(f"  every task is done; moves on to {state.waiting_to_enter} once it has: {missing}")
     print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
-        print(f"  [ ] {t.task_id}  {t.title}  (due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})")
+        whose = (
+            f"{t.owner}'s approval, " if t.approval else (f"{t.owner}'s, " if t.owner != state.owner else "")
+        )
+        print(
+            f"  [ ] {t.task_id}  {t.title}  ({whose}due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})"
+        )
     if state.rejected:
         last = state.rejected[-1]
         print(f"  last refused command: {last.command}: {last.reason}")

@@ -144,12 +144,30 @@ async def gates(sale: Sale) -> str:
         return handle.id
 
 
+async def approvals(sale: Sale) -> str:
+    """The contract approval opened for the owner's manager; the owner's completion refused, the
+    manager's taken; a close."""
+    await sale.cli("people", "set", "alice", "--manager", "maria")
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})
+    approval = f"{opp}:v2:internal-contract"
+    await sale.signal(opp, c.SIGNAL_COMPLETE_TASK, {"task_id": approval, "actor": "alice"})  # refused
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": approval, "actor": "maria"})
+    lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+    await handle.result()
+    return handle.id
+
+
 SCENARIOS = {
     "happy_path": happy_path,
     "moves_and_refusals": moves_and_refusals,
     "closed_lost": closed_lost,
     "timers": timers,
     "gates": gates,
+    "approvals": approvals,
 }
 
 

@@ -251,6 +251,9 @@ class TaskView(BaseModel):
     outcome: str | None = None
     outcomes: list[str] = []
     adhoc: bool = Field(default=False, description="Added by an operator (R18), not by the process.")
+    approval: bool = Field(
+        default=False, description="An approval: its owner is the approver, the only one who may complete it."
+    )
 
 
 class Rejection(BaseModel):

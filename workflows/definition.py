@@ -56,6 +56,11 @@ class TaskTemplate(BaseModel):
     title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     duration: Delay
     outcomes: tuple[Outcome, ...] = DEFAULT_OUTCOMES
+    approver: Literal["manager"] | None = Field(
+        default=None,
+        description="Whose task it is instead of the deal owner's: 'manager', the owner's manager in"
+        " the people directory (the owner's own task when they have none). Only they may complete it.",
+    )
 
     @model_validator(mode="after")
     def _distinct_outcomes(self) -> Self:
@@ -184,6 +189,8 @@ class ProcessDefinition(BaseModel):
         keys = [t.key for t in self.follow_up]
         if len(set(keys)) != len(keys):
             raise ValueError("follow_up: task keys must be distinct")
+        if any(t.approver for t in self.follow_up):
+            raise ValueError("follow_up: a won deal's follow-up tasks are the owner's; they name no approver")
         return self
 
 
@@ -253,6 +260,10 @@ class Process(BaseModel):
     def stage_tasks(self, stage: str) -> StageTasks | None:
         """The definition's part for `stage` (its tasks and guidance), if it has one."""
         return next((st for st in self.definition.stages if st.stage == stage), None)
+
+    def needs_approver(self, stage: str) -> bool:
+        """Whether entering `stage` opens a task that an approver does (who that is: `people`)."""
+        return any(t.approver for t in self.tasks_of(stage))
 
     def stale_after(self, stage: str) -> timedelta | None:
         return next((st.stale_after for st in self.definition.stages if st.stage == stage), None)

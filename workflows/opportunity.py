@@ -188,7 +188,9 @@ class CorporateSaleWorkflow:
 
     async def _enter_stage(self, cmd: ChangeStage) -> None:
         state, now = self._state, workflow.now()
-        entry = self._rules.entry(cmd, now)
+        entry = self._rules.entry(
+            cmd, now, await self._store.approver(self._rules.process, cmd.stage, state.owner)
+        )
         step = entry.step
         state.visit, state.stage, state.waiting = step.visit_no, step.stage, None
         state.visited = [*state.visited, step.stage] if step.stage not in state.visited else state.visited

@@ -7,6 +7,7 @@ says of the actor, read when the command is checked (activities/access.py):
 - Other stage moves, data updates and tasks of one's own: anyone (the owner hears of moves
   someone else makes).
 - A move past a stage's entry requirements (an override): the owner's manager, an admin.
+- Completing an approval task: its approver (the task's owner) only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Action(StrEnum):
     ADD_TASK = "add a task to"
     REASSIGN = "reassign"
     OVERRIDE = "override the entry requirements of a stage for"
+    APPROVE = "complete the approval task of"
 
 
 OPEN_TO_ALL = frozenset({Action.MOVE, Action.UPDATE, Action.ADD_TASK})
@@ -60,6 +62,8 @@ def may(asked: Asked, directory: Directory) -> bool:
         return False
     if asked.action is Action.OVERRIDE:
         return directory.admin or asked.owner in directory.manages
+    if asked.action is Action.APPROVE:
+        return asked.actor == asked.task_owner
     allowed = {asked.owner}
     if asked.action is Action.COMPLETE_TASK and asked.task_owner:
         allowed.add(asked.task_owner)
@@ -75,6 +79,8 @@ def refusal(asked: Asked) -> str:
             f"{actor} may not complete {whose}'s task: only the task's owner, the deal's owner, the"
             " manager of either, or an admin may (`corpsale people` lists managers and admins)."
         )
+    if asked.action is Action.APPROVE:
+        return f"{actor} may not complete an approval task of {asked.task_owner}'s: only its approver may."
     if asked.action is Action.OVERRIDE:
         return (
             f"{actor} may not override the entry requirements for {owner}'s opportunity: only"

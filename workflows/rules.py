@@ -245,6 +245,8 @@ class Rules:
                 action = Action.OVERRIDE
             case ChangeStage():
                 action = Action.CLOSE if self.process.stage(cmd.stage).final else Action.MOVE
+            case CompleteTask() if state.tasks[cmd.task_id].approval:
+                action, task_owner = Action.APPROVE, state.tasks[cmd.task_id].owner
             case CompleteTask():
                 action, task_owner = Action.COMPLETE_TASK, state.tasks[cmd.task_id].owner
             case Reassign():
@@ -256,22 +258,29 @@ class Rules:
         actor = getattr(cmd, "actor", None)
         return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
 
-    def entry(self, cmd: ChangeStage, now: datetime) -> Entry:
-        """Entering `cmd.stage` as the next visit (R5, R13): its tasks for the owner, due by the
-        definition's durations; closing data and a won deal's follow-up tasks for a final stage;
-        the open ad-hoc tasks stay open."""
+    def entry(self, cmd: ChangeStage, now: datetime, approver: str | None = None) -> Entry:
+        """Entering `cmd.stage` as the next visit (R5, R13): its tasks for the owner (an approval
+        task for `approver`, the owner's manager, when there is one), due by the definition's
+        durations; closing data and a won deal's follow-up tasks for a final stage; the open
+        ad-hoc tasks stay open."""
         state, process = self.state, self.process
         stage, visit = process.stage(cmd.stage), state.visit + 1
         definition = process.definition
         templates = process.tasks_of(stage.name)
 
-        def new(task_id: str, key: str, title: str, duration: timedelta) -> NewTask:
-            return NewTask(
-                task_id=task_id, task_key=key, title=title, start_at=now, due_at=definition.due(now, duration)
-            )
+        def new(task_id: str, key: str, title: str, duration: timedelta, owner: str | None = None) -> NewTask:
+            due = definition.due(now, duration)
+            return NewTask(task_id=task_id, task_key=key, title=title, start_at=now, due_at=due, owner=owner)
 
         tasks = tuple(
-            new(f"{state.opportunity_id}:v{visit}:{t.key}", t.key, t.title, t.duration) for t in templates
+            new(
+                f"{state.opportunity_id}:v{visit}:{t.key}",
+                t.key,
+                t.title,
+                t.duration,
+                t.approver and approver,
+            )
+            for t in templates
         )
         closing = None
         if stage.final:
@@ -308,10 +317,11 @@ class Rules:
                 title=t.title,
                 stage=stage.name,
                 visit=visit,
-                owner=state.owner,
+                owner=t.owner or state.owner,
                 start_at=t.start_at,
                 due_at=t.due_at,
                 outcomes=[o.name for o in template.outcomes],
+                approval=t.owner is not None,
             )
             for t, template in zip(tasks, templates, strict=True)
         )
@@ -382,7 +392,7 @@ class Rules:
             task_id=task.task_id,
             opportunity_id=self.state.opportunity_id,
             title=task.title,
-            owner=task.owner if isinstance(task, TaskState) else self.state.owner,
+            owner=task.owner or self.state.owner,
             start_at=task.start_at,
             due_at=task.due_at,
             reminders=self.process.definition.reminders,

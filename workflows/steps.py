@@ -43,6 +43,7 @@ class NewTask(_Model):
     title: str
     start_at: datetime
     due_at: datetime
+    owner: str | None = None  # an approval task's approver; the deal's owner when None
 
 
 class Closing(_Model):
@@ -234,6 +235,11 @@ async def notify_task(notice: TaskNotice) -> bool:
 
 @activity.defn(name="notify_stale")
 async def notify_stale(notice: StaleNotice) -> None:
+    raise NotImplementedError
+
+
+@activity.defn(name="find_manager")
+async def find_manager(person: str) -> str | None:
     raise NotImplementedError
 
 

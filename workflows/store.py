@@ -68,6 +68,12 @@ class Store:
     async def reassign(self, row: ReassignRow) -> None:
         await _step(steps.reassign, row, f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)")
 
+    async def approver(self, process: Process, stage: str, owner: str) -> str | None:
+        """Who does the approval tasks of `stage` for `owner` (their manager), if it has any."""
+        if not process.needs_approver(stage):
+            return None
+        return await _step(steps.find_manager, owner, f"who approves for {owner}")
+
     async def notify_gate(self, notice: GateNotice) -> None:
         await _step(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
 
