@@ -16,6 +16,7 @@ from workflows.definition import Stage
 from workflows.steps import (
     AddTaskRow,
     CancelTaskRow,
+    CloseDateNotice,
     CompleteTaskRow,
     EnterStage,
     GateNotice,
@@ -220,6 +221,19 @@ async def notify_stale(conn: asyncpg.Connection, notice: StaleNotice) -> None:
         " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
         f"{notice.opportunity_id}:v{notice.visit_no}:stale{notice.number}",
         f" has had no completed task in {notice.stage} for {quiet}",
+        notice.at,
+        notice.opportunity_id,
+    )
+
+
+async def notify_close_date(conn: asyncpg.Connection, notice: CloseDateNotice) -> None:
+    """The owner hears that the deal's expected close date has passed, once per date."""
+    await conn.execute(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " SELECT $1, owner, id, 'close_date_passed', 'Expected close date passed: ' || title || $2, $3"
+        " FROM opportunities WHERE id = $4 ON CONFLICT (id) DO NOTHING",
+        f"{notice.opportunity_id}:close-date:{notice.expected_close_date}",
+        f" was expected to close on {notice.expected_close_date}; move the date or close the deal",
         notice.at,
         notice.opportunity_id,
     )

@@ -16,6 +16,7 @@ from workflows.steps import (
     AddTaskRow,
     Authorize,
     CancelTaskRow,
+    CloseDateNotice,
     CompleteTaskRow,
     EnterStage,
     GateNotice,
@@ -157,6 +158,11 @@ class SaleActivities:
             await repository.notify_stale(conn, notice)
 
     @activity.defn
+    async def notify_close_date(self, notice: CloseDateNotice) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.notify_close_date(conn, notice)
+
+    @activity.defn
     async def find_manager(self, person: str) -> str | None:
         async with self._pool.acquire() as conn:
             return await repository.find_manager(conn, person)
@@ -183,4 +189,5 @@ class SaleActivities:
             self.notify_stale,
             self.notify_gate,
             self.find_manager,
+            self.notify_close_date,
         ]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import analytics
+from starter import forecast
 from starter.client import CommandRefused, SaleClient
 from starter.common import CliError, parse_moment, positive_int, print_json, print_table, with_db
 from workflows.contract import (
@@ -200,6 +201,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
             ["stage", "opportunities", "amount", "weighted_amount"],
         )
     }
+<h2>Forecast by quarter</h2>{_table_html(report["forecast"], forecast.COLUMNS)}
 </body></html>
 """
 
@@ -225,8 +227,15 @@ async def cmd_report(args: argparse.Namespace) -> None:
     if filters.start and filters.end and filters.end <= filters.start:
         raise CliError("--to must come after --from")
     report = await with_db(lambda conn: analytics.report(conn, filters))
+    report["forecast"] = await forecast.rows_for(
+        "quarter", filters.start and filters.start.date(), filters.end and filters.end.date(), args.owner
+    )
     if args.charts or args.html:
-        charts = {"pipeline": pipeline_chart(report), "time-in-stage": time_in_stage_chart(report)}
+        charts = {
+            "pipeline": pipeline_chart(report),
+            "time-in-stage": time_in_stage_chart(report),
+            "forecast": _figure_png(forecast.forecast_chart(report["forecast"]), width=8, height=4),
+        }
         try:
             await asyncio.to_thread(_write, args.charts, args.html, report, charts)
         except OSError as err:

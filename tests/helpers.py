@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -228,16 +228,29 @@ async def assert_replays(client: Client, opportunity_ids: list[str]) -> int:
     ids = " OR ".join(
         f"WorkflowId = '{c.workflow_id(o)}' OR WorkflowId STARTS_WITH 'task-{o}:'" for o in opportunity_ids
     )
-    histories = client.list_workflows(ids).map_histories()
+    histories = [h async for h in client.list_workflows(ids).map_histories()]
     replayer = Replayer(
         workflows=WORKFLOWS,
         data_converter=pydantic_data_converter,
         workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
     )
     replayed = 0
-    async with replayer.workflow_replay_iterator(histories) as results:
+
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    async with replayer.workflow_replay_iterator(each()) as results:
         async for result in results:
-            assert result.replay_failure is None, f"a run does not replay: {result.replay_failure!r}"
+            if result.replay_failure is not None:  # kept, to replay and read again
+                history = histories[replayed]
+                kept = Path(tempfile.gettempdir(), "corpsale-replay-failures", f"{history.workflow_id}.json")
+                kept.parent.mkdir(exist_ok=True)
+                kept.write_text(history.to_json())
+                failure = result.replay_failure
+                raise AssertionError(
+                    f"{history.workflow_id} does not replay (its history: {kept}): {failure!r}"
+                )
             replayed += 1
     return replayed
 

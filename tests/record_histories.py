@@ -161,6 +161,25 @@ async def approvals(sale: Sale) -> str:
     return handle.id
 
 
+async def close_date(sale: Sale) -> str:
+    """An expected close date that has passed (its owner told), one in the future (a timer), then
+    a close (the timer canceled)."""
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(
+        opp, c.UPDATE_UPDATE_OPPORTUNITY, {"expected_close_date": "2020-01-31", "actor": "alice"}
+    )
+    await eventually(lambda: sale.notifications(opp, "close_date_passed"), lambda notes: len(notes) == 1)
+    await sale.update(
+        opp, c.UPDATE_UPDATE_OPPORTUNITY, {"expected_close_date": "2099-12-31", "actor": "alice"}
+    )
+    lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+    await handle.result()
+    return handle.id
+
+
 SCENARIOS = {
     "happy_path": happy_path,
     "moves_and_refusals": moves_and_refusals,
@@ -168,6 +187,7 @@ SCENARIOS = {
     "timers": timers,
     "gates": gates,
     "approvals": approvals,
+    "close_date": close_date,
 }
 
 

@@ -141,7 +141,7 @@ async def test_the_report_figures_over_a_known_set(sale: Sale, tmp_path: Path) -
     text = await sale.cli("report", "--owner", owner, "--charts", str(tmp_path), "--html", str(page_file))
     assert text.code == 0, text.stderr
     assert "win rate         50%" in text.stdout and "income per hour  133.33" in text.stdout
-    for name in ("pipeline", "time-in-stage"):
+    for name in ("pipeline", "time-in-stage", "forecast"):
         data = (tmp_path / f"{name}.png").read_bytes()
         with Image.open(BytesIO(data)) as image:
             image.verify()
@@ -149,7 +149,7 @@ async def test_the_report_figures_over_a_known_set(sale: Sale, tmp_path: Path) -
             assert image.format == "PNG" and 600 <= image.width <= 1200 and 250 <= image.height <= 900
             assert len(image.getcolors(maxcolors=100_000) or []) > 5  # drawn, not blank
     page = page_file.read_text()
-    assert page.count("data:image/png;base64,") == 2 and "Price too high" in page
+    assert page.count("data:image/png;base64,") == 3 and "Price too high" in page
     empty = await sale.cli("report", "--owner", "nobody at all", "--html", str(tmp_path / "empty.html"))
     assert empty.code == 0 and "win rate         —" in empty.stdout, empty.stderr
     bad = await sale.cli("report", "--from", "2030-02-01", "--to", "2030-01-01")

@@ -191,3 +191,38 @@ async def test_timers_fire_after_the_worker_is_killed_while_they_wait(
     for t in tasks:  # each at its time, or later: none was lost while the worker was down
         assert all(by_task[(t["id"], kind)][0]["created_at"] >= due for kind, due in _times(t).items())
     assert len([n for n in notes if n["kind"] == "stale_deal"]) == 1
+
+
+async def test_a_passed_expected_close_date_is_told_once_and_its_timer_follows_the_date(
+    sale: Sale, time_skipping: WorkflowEnvironment
+) -> None:
+    _, opp = await sale.started()
+    start = (await sale.tasks(opp))[0]["start_at"]
+
+    def passed(day: datetime) -> datetime:  # the close date has passed when the next day begins
+        return datetime.combine(day.date(), datetime.min.time(), day.tzinfo) + DAY
+
+    async def close_on(day: datetime) -> None:
+        await sale.update(
+            opp,
+            c.UPDATE_UPDATE_OPPORTUNITY,
+            {"expected_close_date": day.date().isoformat(), "actor": "alice"},
+        )
+
+    async def told() -> list[asyncpg.Record]:
+        return await sale.notifications(opp, "close_date_passed")
+
+    await close_on(start + 3 * DAY)
+    await time_skipping.sleep(2 * DAY)
+    await close_on(start + 10 * DAY)  # moved later: the first date's timer gives way
+    await time_skipping.sleep(4 * DAY)
+    assert await told() == []
+    await time_skipping.sleep(7 * DAY)
+    [notice] = await eventually(told, lambda notes: len(notes) == 1)
+    assert _on_time(notice, passed(start + 10 * DAY)) and notice["recipient"] == "alice"
+    assert f"was expected to close on {(start + 10 * DAY).date()}" in notice["message"]
+
+    await close_on(start + 12 * DAY)  # a new date that has passed already: told at once, once more
+    await eventually(told, lambda notes: len(notes) == 2)
+    await time_skipping.sleep(30 * DAY)
+    assert len(await told()) == 2

@@ -6,7 +6,7 @@ command model forbids unknown fields and bounds its strings, so bad input cannot
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple, Self
 
@@ -63,6 +63,16 @@ def _plausible(value: datetime) -> datetime:
 
 
 When = Annotated[datetime, AfterValidator(_plausible)]
+
+
+def _plausible_day(value: date) -> date:
+    if not 1900 <= value.year <= 2200:
+        raise ValueError("the year must be between 1900 and 2200")
+    return value
+
+
+Day = Annotated[date, AfterValidator(_plausible_day)]
+ForecastCategory = Literal["pipeline", "best case", "commit"]
 
 
 def workflow_id(opportunity_id: str) -> str:
@@ -191,6 +201,12 @@ class OpportunityFields(BaseModel):
     presentation_at: When | None = None
     meeting_notes: Text | None = None
     expected_amount: Money | None = None
+    expected_close_date: Day | None = Field(
+        default=None, description="When the deal is expected to close; its owner is told once it has passed."
+    )
+    forecast_category: ForecastCategory | None = Field(
+        default=None, description="How sure the owner is of closing by then (omitted: pipeline)."
+    )
 
 
 class UpdateOpportunity(OpportunityFields):

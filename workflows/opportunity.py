@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.handover import Handover
     from workflows.ops import publish
     from workflows.rules import NotAllowed, Refused, Rules, Waiting
-    from workflows.stale import StaleDealWatcher
+    from workflows.stale import CloseDateWatcher, StaleDealWatcher
     from workflows.state import (
         ProcessInput,
         SaleState,
@@ -97,17 +97,13 @@ class CorporateSaleWorkflow:
                 await self._resume()
             await self._children.flush()
             self._ready = True
-        watcher = (
-            asyncio.create_task(StaleDealWatcher(self._state, self._lock).run())
-            if self._patches.has(patches.STALE_DEAL)
-            else None
-        )
+        stale = [StaleDealWatcher(self._state, self._lock)] if self._patches.has(patches.STALE_DEAL) else []
+        watchers = [asyncio.create_task(w.run()) for w in [*stale, CloseDateWatcher(self._state, self._lock)]]
         if self._handover.on:
             await self._hand_over_when_due()
         else:
             await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
-        if watcher is not None:
-            await watcher
+        await asyncio.gather(*watchers)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._state.closed:
             workflow.continue_as_new(self._handover.next_input(self._state))

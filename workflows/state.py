@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, model_validator
@@ -100,6 +100,7 @@ class SaleState(BaseModel):
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []
     visited: list[str] = []  # the stages the opportunity has been in (gates ask for some)
+    close_date_noticed: str | None = None  # the expected close date the owner was told has passed
     # Every task of the visit done, the next stage's gate not met: the move that waits for it.
     waiting: ChangeStage | None = None
 
@@ -110,6 +111,14 @@ class SaleState(BaseModel):
         if limit is None or self.quiet_since is None or self.stale_noticed == self.quiet_since:
             return None
         return self.quiet_since + limit
+
+    def close_date_deadline(self) -> datetime | None:
+        """When the open deal's expected close date has passed (the next day begins, UTC), unless
+        its owner has been told of that date already."""
+        day = self.data.get("expected_close_date")
+        if self.closed or not day or day == self.close_date_noticed:
+            return None
+        return datetime.combine(date.fromisoformat(day), time(), UTC) + timedelta(days=1)
 
     def progress(self) -> tuple[int, int]:
         """The current visit's process tasks: how many are completed, of how many."""

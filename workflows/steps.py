@@ -130,6 +130,14 @@ class GateNotice(_Model):
     at: datetime
 
 
+class CloseDateNotice(_Model):
+    """An open deal's expected close date has passed: its owner is told, once per date."""
+
+    opportunity_id: str
+    expected_close_date: str
+    at: datetime
+
+
 class StaleNotice(_Model):
     """A stage visit has gone the stage's limit without a completed task (R20)."""
 
@@ -235,6 +243,11 @@ async def notify_task(notice: TaskNotice) -> bool:
 
 @activity.defn(name="notify_stale")
 async def notify_stale(notice: StaleNotice) -> None:
+    raise NotImplementedError
+
+
+@activity.defn(name="notify_close_date")
+async def notify_close_date(notice: CloseDateNotice) -> None:
     raise NotImplementedError
 
 

@@ -1,0 +1,120 @@
+"""`corpsale forecast` and `corpsale quota ...`: per period (month or quarter) and owner, the open
+amount by forecast category of the deals expected to close then, its probability-weighted
+amount, what was won, and attainment against the owner's quota; a chart for the HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from activities import access, forecast
+from starter.common import CliError, acting_as, default_actor, parse_moment, print_rows, with_db
+
+COLUMNS = ["period", "owner", "pipeline", "best_case", "commit", "weighted", "won", "quota", "attainment"]
+CATEGORIES = [("pipeline", "#c6dbef"), ("best_case", "#6baed6"), ("commit", "#2171b5")]
+
+
+def default_range(by: forecast.Period, today: date) -> tuple[date, date]:
+    """From the start of the current period (month or quarter), a year."""
+    first_month = today.month if by == "month" else 3 * ((today.month - 1) // 3) + 1
+    start = date(today.year, first_month, 1)
+    return start, date(start.year + 1, start.month, 1) - timedelta(days=1)
+
+
+def _day(text: str | None) -> date | None:
+    return None if text is None else parse_moment(text).date()
+
+
+async def rows_for(by: forecast.Period, start: date | None, end: date | None, owner: str | None) -> list[Any]:
+    if start is None and end is not None:  # a year up to --to
+        start = default_range(by, end - timedelta(days=365))[0]
+    first, last = default_range(by, start or datetime.now(UTC).date())
+    start, end = start or first, end or last
+    if end < start:
+        raise CliError("--to must not come before --from")
+    return await with_db(lambda conn: forecast.forecast(conn, by, start, end, owner))
+
+
+async def cmd_forecast(args: argparse.Namespace) -> None:
+    rows = await rows_for(args.by, _day(args.start), _day(args.end), args.owner)
+    for r in rows if not args.json else ():
+        r["attainment"] = None if r["attainment"] is None else f"{r['attainment']}%"
+    empty = "no open deal with an expected close date, no win and no quota in these periods"
+    print_rows(rows, COLUMNS, as_json=args.json, empty=empty)
+
+
+async def cmd_quota_set(args: argparse.Namespace) -> None:
+    me = await acting_as(args.actor)
+    if not await with_db(lambda conn: access.is_admin(conn, me)):
+        raise CliError(f"{me!r} is not an admin: only an admin sets quotas")
+    try:
+        amount = Decimal(args.amount)
+    except InvalidOperation:
+        raise CliError(f"not an amount: {args.amount!r}; write 150000 or 150000.50") from None
+    await with_db(lambda conn: forecast.set_quota(conn, args.person, args.period, amount, me))
+    print(f"quota of {args.person} for {args.period}: {amount}")
+
+
+async def cmd_quota_list(args: argparse.Namespace) -> None:
+    rows = await with_db(lambda conn: forecast.list_quotas(conn, args.person))
+    print_rows(rows, ["person", "period", "amount", "set_by"], as_json=args.json, empty="no quotas yet")
+
+
+def forecast_chart(rows: list[dict[str, Any]]) -> Any:
+    """A `draw(ax)` for the report: per period, the open amount stacked by category, and a
+    marker for what was won (all owners together)."""
+    periods = sorted({r["period"] for r in rows})
+
+    def total(period: str, column: str) -> float:
+        return float(sum(r[column] for r in rows if r["period"] == period))
+
+    def draw(ax: Any) -> None:
+        bottom = [0.0] * len(periods)
+        for column, color in CATEGORIES:
+            heights = [total(p, column) for p in periods]
+            ax.bar(periods, heights, bottom=bottom, color=color, label=column.replace("_", " "))
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        ax.scatter(
+            periods, [total(p, "won") for p in periods], color="#e6550d", marker="D", label="won", zorder=3
+        )
+        ax.set_ylabel("amount")
+        ax.set_title("Forecast by expected close date")
+        ax.legend(fontsize=8)
+
+    return draw
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "forecast",
+        help="open amount by forecast category, weighted, won and quota attainment, per period and owner",
+        description="Per period (by the expected close date of open deals and the close of won ones)"
+        " and owner: the open amount by forecast category (pipeline, best case, commit), its"
+        " probability-weighted amount, what was won, the quota and its attainment.",
+    )
+    p.add_argument(
+        "--by", choices=["month", "quarter"], default="quarter", help="the period (default: quarter)"
+    )
+    p.add_argument("--owner", help="one owner only")
+    p.add_argument("--from", dest="start", help="first day (default: the start of the current period)")
+    p.add_argument(
+        "--to", dest="end", help="last day (default: a year after --from; --to alone: a year up to it)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_forecast)
+
+    quota = sub.add_parser("quota", help="sales quotas per person and period").add_subparsers(
+        dest="quota_command", required=True
+    )
+    p = quota.add_parser("set", help="set a person's quota for a quarter (2027-Q1) or a month (2027-03)")
+    p.add_argument("person", metavar="PERSON")
+    p.add_argument("period", metavar="PERIOD", help="a quarter (2027-Q1) or a month (2027-03)")
+    p.add_argument("amount", metavar="AMOUNT")
+    p.add_argument("--actor", default=default_actor(), help="who sets it (an admin)")
+    p.set_defaults(run=cmd_quota_set)
+    p = quota.add_parser("list", help="the quotas set, by period")
+    p.add_argument("--person", help="one person only")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_quota_list)
