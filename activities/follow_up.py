@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from activities import definitions
+from activities import definitions, events
 from activities.errors import Refused
 from workflows.definition import TaskTemplate
 
@@ -60,6 +60,7 @@ async def complete(
             return {"task_id": task_id, "status": "completed", "outcome": chosen, "changed": False}
         if row["status"] != "open":
             raise FollowUpRefused(f"task {task_id!r} is {row['status']} already (outcome {row['outcome']!r})")
+        now = datetime.now(UTC)
         await conn.execute(
             "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
             " completed_at = $5 WHERE id = $1",
@@ -67,6 +68,7 @@ async def complete(
             chosen,
             actor,
             comment,
-            datetime.now(UTC),
+            now,
         )
+        await events.task_completed(conn, opportunity_id, task_id, chosen, actor, comment, now)
         return {"task_id": task_id, "status": "completed", "outcome": chosen, "changed": True}

@@ -5,27 +5,25 @@ and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the sta
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from activities import events, notices
 from workflows.contract import OpportunityFields
 from workflows.definition import Stage
 from workflows.steps import (
     AddTaskRow,
     CancelTaskRow,
-    CloseDateNotice,
     CompleteTaskRow,
     EnterStage,
-    GateNotice,
     NewTask,
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
-    StaleNotice,
-    TaskNotice,
     UpdateOpportunityRow,
 )
 
@@ -86,12 +84,29 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
     columns = ["id", *fields]
     values = [cmd.opportunity_id, *fields.values()]
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    status = await conn.execute(
-        f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
-        " ON CONFLICT (id) DO NOTHING",
-        *values,
-    )
-    return bool(status == "INSERT 0 1")
+    async with conn.transaction():
+        status = await conn.execute(
+            f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
+            " ON CONFLICT (id) DO NOTHING",
+            *values,
+        )
+        inserted = bool(status == "INSERT 0 1")
+        if inserted:
+            started = {
+                "title": cmd.new.title,
+                "customer": cmd.new.customer,
+                "owner": cmd.new.owner,
+                "actor": cmd.actor,
+            }
+            await events.emit(
+                conn,
+                cmd.opportunity_id,
+                f"{cmd.opportunity_id}:started",
+                "opportunity.started",
+                None,
+                started,
+            )
+    return inserted
 
 
 async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
@@ -101,13 +116,16 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         # also covers tasks whose child never could (its parent run was terminated), and rows of
         # an attempt whose workflow task was lost. The upserts below make a re-run of this step
         # (a worker lost its workflow task) leave what the run that goes on holds.
-        await conn.execute(
+        canceled = await conn.fetch(
             "UPDATE tasks SET status = 'canceled', canceled_at = $2"
-            " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[])",
+            " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[]) RETURNING id, visit_id",
             step.opportunity_id,
             step.at,
             [t.task_id for t in step.tasks] + list(step.keep_open),
         )
+        for task in canceled:  # of earlier visits: a re-run of an earlier entry cancels no later one
+            if events.visit_no(task["visit_id"]) < step.visit_no:
+                await events.task_canceled(conn, step.opportunity_id, task["id"], step.at)
         left = await conn.fetch(
             "UPDATE stage_visits SET left_at = $2"
             " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL RETURNING stage",
@@ -130,6 +148,15 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             step.reason,
             step.definition_version,
         )
+        entered = {
+            "stage": step.stage,
+            "left": left[0]["stage"] if left else None,
+            "visit": step.visit_no,
+            "actor": step.actor,
+            "reason": step.reason,
+            "definition_version": step.definition_version,
+        }
+        await events.emit(conn, step.opportunity_id, f"{visit_id}:entered", "stage.entered", step.at, entered)
         # Its own tasks open, also when a re-run of an earlier entry (the workflow task that ran
         # both was lost, and is run again in order) canceled them as stale meanwhile.
         await conn.executemany(
@@ -139,7 +166,8 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             " status = 'open', canceled_at = NULL WHERE tasks.status <> 'completed'",
             _task_rows(step, visit_id, step.tasks),
         )
-        await _notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
+        await notices.notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
+        await events.tasks_created(conn, step, step.tasks)
         await conn.execute(
             "UPDATE opportunities SET stage = $2, updated_at = $3,"
             " probability = (SELECT probability FROM stages WHERE name = $2)"
@@ -151,112 +179,13 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
         if step.closing is not None:
             await _close(conn, step, visit_id)
         elif left and step.actor != step.owner:
-            await _notify_stage_changed(conn, step, visit_id, left[0]["stage"])
-
-
-async def _notify_stage_changed(conn: asyncpg.Connection, step: EnterStage, visit_id: str, left: str) -> None:
-    """The owner hears of a stage change someone else made (their own they know of)."""
-    why = f" ({step.reason})" if step.reason else ""
-    await conn.execute(
-        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
-        " SELECT $1, $2, id, 'stage_changed', $3 || title || $4, $5 FROM opportunities WHERE id = $6"
-        " ON CONFLICT (id) DO NOTHING",
-        f"{visit_id}:stage_changed",
-        step.owner,
-        f"{step.actor} moved ",
-        f" from {left} to {step.stage}{why}",
-        step.at,
-        step.opportunity_id,
-    )
-
-
-NOTICES = {
-    "reminder": "Reminder: {title} is due {due}",
-    "overdue": "Overdue: {title} was due {due}",
-    "escalation": "Escalation: {owner}'s task {title} has been overdue since {due}",
-}
-
-
-async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
-    """A task timer's notification, if the task is still open: to its owner as it is now, and
-    for an escalation to the owner's manager (to the owner when nobody is on record as it)."""
-    async with conn.transaction():
-        task = await conn.fetchrow(
-            "SELECT t.opportunity_id, t.title, t.owner, t.due_at, t.status, p.manager FROM tasks t"
-            " LEFT JOIN people p ON p.name = t.owner WHERE t.id = $1",
-            notice.task_id,
-        )
-        if task is None or task["status"] != "open":
-            return False
-        message = NOTICES[notice.kind].format(
-            title=task["title"], owner=task["owner"], due=f"{task['due_at']:%Y-%m-%d %H:%M} UTC"
-        )
-        recipient = task["owner"]
-        if notice.kind == "escalation":
-            if task["manager"]:
-                recipient = task["manager"]
-            else:
-                message += f" (no manager on record for {task['owner']}: `corpsale people set`)"
-        await conn.execute(
-            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            f"{notice.task_id}:{notice.kind}",
-            recipient,
-            task["opportunity_id"],
-            notice.task_id,
-            notice.kind,
-            message,
-            notice.at,
-        )
-        return True
-
-
-async def notify_stale(conn: asyncpg.Connection, notice: StaleNotice) -> None:
-    """A stale-deal notice to the opportunity's owner (R20)."""
-    days = (notice.at - notice.quiet_since).total_seconds() / 86400
-    quiet = f"{days:.0f} days" if days >= 1 else f"{(notice.at - notice.quiet_since).total_seconds():.0f} s"
-    await conn.execute(
-        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
-        " SELECT $1, owner, id, 'stale_deal', 'Stale deal: ' || title || $2, $3 FROM opportunities"
-        " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
-        f"{notice.opportunity_id}:v{notice.visit_no}:stale{notice.number}",
-        f" has had no completed task in {notice.stage} for {quiet}",
-        notice.at,
-        notice.opportunity_id,
-    )
-
-
-async def notify_close_date(conn: asyncpg.Connection, notice: CloseDateNotice) -> None:
-    """The owner hears that the deal's expected close date has passed, once per date."""
-    await conn.execute(
-        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
-        " SELECT $1, owner, id, 'close_date_passed', 'Expected close date passed: ' || title || $2, $3"
-        " FROM opportunities WHERE id = $4 ON CONFLICT (id) DO NOTHING",
-        f"{notice.opportunity_id}:close-date:{notice.expected_close_date}",
-        f" was expected to close on {notice.expected_close_date}; move the date or close the deal",
-        notice.at,
-        notice.opportunity_id,
-    )
+            await notices.notify_stage_changed(conn, step, visit_id, left[0]["stage"])
 
 
 async def find_manager(conn: asyncpg.Connection, person: str) -> str | None:
     """The person's manager in the people directory, if one is on record."""
     manager: str | None = await conn.fetchval("SELECT manager FROM people WHERE name = $1", person)
     return manager
-
-
-async def notify_gate(conn: asyncpg.Connection, notice: GateNotice) -> None:
-    """Every task done, the next stage's gate not met: the owner is told what to fill in, once
-    per visit (the notice's id)."""
-    await conn.execute(
-        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
-        " SELECT $1, owner, id, 'gate_waiting', title || $2, $3 FROM opportunities"
-        " WHERE id = $4 ON CONFLICT (id) DO NOTHING",
-        f"{notice.opportunity_id}:v{notice.visit_no}:gate",
-        f": every task is done; to move on to {notice.stage}, fill in {', '.join(notice.missing)}",
-        notice.at,
-        notice.opportunity_id,
-    )
 
 
 def _task_rows(step: EnterStage, visit_id: str, tasks: Sequence[NewTask]) -> list[tuple[Any, ...]]:
@@ -276,28 +205,6 @@ def _task_rows(step: EnterStage, visit_id: str, tasks: Sequence[NewTask]) -> lis
         )
         for t in tasks
     ]
-
-
-async def _notify_assigned(
-    conn: asyncpg.Connection, opportunity_id: str, owner: str, tasks: Sequence[NewTask], at: datetime
-) -> None:
-    """A notification per new task for its owner (R5); one per task, however often this runs."""
-    await conn.executemany(
-        "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
-        " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
-        " ON CONFLICT (id) DO NOTHING",
-        [
-            (
-                f"{t.task_id}:assigned",
-                t.owner or owner,
-                opportunity_id,
-                t.task_id,
-                f"New task: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC)",
-                at,
-            )
-            for t in tasks
-        ],
-    )
 
 
 async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> None:
@@ -331,6 +238,21 @@ async def _close(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> N
     )
     if c.successful:
         await _won(conn, step, visit_id)
+    closed: dict[str, Any] = {
+        "stage": step.stage,
+        "actual_income": c.actual_income,
+        "hours_spent": c.hours_spent,
+        "reason": c.reason,
+        "competitor": c.competitor,
+        "actor": step.actor,
+    }
+    if c.successful:  # the order draft goes with it
+        order = await conn.fetchrow(
+            "SELECT id, amount FROM orders WHERE id = $1", f"{step.opportunity_id}:order"
+        )
+        closed["order"] = dict(order) if order else None
+    kind = "opportunity.won" if c.successful else "opportunity.lost"
+    await events.emit(conn, step.opportunity_id, f"{step.opportunity_id}:closed", kind, step.at, closed)
 
 
 async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> None:
@@ -350,27 +272,37 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
         " due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'follow-up') ON CONFLICT (id) DO NOTHING",
         _task_rows(step, visit_id, closing.follow_up),
     )
-    await _notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
+    await notices.notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
+    await events.tasks_created(conn, step, closing.follow_up)
 
 
 async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
-    await conn.execute(
-        "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
-        " completed_at = $5 WHERE id = $1 AND status = 'open'",
-        row.task_id,
-        row.outcome,
-        row.actor,
-        row.comment,
-        row.at,
-    )
+    async with conn.transaction():
+        opportunity_id = await conn.fetchval(
+            "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
+            " completed_at = $5 WHERE id = $1 AND status = 'open' RETURNING opportunity_id",
+            row.task_id,
+            row.outcome,
+            row.actor,
+            row.comment,
+            row.at,
+        )
+        if opportunity_id is not None:
+            await events.task_completed(
+                conn, opportunity_id, row.task_id, row.outcome, row.actor, row.comment, row.at
+            )
 
 
 async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
-    await conn.execute(
-        "UPDATE tasks SET status = 'canceled', canceled_at = $2 WHERE id = $1 AND status = 'open'",
-        row.task_id,
-        row.at,
-    )
+    async with conn.transaction():
+        opportunity_id = await conn.fetchval(
+            "UPDATE tasks SET status = 'canceled', canceled_at = $2 WHERE id = $1 AND status = 'open'"
+            " RETURNING opportunity_id",
+            row.task_id,
+            row.at,
+        )
+        if opportunity_id is not None:
+            await events.task_canceled(conn, opportunity_id, row.task_id, row.at)
 
 
 async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow) -> None:
@@ -381,12 +313,19 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
     if not fields:
         return
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
-    await conn.execute(
-        f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
-        row.opportunity_id,
-        row.at,
-        *fields.values(),
-    )
+    # Two updates in one workflow task share their time: what they change tells them apart.
+    digest = hashlib.sha256(json.dumps(row.changes, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    async with conn.transaction():
+        await conn.execute(
+            f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
+            row.opportunity_id,
+            row.at,
+            *fields.values(),
+        )
+        event_id = f"{row.opportunity_id}:updated:{row.at.isoformat()}:{digest}"
+        await events.emit(
+            conn, row.opportunity_id, event_id, "opportunity.updated", row.at, {"changes": row.changes}
+        )
 
 
 async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
@@ -404,6 +343,15 @@ async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
             list(row.task_ids),
             row.to_owner,
         )
+        moved = {
+            "from": row.from_owner,
+            "to": row.to_owner,
+            "actor": row.actor,
+            "reason": row.reason,
+            "task_ids": list(row.task_ids),
+        }
+        event_id = f"{row.opportunity_id}:reassigned{row.number}"
+        await events.emit(conn, row.opportunity_id, event_id, "opportunity.reassigned", row.at, moved)
         why = f" ({row.reason})" if row.reason else ""
         tasks = f"{len(row.task_ids)} open task{'s' if len(row.task_ids) != 1 else ''}"
         await conn.executemany(
@@ -450,7 +398,17 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
             t.start_at,
             t.due_at,
         )
-        await _notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
+        await notices.notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
+        created = {
+            "task_id": t.task_id,
+            "title": t.title,
+            "owner": row.owner,
+            "due_at": t.due_at,
+            "stage": row.stage,
+            "visit": row.visit_no,
+            "adhoc": True,
+        }
+        await events.emit(conn, row.opportunity_id, f"{t.task_id}:created", "task.created", row.at, created)
 
 
 async def close_reasons(conn: asyncpg.Connection) -> list[str]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import access, definitions, repository
+from activities import access, definitions, notices, repository
 from workflows.definition import Process, Stage
 from workflows.steps import (
     AddTaskRow,
@@ -150,17 +150,17 @@ class SaleActivities:
     async def notify_task(self, notice: TaskNotice) -> bool:
         """Returns whether the task was still open (a notice for a finished one is not sent)."""
         async with self._pool.acquire() as conn:
-            return await repository.notify_task(conn, notice)
+            return await notices.notify_task(conn, notice)
 
     @activity.defn
     async def notify_stale(self, notice: StaleNotice) -> None:
         async with self._pool.acquire() as conn:
-            await repository.notify_stale(conn, notice)
+            await notices.notify_stale(conn, notice)
 
     @activity.defn
     async def notify_close_date(self, notice: CloseDateNotice) -> None:
         async with self._pool.acquire() as conn:
-            await repository.notify_close_date(conn, notice)
+            await notices.notify_close_date(conn, notice)
 
     @activity.defn
     async def find_manager(self, person: str) -> str | None:
@@ -170,7 +170,7 @@ class SaleActivities:
     @activity.defn
     async def notify_gate(self, notice: GateNotice) -> None:
         async with self._pool.acquire() as conn:
-            await repository.notify_gate(conn, notice)
+            await notices.notify_gate(conn, notice)
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -284,3 +284,19 @@ async def start_process(
             f"Opportunity {opportunity_id!r} has a running process already (workflow"
             f" {c.workflow_id(opportunity_id)}); one process per opportunity."
         ) from None
+
+
+async def read_events(
+    database_url: str, since: int = 0, opportunity_id: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The business events after position `since` (of one opportunity), oldest first, as
+    CloudEvents 1.0 dicts; the last one's `position` is where to read on from."""
+    import asyncpg
+
+    from activities import events
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await events.read(conn, since, opportunity_id, limit)
+    finally:
+        await conn.close()

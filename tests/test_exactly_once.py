@@ -195,8 +195,22 @@ async def test_a_lost_workflow_task_run_again_in_order_leaves_what_it_left_the_f
         r["id"]: r["status"]
         for r in await pool.fetch("SELECT id, status FROM tasks WHERE opportunity_id = $1", opp)
     }
+    events = await pool.fetch(
+        "SELECT id, sequence FROM events WHERE opportunity_id = $1 ORDER BY sequence", opp
+    )
     for activity_fn, arg in steps:  # the lost workflow task, run again
         await env.run(activity_fn, arg)
+    # The events out are those of the first run: none again, and no cancellation of a later
+    # entry's task by the earlier entry run again (it was stale only for a moment).
+    assert (
+        await pool.fetch("SELECT id, sequence FROM events WHERE opportunity_id = $1 ORDER BY sequence", opp)
+        == events
+    )
+    assert [e["id"] for e in events] == [
+        f"{opp}:started", f"{opp}:v1:entered", f"{opp}:v1:a:created", f"{opp}:adhoc1:created",
+        f"{opp}:v1:a:canceled", f"{opp}:v2:entered", f"{opp}:v2:a:created",
+    ]  # fmt: skip
+    assert [e["sequence"] for e in events] == list(range(1, 8))
     again = {
         r["id"]: r["status"]
         for r in await pool.fetch("SELECT id, status FROM tasks WHERE opportunity_id = $1", opp)
