@@ -21,7 +21,8 @@ CONTRACT: dict[str, type[BaseModel]] = {
 def schemas() -> dict[str, str]:
     """File name → schema text, for every payload of the contract."""
     out = {}
-    for name, model in CONTRACT.items():
+    events = {f"event.{kind}": model for kind, model in c.EVENTS.items()}
+    for name, model in {**CONTRACT, **events}.items():
         mode: Literal["validation", "serialization"] = (
             "serialization" if model is c.StateView else "validation"
         )

@@ -352,3 +352,92 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
 )
 COMMAND_OF_UPDATE = {spec.update: spec.name for spec in COMMANDS}
+
+
+# Business events out: the `data` of each kind (the CloudEvent's type is com.corpsale.<kind>).
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpportunityStarted(_EventData):
+    """A process created the opportunity."""
+
+    title: str
+    customer: str
+    owner: str
+    actor: str
+
+
+class StageEntered(_EventData):
+    stage: str
+    left: str | None = Field(description="The stage the opportunity left (none on its first entry).")
+    visit: int
+    actor: str
+    reason: str | None
+    definition_version: int | None
+
+
+class TaskCreated(_EventData):
+    task_id: str
+    title: str
+    owner: str
+    due_at: datetime
+    stage: str
+    visit: int
+    adhoc: bool = False
+
+
+class TaskCompleted(_EventData):
+    task_id: str
+    outcome: str
+    actor: str | None
+    comment: str | None
+
+
+class TaskCanceled(_EventData):
+    task_id: str
+
+
+class OpportunityReassigned(_EventData):
+    from_owner: str = Field(alias="from")
+    to: str
+    actor: str
+    reason: str | None
+    task_ids: list[str]
+
+
+class OpportunityUpdated(_EventData):
+    changes: dict[str, Any] = Field(description="The fields changed, with their new values.")
+
+
+class OrderDraft(_EventData):
+    id: str
+    amount: Decimal | None
+
+
+class OpportunityClosed(_EventData):
+    stage: str
+    actual_income: Decimal | None
+    hours_spent: Decimal | None
+    reason: str | None
+    competitor: str | None
+    actor: str
+
+
+class OpportunityWon(OpportunityClosed):
+    order: OrderDraft | None = Field(description="The order draft made for the customer.")
+
+
+EVENTS: dict[str, type[BaseModel]] = {
+    "opportunity.started": OpportunityStarted,
+    "stage.entered": StageEntered,
+    "task.created": TaskCreated,
+    "task.completed": TaskCompleted,
+    "task.canceled": TaskCanceled,
+    "opportunity.reassigned": OpportunityReassigned,
+    "opportunity.updated": OpportunityUpdated,
+    "opportunity.won": OpportunityWon,
+    "opportunity.lost": OpportunityClosed,
+}
