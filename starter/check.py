@@ -63,6 +63,11 @@ def _check_rows(report: Report, row: asyncpg.Record) -> None:
             "notification lost or duplicated",
             f"{row['tasks']} tasks, {row['assigned_rows']} task notifications",
         )
+    numbers = list(row["event_numbers"] or [])
+    if numbers != list(range(1, len(numbers) + 1)):
+        report.add(opp, "event numbers with a gap or a double", f"{numbers}")
+    if row["events_missing"]:
+        report.add(opp, "event lost", ", ".join(row["events_missing"]))
 
 
 async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> None:
