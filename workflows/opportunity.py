@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.handover import Handover
     from workflows.ops import publish
     from workflows.rules import NotAllowed, Refused, Rules, Waiting
-    from workflows.stale import CloseDateWatcher, StaleDealWatcher
+    from workflows.stale import start_watchers
     from workflows.state import (
         ProcessInput,
         SaleState,
@@ -97,8 +97,8 @@ class CorporateSaleWorkflow:
                 await self._resume()
             await self._children.flush()
             self._ready = True
-        stale = [StaleDealWatcher(self._state, self._lock)] if self._patches.has(patches.STALE_DEAL) else []
-        watchers = [asyncio.create_task(w.run()) for w in [*stale, CloseDateWatcher(self._state, self._lock)]]
+        stale, run_out = self._patches.has(patches.STALE_DEAL), self._patches.timers_run_out
+        watchers = start_watchers(self._state, self._lock, stale=stale, run_out=run_out)
         if self._handover.on:
             await self._hand_over_when_due()
         else:

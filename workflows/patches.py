@@ -29,17 +29,21 @@ STAGES_REFRESHED = "stages-refreshed-on-unknown"
 CLOSE_REASON_LOOKUP = "close-reason-lookup"
 # Runs tell their task workflows of a new owner (what the Web UI shows).
 TASK_OWNER = "task-owner-shown"
+# Runs never cancel a deadline's timer: one no longer wanted runs out (workflows/stale.py).
+TIMERS_RUN_OUT = "deadline-timers-run-out"
 
 
 class Patches:
-    """Which of the patches before `UP_FRONT` a run has."""
+    """Which of the patches before `UP_FRONT` a run has, and whether it has `TIMERS_RUN_OUT`."""
 
     def __init__(self) -> None:
         self._up_front = False
+        self.timers_run_out = False  # TIMERS_RUN_OUT
 
     def decide(self) -> None:
         """In the run's first workflow task, before its first local activity."""
         self._up_front = workflow.patched(UP_FRONT)
+        self.timers_run_out = workflow.patched(TIMERS_RUN_OUT)
 
     def has(self, patch: str) -> bool:
         """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says

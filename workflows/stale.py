@@ -28,8 +28,11 @@ class DeadlineWatcher:
 
     what = "deadline"  # what the timer is for, in its summary
 
-    def __init__(self, state: SaleState, lock: asyncio.Lock) -> None:
-        self._state, self._lock = state, lock
+    def __init__(self, state: SaleState, lock: asyncio.Lock, *, run_out: bool = False) -> None:
+        self._state, self._lock, self._run_out = state, lock, run_out
+        self._alarms: set[datetime] = set()  # timers running (run_out)
+        self._alarm_tasks: set[asyncio.Task[None]] = set()
+        self._rang = False
 
     def deadline(self) -> datetime | None:
         raise NotImplementedError
@@ -50,6 +53,9 @@ class DeadlineWatcher:
             if due is None:
                 await workflow.wait_condition(lambda: self._ended() or self.deadline() is not None)
                 continue
+            if due > workflow.now() and self._run_out:
+                await self._wait_for(due)
+                continue
             if due > workflow.now():
                 try:
                     await workflow.wait_condition(
@@ -65,6 +71,24 @@ class DeadlineWatcher:
                 if self._ended() or due is None or due > workflow.now():
                     continue  # moved meanwhile: wait on
                 await self.notify()
+
+    async def _wait_for(self, due: datetime) -> None:
+        """Runs of patches.TIMERS_RUN_OUT: a timer is never canceled. One started and canceled
+        in the same workflow task leaves no event, and a local activity's late result (see
+        workflows/patches.py) can make replay see the two in different workflow tasks and
+        disagree. A timer no longer wanted runs out and wakes the watcher for nothing."""
+        if not any(alarm <= due for alarm in self._alarms):
+            self._alarms.add(due)
+            alarm = asyncio.create_task(self._alarm(due))
+            self._alarm_tasks.add(alarm)
+            alarm.add_done_callback(self._alarm_tasks.discard)
+        self._rang = False
+        await workflow.wait_condition(lambda: self._ended() or self._rang or self.moved(due))
+
+    async def _alarm(self, due: datetime) -> None:
+        await workflow.sleep(due - workflow.now(), summary=f"{self.what} at {due:%Y-%m-%d %H:%M:%S} UTC")
+        self._alarms.discard(due)
+        self._rang = True
 
 
 class StaleDealWatcher(DeadlineWatcher):
@@ -118,3 +142,12 @@ class CloseDateWatcher(DeadlineWatcher):
             start_to_close_timeout=NOTICE_TIMEOUT,
             summary=f"expected close date {day} passed",
         )
+
+
+def start_watchers(
+    state: SaleState, lock: asyncio.Lock, *, stale: bool, run_out: bool
+) -> list[asyncio.Task[None]]:
+    """The run's deadline watchers, running (the stale-deal one where the run has it)."""
+    watchers: list[DeadlineWatcher] = [StaleDealWatcher(state, lock, run_out=run_out)] if stale else []
+    watchers.append(CloseDateWatcher(state, lock, run_out=run_out))
+    return [asyncio.create_task(w.run()) for w in watchers]
