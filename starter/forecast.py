@@ -27,18 +27,21 @@ def _day(text: str | None) -> date | None:
     return None if text is None else parse_moment(text).date()
 
 
-async def rows_for(by: forecast.Period, start: date | None, end: date | None, owner: str | None) -> list[Any]:
+def period_range(by: forecast.Period, start: date | None, end: date | None) -> tuple[date, date]:
+    """The days a forecast covers: as given, else from the start of the current period (or a
+    year up to --to) for a year."""
     if start is None and end is not None:  # a year up to --to
         start = default_range(by, end - timedelta(days=365))[0]
     first, last = default_range(by, start or datetime.now(UTC).date())
     start, end = start or first, end or last
     if end < start:
         raise CliError("--to must not come before --from")
-    return await with_db(lambda conn: forecast.forecast(conn, by, start, end, owner))
+    return start, end
 
 
 async def cmd_forecast(args: argparse.Namespace) -> None:
-    rows = await rows_for(args.by, _day(args.start), _day(args.end), args.owner)
+    start, end = period_range(args.by, _day(args.start), _day(args.end))
+    rows = await with_db(lambda conn: forecast.forecast(conn, args.by, start, end, args.owner))
     for r in rows if not args.json else ():
         r["attainment"] = None if r["attainment"] is None else f"{r['attainment']}%"
     empty = "no open deal with an expected close date, no win and no quota in these periods"
@@ -47,13 +50,17 @@ async def cmd_forecast(args: argparse.Namespace) -> None:
 
 async def cmd_quota_set(args: argparse.Namespace) -> None:
     me = await acting_as(args.actor)
-    if not await with_db(lambda conn: access.is_admin(conn, me)):
-        raise CliError(f"{me!r} is not an admin: only an admin sets quotas")
     try:
         amount = Decimal(args.amount)
     except InvalidOperation:
         raise CliError(f"not an amount: {args.amount!r}; write 150000 or 150000.50") from None
-    await with_db(lambda conn: forecast.set_quota(conn, args.person, args.period, amount, me))
+
+    async def set_as_admin(conn: Any) -> None:
+        if not await access.is_admin(conn, me):
+            raise CliError(f"{me!r} is not an admin: only an admin sets quotas")
+        await forecast.set_quota(conn, args.person, args.period, amount, me)
+
+    await with_db(set_as_admin)
     print(f"quota of {args.person} for {args.period}: {amount}")
 
 

@@ -39,6 +39,7 @@ from starter.common import (
 )
 from workflows import contract as c
 from workflows.contract import NewOpportunity, OpportunityFields, StateView
+from workflows.definition import StageTasks
 from workflows.state import ProcessInput
 
 
@@ -238,7 +239,14 @@ async def cmd_state(args: argparse.Namespace) -> None:
 async def cmd_show(args: argparse.Namespace) -> None:
     from activities import definitions, opportunities
 
-    detail = await with_db(lambda conn: opportunities.opportunity_detail(conn, args.opportunity))
+    async def read(conn: Any) -> tuple[dict[str, Any] | None, StageTasks | None]:
+        found = await opportunities.opportunity_detail(conn, args.opportunity)
+        if found is None or found["closed_at"] or not found["history"]:
+            return found, None
+        version = found["history"][-1]["definition_version"]
+        return found, await definitions.stage_guide(conn, version, found["stage"])
+
+    detail, part = await with_db(read)
     if detail is None:
         raise CliError(f"no opportunity {args.opportunity!r}")
     if args.json:
@@ -262,12 +270,8 @@ async def cmd_show(args: argparse.Namespace) -> None:
     ]
     if closing:
         print("  " + ", ".join(closing))
-    if not d["closed_at"] and d["history"]:
-        version = d["history"][-1]["definition_version"]
-        part = await with_db(lambda conn: definitions.stage_guide(conn, version, d["stage"]))
-        if part is not None:
-            to_fill = [f for f in part.key_fields if d.get(f) in (None, "")]
-            print_guide(part.goal, part.guidance, to_fill)
+    if part is not None:
+        print_guide(part.goal, part.guidance, [f for f in part.key_fields if d.get(f) in (None, "")])
     for name in OpportunityFields.model_fields:
         if name not in ("title", "customer") and d.get(name) is not None:
             print(f"  {name}: {d[name]}")

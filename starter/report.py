@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from activities import analytics
+from activities import forecast as forecasts
 from starter import forecast
 from starter.client import CommandRefused, SaleClient
 from starter.common import CliError, parse_moment, positive_int, print_json, print_table, with_db
@@ -226,10 +227,16 @@ async def cmd_report(args: argparse.Namespace) -> None:
     filters = analytics.Filters(_moment(args.start), _moment(args.end), args.owner, args.customer)
     if filters.start and filters.end and filters.end <= filters.start:
         raise CliError("--to must come after --from")
-    report = await with_db(lambda conn: analytics.report(conn, filters))
-    report["forecast"] = await forecast.rows_for(
-        "quarter", filters.start and filters.start.date(), filters.end and filters.end.date(), args.owner
+    days = forecast.period_range(
+        "quarter", filters.start and filters.start.date(), filters.end and filters.end.date()
     )
+
+    async def read(conn: Any) -> dict[str, Any]:
+        report = await analytics.report(conn, filters)
+        report["forecast"] = await forecasts.forecast(conn, "quarter", *days, args.owner)
+        return report
+
+    report = await with_db(read)
     if args.charts or args.html:
         charts = {
             "pipeline": pipeline_chart(report),
