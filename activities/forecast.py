@@ -82,8 +82,8 @@ async def forecast(
 async def set_quota(conn: asyncpg.Connection, person: str, period: str, amount: Decimal, by: str) -> None:
     if not re.match(QUOTA_PERIOD, period):
         raise BadQuota(f"period {period!r} is neither a quarter nor a month: write 2027-Q1 or 2027-03")
-    if amount < 0:
-        raise BadQuota(f"a quota is not negative: {amount}")
+    if not amount.is_finite() or not 0 <= amount < 10**12:
+        raise BadQuota(f"a quota is an amount from 0 to 999999999999.99, not {amount}")
     await conn.execute(
         "INSERT INTO quotas (person, period, amount, set_by) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (person, period) DO UPDATE SET amount = EXCLUDED.amount, set_by = EXCLUDED.set_by,"

@@ -82,6 +82,11 @@ async def test_the_forecast_adds_up_the_deals_the_wins_and_the_quotas(sale: Sale
     # Quotas: a quarter or a month, set by an admin.
     bad = await sale.cli("quota", "set", owner, "2030-13", "1")
     assert bad.code == 1 and "neither a quarter nor a month: write 2027-Q1 or 2027-03" in bad.stderr
+    for amount in ("-1", "NaN", "Infinity", "1e20"):  # one line each, nothing written
+        bad = await sale.cli("quota", "set", owner, "2030-Q4", amount)
+        assert bad.code == 1 and "a quota is an amount from 0 to 999999999999.99" in bad.stderr, bad
+    not_admin = await sale.cli("quota", "set", owner, "2030-Q4", "1", env={"CORPSALE_ACTOR": owner})
+    assert not_admin.code == 1 and "is not an admin: only an admin sets quotas" in not_admin.stderr
     listed = await sale.cli("quota", "list", "--person", owner, "--json")
     assert [q["period"] for q in json.loads(listed.stdout)] == sorted(["2030-Q1", this_quarter, "2030-Q3"])
 
