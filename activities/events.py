@@ -2,12 +2,19 @@
 change it reports, with an id that a retried or re-run step reproduces, so a retry or a killed
 worker never writes one twice or loses one; each opportunity's events are numbered in order,
 without gaps. Read back, an event is CloudEvents 1.0 JSON: the opportunity as its subject, its
-number as the `sequence` extension, its place in the whole feed as `position`."""
+number as the `sequence` extension, its place in the whole feed as `position`.
+
+The feed comes in the order the events' transactions committed (`tx`, then `position`), and only
+up to the oldest transaction still running: a position is taken at insert, so an event with a
+smaller one can commit later, and a reader that went by positions alone would pass it for good.
+A transaction that writes events of an opportunity takes its lock (`lock`) before anything else,
+so one opportunity's events commit in their numbers' order, and the feed keeps that order."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +23,33 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from workflows.contract import EVENTS
+from workflows.rules import Refused
 from workflows.steps import EnterStage, NewTask
 
 SOURCE = "/corporate-sale"
 TYPE_PREFIX = "com.corpsale."
 TYPES = tuple(EVENTS)
+
+
+@contextlib.asynccontextmanager
+async def transaction(conn: asyncpg.Connection, opportunity_id: str) -> AsyncIterator[None]:
+    """A transaction that may write events of `opportunity_id`: its lock comes first."""
+    async with conn.transaction():
+        await lock(conn, opportunity_id)
+        yield
+
+
+async def lock(conn: asyncpg.Connection, opportunity_id: str) -> None:
+    """One writer per opportunity at a time, until its transaction ends: its numbers stay
+    consecutive. Taken before the transaction writes anything (and so has no transaction id yet):
+    the next writer's id is then a later one, and the feed orders their events as numbered."""
+    written = await conn.fetchval(
+        "SELECT pg_current_xact_id_if_assigned() IS NOT NULL"
+        " FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS locked",
+        opportunity_id,
+    )
+    if written:
+        raise AssertionError(f"lock opportunity {opportunity_id!r} before its transaction writes anything")
 
 
 async def emit(
@@ -31,11 +60,9 @@ async def emit(
     at: datetime | None,
     data: dict[str, Any],
 ) -> None:
-    """Record an event in the caller's transaction, unless one with its id is there already
-    (its time: `at`, else the database's now)."""
+    """Record an event in the caller's transaction (begun with `transaction`), unless one with
+    its id is there already (its time: `at`, else the database's now)."""
     assert kind in EVENTS, kind  # its data is what the contract's model says (tests/test_events.py)
-    # One writer per opportunity at a time: its numbers stay consecutive.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", opportunity_id)
     await conn.execute(
         "INSERT INTO events (id, opportunity_id, sequence, type, time, data)"
         " SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, coalesce($4, now()), $5::jsonb FROM events"
@@ -85,10 +112,16 @@ def visit_no(visit_id: str | None) -> int:
 async def read(
     conn: asyncpg.Connection, since: int = 0, opportunity_id: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    """The events after position `since` (of one opportunity), oldest first, as CloudEvents."""
+    """The events after the one at position `since` (0: from the first), of one opportunity or
+    all, in the order they committed, as CloudEvents; the last one's position is where to go on."""
+    if since and not await conn.fetchval("SELECT true FROM events WHERE position = $1", since):
+        raise Refused(f"no event at position {since}: go on from the position of an event you read")
     rows = await conn.fetch(
         "SELECT position, id, opportunity_id, sequence, type, time, data FROM events"
-        " WHERE position > $1 AND ($2::text IS NULL OR opportunity_id = $2) ORDER BY position LIMIT $3",
+        " WHERE (tx, position) >"
+        " (SELECT coalesce(max(tx), '0'::xid8), $1::bigint FROM events WHERE position = $1)"
+        " AND tx < pg_snapshot_xmin(pg_current_snapshot())"
+        " AND ($2::text IS NULL OR opportunity_id = $2) ORDER BY tx, position LIMIT $3",
         since,
         opportunity_id,
         limit,

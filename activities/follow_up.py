@@ -30,7 +30,7 @@ async def complete(
 ) -> dict[str, Any]:
     """Complete an open follow-up task; completing it again with the same outcome changes
     nothing (a retried command), so the row is written once."""
-    async with conn.transaction():
+    async with events.transaction(conn, opportunity_id):
         row = await conn.fetchrow(
             "SELECT t.status, t.outcome, t.task_key, t.kind, v.definition_version FROM tasks t"
             " LEFT JOIN stage_visits v ON v.id = t.visit_id"

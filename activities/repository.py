@@ -84,7 +84,7 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
     columns = ["id", *fields]
     values = [cmd.opportunity_id, *fields.values()]
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    async with conn.transaction():
+    async with events.transaction(conn, cmd.opportunity_id):
         status = await conn.execute(
             f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
             " ON CONFLICT (id) DO NOTHING",
@@ -111,7 +111,7 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
 
 async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     visit_id = f"{step.opportunity_id}:v{step.visit_no}"
-    async with conn.transaction():
+    async with events.transaction(conn, step.opportunity_id):
         # Leaving a stage cancels its open tasks. Their children record that themselves; this
         # also covers tasks whose child never could (its parent run was terminated), and rows of
         # an attempt whose workflow task was lost. The upserts below make a re-run of this step
@@ -277,32 +277,45 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
 
 
 async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
-    async with conn.transaction():
-        opportunity_id = await conn.fetchval(
+    opportunity_id = await _task_opportunity(conn, row.task_id)
+    if opportunity_id is None:
+        return
+    async with events.transaction(conn, opportunity_id):
+        completed = await conn.fetchval(
             "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
-            " completed_at = $5 WHERE id = $1 AND status = 'open' RETURNING opportunity_id",
+            " completed_at = $5 WHERE id = $1 AND status = 'open' RETURNING true",
             row.task_id,
             row.outcome,
             row.actor,
             row.comment,
             row.at,
         )
-        if opportunity_id is not None:
+        if completed:
             await events.task_completed(
                 conn, opportunity_id, row.task_id, row.outcome, row.actor, row.comment, row.at
             )
 
 
 async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
-    async with conn.transaction():
-        opportunity_id = await conn.fetchval(
+    opportunity_id = await _task_opportunity(conn, row.task_id)
+    if opportunity_id is None:
+        return
+    async with events.transaction(conn, opportunity_id):
+        canceled = await conn.fetchval(
             "UPDATE tasks SET status = 'canceled', canceled_at = $2 WHERE id = $1 AND status = 'open'"
-            " RETURNING opportunity_id",
+            " RETURNING true",
             row.task_id,
             row.at,
         )
-        if opportunity_id is not None:
+        if canceled:
             await events.task_canceled(conn, opportunity_id, row.task_id, row.at)
+
+
+async def _task_opportunity(conn: asyncpg.Connection, task_id: str) -> str | None:
+    opportunity_id: str | None = await conn.fetchval(
+        "SELECT opportunity_id FROM tasks WHERE id = $1", task_id
+    )
+    return opportunity_id
 
 
 async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow) -> None:
@@ -315,7 +328,7 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
     # Two updates in one workflow task share their time: what they change tells them apart.
     digest = hashlib.sha256(json.dumps(row.changes, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    async with conn.transaction():
+    async with events.transaction(conn, row.opportunity_id):
         await conn.execute(
             f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
             row.opportunity_id,
@@ -331,7 +344,7 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
 async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
     """The opportunity and its open tasks to the new owner, and a notification to each owner;
     run again, it changes nothing more."""
-    async with conn.transaction():
+    async with events.transaction(conn, row.opportunity_id):
         title = await conn.fetchval(
             "UPDATE opportunities SET owner = $2, updated_at = $3 WHERE id = $1 RETURNING title",
             row.opportunity_id,
@@ -381,7 +394,7 @@ async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
 async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
     """An ad-hoc task and its notification; run again, it changes nothing more."""
     t = row.task
-    async with conn.transaction():
+    async with events.transaction(conn, row.opportunity_id):
         await conn.execute(
             "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
             " start_at, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'adhoc')"

@@ -64,3 +64,47 @@ async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sa
     table = await sale.cli("events", "--opportunity", opp, "--since", str(found[-2]["position"]))
     assert table.code == 0 and "#21   opportunity.won" in table.stdout, table.stdout
     assert (await sale.cli("events", "--opportunity", f"opp-{uuid.uuid4().hex}")).stdout == ""
+
+
+async def test_the_feed_never_passes_an_event_that_commits_after_a_later_one(sale: Sale) -> None:
+    """A position is taken at insert: an event can commit after one with a larger position. A
+    reader that went by positions alone would pass it for good; the feed waits for it."""
+    import asyncpg
+
+    from activities import events
+
+    first, second = f"opp-{uuid.uuid4().hex}", f"opp-{uuid.uuid4().hex}"
+    slow, quick = await asyncpg.connect(sale.database_url), await asyncpg.connect(sale.database_url)
+    try:
+        ours = {f"{first}:started", f"{second}:started"}
+        cursor = (await events.read(quick, limit=1_000_000) or [{"position": 0}])[-1]["position"]
+        slow_tx = slow.transaction()
+        await slow_tx.start()
+        await events.lock(slow, first)
+        started = "opportunity.started"
+        await events.emit(slow, first, f"{first}:started", started, None, {"title": "slow"})
+        async with events.transaction(quick, second):
+            await events.emit(quick, second, f"{second}:started", started, None, {"title": "quick"})
+        where = "SELECT position FROM events WHERE id = $1"
+        assert await quick.fetchval(where, f"{second}:started") > await slow.fetchval(
+            where, f"{first}:started"
+        )
+        early = [e for e in await events.read(quick, cursor) if e["id"] in ours]
+        assert early == [], "read before the earlier transaction ended"
+        await slow_tx.commit()
+        seen = [e["id"] for e in await events.read(quick, cursor) if e["id"] in ours]
+        assert seen == [f"{first}:started", f"{second}:started"]
+        # A transaction that writes before it takes an opportunity's lock is refused.
+        async with quick.transaction():
+            await quick.execute("UPDATE events SET time = time WHERE id = $1", f"{first}:started")
+            try:
+                await events.lock(quick, first)
+            except AssertionError as err:
+                assert "before its transaction writes anything" in str(err)
+            else:
+                raise AssertionError("a lock after a write was taken")
+        unknown = await sale.cli("events", "--since", "999999999")
+        assert unknown.code != 0 and "no event at position 999999999" in unknown.stderr, unknown
+    finally:
+        await slow.close()
+        await quick.close()
