@@ -37,6 +37,7 @@ async def transaction(conn: asyncpg.Connection, opportunity_id: str) -> AsyncIte
     async with conn.transaction():
         await lock(conn, opportunity_id)
         yield
+        await conn.execute("SELECT pg_notify('corpsale_events', '')")  # wakes the webhook relay at commit
 
 
 async def lock(conn: asyncpg.Connection, opportunity_id: str) -> None:

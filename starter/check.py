@@ -3,7 +3,8 @@ reports what breaks the rules: a lost or duplicated history row, task or notific
 task of a closed opportunity; a stage that differs between the run and the database; a run
 stuck on a failing workflow task; an open opportunity whose process is gone; an open task whose
 workflow (its reminders) is not running, or a task ended over a minute ago whose workflow still
-runs; a lead that reached the sale over a minute ago and still has no process (R3)."""
+runs; a lead that reached the sale over a minute ago and still has no process (R3); a webhook
+subscriber stopped at an event it did not take after its last attempt."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import consistency, leads
+from activities import consistency, leads, webhooks
 from workflows import contract as c
 from workflows.contract import StateView
 
@@ -150,6 +151,10 @@ async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[
         await _check_run(report, client, row)
     await _check_ended_tasks(report, client, rows)
     await _check_leads(report, conn, opportunity_ids)
+    for row in await webhooks.stopped(conn):  # a dead delivery: its subscriber gets nothing more
+        if opportunity_ids is None or row["opportunity_id"] in opportunity_ids:
+            detail = f"{row['url']} stopped {row['stopped']}; `corpsale webhooks retry {row['url']}` goes on"
+            report.add(row["opportunity_id"], "webhook stopped", detail)
     return report
 
 

@@ -153,11 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/schemas", help="the folder to write them to (docs/schemas)")
     p.set_defaults(run=cmd_schema)
 
-    from starter import access, center, definitions, events, forecast, leads, lookups, process, report
+    from starter import (
+        access,
+        center,
+        definitions,
+        events,
+        forecast,
+        leads,
+        lookups,
+        process,
+        report,
+        webhooks,
+    )
 
     process.add_commands(sub)
     forecast.add_commands(sub)
     events.add_commands(sub)
+    webhooks.add_commands(sub)
     center.add_commands(sub)
     access.add_commands(sub)
     report.add_commands(sub)

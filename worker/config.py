@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=100, ge=1)
     lead_relay: bool = Field(default=True, description="Start processes for leads that reach the sale (R3).")
     lead_relay_interval: float = Field(default=1.0, gt=0, description="Seconds between lead outbox passes.")
+    webhook_relay: bool = Field(default=True, description="Post business events to webhook subscribers.")
+    webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds a subscriber has to answer.")
+    webhook_attempts: int = Field(
+        default=12, ge=1, description="Attempts at an event before its subscriber stops."
+    )
+    webhook_backoff: float = Field(
+        default=2.0, gt=0, description="Seconds before a first retry, doubled each time."
+    )
+    webhook_backoff_cap: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
     encryption_key: SecretStr | None = Field(
         default=None,
         description="Encrypt workflow payloads with this key (base64, 32 bytes); see worker/codec.py.",

@@ -27,6 +27,7 @@ from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings, connect_temporal
 from worker.database import embedded_database_url, redact
 from worker.lead_relay import LeadRelay
 from worker.process import exit_now
+from worker.webhook_relay import Policy, WebhookRelay
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.task import TaskWorkflow
 
@@ -197,18 +198,30 @@ async def run_worker(
         return
     try:
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
-        relay = LeadRelay(pool, client, settings.task_queue, interval=settings.lead_relay_interval)
+        relays: list[LeadRelay | WebhookRelay] = []
+        if settings.lead_relay:
+            relays.append(LeadRelay(pool, client, settings.task_queue, interval=settings.lead_relay_interval))
+        if settings.webhook_relay:
+            relays.append(WebhookRelay(pool, _webhook_policy(settings)))
         async with worker:
             log.info("worker polling task queue %r", settings.task_queue)
-            relaying = asyncio.create_task(relay.run(stop)) if settings.lead_relay else None
+            relaying = [asyncio.create_task(relay.run(stop)) for relay in relays]
             if on_ready is not None:
                 on_ready()
             await stop.wait()
             log.info("worker stopping")
-            if relaying is not None:
-                await relaying
+            await asyncio.gather(*relaying)
     finally:
         await pool.close()
+
+
+def _webhook_policy(settings: Settings) -> Policy:
+    return Policy(
+        timeout=settings.webhook_timeout,
+        attempts=settings.webhook_attempts,
+        backoff=settings.webhook_backoff,
+        backoff_cap=settings.webhook_backoff_cap,
+    )
 
 
 def main() -> None:

@@ -1,0 +1,240 @@
+"""Webhooks, end to end (real Temporal, real PostgreSQL, a real HTTP receiver): every event of
+every opportunity reaches each subscriber that wants it, in order per opportunity, each id taken
+once, every signature good: through a receiver that fails, hangs and stops, two relays at once
+and a worker killed meanwhile. A paused subscriber gets nothing until resumed, then everything; a
+dead one stops, is reported, and goes on with `retry`; `replay` sends events again with their
+ids; `corpsale webhooks` refuses what is wrong with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+
+from starter.client import read_events
+from tests.helpers import Sale, eventually, worker_process
+from tests.webhook_receiver import Receiver
+from worker.webhook_relay import Policy, WebhookRelay
+from workflows import contract as c
+
+SECRET = "whsec_" + "c2VjcmV0IGtleSBvZiB0aGUgdGVzdHMgKDMyIGJ5dGVzKQ=="
+
+
+async def _won(sale: Sale, opp: str, tag: str) -> None:
+    """A deal through data, an ad-hoc task, a reassignment, two stages and its contract."""
+    steps: list[tuple[str, dict[str, Any]]] = [
+        (c.UPDATE_UPDATE_OPPORTUNITY, {"budget": 1000, "actor": "alice"}),
+        (c.UPDATE_ADD_TASK, {"title": "Call", "actor": "alice"}),
+        (c.UPDATE_REASSIGN, {"owner": "bob", "actor": "alice"}),
+        (c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "bob"}),
+        (c.UPDATE_CHANGE_STAGE, {"stage": "Contracting", "actor": "bob"}),
+    ]
+    for n, (update, payload) in enumerate(steps):
+        await sale.update(opp, update, payload | {"request_id": f"{tag}{n}"})
+    visit = (await sale.state(opp)).visit
+    for key in ("send-contract", "contract-status", "sign-contract"):
+        done: dict[str, Any] = {
+            "task_id": f"{opp}:v{visit}:{key}",
+            "actor": "bob",
+            "request_id": f"{tag}{key}",
+        }
+        if key == "sign-contract":
+            done |= {"outcome": "signed", "actual_income": 900}
+        await sale.update(opp, c.UPDATE_COMPLETE_TASK, done)
+
+
+async def _subscribe(sale: Sale, url: str, *extra: str) -> str:
+    added = await sale.cli("webhooks", "add", url, *extra)
+    assert added.code == 0, added.stderr
+    return added.stdout.rsplit("shown once): ", 1)[1].strip() if "shown once" in added.stdout else ""
+
+
+async def _all_arrived(
+    sale: Sale, receiver: Receiver, opps: list[str], timeout: float
+) -> dict[str, list[str]]:
+    """Each opportunity's event ids in the feed, once the receiver took them all."""
+
+    async def feed() -> dict[str, list[str]]:
+        return {o: [e["id"] for e in await read_events(sale.database_url, opportunity_id=o)] for o in opps}
+
+    async def taken() -> bool:
+        wanted = await feed()
+        return all({e["id"] for e in receiver.of(o)} >= set(wanted[o]) for o in opps)
+
+    await eventually(taken, bool, timeout=timeout)
+    return await feed()
+
+
+@contextlib.asynccontextmanager
+async def _relay(pool: asyncpg.Pool, policy: Policy) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    running = asyncio.create_task(WebhookRelay(pool, policy).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def test_every_event_arrives_in_order_once_through_failures_kills_and_two_relays(
+    client: Client, pool: asyncpg.Pool, database_url: str
+) -> None:
+    sale = Sale(client, pool, f"corpsale-webhooks-{uuid.uuid4()}", database_url)
+    receiver = Receiver(seed=20261129, fail=0.15, hang=0.05, hang_seconds=2.0)
+    await receiver.start()
+    env = {
+        **sale.cli_env(),
+        "PYTHONPATH": os.getcwd(),
+        "CORPSALE_WEBHOOK_TIMEOUT": "1",  # a hang outlasts it
+        "CORPSALE_WEBHOOK_BACKOFF": "0.1",
+        "CORPSALE_WEBHOOK_BACKOFF_CAP": "1",
+        "CORPSALE_WEBHOOK_ATTEMPTS": "1000",
+    }
+    receiver.trust(await _subscribe(sale, receiver.url))  # a secret made for it
+    injected: list[str] = []
+    try:
+        async with worker_process(env) as first, worker_process(env):  # two relays (and workers)
+            opps = [(await sale.started())[1] for _ in range(5)]
+
+            async def chaos() -> None:
+                await asyncio.sleep(1.5)
+                first.send_signal(signal.SIGKILL)  # mid-delivery: its claims post again after their lease
+                await first.wait()
+                injected.append("worker killed")
+                await receiver.stop()
+                injected.append("receiver stopped")
+                await asyncio.sleep(2.0)
+                await receiver.start()  # on the same port
+
+            async with worker_process(env):  # a third joins as the first dies
+                await asyncio.gather(*(_won(sale, o, f"{o}-") for o in opps), chaos())
+                feed = await _all_arrived(sale, receiver, opps, timeout=90)
+    finally:
+        await receiver.stop()
+        await sale.cli("webhooks", "remove", receiver.url)
+
+    print(f"\n{injected}; on the wire {receiver.answered}; posted {sum(receiver.on_wire.values())} times")
+    assert injected == ["worker killed", "receiver stopped"]
+    assert receiver.bad_signatures == []
+    assert receiver.answered["500"] and receiver.answered["hung"], receiver.answered  # the faults happened
+    for opp in opps:  # each opportunity's events, all, in their order, each once
+        taken = receiver.of(opp)
+        assert [e["id"] for e in taken] == feed[opp]
+        assert [e["sequence"] for e in taken] == list(range(1, len(taken) + 1))
+        assert taken[-1]["type"] == "com.corpsale.opportunity.won"
+    assert len({e["id"] for e in receiver.accepted}) == len(receiver.accepted)
+
+
+async def test_paused_gets_all_when_resumed_dead_stops_and_retries_replay_sends_again(sale: Sale) -> None:
+    paused, dying = Receiver(), Receiver()
+    await paused.start()
+    await dying.start()
+    dying.ok = False  # answers 500 to everything
+    quick = Policy(timeout=1, attempts=3, backoff=0.05, backoff_cap=0.1, interval=0.2)
+    try:
+        paused.trust(await _subscribe(sale, paused.url))
+        assert (
+            await _subscribe(sale, dying.url, "--events", "stage.*,opportunity.won", "--secret", SECRET) == ""
+        )
+        dying.trust(SECRET)  # given, so not printed
+        assert (await sale.cli("webhooks", "pause", paused.url)).code == 0
+        async with _relay(sale.pool, quick), _relay(sale.pool, quick):
+            _, opp = await sale.started()
+            await _won(sale, opp, "w")
+            shown = await eventually(
+                lambda: _shown(sale, dying.url), lambda s: s["state"] == "stopped", timeout=30
+            )
+            assert (
+                shown["dead"] == 1
+                and shown["waiting"][0]["last_error"] == "answered 500 Internal Server Error"
+            )
+            assert (
+                shown["waiting"][0]["event_id"] == f"{opp}:v1:entered"
+                and shown["waiting"][0]["attempts"] == 3
+            )
+            checked = await sale.cli("check", opp, "--json")
+            assert checked.code == 1, checked
+            stopped = [v for v in json.loads(checked.stdout)["violations"] if v["kind"] == "webhook stopped"]
+            assert len(stopped) == 1 and dying.url in stopped[0]["detail"] and "retry" in stopped[0]["detail"]
+            await asyncio.sleep(1.0)
+            assert paused.accepted == [] and dying.accepted == []  # paused: nothing; stopped: nothing more
+
+            assert (await sale.cli("webhooks", "resume", paused.url)).code == 0
+            feed = await _all_arrived(sale, paused, [opp], timeout=30)
+            assert [e["id"] for e in paused.of(opp)] == feed[opp]
+
+            dying.ok = True
+            retried = await sale.cli("webhooks", "retry", dying.url)
+            assert retried.code == 0 and "1 dead event to send again" in retried.stdout, retried
+            its = [i for i in feed[opp] if i.endswith((":entered", ":closed"))]
+            await eventually(lambda: _ids(dying, opp), lambda ids: ids == its, timeout=30)
+            assert [e["type"] for e in dying.of(opp)] == ["com.corpsale.stage.entered"] * 4 + [
+                "com.corpsale.opportunity.won"
+            ]
+
+            events = await read_events(sale.database_url, opportunity_id=opp)
+            since = events[-1]["time"]  # the closing's events, all of one moment
+            again = [e["id"] for e in events if e["time"] >= since]
+            replayed = await sale.cli("webhooks", "replay", paused.url, "--since", since)
+            assert replayed.code == 0 and f"{len(again)} events since" in replayed.stdout, replayed
+            await eventually(lambda: _sent(paused, again), lambda n: n == {2}, timeout=30)
+        assert [e["id"] for e in paused.of(opp)] == feed[opp]  # the repeats, same ids: taken once
+        listed = await sale.cli("webhooks", "list", "--json")
+        rows = {r["url"]: r for r in json.loads(listed.stdout)}
+        assert rows[paused.url]["state"] == "active" and rows[paused.url]["pending"] == 0
+        assert rows[dying.url]["dead"] == 0 and rows[dying.url]["delivered"] == 5
+        assert (await sale.cli("check", opp)).code == 0
+    finally:
+        for r in (paused, dying):
+            await r.stop()
+            await sale.cli("webhooks", "remove", r.url)
+
+
+async def test_webhooks_refuses_what_is_wrong_with_one_line(sale: Sale) -> None:
+    url = f"http://127.0.0.1:9/{uuid.uuid4().hex}"
+    for args, says in (
+        (["add", "ftp://host/x"], "not a web address"),
+        (["add", "https://user:pw@host/x"], "no user name or password"),
+        (["add", url, "--events", "stage.left"], "no event type matches 'stage.left'; there are:"),
+        (["add", url, "--events", ","], "name the events to send"),
+        (["add", url, "--secret", "hunter2"], "a secret is whsec_ and the base64 of 24 to 64 random bytes"),
+        (["add", url, "--secret", "whsec_" + "A" * 8], "24 to 64 random bytes"),
+        (["show", url], f"no subscriber {url}"),
+        (["retry", url], f"no subscriber {url}"),
+        (["replay", url, "--since", "yesterday"], "not a date or date-time"),
+    ):
+        done = await sale.cli("webhooks", *args)
+        assert done.code == 1 and says in done.stderr and "Traceback" not in done.stderr, (args, done)
+    try:
+        assert (await sale.cli("webhooks", "add", url)).code == 0
+        again = await sale.cli("webhooks", "add", url)
+        assert again.code == 1 and "is a subscriber already" in again.stderr, again
+        not_admin = await sale.cli("webhooks", "list", env={"CORPSALE_ACTOR": "mallory"})
+        assert not_admin.code == 1 and "only an admin manages webhooks" in not_admin.stderr, not_admin
+        shown = json.loads((await sale.cli("webhooks", "show", url, "--json")).stdout)
+        assert "secret" not in shown and shown["events"] == ["*"]
+    finally:
+        await sale.cli("webhooks", "remove", url)
+
+
+async def _shown(sale: Sale, url: str) -> dict[str, Any]:
+    shown = await sale.cli("webhooks", "show", url, "--json")
+    assert shown.code == 0, shown.stderr
+    found: dict[str, Any] = json.loads(shown.stdout)
+    return found
+
+
+async def _ids(receiver: Receiver, opp: str) -> list[str]:
+    return [e["id"] for e in receiver.of(opp)]
+
+
+async def _sent(receiver: Receiver, ids: list[str]) -> set[int]:
+    return {receiver.on_wire[i] for i in ids}
