@@ -24,6 +24,7 @@ from workflows.steps import (
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
+    RefusalRow,
     UpdateOpportunityRow,
 )
 
@@ -422,6 +423,13 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
             "adhoc": True,
         }
         await events.emit(conn, row.opportunity_id, f"{t.task_id}:created", "task.created", row.at, created)
+
+
+async def record_refusal(conn: asyncpg.Connection, row: RefusalRow) -> None:
+    refused = {"command": row.command, "reason": row.reason, "request_id": row.request_id, "actor": row.actor}
+    async with events.transaction(conn, row.opportunity_id):
+        event_id = f"{row.opportunity_id}:refused{row.number}"
+        await events.emit(conn, row.opportunity_id, event_id, "command.refused", row.at, refused)
 
 
 async def close_reasons(conn: asyncpg.Connection) -> list[str]:

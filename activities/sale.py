@@ -23,6 +23,7 @@ from workflows.steps import (
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
+    RefusalRow,
     StaleNotice,
     TaskNotice,
     UpdateOpportunityRow,
@@ -141,6 +142,11 @@ class SaleActivities:
             await repository.reassign(conn, row)
 
     @activity.defn
+    async def record_refusal(self, row: RefusalRow) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.record_refusal(conn, row)
+
+    @activity.defn
     async def authorize(self, check: Authorize) -> str | None:
         """None if the command may go ahead (R24), else why not."""
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
@@ -185,6 +191,7 @@ class SaleActivities:
             self.add_task,
             self.load_close_reasons,
             self.authorize,
+            self.record_refusal,
             self.notify_task,
             self.notify_stale,
             self.notify_gate,

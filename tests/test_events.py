@@ -108,3 +108,22 @@ async def test_the_feed_never_passes_an_event_that_commits_after_a_later_one(sal
     finally:
         await slow.close()
         await quick.close()
+
+
+async def test_a_refused_command_is_an_event_once_however_often_it_comes(sale: Sale) -> None:
+    _, opp = await sale.started(owner="alice")
+    wrong = {"stage": "Nowhere", "actor": "alice", "request_id": "r1"}
+    for _ in range(2):  # a broker delivering twice
+        await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, wrong)
+    await sale.signal(opp, "change_stage_please", {"stage": "Proposal", "actor": "mallory"})
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})  # after them
+
+    found = await read_events(sale.database_url, opportunity_id=opp)
+    refused = [e for e in found if e["type"] == "com.corpsale.command.refused"]
+    assert [e["id"] for e in refused] == [f"{opp}:refused1", f"{opp}:refused2"]
+    first, second = (c.CommandRefused.model_validate(e["data"]) for e in refused)
+    assert (first.command, first.request_id, first.actor) == ("change_stage", "r1", "alice")
+    assert "Nowhere" in first.reason
+    assert (second.command, second.actor) == ("change_stage_please", "mallory")
+    assert "Unknown signal" in second.reason or "unknown" in second.reason.lower(), second.reason
+    assert [e["sequence"] for e in found] == list(range(1, len(found) + 1))

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         validation_message,
     )
     from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe
+    from workflows.steps import RefusalRow
 
 # Under a flood, signals carried to the next run: at most this much of them (its input stays small).
 MAX_DEFERRED_CHARS = 200_000
@@ -106,9 +107,11 @@ class CommandDesk:
         apply: Callable[[str, BaseModel, Any], Awaitable[None]],
         ready: Callable[[], bool],
         handover: Handover,
+        record: Callable[[RefusalRow], Awaitable[None]] | None = None,
     ) -> None:
         self._state, self._lock, self._rules = state, lock, rules
         self._do, self._ready, self._handover = apply, ready, handover
+        self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
         self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
 
     async def apply(self, name: str, payload: Any, request_id: str | None) -> None:
@@ -126,8 +129,27 @@ class CommandDesk:
             raise  # not an answer: the same request is applied by the next run
         except Refused as err:
             self._state.remember(request_id, print_, str(err))
+            await self._recorded(name, str(err), payload, request_id)
             raise
         self._state.remember(request_id, print_)
+
+    async def _recorded(self, name: str, reason: str, payload: Any, request_id: str | None) -> None:
+        """A refusal's business event, once per request (a repeat is answered from the ledger)."""
+        if self.record is None:
+            return
+        self._state.refusals += 1
+        actor = payload.get("actor") if isinstance(payload, dict) else None
+        await self.record(
+            RefusalRow(
+                opportunity_id=self._state.opportunity_id,
+                number=self._state.refusals,
+                command=name[:200],
+                reason=reason[:1000],
+                request_id=request_id[:200] if isinstance(request_id, str) else None,
+                actor=actor[:200] if isinstance(actor, str) else None,
+                at=workflow.now(),
+            )
+        )
 
     async def apply_signal(self, name: str, args: Sequence[Any]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason, once
@@ -170,6 +192,8 @@ class CommandDesk:
             args = [decode(r) for r in raw]
         except Refused as err:
             self.reject(name, str(err), f"<{len(raw)} payloads, not JSON>", via="signal")
+            async with self._lock:
+                await self._recorded(name, str(err), None, None)
             return
         if self._handover.flooded() and self._can_defer(args):
             self._state.deferred.append(DeferredCommand(name=name, args=args))

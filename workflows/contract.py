@@ -426,6 +426,16 @@ class OpportunityClosed(_EventData):
     actor: str
 
 
+class CommandRefused(_EventData):
+    """The process refused a command it was sent (a signal, or an update its validator let in:
+    one its validator refused is answered at once and recorded nowhere). Nothing changed."""
+
+    command: str
+    reason: str
+    request_id: str | None
+    actor: str | None
+
+
 class OpportunityWon(OpportunityClosed):
     order: OrderDraft | None = Field(description="The order draft made for the customer.")
 
@@ -440,4 +450,5 @@ EVENTS: dict[str, type[BaseModel]] = {
     "opportunity.updated": OpportunityUpdated,
     "opportunity.won": OpportunityWon,
     "opportunity.lost": OpportunityClosed,
+    "command.refused": CommandRefused,
 }

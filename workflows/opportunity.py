@@ -90,6 +90,8 @@ class CorporateSaleWorkflow:
             self._children = TaskLinks()
         self._permissions = workflow.patched(patches.PERMISSIONS)
         self._patches.decide()  # before the first local activity
+        if self._patches.refusals_are_events:
+            self._desk.record = self._store.refused
         async with self._lock:
             if self._state.process is None:
                 await self._open()

@@ -31,19 +31,23 @@ CLOSE_REASON_LOOKUP = "close-reason-lookup"
 TASK_OWNER = "task-owner-shown"
 # Runs never cancel a deadline's timer: one no longer wanted runs out (workflows/stale.py).
 TIMERS_RUN_OUT = "deadline-timers-run-out"
+# A refused command is a business event (command.refused) as well as a line in `rejected`.
+REFUSALS_ARE_EVENTS = "refusals-are-events"
 
 
 class Patches:
-    """Which of the patches before `UP_FRONT` a run has, and whether it has `TIMERS_RUN_OUT`."""
+    """Which of the patches before `UP_FRONT` a run has, and which of those after."""
 
     def __init__(self) -> None:
         self._up_front = False
         self.timers_run_out = False  # TIMERS_RUN_OUT
+        self.refusals_are_events = False  # REFUSALS_ARE_EVENTS
 
     def decide(self) -> None:
         """In the run's first workflow task, before its first local activity."""
         self._up_front = workflow.patched(UP_FRONT)
         self.timers_run_out = workflow.patched(TIMERS_RUN_OUT)
+        self.refusals_are_events = workflow.patched(REFUSALS_ARE_EVENTS)
 
     def has(self, patch: str) -> bool:
         """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says

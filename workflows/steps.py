@@ -104,6 +104,16 @@ class ReassignRow(_Model):
     at: datetime
 
 
+class RefusalRow(_Model):
+    opportunity_id: str
+    number: int  # the opportunity's n-th refusal: its event's id
+    command: str
+    reason: str
+    request_id: str | None
+    actor: str | None
+    at: datetime
+
+
 class UpdateOpportunityRow(_Model):
     opportunity_id: str
     changes: dict[str, Any]
@@ -228,6 +238,11 @@ async def add_task(row: AddTaskRow) -> None:
 
 @activity.defn(name="reassign")
 async def reassign(row: ReassignRow) -> None:
+    raise NotImplementedError
+
+
+@activity.defn(name="record_refusal")
+async def record_refusal(row: RefusalRow) -> None:
     raise NotImplementedError
 
 

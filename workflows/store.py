@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         OpenOpportunity,
         OpportunityRecord,
         ReassignRow,
+        RefusalRow,
         UpdateOpportunityRow,
     )
 
@@ -76,6 +77,9 @@ class Store:
 
     async def notify_gate(self, notice: GateNotice) -> None:
         await _step(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
+
+    async def refused(self, row: RefusalRow) -> None:
+        await _step(steps.record_refusal, row, f"record that {row.command[:40]} was refused")
 
     async def authorize(self, check: Authorize, actor: str | None) -> str | None:
         return await _step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")
