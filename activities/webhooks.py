@@ -215,26 +215,34 @@ async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
 
 
 async def claim(
-    conn: asyncpg.Connection, lease_seconds: float, limit: int, busy: list[int]
+    conn: asyncpg.Connection, lease_seconds: float, each: int, limit: int, posting: dict[int, int]
 ) -> tuple[uuid.UUID, list[dict[str, Any]]]:
-    """Up to `limit` deliveries that are due, each the next of its opportunity for its subscriber,
-    of subscribers neither paused, stopped nor in `busy`; claimed for `lease_seconds`. Each: the
-    subscriber, its url and secret, the attempt's number and the event (CloudEvents)."""
+    """Due deliveries of every subscriber neither paused nor stopped, up to `each` in flight per
+    subscriber (`posting`: how many are already) and `limit` in all, each the next of its
+    opportunity for its subscriber; claimed for `lease_seconds`. Each: the subscriber, its url and
+    secret, the attempt's number and the event (CloudEvents). A subscriber's deliveries are found
+    through its own index entries: one with many waiting (paused, stopped) costs the others nothing."""
     token = uuid.uuid4()
     rows = await conn.fetch(
         """
         WITH due AS (
-            SELECT d.webhook_id, d.position FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-            WHERE d.state = 'pending' AND d.next_at <= now() AND NOT w.paused AND w.stopped IS NULL
-              AND w.id <> ALL($3::bigint[])
-              AND NOT EXISTS (
-                  SELECT 1 FROM deliveries b WHERE b.webhook_id = d.webhook_id
-                  AND b.opportunity_id = d.opportunity_id AND b.sequence < d.sequence
-                  AND b.state <> 'delivered')
-            ORDER BY d.next_at, d.position LIMIT $2 FOR UPDATE OF d SKIP LOCKED
+            SELECT next.webhook_id, next.position
+            FROM (SELECT id FROM webhooks WHERE NOT paused AND stopped IS NULL) AS w CROSS JOIN LATERAL (
+                SELECT d.webhook_id, d.position, d.next_at FROM deliveries d
+                WHERE d.webhook_id = w.id AND d.state = 'pending' AND d.next_at <= now()
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries b WHERE b.webhook_id = d.webhook_id
+                      AND b.opportunity_id = d.opportunity_id AND b.sequence < d.sequence
+                      AND b.state <> 'delivered')
+                ORDER BY d.next_at, d.position
+                LIMIT greatest(0, $2 - coalesce(
+                    (SELECT p.n FROM unnest($4::bigint[], $6::int[]) AS p (id, n) WHERE p.id = w.id), 0))
+                FOR UPDATE OF d SKIP LOCKED
+            ) AS next
+            ORDER BY next.next_at LIMIT $3
         ), claimed AS (
             UPDATE deliveries d SET claim = $1, attempts = d.attempts + 1,
-                next_at = now() + make_interval(secs => $4)
+                next_at = now() + make_interval(secs => $5)
             FROM due WHERE (d.webhook_id, d.position) = (due.webhook_id, due.position)
             RETURNING d.webhook_id, d.position, d.attempts
         )
@@ -244,9 +252,11 @@ async def claim(
         ORDER BY e.tx, e.position
         """,
         token,
+        each,
         limit,
-        busy,
+        list(posting),
         lease_seconds,
+        list(posting.values()),
     )
     return token, [
         {"webhook_id": r["webhook_id"], "attempt": r["attempts"], "url": r["url"], "secret": r["secret"]}
@@ -255,13 +265,18 @@ async def claim(
     ]
 
 
-async def delivered(conn: asyncpg.Connection, webhook_id: int, position: int, token: uuid.UUID) -> None:
+async def delivered(conn: asyncpg.Connection, taken: list[tuple[int, int, uuid.UUID]]) -> None:
+    """Mark deliveries (subscriber, position, claim) taken; one claimed again since is left."""
+    if not taken:
+        return
+    webhook_ids, positions, claims = zip(*taken, strict=True)
     await conn.execute(
-        "UPDATE deliveries SET state = 'delivered', delivered_at = now(), claim = NULL, last_error = NULL"
-        " WHERE (webhook_id, position) = ($1, $2) AND claim = $3",
-        webhook_id,
-        position,
-        token,
+        "UPDATE deliveries d SET state = 'delivered', delivered_at = now(), claim = NULL, last_error = NULL"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::uuid[]) AS t (webhook_id, position, claim)"
+        " WHERE (d.webhook_id, d.position, d.claim) = (t.webhook_id, t.position, t.claim)",
+        list(webhook_ids),
+        list(positions),
+        list(claims),
     )
 
 

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -187,6 +189,14 @@ async def test_paused_gets_all_when_resumed_dead_stops_and_retries_replay_sends_
             assert replayed.code == 0 and f"{len(again)} events since" in replayed.stdout, replayed
             await eventually(lambda: _sent(paused, again), lambda n: n == {2}, timeout=30)
         assert [e["id"] for e in paused.of(opp)] == feed[opp]  # the repeats, same ids: taken once
+        # The receiver code of docs/contract.md says yes to a real post, and no to a changed one.
+        verified = _contract_receiver_code()
+        assert paused.first is not None
+        headers, body = paused.first
+        assert verified(SECRET, headers, body) is False  # another subscriber's secret
+        assert dying.first is not None and verified(SECRET, *dying.first) is True
+        changed = dying.first[1].replace(b'"visit":1', b'"visit":2')
+        assert changed != dying.first[1] and verified(SECRET, dying.first[0], changed) is False
         listed = await sale.cli("webhooks", "list", "--json")
         rows = {r["url"]: r for r in json.loads(listed.stdout)}
         assert rows[paused.url]["state"] == "active" and rows[paused.url]["pending"] == 0
@@ -223,6 +233,14 @@ async def test_webhooks_refuses_what_is_wrong_with_one_line(sale: Sale) -> None:
         assert "secret" not in shown and shown["events"] == ["*"]
     finally:
         await sale.cli("webhooks", "remove", url)
+
+
+def _contract_receiver_code() -> Any:
+    text = (Path(__file__).parent.parent / "docs" / "contract.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text.split("## Webhooks", 1)[1], flags=re.S)[0]
+    space: dict[str, Any] = {}
+    exec(code, space)  # the page's own lines, as a receiver copies them
+    return space["verified"]
 
 
 async def _shown(sale: Sale, url: str) -> dict[str, Any]:

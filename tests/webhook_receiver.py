@@ -26,6 +26,7 @@ class Receiver:
         self.on_wire: Counter[str] = Counter()  # every post, duplicates too
         self.answered: Counter[str] = Counter()  # "500", "hung", "bad signature", "ok", "again"
         self.bad_signatures: list[str] = []
+        self.first: tuple[dict[str, str], bytes] | None = None  # the first post taken: headers, body
         self.ok = True  # False: answer 500 to everything
         self._ids: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -81,4 +82,6 @@ class Receiver:
             self.answered["ok"] += 1
             self._ids.add(event_id)
             self.accepted.append(json.loads(body))
+            if self.first is None:
+                self.first = ({k.lower(): v for k, v in request.headers.items()}, body)
         return web.Response(status=204)

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     webhook_relay: bool = Field(default=True, description="Post business events to webhook subscribers.")
     webhook_timeout: float = Field(default=10.0, gt=0, description="Seconds a subscriber has to answer.")
     webhook_attempts: int = Field(
-        default=12, ge=1, description="Attempts at an event before its subscriber stops."
+        default=20, ge=1, description="Attempts at an event before its subscriber stops."
     )
     webhook_backoff: float = Field(
         default=2.0, gt=0, description="Seconds before a first retry, doubled each time."

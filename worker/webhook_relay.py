@@ -43,12 +43,13 @@ CHANNEL = "corpsale_events"  # activities/events.py notifies it when a transacti
 @dataclass(frozen=True)
 class Policy:
     timeout: float = 10.0  # seconds a subscriber has to answer
-    attempts: int = 12  # then the delivery is dead
+    attempts: int = 20  # then the delivery is dead (after 4.5 to 9 hours, as backoff and jitter fall)
     backoff: float = 2.0  # seconds before the first retry, doubled each time ...
     backoff_cap: float = 3600.0  # ... up to this
     in_flight: int = 32  # posts at once, in all
     per_subscriber: int = 4  # posts at once to one subscriber
     interval: float = 1.0  # seconds between passes when nothing wakes the relay
+    settle: float = 0.05  # seconds a woken relay waits for more to come, and takes it all in one pass
 
     def retry_in(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt `attempt` (1, 2 ...), or None: it was the last.
@@ -73,6 +74,7 @@ class WebhookRelay:
         self._posting: set[asyncio.Task[None]] = set()
         self._per_subscriber: Counter[int] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        self._taken: list[tuple[int, int, uuid.UUID]] = []  # posts answered 2xx, to mark in the next pass
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set: at once when events are written or a post ends, else every
@@ -97,10 +99,14 @@ class WebhookRelay:
                     )
                     for w in waits:
                         w.cancel()
+                    await asyncio.sleep(self._policy.settle)
             finally:  # posts under way end (a claim not marked is posted again after its lease)
                 for task in self._posting:
                     task.cancel()
                 await asyncio.gather(*self._posting, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    async with self._pool.acquire() as conn:
+                        await self._mark_taken(conn)
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> Any:
@@ -126,19 +132,29 @@ class WebhookRelay:
     async def pass_once(self) -> bool:
         """Fan new events out and start the posts that are due; True when there is more at once."""
         async with self._pool.acquire() as conn:
+            await self._mark_taken(conn)
             scanned = await webhooks.fan_out(conn, self._batch)
             free = self._policy.in_flight - len(self._posting)
             if free <= 0:
                 return False
-            busy = [w for w, n in self._per_subscriber.items() if n >= self._policy.per_subscriber]
             lease = self._policy.timeout * 2 + 5
-            token, due = await webhooks.claim(conn, lease, min(free, self._batch), busy)
+            posting = {w: n for w, n in self._per_subscriber.items() if n}
+            token, due = await webhooks.claim(conn, lease, self._policy.per_subscriber, free, posting)
         for delivery in due:
             self._per_subscriber[delivery["webhook_id"]] += 1
             task = asyncio.create_task(self._post(token, delivery))
             self._posting.add(task)
             task.add_done_callback(self._posted)
         return scanned >= self._batch or len(due) >= free
+
+    async def _mark_taken(self, conn: asyncpg.Connection) -> None:
+        """Mark the posts answered since the last pass, all in one statement."""
+        taken, self._taken = self._taken, []
+        try:
+            await webhooks.delivered(conn, taken)
+        except BaseException:
+            self._taken[:0] = taken  # marked in a later pass (or posted again after their lease)
+            raise
 
     def _posted(self, task: asyncio.Task[None]) -> None:
         self._posting.discard(task)
@@ -156,10 +172,10 @@ class WebhookRelay:
                 "webhook-signature": sign(webhooks.signing_key(delivery["secret"]), event["id"], stamp, body),
             }
             error = await self._send(delivery["url"], body, headers)
+            if error is None:
+                self._taken.append((webhook_id, event["position"], token))
+                return
             async with self._pool.acquire() as conn:
-                if error is None:
-                    await webhooks.delivered(conn, webhook_id, event["position"], token)
-                    return
                 retry_in = self._policy.retry_in(delivery["attempt"])
                 await webhooks.failed(conn, webhook_id, event["position"], token, error, retry_in)
             if retry_in is None:

@@ -31,6 +31,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (webhook_id, position)
 );
 
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (webhook_id, next_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_in_line ON deliveries (webhook_id, opportunity_id, sequence)
     WHERE state <> 'delivered';
