@@ -215,20 +215,27 @@ async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
 
 
 async def claim(
-    conn: asyncpg.Connection, lease_seconds: float, each: int, limit: int, posting: dict[int, int]
-) -> tuple[uuid.UUID, list[dict[str, Any]]]:
-    """Due deliveries of every subscriber neither paused nor stopped, up to `each` in flight per
-    subscriber (`posting`: how many are already) and `limit` in all, each the next of its
-    opportunity for its subscriber; claimed for `lease_seconds`. Each: the subscriber, its url and
-    secret, the attempt's number and the event (CloudEvents). A subscriber's deliveries are found
-    through its own index entries: one with many waiting (paused, stopped) costs the others nothing."""
+    conn: asyncpg.Connection,
+    lease_seconds: float,
+    each: int,
+    limit: int,
+    posting: dict[int, int],
+    chain: int = 100,
+) -> tuple[uuid.UUID, list[list[dict[str, Any]]]]:
+    """Claim, for `lease_seconds`, the next events to post: per subscriber neither paused nor
+    stopped, up to `each` opportunities in flight (`posting`: how many are already), `limit` in
+    all; per opportunity its next undelivered event and up to `chain` after it, to be posted one
+    after the other. Returns the claim's token and the chains: each the attempts (the subscriber,
+    its url and secret, the attempts made so far and the event as CloudEvents), in order. A
+    subscriber's deliveries are found through its own index entries: one with many waiting
+    (paused, stopped) costs the others nothing."""
     token = uuid.uuid4()
     rows = await conn.fetch(
         """
-        WITH due AS (
-            SELECT next.webhook_id, next.position
+        WITH heads AS (
+            SELECT next.webhook_id, next.opportunity_id, next.sequence
             FROM (SELECT id FROM webhooks WHERE NOT paused AND stopped IS NULL) AS w CROSS JOIN LATERAL (
-                SELECT d.webhook_id, d.position, d.next_at FROM deliveries d
+                SELECT d.webhook_id, d.opportunity_id, d.sequence, d.next_at FROM deliveries d
                 WHERE d.webhook_id = w.id AND d.state = 'pending' AND d.next_at <= now()
                   AND NOT EXISTS (
                       SELECT 1 FROM deliveries b WHERE b.webhook_id = d.webhook_id
@@ -240,16 +247,23 @@ async def claim(
                 FOR UPDATE OF d SKIP LOCKED
             ) AS next
             ORDER BY next.next_at LIMIT $3
+        ), chained AS (  -- the head and what follows it, up to the first that is not due
+            SELECT f.webhook_id, f.position FROM heads h JOIN deliveries f
+              ON f.webhook_id = h.webhook_id AND f.opportunity_id = h.opportunity_id AND f.state = 'pending'
+             AND f.sequence BETWEEN h.sequence AND h.sequence + $7 AND f.next_at <= now()
+            WHERE NOT EXISTS (
+                SELECT 1 FROM deliveries g WHERE g.webhook_id = f.webhook_id
+                AND g.opportunity_id = f.opportunity_id AND g.sequence > h.sequence
+                AND g.sequence < f.sequence AND g.state <> 'delivered' AND g.next_at > now())
         ), claimed AS (
-            UPDATE deliveries d SET claim = $1, attempts = d.attempts + 1,
-                next_at = now() + make_interval(secs => $5)
-            FROM due WHERE (d.webhook_id, d.position) = (due.webhook_id, due.position)
+            UPDATE deliveries d SET claim = $1, next_at = now() + make_interval(secs => $5)
+            FROM chained c WHERE (d.webhook_id, d.position) = (c.webhook_id, c.position)
             RETURNING d.webhook_id, d.position, d.attempts
         )
         SELECT c.webhook_id, c.attempts, w.url, w.secret,
                e.position, e.id, e.opportunity_id, e.sequence, e.type, e.time, e.data
         FROM claimed c JOIN webhooks w ON w.id = c.webhook_id JOIN events e ON e.position = c.position
-        ORDER BY e.tx, e.position
+        ORDER BY c.webhook_id, e.opportunity_id, e.sequence
         """,
         token,
         each,
@@ -257,12 +271,17 @@ async def claim(
         list(posting),
         lease_seconds,
         list(posting.values()),
+        chain,
     )
-    return token, [
-        {"webhook_id": r["webhook_id"], "attempt": r["attempts"], "url": r["url"], "secret": r["secret"]}
-        | {"event": cloud_event(r)}
-        for r in rows
-    ]
+    chains: list[list[dict[str, Any]]] = []
+    for r in rows:
+        attempt = {k: r[k] for k in ("webhook_id", "attempts", "url", "secret")} | {"event": cloud_event(r)}
+        line = (r["webhook_id"], r["opportunity_id"])
+        if chains and (chains[-1][0]["webhook_id"], chains[-1][0]["event"]["subject"]) == line:
+            chains[-1].append(attempt)
+        else:
+            chains.append([attempt])
+    return token, chains
 
 
 async def delivered(conn: asyncpg.Connection, taken: list[tuple[int, int, uuid.UUID]]) -> None:
@@ -287,37 +306,36 @@ async def failed(
     token: uuid.UUID,
     error: str,
     retry_in: float | None,
+    rest: list[int],
 ) -> None:
     """An attempt that failed: try again in `retry_in` seconds, or (None) it is dead and its
-    subscriber stops there."""
-    where = "WHERE (webhook_id, position) = ($1, $2) AND claim = $3"
-    if retry_in is not None:
-        await conn.execute(
-            "UPDATE deliveries SET last_error = $4, claim = NULL,"
-            " next_at = now() + make_interval(secs => $5) " + where,
+    subscriber stops there. The rest of its chain (`rest`: positions) is let go, due at once (it
+    waits for this one all the same)."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE deliveries SET attempts = attempts + 1, last_error = $4, claim = NULL,"
+            " state = CASE WHEN $5::float8 IS NULL THEN 'dead' ELSE 'pending' END,"
+            " next_at = now() + make_interval(secs => coalesce($5::float8, 0))"
+            " WHERE (webhook_id, position) = ($1, $2) AND claim = $3"
+            " RETURNING attempts, (SELECT id FROM events WHERE position = $2) AS event_id",
             webhook_id,
             position,
             token,
             error[:500],
             retry_in,
         )
-        return
-    async with conn.transaction():
-        dead = await conn.fetchrow(
-            "UPDATE deliveries SET state = 'dead', last_error = $4, claim = NULL "
-            + where
-            + " RETURNING attempts,"
-            " (SELECT id FROM events WHERE position = $2) AS event_id",
+        await conn.execute(
+            "UPDATE deliveries SET claim = NULL, next_at = now()"
+            " WHERE webhook_id = $1 AND position = ANY($2::bigint[]) AND claim = $3",
             webhook_id,
-            position,
+            rest,
             token,
-            error[:500],
         )
-        if dead is not None:
+        if row is not None and retry_in is None:
             await conn.execute(
                 "UPDATE webhooks SET stopped = $2 WHERE id = $1",
                 webhook_id,
-                f"at event {dead['event_id']} after {dead['attempts']} attempts: {error[:200]}",
+                f"at event {row['event_id']} after {row['attempts']} attempts: {error[:200]}",
             )
 
 

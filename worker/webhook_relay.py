@@ -46,10 +46,10 @@ class Policy:
     attempts: int = 20  # then the delivery is dead (after 4.5 to 9 hours, as backoff and jitter fall)
     backoff: float = 2.0  # seconds before the first retry, doubled each time ...
     backoff_cap: float = 3600.0  # ... up to this
-    in_flight: int = 32  # posts at once, in all
-    per_subscriber: int = 4  # posts at once to one subscriber
+    in_flight: int = 64  # posts at once, in all
+    per_subscriber: int = 16  # posts at once to one subscriber (different opportunities')
     interval: float = 1.0  # seconds between passes when nothing wakes the relay
-    settle: float = 0.05  # seconds a woken relay waits for more to come, and takes it all in one pass
+    settle: float = 0.1  # seconds a woken relay waits for more to come, and takes it all in one pass
 
     def retry_in(self, attempt: int) -> float | None:
         """Seconds to wait after failed attempt `attempt` (1, 2 ...), or None: it was the last.
@@ -139,13 +139,13 @@ class WebhookRelay:
                 return False
             lease = self._policy.timeout * 2 + 5
             posting = {w: n for w, n in self._per_subscriber.items() if n}
-            token, due = await webhooks.claim(conn, lease, self._policy.per_subscriber, free, posting)
-        for delivery in due:
-            self._per_subscriber[delivery["webhook_id"]] += 1
-            task = asyncio.create_task(self._post(token, delivery))
+            token, chains = await webhooks.claim(conn, lease, self._policy.per_subscriber, free, posting)
+        for chain in chains:
+            self._per_subscriber[chain[0]["webhook_id"]] += 1
+            task = asyncio.create_task(self._post(token, chain))
             self._posting.add(task)
             task.add_done_callback(self._posted)
-        return scanned >= self._batch or len(due) >= free
+        return scanned >= self._batch or len(chains) >= free
 
     async def _mark_taken(self, conn: asyncpg.Connection) -> None:
         """Mark the posts answered since the last pass, all in one statement."""
@@ -160,42 +160,48 @@ class WebhookRelay:
         self._posting.discard(task)
         self._wake.set()  # a slot is free, and the next event of that opportunity may be due
 
-    async def _post(self, token: uuid.UUID, delivery: dict[str, Any]) -> None:
-        event, webhook_id = delivery["event"], delivery["webhook_id"]
+    async def _post(self, token: uuid.UUID, chain: list[dict[str, Any]]) -> None:
+        """Post an opportunity's events to a subscriber one after the other, until one fails."""
+        webhook_id, url = chain[0]["webhook_id"], chain[0]["url"]
+        key = webhooks.signing_key(chain[0]["secret"])
         try:
-            body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-            stamp = int(time.time())
-            headers = {
-                "content-type": "application/cloudevents+json",
-                "webhook-id": event["id"],
-                "webhook-timestamp": str(stamp),
-                "webhook-signature": sign(webhooks.signing_key(delivery["secret"]), event["id"], stamp, body),
-            }
-            error = await self._send(delivery["url"], body, headers)
-            if error is None:
-                self._taken.append((webhook_id, event["position"], token))
+            for i, delivery in enumerate(chain):
+                event = delivery["event"]
+                error = await self._send(url, *self._signed(key, event))
+                if error is None:
+                    self._taken.append((webhook_id, event["position"], token))
+                    continue
+                attempt = delivery["attempts"] + 1
+                retry_in = self._policy.retry_in(attempt)
+                rest = [d["event"]["position"] for d in chain[i + 1 :]]
+                async with self._pool.acquire() as conn:
+                    await webhooks.failed(conn, webhook_id, event["position"], token, error, retry_in, rest)
+                if retry_in is None:
+                    log.error(
+                        "webhook %s stopped at event %s after %d attempts: %s;"
+                        " fix it, then `corpsale webhooks retry %s`",
+                        url, event["id"], attempt, error, url,
+                    )  # fmt: skip
+                else:
+                    log.warning(
+                        "webhook %s, event %s: %s; again in %.1f s", url, event["id"], error, retry_in
+                    )
                 return
-            async with self._pool.acquire() as conn:
-                retry_in = self._policy.retry_in(delivery["attempt"])
-                await webhooks.failed(conn, webhook_id, event["position"], token, error, retry_in)
-            if retry_in is None:
-                log.error(
-                    "webhook %s stopped at event %s after %d attempts: %s; fix it, then"
-                    " `corpsale webhooks retry %s`",
-                    delivery["url"],
-                    event["id"],
-                    delivery["attempt"],
-                    error,
-                    delivery["url"],
-                )
-            else:
-                log.warning(
-                    "webhook %s, event %s: %s; again in %.1f s", delivery["url"], event["id"], error, retry_in
-                )
-        except Exception as err:  # the database away: the claim's lease runs out, it is posted again
-            log.warning("webhook %s, event %s: %r", delivery["url"], event["id"], err)
+        except Exception as err:  # the database away: the claims' lease runs out, they are posted again
+            log.warning("webhook %s: %r", url, err)
         finally:
             self._per_subscriber[webhook_id] -= 1
+
+    @staticmethod
+    def _signed(key: bytes, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        stamp = int(time.time())
+        return body, {
+            "content-type": "application/cloudevents+json",
+            "webhook-id": event["id"],
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(key, event["id"], stamp, body),
+        }
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         """Post; None when the subscriber took it (2xx), else what went wrong."""
