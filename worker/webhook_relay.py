@@ -131,29 +131,40 @@ class WebhookRelay:
 
     async def pass_once(self) -> bool:
         """Fan new events out and start the posts that are due; True when there is more at once."""
-        async with self._pool.acquire() as conn:
-            await self._mark_taken(conn)
-            scanned = await webhooks.fan_out(conn, self._batch)
-            free = self._policy.in_flight - len(self._posting)
-            if free <= 0:
-                return False
-            lease = self._policy.timeout * 2 + 5
-            posting = {w: n for w, n in self._per_subscriber.items() if n}
-            token, chains = await webhooks.claim(conn, lease, self._policy.per_subscriber, free, posting)
+        free = self._policy.in_flight - len(self._posting)
+        chains: list[list[dict[str, Any]]] = []
+        # One transaction a pass, not waiting for its commit to reach the disk: what a crash
+        # loses of it (a fan-out, a mark, a claim) is done again, at worst a post sent twice.
+        taken, self._taken = self._taken, []
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await webhooks.delivered(conn, taken)
+                scanned = await webhooks.fan_out(conn, self._batch)
+                if free > 0:
+                    lease = self._policy.timeout * 2 + 5
+                    posting = {w: n for w, n in self._per_subscriber.items() if n}
+                    token, chains = await webhooks.claim(
+                        conn, lease, self._policy.per_subscriber, free, posting
+                    )
+        except BaseException:
+            self._taken[:0] = taken  # marked in a later pass
+            raise
         for chain in chains:
             self._per_subscriber[chain[0]["webhook_id"]] += 1
             task = asyncio.create_task(self._post(token, chain))
             self._posting.add(task)
             task.add_done_callback(self._posted)
-        return scanned >= self._batch or len(chains) >= free
+        return scanned >= self._batch or 0 < free <= len(chains)
 
     async def _mark_taken(self, conn: asyncpg.Connection) -> None:
-        """Mark the posts answered since the last pass, all in one statement."""
+        """Mark the posts answered since the last pass, all in one statement (in the pass's
+        transaction: if it fails, they are marked in a later pass)."""
         taken, self._taken = self._taken, []
         try:
             await webhooks.delivered(conn, taken)
         except BaseException:
-            self._taken[:0] = taken  # marked in a later pass (or posted again after their lease)
+            self._taken[:0] = taken
             raise
 
     def _posted(self, task: asyncio.Task[None]) -> None:
