@@ -22,7 +22,7 @@ import asyncpg
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from workflows.contract import EVENTS
+from workflows.event_data import EVENTS
 from workflows.rules import Refused
 from workflows.steps import EnterStage, NewTask
 

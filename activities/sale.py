@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import access, definitions, notices, repository
-from workflows.definition import Process, Stage
+from activities import access, definitions, notices, repository, versions
+from workflows.definition import Process, ProcessDefinition, Stage
 from workflows.steps import (
     AddTaskRow,
     Authorize,
@@ -20,6 +20,7 @@ from workflows.steps import (
     CompleteTaskRow,
     EnterStage,
     GateNotice,
+    MigrateRow,
     OpenOpportunity,
     OpportunityRecord,
     ReassignRow,
@@ -142,6 +143,23 @@ class SaleActivities:
             await repository.reassign(conn, row)
 
     @activity.defn
+    async def load_definition(self, version: int) -> ProcessDefinition:
+        async with self._pool.acquire() as conn:
+            try:
+                return await definitions.version(conn, version)
+            except LookupError:
+                raise ApplicationError(
+                    f"The process library has no version {version} (`corpsale definition list`).",
+                    type="UnknownVersion",
+                    non_retryable=True,
+                ) from None
+
+    @activity.defn
+    async def migrate_visit(self, row: MigrateRow) -> None:
+        async with self._pool.acquire() as conn:
+            await versions.migrate_visit(conn, row)
+
+    @activity.defn
     async def record_refusal(self, row: RefusalRow) -> None:
         async with self._pool.acquire() as conn:
             await repository.record_refusal(conn, row)
@@ -192,6 +210,8 @@ class SaleActivities:
             self.load_close_reasons,
             self.authorize,
             self.record_refusal,
+            self.load_definition,
+            self.migrate_visit,
             self.notify_task,
             self.notify_stale,
             self.notify_gate,

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from activities.events import cloud_event
-from workflows.contract import EVENTS
+from workflows.event_data import EVENTS
 from workflows.rules import Refused
 
 SECRET_PREFIX = "whsec_"

@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from starter import (
         access,
+        bulk,
         center,
         definitions,
         events,
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)
+    bulk.add_commands(sub)
     _describe(parser)
     return parser
 

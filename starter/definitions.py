@@ -191,3 +191,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
     p.add_argument("--actor", default=default_actor(), help="who publishes (default: $CORPSALE_ACTOR or you)")
     p.set_defaults(run=cmd_publish)
+
+    from starter.bulk import add_migrate
+
+    add_migrate(commands)

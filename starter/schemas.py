@@ -10,21 +10,24 @@ from typing import Literal
 from pydantic import BaseModel
 
 from workflows import contract as c
+from workflows import event_data, operations
 
 CONTRACT: dict[str, type[BaseModel]] = {
     "start": c.StartProcess,
     **{spec.name: spec.model for spec in c.COMMANDS},
+    **c.UPDATE_ONLY,
     c.QUERY_STATE: c.StateView,
+    c.QUERY_MIGRATION_PLAN: operations.MigrationPlan,
 }
 
 
 def schemas() -> dict[str, str]:
     """File name → schema text, for every payload of the contract."""
     out = {}
-    events = {f"event.{kind}": model for kind, model in c.EVENTS.items()}
+    events = {f"event.{kind}": model for kind, model in event_data.EVENTS.items()}
     for name, model in {**CONTRACT, **events}.items():
         mode: Literal["validation", "serialization"] = (
-            "serialization" if model is c.StateView else "validation"
+            "serialization" if model in (c.StateView, operations.MigrationPlan) else "validation"
         )
         schema = model.model_json_schema(mode=mode)
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

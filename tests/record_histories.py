@@ -10,6 +10,7 @@ keep replaying. TAG (say, what the workflow code changed) keeps the new files be
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import sys
 import tempfile
@@ -180,6 +181,32 @@ async def close_date(sale: Sale) -> str:
     return handle.id
 
 
+def _legal_review(d: dict[str, Any]) -> None:
+    """Proposal drops the internal contract and gains a legal review."""
+    proposal = next(s for s in d["stages"] if s["stage"] == "Proposal")
+    proposal["tasks"] = [t for t in proposal["tasks"] if t["key"] != "internal-contract"]
+    proposal["tasks"].append({"key": "legal-review", "title": "Legal review", "duration": "P2D"})
+
+
+async def migration(sale: Sale) -> str:
+    """A process moved onto a new definition version in Proposal (a task canceled, one opened), the
+    move refused as a signal, its new task completed, a close."""
+    await sale.cli("people", "set", "--role", "admin")
+    admin = getpass.getuser()
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})
+    async with sale.definition(_legal_review) as version:
+        await sale.signal(opp, c.MIGRATE, {"version": version, "actor": admin})  # refused: update only
+        await sale.update(opp, c.UPDATE_MIGRATE, {"version": version, "actor": admin})
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": f"{opp}:v2:legal-review", "actor": "alice"})
+    lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+    await handle.result()
+    return handle.id
+
+
 SCENARIOS = {
     "happy_path": happy_path,
     "moves_and_refusals": moves_and_refusals,
@@ -188,6 +215,7 @@ SCENARIOS = {
     "gates": gates,
     "approvals": approvals,
     "close_date": close_date,
+    "migration": migration,
 }
 
 

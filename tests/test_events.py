@@ -12,6 +12,7 @@ import uuid
 from starter.client import read_events
 from tests.helpers import Sale
 from workflows import contract as c
+from workflows import event_data
 
 
 async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sale) -> None:
@@ -41,7 +42,7 @@ async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sa
     ]  # fmt: skip
     assert [e["sequence"] for e in found] == list(range(1, len(found) + 1))
     for e in found:  # each kind's data is what its schema (docs/schemas/event.*) says
-        c.EVENTS[e["type"].removeprefix("com.corpsale.")].model_validate(e["data"])
+        event_data.EVENTS[e["type"].removeprefix("com.corpsale.")].model_validate(e["data"])
     assert len({e["id"] for e in found}) == len(found)
     envelope = ("1.0", "/corporate-sale", opp, "application/json")
     assert all((e["specversion"], e["source"], e["subject"], e["datacontenttype"]) == envelope for e in found)
@@ -121,7 +122,7 @@ async def test_a_refused_command_is_an_event_once_however_often_it_comes(sale: S
     found = await read_events(sale.database_url, opportunity_id=opp)
     refused = [e for e in found if e["type"] == "com.corpsale.command.refused"]
     assert [e["id"] for e in refused] == [f"{opp}:refused1", f"{opp}:refused2"]
-    first, second = (c.CommandRefused.model_validate(e["data"]) for e in refused)
+    first, second = (event_data.CommandRefused.model_validate(e["data"]) for e in refused)
     assert (first.command, first.request_id, first.actor) == ("change_stage", "r1", "alice")
     assert "Nowhere" in first.reason
     assert (second.command, second.actor) == ("change_stage_please", "mallory")

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.bulk import BulkActivities
 from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
@@ -28,6 +29,7 @@ from worker.database import embedded_database_url, redact
 from worker.lead_relay import LeadRelay
 from worker.process import exit_now
 from worker.webhook_relay import Policy, WebhookRelay
+from workflows.bulk import BulkWorkflow
 from workflows.opportunity import CorporateSaleWorkflow
 from workflows.task import TaskWorkflow
 
@@ -48,7 +50,7 @@ DATABASE_DOWN = (
     asyncpg.InvalidCatalogNameError,  # the database is not created yet
 )
 
-WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow]
+WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow, BulkWorkflow]
 
 # Deterministic modules of data models and activities, imported once for all workflows instead of
 # once per workflow in the sandbox: that would rebuild every pydantic model per cached workflow
@@ -74,7 +76,11 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*SaleActivities(pool).all(), *TaskWorkflowActivities(client).all()],
+        activities=[
+            *SaleActivities(pool).all(),
+            *TaskWorkflowActivities(client).all(),
+            *BulkActivities(pool, client).all(),
+        ],
         workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -114,7 +114,7 @@ class CommandDesk:
         self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
         self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
 
-    async def apply(self, name: str, payload: Any, request_id: str | None) -> None:
+    async def apply(self, name: str, payload: Any, request_id: str | None, *, signal: bool = False) -> None:
         """Apply a command once per request id: a request answered before gets that answer again
         (its refusal raised again), and nothing is applied twice."""
         print_ = fingerprint(name, payload)
@@ -124,6 +124,8 @@ class CommandDesk:
                 raise Refused(known.refusal)
             return
         try:
+            if signal and name in c.UPDATE_ONLY:
+                raise Refused(f"{name!r} is sent as an update only, to be answered: {c.UPDATE_MIGRATE}.")
             await self._do(name, parse_command(name, payload), payload)
         except HandingOver:
             raise  # not an answer: the same request is applied by the next run
@@ -162,7 +164,7 @@ class CommandDesk:
                 if known.refusal is not None and not known.recorded:
                     raise Refused(known.refusal)  # refused as an update: recorded now, once
                 return
-            await self.apply(name, one_payload(args), request_id)
+            await self.apply(name, one_payload(args), request_id, signal=True)
         except Refused as err:
             self.reject(name, str(err), payload, via="signal")
             answer = self._state.answer(request_id)

@@ -6,6 +6,7 @@ command model forbids unknown fields and bounds its strings, so bad input cannot
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple, Self
@@ -95,6 +96,24 @@ TASK_OWNER_SIGNAL = "owner_changed"
 
 def task_workflow_id(task_id: str) -> str:
     return f"task-{task_id}"
+
+
+# A bulk command runs as a workflow of its own, `bulk-<id>`, sending one command per opportunity.
+BULK_WORKFLOW_TYPE = "BulkCommand"
+QUERY_BULK_PROGRESS = "progress"
+
+
+def bulk_workflow_id(bulk_id: str) -> str:
+    return f"bulk-{bulk_id}"
+
+
+def bulk_request_id(bulk_id: str, opportunity_id: str) -> str:
+    """The request id of a bulk run's command to one opportunity: the same on every retry; a
+    digest of the opportunity's id where the id is too long for a request id (100 characters)."""
+    plain = f"bulk-{bulk_id}-{opportunity_id}"
+    if len(plain) <= 100:
+        return plain
+    return f"bulk-{bulk_id}-{hashlib.sha256(opportunity_id.encode()).hexdigest()[:32]}"
 
 
 def start_summary(opportunity_id: str, title: str | None = None, customer: str | None = None) -> str:
@@ -351,104 +370,22 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "add a task of your own; stage changes leave it open",
     ),
 )
-COMMAND_OF_UPDATE = {spec.update: spec.name for spec in COMMANDS}
+# Moving a running process onto another definition version: an update only (its answer says
+# what became of the tasks; a signal of that name is refused).
+MIGRATE = "migrate_definition"
+UPDATE_MIGRATE = "migrate_definition_update"
+QUERY_MIGRATION_PLAN = "migration_plan"
 
 
-# Business events out: the `data` of each kind (the CloudEvent's type is com.corpsale.<kind>).
+class MigrateDefinition(Command):
+    """Move the process onto definition `version`: it stays in its stage; its open tasks whose
+    key the stage keeps stay open as they are, those whose key is gone are canceled, and the
+    stage's new keys open as tasks due from now. All or nothing; refused when the stage is gone
+    from that version (or the deal is closed)."""
+
+    version: int = Field(ge=1)
+    actor: Name
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OpportunityStarted(_EventData):
-    """A process created the opportunity."""
-
-    title: str
-    customer: str
-    owner: str
-    actor: str
-
-
-class StageEntered(_EventData):
-    stage: str
-    left: str | None = Field(description="The stage the opportunity left (none on its first entry).")
-    visit: int
-    actor: str
-    reason: str | None
-    definition_version: int | None
-
-
-class TaskCreated(_EventData):
-    task_id: str
-    title: str
-    owner: str
-    due_at: datetime
-    stage: str
-    visit: int
-    adhoc: bool = False
-
-
-class TaskCompleted(_EventData):
-    task_id: str
-    outcome: str
-    actor: str | None
-    comment: str | None
-
-
-class TaskCanceled(_EventData):
-    task_id: str
-
-
-class OpportunityReassigned(_EventData):
-    from_owner: str = Field(alias="from")
-    to: str
-    actor: str
-    reason: str | None
-    task_ids: list[str]
-
-
-class OpportunityUpdated(_EventData):
-    changes: dict[str, Any] = Field(description="The fields changed, with their new values.")
-
-
-class OrderDraft(_EventData):
-    id: str
-    amount: Decimal | None
-
-
-class OpportunityClosed(_EventData):
-    stage: str
-    actual_income: Decimal | None
-    hours_spent: Decimal | None
-    reason: str | None
-    competitor: str | None
-    actor: str
-
-
-class CommandRefused(_EventData):
-    """The process refused a command it was sent (a signal, or an update its validator let in:
-    one its validator refused is answered at once and recorded nowhere). Nothing changed."""
-
-    command: str
-    reason: str
-    request_id: str | None
-    actor: str | None
-
-
-class OpportunityWon(OpportunityClosed):
-    order: OrderDraft | None = Field(description="The order draft made for the customer.")
-
-
-EVENTS: dict[str, type[BaseModel]] = {
-    "opportunity.started": OpportunityStarted,
-    "stage.entered": StageEntered,
-    "task.created": TaskCreated,
-    "task.completed": TaskCompleted,
-    "task.canceled": TaskCanceled,
-    "opportunity.reassigned": OpportunityReassigned,
-    "opportunity.updated": OpportunityUpdated,
-    "opportunity.won": OpportunityWon,
-    "opportunity.lost": OpportunityClosed,
-    "command.refused": CommandRefused,
-}
+UPDATE_ONLY: dict[str, type[BaseModel]] = {MIGRATE: MigrateDefinition}
+COMMAND_OF_UPDATE = {spec.update: spec.name for spec in COMMANDS} | {UPDATE_MIGRATE: MIGRATE}

@@ -9,42 +9,22 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
-    from workflows import patches
+    from workflows import migration, patches, steps
     from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
-    from workflows.contract import (
-        AddTask,
-        ChangeStage,
-        CompleteTask,
-        Reassign,
-        StateView,
-        UpdateOpportunity,
-    )
-    from workflows.definition import Process
+    from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
+    from workflows.operations import MigrationPlan
     from workflows.ops import publish
     from workflows.rules import NotAllowed, Refused, Rules, Waiting
     from workflows.stale import start_watchers
-    from workflows.state import (
-        ProcessInput,
-        SaleState,
-        TaskState,
-    )
-    from workflows.steps import (
-        AddTaskRow,
-        Authorize,
-        CompleteTaskRow,
-        GateNotice,
-        NewTask,
-        OpenOpportunity,
-        UpdateOpportunityRow,
-    )
+    from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.store import Store
     from workflows.task import TaskChildren, TaskLinks
 
@@ -83,7 +63,7 @@ class CorporateSaleWorkflow:
     # The process ------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, start: RawValue = NO_START) -> StateView:
+    async def run(self, start: RawValue = NO_START) -> c.StateView:
         self._refuse_bad_start()
         self._handover.on = workflow.patched(patches.HANDOVER)
         if self._handover.on:
@@ -137,7 +117,7 @@ class CorporateSaleWorkflow:
         start = self._start
         assert start is not None
         record = await self._store.open(
-            OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new)
+            steps.OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new)
         )
         self._state.process = await self._store.load_process()
         self._state.owner = record.owner
@@ -168,7 +148,7 @@ class CorporateSaleWorkflow:
                 non_retryable=True,
             )
         reason = "new opportunity" if start.new else "process started for this opportunity"
-        await self._enter_stage(ChangeStage(stage=first, actor=start.actor, reason=reason))
+        await self._enter_stage(c.ChangeStage(stage=first, actor=start.actor, reason=reason))
 
     async def _resume(self) -> None:
         pending = self._state.pending_entry
@@ -184,7 +164,7 @@ class CorporateSaleWorkflow:
 
     # Stage entry and exit ---------------------------------------------------------------------
 
-    async def _enter_stage(self, cmd: ChangeStage) -> None:
+    async def _enter_stage(self, cmd: c.ChangeStage) -> None:
         state, now = self._state, workflow.now()
         entry = self._rules.entry(
             cmd, now, await self._store.approver(self._rules.process, cmd.stage, state.owner)
@@ -206,7 +186,7 @@ class CorporateSaleWorkflow:
         state.quiet_since = now
         publish(self._state)
 
-    def _start_task(self, task: TaskState | NewTask) -> None:
+    def _start_task(self, task: TaskState | steps.NewTask) -> None:
         child = self._rules.task_input(task)
         # A task workflow shows its owner in its details (it follows a reassignment); a child of a
         # run from before patches.HANDOVER names them in its summary.
@@ -222,7 +202,7 @@ class CorporateSaleWorkflow:
         count("corpsale_tasks_canceled", len(open_tasks))
         await self._children.cancel([t.task_id for t in open_tasks])
 
-    async def _move(self, cmd: ChangeStage) -> None:
+    async def _move(self, cmd: c.ChangeStage) -> None:
         target = self._rules.process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
         adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
@@ -244,7 +224,7 @@ class CorporateSaleWorkflow:
 
     # Applying commands ------------------------------------------------------------------------
 
-    async def _change_stage(self, cmd: ChangeStage) -> None:
+    async def _change_stage(self, cmd: c.ChangeStage) -> None:
         if not self._rules.process.has_stage(cmd.stage) and self._patches.has(patches.STAGES_REFRESHED):
             await self._refresh_stages()
         self._rules.check_change_stage(cmd)
@@ -258,15 +238,9 @@ class CorporateSaleWorkflow:
         await self._move(cmd)
 
     async def _refresh_stages(self) -> None:
-        """Take up stages an operator added to the lookup since this run loaded it. The run keeps
-        its definition; a lookup it no longer fits is ignored (and logged)."""
-        stages = await self._store.load_stages()
-        try:
-            self._state.process = Process(definition=self._rules.process.definition, stages=tuple(stages))
-        except ValidationError as err:
-            workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
+        self._state.process = await self._store.refreshed(self._rules.process)
 
-    async def _complete_task(self, cmd: CompleteTask) -> None:
+    async def _complete_task(self, cmd: c.CompleteTask) -> None:
         task = self._rules.check_complete_task(cmd)
         assert task is not None
         await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd)
@@ -274,15 +248,15 @@ class CorporateSaleWorkflow:
         if isinstance(then, Waiting):  # every task done, the next stage's gate not met: wait
             self._state.waiting = then.move
             await self._store.notify_gate(
-                GateNotice(opportunity_id=self._state.opportunity_id, visit_no=self._state.visit,
+                steps.GateNotice(opportunity_id=self._state.opportunity_id, visit_no=self._state.visit,
                            stage=then.move.stage, missing=then.missing, at=workflow.now())
             )  # fmt: skip
             publish(self._state)
         elif then is not None:
             await self._move(then)
 
-    async def _finish_task(self, task: TaskState, outcome: str, cmd: CompleteTask) -> None:
-        row = CompleteTaskRow(
+    async def _finish_task(self, task: TaskState, outcome: str, cmd: c.CompleteTask) -> None:
+        row = steps.CompleteTaskRow(
             task_id=task.task_id, outcome=outcome, actor=cmd.actor, comment=cmd.comment, at=workflow.now()
         )
         await self._store.complete_task(row, task.title)
@@ -292,16 +266,16 @@ class CorporateSaleWorkflow:
         self._children.finish(task.task_id, outcome)
         publish(self._state)
 
-    async def _add_task(self, cmd: AddTask) -> None:
+    async def _add_task(self, cmd: c.AddTask) -> None:
         now = workflow.now()
         self._rules.check_add_task(cmd, now=now)
         state, task = self._state, self._rules.adhoc_task(cmd, now)
         state.adhoc_tasks += 1
-        new = NewTask(
+        new = steps.NewTask(
             task_id=task.task_id, task_key=task.key, title=task.title, start_at=now, due_at=task.due_at
         )
         await self._store.add_task(
-            AddTaskRow(
+            steps.AddTaskRow(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
                 stage=task.stage,
@@ -315,10 +289,12 @@ class CorporateSaleWorkflow:
         count("corpsale_tasks_created")
         publish(state)
 
-    async def _update_opportunity(self, cmd: UpdateOpportunity) -> None:
+    async def _update_opportunity(self, cmd: c.UpdateOpportunity) -> None:
         self._rules.check_update(cmd)
         state, changes = self._state, cmd.changes()
-        row = UpdateOpportunityRow(opportunity_id=state.opportunity_id, changes=changes, at=workflow.now())
+        row = steps.UpdateOpportunityRow(
+            opportunity_id=state.opportunity_id, changes=changes, at=workflow.now()
+        )
         await self._store.update_opportunity(row)
         state.data = {**state.data, **changes}
         publish(state)
@@ -326,7 +302,7 @@ class CorporateSaleWorkflow:
         if released is not None:
             await self._move(released)
 
-    async def _reassign(self, cmd: Reassign) -> None:
+    async def _reassign(self, cmd: c.Reassign) -> None:
         self._rules.check_reassign(cmd)
         state, row = self._state, self._rules.reassignment(cmd, workflow.now())
         state.reassignments += 1
@@ -343,27 +319,45 @@ class CorporateSaleWorkflow:
         if self._permissions:
             await self._authorize(name, cmd, payload)
         match cmd:
-            case ChangeStage():
+            case c.ChangeStage():
                 await self._change_stage(cmd)
-            case CompleteTask():
+            case c.CompleteTask():
                 await self._complete_task(cmd)
-            case UpdateOpportunity():
+            case c.UpdateOpportunity():
                 await self._update_opportunity(cmd)
-            case Reassign():
+            case c.Reassign():
                 await self._reassign(cmd)
-            case AddTask():
+            case c.AddTask():
                 await self._add_task(cmd)
+            case c.MigrateDefinition():
+                await self._migrate(cmd)
         await self._children.flush()
+
+    async def _migrate(self, cmd: c.MigrateDefinition) -> None:
+        """Onto another definition version, in the stage (workflows/migration.py): all or nothing."""
+        state, target, now = self._state, await self._store.definition(cmd.version), workflow.now()
+        plan = migration.plan(state, target, now)
+        if plan.refused is not None:
+            raise Refused(plan.refused)
+        process, stage = Process(definition=target, stages=self._rules.process.stages), plan.stage or ""
+        asks = any(t.approval for t in plan.opened)
+        approver = await self._store.approver(process, stage, state.owner) if asks else None
+        opened = migration.new_tasks(plan, now, approver)
+        await self._store.migrate(migration.row(state, cmd.actor, plan, opened, now))
+        for task in migration.apply(state, target, plan, opened):
+            self._start_task(task)
+        await self._children.cancel([t.task_id for t in plan.canceled])
+        publish(state)
 
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now."""
-        if isinstance(cmd, ChangeStage) and not self._rules.process.has_stage(cmd.stage):
+        if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):
             if self._patches.has(patches.STAGES_REFRESHED):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
         refusal = await self._store.authorize(
-            Authorize(
+            steps.Authorize(
                 workflow_id=workflow.info().workflow_id,
                 command=name,
                 payload=payload,
@@ -385,7 +379,7 @@ class CorporateSaleWorkflow:
         await self._desk.signal(name, args)
 
     @workflow.update(dynamic=True)
-    async def command_update(self, name: str, args: Sequence[RawValue]) -> StateView:
+    async def command_update(self, name: str, args: Sequence[RawValue]) -> c.StateView:
         return await self._desk.update(c.COMMAND_OF_UPDATE.get(name, name), args)
 
     @command_update.validator
@@ -393,5 +387,10 @@ class CorporateSaleWorkflow:
         self._desk.validate(name, args)
 
     @workflow.query(name=c.QUERY_STATE)
-    def state(self) -> StateView:
+    def state(self) -> c.StateView:
         return self._state.view()
+
+    @workflow.query(name=c.QUERY_MIGRATION_PLAN)
+    def migration_plan(self, target: ProcessDefinition) -> MigrationPlan:
+        """What `migrate_definition` to `target` would do now (the dry run); it changes nothing."""
+        return migration.plan(self._state, target, workflow.now())

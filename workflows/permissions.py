@@ -26,6 +26,7 @@ class Action(StrEnum):
     REASSIGN = "reassign"
     OVERRIDE = "override the entry requirements of a stage for"
     APPROVE = "complete the approval task of"
+    MIGRATE = "move onto another process version"
 
 
 OPEN_TO_ALL = frozenset({Action.MOVE, Action.UPDATE, Action.ADD_TASK})
@@ -62,6 +63,8 @@ def may(asked: Asked, directory: Directory) -> bool:
         return False
     if asked.action is Action.OVERRIDE:
         return directory.admin or asked.owner in directory.manages
+    if asked.action is Action.MIGRATE:
+        return directory.admin
     if asked.action is Action.APPROVE:
         return asked.actor == asked.task_owner
     allowed = {asked.owner}
@@ -86,6 +89,8 @@ def refusal(asked: Asked) -> str:
             f"{actor} may not override the entry requirements for {owner}'s opportunity: only"
             f" {owner}'s manager or an admin may (`corpsale people` lists managers and admins)."
         )
+    if asked.action is Action.MIGRATE:
+        return f"{actor} may not move {owner}'s opportunity onto another process version: only an admin may."
     verb = "close" if asked.action is Action.CLOSE else asked.action.value
     return (
         f"{actor} may not {verb} {owner}'s opportunity: only its owner, their manager, or an admin"

@@ -13,7 +13,14 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from workflows import contract as c
-from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
+from workflows.contract import (
+    AddTask,
+    ChangeStage,
+    CompleteTask,
+    MigrateDefinition,
+    Reassign,
+    UpdateOpportunity,
+)
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
 from workflows.state import Answer, SaleState, TaskInput, TaskState
@@ -41,7 +48,7 @@ class GateClosed(Refused):
     """The stage's entry requirements are not met (a gate): the message lists what is missing."""
 
 
-COMMAND_MODELS: dict[str, type[BaseModel]] = {spec.name: spec.model for spec in c.COMMANDS}
+COMMAND_MODELS: dict[str, type[BaseModel]] = {spec.name: spec.model for spec in c.COMMANDS} | c.UPDATE_ONLY
 
 
 def validation_message(err: ValidationError, what: str = "Malformed payload") -> str:
@@ -134,6 +141,8 @@ class Rules:
                 self.check_reassign(cmd, settled=settled)
             case AddTask():
                 self.check_add_task(cmd, now=now)
+            case MigrateDefinition():
+                self.check_open()
 
     def check_open(self) -> None:
         if self.state.closed:
@@ -253,6 +262,8 @@ class Rules:
                 action = Action.REASSIGN
             case AddTask():
                 action = Action.ADD_TASK
+            case MigrateDefinition():
+                action = Action.MIGRATE
             case _:
                 action = Action.UPDATE
         actor = getattr(cmd, "actor", None)
@@ -348,7 +359,8 @@ class Rules:
             assert outcome.stage is not None
             reason = outcome.close_reason or f"outcome {outcome.name!r} of {task.title!r}"
             return ChangeStage(stage=outcome.stage, actor=cmd.actor, reason=reason, restart=True, **won)
-        if all(t.status == "completed" for t in self.state.visit_tasks()):
+        # Every task of the visit done (one a move onto another version canceled does not count).
+        if all(t.status != "open" for t in self.state.visit_tasks()):
             following = self.process.next_stage(task.stage)
             if following is not None:
                 reason = f"all tasks of {task.stage} completed"

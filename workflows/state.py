@@ -97,6 +97,7 @@ class SaleState(BaseModel):
     stale_notices: int = 0
     adhoc_tasks: int = 0  # numbers ad-hoc tasks: `<opportunity>:adhoc<n>`
     refusals: int = 0  # numbers the refusals' events: `<opportunity>:refused<n>`
+    migrations: int = 0  # numbers the moves onto another definition version: `<opportunity>:migrated<n>`
     # Set at a stage boundary when the run continues as new: the next run enters this stage.
     pending_entry: ChangeStage | None = None
     deferred: list[DeferredCommand] = []

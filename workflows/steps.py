@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from workflows.contract import NewOpportunity
-from workflows.definition import Process, Stage
+from workflows.definition import Process, ProcessDefinition, Stage
 from workflows.permissions import Asked
 from workflows.state import TaskInput
 
@@ -111,6 +111,21 @@ class RefusalRow(_Model):
     reason: str
     request_id: str | None
     actor: str | None
+    at: datetime
+
+
+class MigrateRow(_Model):
+    opportunity_id: str
+    number: int  # the opportunity's n-th move onto another version: its event's id
+    visit_no: int
+    stage: str
+    owner: str
+    actor: str
+    from_version: int
+    to_version: int
+    kept: tuple[str, ...]
+    cancel: tuple[str, ...]
+    tasks: tuple[NewTask, ...]
     at: datetime
 
 
@@ -238,6 +253,16 @@ async def add_task(row: AddTaskRow) -> None:
 
 @activity.defn(name="reassign")
 async def reassign(row: ReassignRow) -> None:
+    raise NotImplementedError
+
+
+@activity.defn(name="load_definition")
+async def load_definition(version: int) -> ProcessDefinition:
+    raise NotImplementedError
+
+
+@activity.defn(name="migrate_visit")
+async def migrate_visit(row: MigrateRow) -> None:
     raise NotImplementedError
 
 

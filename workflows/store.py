@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import steps
-    from workflows.definition import Process, Stage
+    from workflows.definition import Process, ProcessDefinition, Stage
     from workflows.rules import Refused
     from workflows.steps import (
         AddTaskRow,
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         CompleteTaskRow,
         EnterStage,
         GateNotice,
+        MigrateRow,
         OpenOpportunity,
         OpportunityRecord,
         ReassignRow,
@@ -77,6 +79,28 @@ class Store:
 
     async def notify_gate(self, notice: GateNotice) -> None:
         await _step(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
+
+    async def refreshed(self, process: Process) -> Process:
+        """`process` with the stages an operator added to the lookup since the run loaded it. The
+        run keeps its definition; a lookup it no longer fits is ignored (and logged)."""
+        stages = await self.load_stages()
+        try:
+            return Process(definition=process.definition, stages=tuple(stages))
+        except ValidationError as err:
+            workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
+            return process
+
+    async def definition(self, version: int) -> ProcessDefinition:
+        try:
+            return await _step(steps.load_definition, version, f"load definition version {version}")
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "UnknownVersion":
+                raise Refused(cause.message) from None
+            raise
+
+    async def migrate(self, row: MigrateRow) -> None:
+        await _step(steps.migrate_visit, row, f"move onto version {row.to_version}")
 
     async def refused(self, row: RefusalRow) -> None:
         await _step(steps.record_refusal, row, f"record that {row.command[:40]} was refused")

@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from activities.webhooks import _like, check_url, event_patterns, new_secret, signing_key
 from worker.webhook_relay import Policy, sign
-from workflows.contract import EVENTS
+from workflows.event_data import EVENTS
 from workflows.rules import Refused
 
 

@@ -1,0 +1,120 @@
+"""The business events' data, one model per kind (the CloudEvent's type is com.corpsale.<kind>):
+part of the public contract (workflows/contract.py re-exports them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpportunityStarted(_EventData):
+    """A process created the opportunity."""
+
+    title: str
+    customer: str
+    owner: str
+    actor: str
+
+
+class StageEntered(_EventData):
+    stage: str
+    left: str | None = Field(description="The stage the opportunity left (none on its first entry).")
+    visit: int
+    actor: str
+    reason: str | None
+    definition_version: int | None
+
+
+class TaskCreated(_EventData):
+    task_id: str
+    title: str
+    owner: str
+    due_at: datetime
+    stage: str
+    visit: int
+    adhoc: bool = False
+
+
+class TaskCompleted(_EventData):
+    task_id: str
+    outcome: str
+    actor: str | None
+    comment: str | None
+
+
+class TaskCanceled(_EventData):
+    task_id: str
+
+
+class OpportunityReassigned(_EventData):
+    from_owner: str = Field(alias="from")
+    to: str
+    actor: str
+    reason: str | None
+    task_ids: list[str]
+
+
+class OpportunityUpdated(_EventData):
+    changes: dict[str, Any] = Field(description="The fields changed, with their new values.")
+
+
+class OrderDraft(_EventData):
+    id: str
+    amount: Decimal | None
+
+
+class OpportunityClosed(_EventData):
+    stage: str
+    actual_income: Decimal | None
+    hours_spent: Decimal | None
+    reason: str | None
+    competitor: str | None
+    actor: str
+
+
+class CommandRefused(_EventData):
+    """The process refused a command it was sent (a signal, or an update its validator let in:
+    one its validator refused is answered at once and recorded nowhere). Nothing changed."""
+
+    command: str
+    reason: str
+    request_id: str | None
+    actor: str | None
+
+
+class OpportunityMigrated(_EventData):
+    """The process moved onto another definition version, in its stage."""
+
+    stage: str
+    from_version: int
+    to_version: int
+    actor: str
+    kept: list[str] = Field(description="Open tasks kept as they were.")
+    canceled: list[str] = Field(description="Open tasks whose key the new version's stage does not have.")
+    opened: list[str] = Field(description="Tasks of the new version's stage that the visit did not have.")
+
+
+class OpportunityWon(OpportunityClosed):
+    order: OrderDraft | None = Field(description="The order draft made for the customer.")
+
+
+EVENTS: dict[str, type[BaseModel]] = {
+    "opportunity.started": OpportunityStarted,
+    "stage.entered": StageEntered,
+    "task.created": TaskCreated,
+    "task.completed": TaskCompleted,
+    "task.canceled": TaskCanceled,
+    "opportunity.reassigned": OpportunityReassigned,
+    "opportunity.updated": OpportunityUpdated,
+    "opportunity.won": OpportunityWon,
+    "opportunity.lost": OpportunityClosed,
+    "command.refused": CommandRefused,
+    "opportunity.migrated": OpportunityMigrated,
+}
