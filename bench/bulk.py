@@ -29,7 +29,7 @@ from starter.client import SaleClient
 from worker.database import embedded_server
 from workflows import contract as c
 from workflows.contract import NewOpportunity, Reassign
-from workflows.operations import BulkInput, BulkSelect, Selection
+from workflows.operations import BulkInput, BulkProgress, BulkSelect, Selection
 
 
 async def _open(client: Client, queue: str, owner: str, n: int) -> list[str]:
@@ -74,9 +74,13 @@ async def _bulk(client: Client, queue: str, owner: str, heir: str, in_flight: in
         BulkInput(run=run, update=c.UPDATE_REASSIGN, in_flight=in_flight),
         id=c.bulk_workflow_id(bulk_id),
         task_queue=queue,
+        result_type=BulkProgress,
     )
-    await handle.result()
-    return time.perf_counter() - began
+    progress = await handle.result()
+    seconds = time.perf_counter() - began
+    if progress.counts.done != progress.total:
+        raise SystemExit(f"the bulk run did not reassign every opportunity: {progress.counts}")
+    return seconds
 
 
 async def _one_at_a_time(client: Client, queue: str, opps: list[str], heir: str) -> float:
@@ -102,6 +106,8 @@ async def main() -> None:
         database_url = server.get_uri()
         pool = await create_pool(database_url)
         await migrate(pool)
+        # The commands are the operator's, an admin's: each process checks who may (R24).
+        await pool.execute("INSERT INTO people (name, role) VALUES ('bench', 'admin') ON CONFLICT DO NOTHING")
         try:
             async with dev_server("memory") as client:
                 queue = f"bench-bulk-{owner}"
