@@ -131,9 +131,15 @@ class CommandDesk:
             raise  # not an answer: the same request is applied by the next run
         except Refused as err:
             self._state.remember(request_id, print_, str(err))
-            await self._recorded(name, str(err), payload, request_id)
+            err.fresh = True  # decided now: the caller records it, then its event (`refused_event`)
             raise
         self._state.remember(request_id, print_)
+
+    async def refused_event(self, err: Refused, name: str, payload: Any, request_id: str | None) -> None:
+        """The business event of a refusal decided now (not of a repeat, answered from the
+        ledger), once the refusal is in the state."""
+        if getattr(err, "fresh", False):
+            await self._recorded(name, str(err), payload, request_id)
 
     async def _recorded(self, name: str, reason: str, payload: Any, request_id: str | None) -> None:
         """A refusal's business event, once per request (a repeat is answered from the ledger)."""
@@ -170,6 +176,7 @@ class CommandDesk:
             answer = self._state.answer(request_id)
             if answer is not None and answer.refusal is not None and str(err).startswith(answer.refusal[:-1]):
                 answer.recorded = True
+            await self.refused_event(err, name, payload, request_id)
 
     def reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
         """Record a refused command in `rejected`."""
@@ -213,9 +220,11 @@ class CommandDesk:
         info = workflow.current_update_info()
         async with self._lock:
             payload: Any = None
+            request_id = info.id if info else None
             try:
                 payload = one_payload([decode(r) for r in raw])
-                await self.apply(name, payload, request_id_of(payload) or (info.id if info else None))
+                request_id = request_id_of(payload) or request_id
+                await self.apply(name, payload, request_id)
             except HandingOver as err:
                 raise ApplicationError(str(err), type=c.HANDING_OVER) from None
             except Refused as err:
@@ -223,6 +232,7 @@ class CommandDesk:
                     self.reject(name, str(err), payload, via="update")
                 else:
                     self.refused(name, str(err), via="update")
+                await self.refused_event(err, name, payload, request_id)
                 raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
             finally:
                 if info is not None:

@@ -35,6 +35,8 @@ M = TypeVar("M", bound=BaseModel)
 class Refused(Exception):
     """A command that the rules refuse; its message says why and what to do instead."""
 
+    fresh = False  # decided for this delivery (not an earlier answer given again)
+
 
 class HandingOver(Refused):
     """Not refused for good: the command reaches the process's next run if sent again."""
