@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import os
 import signal
 import uuid
+from functools import partial
 
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -58,8 +60,8 @@ async def test_a_bulk_reassign_survives_two_kills_and_reassigns_each_once(
         bulk_id = await _bulk_id(started.stdout)
         handle = client.get_workflow_handle(c.bulk_workflow_id(bulk_id))
         async with worker_process(env):  # a third joins; the first two die while it sends
-            for victim in (first, second):
-                await eventually(lambda: _sent(pool, bulk_id), lambda n: n > 0, timeout=60)
+            for victim, after in ((first, 0), (second, N // 3)):  # at its start, and a third in
+                await eventually(lambda: _sent(pool, bulk_id), partial(operator.lt, after), timeout=120)
                 victim.send_signal(signal.SIGKILL)
                 await victim.wait()
             await asyncio.wait_for(handle.result(), timeout=300)
