@@ -14,19 +14,21 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
 
-from activities.db import create_pool, migrate
-from bench.harness import ROOT, Progress, dev_server, stop_on_signals, worker_process
+from bench.harness import (
+    Progress,
+    dev_server,
+    embedded_database,
+    record,
+    stop_on_signals,
+    worker_process,
+)
 from starter.client import SaleClient
-from worker.database import embedded_server
 from workflows import contract as c
 from workflows.contract import NewOpportunity, Reassign
 from workflows.operations import BulkInput, BulkProgress, BulkSelect, Selection
@@ -99,32 +101,23 @@ async def main() -> None:
     args = parser.parse_args()
     stop_on_signals()
     owner, heir = f"a{uuid.uuid4().hex[:6]}", f"b{uuid.uuid4().hex[:6]}"
-    with (
-        tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
-        embedded_server(Path(pg)) as server,
-    ):
-        database_url = server.get_uri()
-        pool = await create_pool(database_url)
-        await migrate(pool)
+    async with embedded_database() as (database_url, pool):
         # The commands are the operator's, an admin's: each process checks who may (R24).
         await pool.execute("INSERT INTO people (name, role) VALUES ('bench', 'admin') ON CONFLICT DO NOTHING")
-        try:
-            async with dev_server("memory") as client:
-                queue = f"bench-bulk-{owner}"
-                async with worker_process("worker.main", client, queue, database_url):
-                    opps = await _open(client, queue, owner, args.n)
-                    await _entered(pool, owner, args.n)
-                    print("bulk reassign ...", file=sys.stderr)
-                    bulk_s = await _bulk(client, queue, owner, heir, args.in_flight)
-                    single_s = await _one_at_a_time(client, queue, opps, owner)
-            reassigned = "SELECT count(*) FROM events WHERE opportunity_id = ANY($1) AND type = $2"
-            moved = await pool.fetchval(reassigned, opps, "opportunity.reassigned")
-            owned = "SELECT count(*) FROM opportunities WHERE id = ANY($1) AND owner = $2"
-            back = await pool.fetchval(owned, opps, owner)
-            if (moved, back) != (2 * args.n, args.n):
-                raise SystemExit(f"check failed: {moved} reassignments, {back} back with {owner}")
-        finally:
-            await pool.close()
+        async with dev_server("memory") as client:
+            queue = f"bench-bulk-{owner}"
+            async with worker_process("worker.main", client, queue, database_url):
+                opps = await _open(client, queue, owner, args.n)
+                await _entered(pool, owner, args.n)
+                print("bulk reassign ...", file=sys.stderr)
+                bulk_s = await _bulk(client, queue, owner, heir, args.in_flight)
+                single_s = await _one_at_a_time(client, queue, opps, owner)
+        reassigned = "SELECT count(*) FROM events WHERE opportunity_id = ANY($1) AND type = $2"
+        moved = await pool.fetchval(reassigned, opps, "opportunity.reassigned")
+        owned = "SELECT count(*) FROM opportunities WHERE id = ANY($1) AND owner = $2"
+        back = await pool.fetchval(owned, opps, owner)
+        if (moved, back) != (2 * args.n, args.n):
+            raise SystemExit(f"check failed: {moved} reassignments, {back} back with {owner}")
     table = "\n".join(
         [
             "| how | opportunities | seconds | opportunities/s |",
@@ -133,15 +126,7 @@ async def main() -> None:
             f"| one at a time from a client | {args.n} | {single_s:.1f} | {args.n / single_s:.1f} |",
         ]
     )
-    print("\n" + table)
-    doc = ROOT / "docs" / "benchmarks.md"
-    marker = "<!-- bulk -->"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    head, found, earlier = doc.read_text().partition(marker)
-    if not found:
-        head, earlier = head.rstrip() + "\n\n## Bulk commands (issue 17)\n\n", ""
-    run = f"\n### {stamp}: `python -m bench.bulk {' '.join(sys.argv[1:])}`\n\n{table}\n"
-    doc.write_text(f"{head}{marker}{run}{earlier}")
+    record("<!-- bulk -->", "Bulk commands (issue 17)", table)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What the benchmarks share: a dev server and a worker process to measure, the worker's memory,
-updates sent again when the server is slow, progress on the terminal, and a clean stop."""
+"""What the benchmarks share: a dev server, an embedded PostgreSQL and a worker process to
+measure, the worker's memory, updates sent again when the server is slow, progress on the
+terminal, a clean stop, and their sections of docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.db import create_pool, migrate
+from worker.database import embedded_server
 from workflows.contract import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parent.parent
@@ -163,3 +167,35 @@ def stop_on_signals() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+
+
+@asynccontextmanager
+async def embedded_database() -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A fresh embedded PostgreSQL with the product's schema: its URL and a pool."""
+    with (
+        tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
+        embedded_server(Path(pg)) as server,
+    ):
+        url: str = server.get_uri()
+        pool = await create_pool(url)
+        try:
+            await migrate(pool)
+            yield url, pool
+        finally:
+            await pool.close()
+
+
+def record(marker: str, heading: str, table: str) -> None:
+    """Print a run's table and put it first in its section of docs/benchmarks.md (the section,
+    headed `heading`, is added at the end the first time); earlier runs stay below it."""
+    from datetime import UTC, datetime
+
+    print("\n" + table)
+    doc = ROOT / "docs" / "benchmarks.md"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    head, found, earlier = doc.read_text().partition(marker)
+    if not found:
+        head, earlier = f"{head.rstrip()}\n\n## {heading}\n\n", ""
+    module = Path(sys.argv[0]).stem
+    run = f"\n### {stamp}: `python -m bench.{module} {' '.join(sys.argv[1:])}`\n\n{table}\n"
+    doc.write_text(f"{head}{marker}{run}{earlier}")

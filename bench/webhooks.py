@@ -16,12 +16,10 @@ import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from statistics import mean
 from typing import Any
 
@@ -29,10 +27,15 @@ import asyncpg
 from aiohttp import web
 
 from activities import webhooks
-from activities.db import create_pool, migrate
-from bench.harness import ROOT, dev_server, percentiles, stop_on_signals, worker_process
+from bench.harness import (
+    dev_server,
+    embedded_database,
+    percentiles,
+    record,
+    stop_on_signals,
+    worker_process,
+)
 from bench.run import PATHS, Load, check_database, product_run
-from worker.database import embedded_server
 
 
 class Subscriber:
@@ -149,42 +152,21 @@ async def main() -> None:
     args = parser.parse_args()
     stop_on_signals()
     rounds: list[dict[str, Any]] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
-        embedded_server(Path(pg)) as server,
+    async with (
+        embedded_database() as (database_url, pool),
+        dev_server("memory") as client,
+        Subscriber().serving() as subscriber,
     ):
-        database_url = server.get_uri()
-        pool = await create_pool(database_url)
-        await migrate(pool)
-        try:
-            async with dev_server("memory") as client, Subscriber().serving() as subscriber:
-                full = Load(args.concurrency)
-                for i in range(args.rounds * 2):
-                    with_subscriber = i % 2 == 1
-                    print(
-                        f"round {i + 1}: {'with' if with_subscriber else 'without'} a subscriber",
-                        file=sys.stderr,
-                    )
-                    rounds.append(
-                        await _round(
-                            client, pool, database_url, args.n, full, subscriber if with_subscriber else None
-                        )
-                    )
-                rate = round(mean(r["opportunities_per_s"] for r in rounds if r["subscriber"]) / 2, 2)
-                print(f"half load: {rate} opportunities/s", file=sys.stderr)
-                half = await _round(client, pool, database_url, args.n, Load(10_000, rate), subscriber)
-        finally:
-            await pool.close()
+        full = Load(args.concurrency)
+        for i in range(args.rounds * 2):
+            sub = subscriber if i % 2 else None  # without, with, without, with ...
+            print(f"round {i + 1}: {'with' if sub else 'without'} a subscriber", file=sys.stderr)
+            rounds.append(await _round(client, pool, database_url, args.n, full, sub))
+        rate = round(mean(r["opportunities_per_s"] for r in rounds if r["subscriber"]) / 2, 2)
+        print(f"half load: {rate} opportunities/s", file=sys.stderr)
+        half = await _round(client, pool, database_url, args.n, Load(10_000, rate), subscriber)
     text = table(rounds, half)
-    print("\n" + text)
-    doc = ROOT / "docs" / "benchmarks.md"
-    marker = "<!-- webhooks -->"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    head, found, earlier = doc.read_text().partition(marker)
-    if not found:
-        head, earlier = head.rstrip() + "\n\n## Webhooks (issue 16)\n\n", ""
-    run = f"\n### {stamp}: `python -m bench.webhooks {' '.join(sys.argv[1:])}`\n\n{text}\n"
-    doc.write_text(f"{head}{marker}{run}{earlier}")
+    record("<!-- webhooks -->", "Webhooks (issue 16)", text)
 
 
 if __name__ == "__main__":
