@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -146,6 +147,7 @@ async def _record(
     )
 
 
+GIVE_UP = 300.0  # seconds without an answer from one process before the run goes on without it
 CANCELED = "SELECT canceled_at IS NOT NULL FROM bulk_runs WHERE id = $1"
 
 
@@ -185,32 +187,43 @@ class BulkActivities:
                 )
             ]
         gate = asyncio.Semaphore(page.in_flight)
-        sent = 0
+        sent, canceled = 0, False
 
         async def one(opportunity_id: str) -> None:
-            nonlocal sent
+            nonlocal sent, canceled
             async with gate:
                 async with self._pool.acquire() as conn:
                     if await conn.fetchval(
                         "SELECT canceled_at IS NOT NULL FROM bulk_runs WHERE id = $1", page.bulk_id
                     ):
-                        return  # canceled: the workflow ends as well
+                        canceled = True  # `bulk cancel`: the run ends with this page
+                        return
                 answer = await self._send(page, opportunity_id, payload)
                 async with self._pool.acquire() as conn:
                     await _record(conn, page.bulk_id, opportunity_id, answer.status, answer.reason)
                 sent += 1
                 activity.heartbeat(sent)
 
-        await asyncio.gather(*(one(o) for o in pending))
+        async with asyncio.TaskGroup() as sending:  # one fails: the others stop, the page is retried
+            for opportunity_id in pending:
+                sending.create_task(one(opportunity_id))
         async with self._pool.acquire() as conn:
-            return await counts(conn, page.bulk_id)
+            found = await counts(conn, page.bulk_id)
+        return found.model_copy(update={"canceled": canceled})
 
     async def _send(self, page: BulkPage, opportunity_id: str, payload: dict[str, Any]) -> _Answer:
         request_id = c.bulk_request_id(page.bulk_id, opportunity_id)
         handle = self._client.get_workflow_handle(c.workflow_id(opportunity_id))
         body = {**payload, "request_id": request_id}
-        pause = 0.2
+        pause, began = 0.2, time.monotonic()
         while True:
+            activity.heartbeat()  # waiting on one process is not a lost page
+            if time.monotonic() - began > GIVE_UP:
+                return _Answer(
+                    "skipped",
+                    f"no answer in {GIVE_UP:.0f} s (is its process stuck? `corpsale check`); it may still"
+                    f" be applied, once, under request id {request_id}",
+                )
             try:
                 await handle.execute_update(page.update, body, id=request_id)
                 return _Answer("done")

@@ -216,13 +216,13 @@ async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
 
 async def claim(
     conn: asyncpg.Connection,
-    lease_seconds: float,
+    seconds_per_post: float,
     each: int,
     limit: int,
     posting: dict[int, int],
-    chain: int = 100,
+    chain: int = 20,
 ) -> tuple[uuid.UUID, list[list[dict[str, Any]]]]:
-    """Claim, for `lease_seconds`, the next events to post: per subscriber neither paused nor
+    """Claim, for `seconds_per_post` a post, the next events to post: per subscriber neither paused nor
     stopped, up to `each` opportunities in flight (`posting`: how many are already), `limit` in
     all; per opportunity its next undelivered event and up to `chain` after it, to be posted one
     after the other. Returns the claim's token and the chains: each the attempts (the subscriber,
@@ -248,7 +248,8 @@ async def claim(
             ) AS next
             ORDER BY next.next_at LIMIT $3
         ), chained AS (  -- the head and what follows it, up to the first that is not due
-            SELECT f.webhook_id, f.position FROM heads h JOIN deliveries f
+            SELECT f.webhook_id, f.position, count(*) OVER (PARTITION BY f.webhook_id, f.opportunity_id) AS n
+            FROM heads h JOIN deliveries f
               ON f.webhook_id = h.webhook_id AND f.opportunity_id = h.opportunity_id AND f.state = 'pending'
              AND f.sequence BETWEEN h.sequence AND h.sequence + $7 AND f.next_at <= now()
             WHERE NOT EXISTS (
@@ -256,7 +257,8 @@ async def claim(
                 AND g.opportunity_id = f.opportunity_id AND g.sequence > h.sequence
                 AND g.sequence < f.sequence AND g.state <> 'delivered' AND g.next_at > now())
         ), claimed AS (
-            UPDATE deliveries d SET claim = $1, next_at = now() + make_interval(secs => $5)
+            -- leased for as long as the whole chain can take, a time-out per post
+            UPDATE deliveries d SET claim = $1, next_at = now() + make_interval(secs => $5 * c.n + 5)
             FROM chained c WHERE (d.webhook_id, d.position) = (c.webhook_id, c.position)
             RETURNING d.webhook_id, d.position, d.attempts
         )
@@ -269,7 +271,7 @@ async def claim(
         each,
         limit,
         list(posting),
-        lease_seconds,
+        seconds_per_post,
         list(posting.values()),
         chain,
     )

@@ -70,7 +70,7 @@ async def test_a_bulk_reassign_survives_two_kills_and_reassigns_each_once(
 
     counts = report["counts"]
     assert report["state"] == "done" and report["total"] == N, report
-    assert counts == {"pending": 0, "done": N, "refused": 0, "skipped": 0}, counts
+    assert counts == {"pending": 0, "done": N, "refused": 0, "skipped": 0, "canceled": False}, counts
     owners = await pool.fetch(
         "SELECT owner, count(*) FROM opportunities WHERE id = ANY($1) GROUP BY owner", opps
     )

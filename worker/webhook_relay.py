@@ -142,7 +142,7 @@ class WebhookRelay:
                 await webhooks.delivered(conn, taken)
                 scanned = await webhooks.fan_out(conn, self._batch)
                 if free > 0:
-                    lease = self._policy.timeout * 2 + 5
+                    lease = self._policy.timeout + 1  # a post's longest, and its mark
                     posting = {w: n for w, n in self._per_subscriber.items() if n}
                     token, chains = await webhooks.claim(
                         conn, lease, self._policy.per_subscriber, free, posting
@@ -174,8 +174,8 @@ class WebhookRelay:
     async def _post(self, token: uuid.UUID, chain: list[dict[str, Any]]) -> None:
         """Post an opportunity's events to a subscriber one after the other, until one fails."""
         webhook_id, url = chain[0]["webhook_id"], chain[0]["url"]
-        key = webhooks.signing_key(chain[0]["secret"])
         try:
+            key = webhooks.signing_key(chain[0]["secret"])
             for i, delivery in enumerate(chain):
                 event = delivery["event"]
                 error = await self._send(url, *self._signed(key, event))
@@ -224,5 +224,5 @@ class WebhookRelay:
                 return f"answered {answer.status} {answer.reason or ''}".strip()
         except TimeoutError:
             return f"no answer in {self._policy.timeout:g} s"
-        except aiohttp.ClientError as err:
+        except (aiohttp.ClientError, OSError, ValueError) as err:  # an attempt that failed, whatever broke
             return f"{type(err).__name__}: {err}"

@@ -61,6 +61,10 @@ class BulkWorkflow:
                     heartbeat_timeout=PAGE_HEARTBEAT,
                     retry_policy=RETRY,
                 )
+                if self._counts.canceled:  # in PostgreSQL, and Temporal's cancel did not come
+                    self._state = "canceled"
+                    self._show()
+                    return self.progress()
                 self._show()
             workflow.continue_as_new(start.model_copy(update={"total": self._total, "counts": self._counts}))
         except asyncio.CancelledError:

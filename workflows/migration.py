@@ -33,6 +33,13 @@ def plan(state: SaleState, target: ProcessDefinition, now: datetime) -> Migratio
     ours = [t for t in state.tasks.values() if t.visit == state.visit and not t.adhoc]
     had = {t.key for t in ours}
     still = [t for t in ours if t.status == "open"]
+    if still and not any(t.key in templates for t in still) and set(templates) <= had:
+        return plan.model_copy(
+            update={
+                "refused": f"Version {target.version} would leave no open task in {state.stage!r} for this"
+                " visit (its open tasks are gone from it); complete them or move the deal first."
+            }
+        )
     return plan.model_copy(
         update={
             "kept": [_planned(t) for t in still if t.key in templates],
@@ -125,6 +132,8 @@ def apply(
     process = Process(definition=target, stages=state.process.stages)
     for t in plan.canceled:
         state.tasks[t.task_id].status = "canceled"
+    for t in plan.kept:  # the new version's outcomes: a completion is judged by them
+        state.tasks[t.task_id].outcomes = [o.name for o in process.task(state.stage, t.key).outcomes]
     started = []
     for row, planned in zip(opened, plan.opened, strict=True):
         template = process.task(state.stage, planned.key)

@@ -43,6 +43,7 @@ class BulkCounts(BaseModel):
     done: int = 0
     refused: int = 0
     skipped: int = 0
+    canceled: bool = False  # a page found the run canceled (`corpsale bulk cancel`)
 
 
 class BulkInput(BaseModel):

@@ -88,3 +88,23 @@ def test_refused_when_the_stage_is_gone_the_version_is_the_same_or_the_deal_is_c
     closed = _rules("Closed won", closed=True)
     refused = migration.plan(closed.state, _next({}), NOW).refused
     assert refused is not None and "is closed in 'Closed won'" in refused
+
+
+def test_kept_tasks_take_the_new_outcomes_and_a_plan_that_leaves_nothing_open_is_refused() -> None:
+    sign = _task("sign-contract", "Contracting", 3)
+    rules = _rules("Contracting", sign)
+    renamed = PROCESS.task("Contracting", "sign-contract").model_copy(
+        update={"outcomes": (PROCESS.task("Contracting", "sign-contract").outcomes[0],)}
+    )
+    target = _next({"Contracting": [renamed]})
+    plan = migration.plan(rules.state, target, NOW)
+    assert [t.key for t in plan.kept] == ["sign-contract"]
+    migration.apply(rules.state, target, plan, migration.new_tasks(plan, NOW, None))
+    assert rules.state.tasks[sign.task_id].outcomes == [renamed.outcomes[0].name]  # judged by version 2
+
+    done = _task("send-contract", "Contracting", 3, status="completed", outcome="done")
+    only_open = _rules("Contracting", done, _task("contract-status", "Contracting", 3))
+    nothing_left = migration.plan(
+        only_open.state, _next({"Contracting": [PROCESS.task("Contracting", "send-contract")]}), NOW
+    )
+    assert nothing_left.refused is not None and "would leave no open task" in nothing_left.refused
