@@ -193,9 +193,7 @@ class BulkActivities:
             nonlocal sent, canceled
             async with gate:
                 async with self._pool.acquire() as conn:
-                    if await conn.fetchval(
-                        "SELECT canceled_at IS NOT NULL FROM bulk_runs WHERE id = $1", page.bulk_id
-                    ):
+                    if await conn.fetchval(CANCELED, page.bulk_id):
                         canceled = True  # `bulk cancel`: the run ends with this page
                         return
                 answer = await self._send(page, opportunity_id, payload)

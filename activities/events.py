@@ -24,7 +24,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from workflows.event_data import EVENTS
 from workflows.rules import Refused
-from workflows.steps import EnterStage, NewTask
+from workflows.steps import NewTask
 
 SOURCE = "/corporate-sale"
 TYPE_PREFIX = "com.corpsale."
@@ -93,17 +93,22 @@ async def task_canceled(conn: asyncpg.Connection, opportunity_id: str, task_id: 
     await emit(conn, opportunity_id, f"{task_id}:canceled", "task.canceled", at, {"task_id": task_id})
 
 
-async def tasks_created(conn: asyncpg.Connection, step: EnterStage, tasks: Sequence[NewTask]) -> None:
+async def tasks_created(
+    conn: asyncpg.Connection,
+    opportunity_id: str,
+    tasks: Sequence[NewTask],
+    *,
+    owner: str,
+    stage: str,
+    visit: int,
+    at: datetime,
+    adhoc: bool = False,
+) -> None:
+    """A `task.created` event per task (a task without an owner of its own is `owner`'s)."""
     for t in tasks:
-        created = {
-            "task_id": t.task_id,
-            "title": t.title,
-            "owner": t.owner or step.owner,
-            "due_at": t.due_at,
-            "stage": step.stage,
-            "visit": step.visit_no,
-        }
-        await emit(conn, step.opportunity_id, f"{t.task_id}:created", "task.created", step.at, created)
+        created = {"task_id": t.task_id, "title": t.title, "owner": t.owner or owner, "due_at": t.due_at,
+                   "stage": stage, "visit": visit, **({"adhoc": True} if adhoc else {})}  # fmt: skip
+        await emit(conn, opportunity_id, f"{t.task_id}:created", "task.created", at, created)
 
 
 def visit_no(visit_id: str | None) -> int:

@@ -168,7 +168,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
             _task_rows(step, visit_id, step.tasks),
         )
         await notices.notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
-        await events.tasks_created(conn, step, step.tasks)
+        await _created(conn, step, step.tasks)
         await conn.execute(
             "UPDATE opportunities SET stage = $2, updated_at = $3,"
             " probability = (SELECT probability FROM stages WHERE name = $2)"
@@ -274,7 +274,13 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
         _task_rows(step, visit_id, closing.follow_up),
     )
     await notices.notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
-    await events.tasks_created(conn, step, closing.follow_up)
+    await _created(conn, step, closing.follow_up)
+
+
+async def _created(conn: asyncpg.Connection, step: EnterStage, tasks: Sequence[NewTask]) -> None:
+    await events.tasks_created(
+        conn, step.opportunity_id, tasks, owner=step.owner, stage=step.stage, visit=step.visit_no, at=step.at
+    )
 
 
 async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
@@ -413,16 +419,16 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
             t.due_at,
         )
         await notices.notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
-        created = {
-            "task_id": t.task_id,
-            "title": t.title,
-            "owner": row.owner,
-            "due_at": t.due_at,
-            "stage": row.stage,
-            "visit": row.visit_no,
-            "adhoc": True,
-        }
-        await events.emit(conn, row.opportunity_id, f"{t.task_id}:created", "task.created", row.at, created)
+        await events.tasks_created(
+            conn,
+            row.opportunity_id,
+            [t],
+            owner=row.owner,
+            stage=row.stage,
+            visit=row.visit_no,
+            at=row.at,
+            adhoc=True,
+        )
 
 
 async def record_refusal(conn: asyncpg.Connection, row: RefusalRow) -> None:

@@ -33,12 +33,15 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
             ],
         )  # fmt: skip
         await notices.notify_assigned(conn, row.opportunity_id, row.owner, row.tasks, row.at)
-        for t in row.tasks:
-            created = {"task_id": t.task_id, "title": t.title, "owner": t.owner or row.owner,
-                       "due_at": t.due_at, "stage": row.stage, "visit": row.visit_no}  # fmt: skip
-            await events.emit(
-                conn, row.opportunity_id, f"{t.task_id}:created", "task.created", row.at, created
-            )
+        await events.tasks_created(
+            conn,
+            row.opportunity_id,
+            row.tasks,
+            owner=row.owner,
+            stage=row.stage,
+            visit=row.visit_no,
+            at=row.at,
+        )
         await conn.execute(
             "UPDATE stage_visits SET definition_version = $2, migrated_from = coalesce(migrated_from, $3),"
             " migrated_at = $4 WHERE id = $1",
