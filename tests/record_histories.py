@@ -207,6 +207,18 @@ async def migration(sale: Sale) -> str:
     return handle.id
 
 
+async def bulk(sale: Sale) -> str:
+    """A bulk reassign of two opportunities through the CLI: its selection, a page, the end."""
+    await sale.cli("people", "set", "--role", "admin")
+    owner = f"o{uuid.uuid4().hex[:8]}"
+    for _ in range(2):
+        handle = await sale.start(owner=owner)
+        await sale.wait_stage(handle.id.removeprefix("opportunity-"), "Qualification")
+    done = await sale.cli("bulk", "reassign", "--where", f"owner={owner}", "--to", "carol")
+    assert done.code == 0 and "2 done" in done.stdout, done
+    return c.bulk_workflow_id(done.stdout.split("bulk run ", 1)[1].split(":", 1)[0])
+
+
 SCENARIOS = {
     "happy_path": happy_path,
     "moves_and_refusals": moves_and_refusals,
@@ -216,6 +228,7 @@ SCENARIOS = {
     "approvals": approvals,
     "close_date": close_date,
     "migration": migration,
+    "bulk": bulk,
 }
 
 
