@@ -104,9 +104,9 @@ class WebhookRelay:
                 for task in self._posting:
                     task.cancel()
                 await asyncio.gather(*self._posting, return_exceptions=True)
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # what is not marked is posted again, once
                     async with self._pool.acquire() as conn:
-                        await self._mark_taken(conn)
+                        await webhooks.delivered(conn, self._taken)
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> Any:
@@ -156,16 +156,6 @@ class WebhookRelay:
             self._posting.add(task)
             task.add_done_callback(self._posted)
         return scanned >= self._batch or 0 < free <= len(chains)
-
-    async def _mark_taken(self, conn: asyncpg.Connection) -> None:
-        """Mark the posts answered since the last pass, all in one statement (in the pass's
-        transaction: if it fails, they are marked in a later pass)."""
-        taken, self._taken = self._taken, []
-        try:
-            await webhooks.delivered(conn, taken)
-        except BaseException:
-            self._taken[:0] = taken
-            raise
 
     def _posted(self, task: asyncio.Task[None]) -> None:
         self._posting.discard(task)
