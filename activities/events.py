@@ -62,12 +62,11 @@ async def emit(
     data: dict[str, Any],
 ) -> None:
     """Record an event in the caller's transaction (begun with `transaction`), unless one with
-    its id is there already (its time: `at`, else the database's now)."""
+    its id is there already (its time: `at`, else the database's now). Within a journaled write it
+    is a draft, which reaches the feed once the write is confirmed (activities/journal.py)."""
     assert kind in EVENTS, kind  # its data is what the contract's model says (tests/test_events.py)
     await conn.execute(
-        "INSERT INTO events (id, opportunity_id, sequence, type, time, data)"
-        " SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, coalesce($4, now()), $5::jsonb FROM events"
-        " WHERE opportunity_id = $2 ON CONFLICT (id) DO NOTHING",
+        "SELECT emit_event($1, $2, $3, $4, $5::jsonb)",
         event_id,
         opportunity_id,
         kind,

@@ -1,6 +1,9 @@
 """The process's steps on the business data: opening an opportunity, stage visits, tasks,
-notifications, closing. Every write is idempotent by construction: rows have deterministic ids
-and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the state they expect.
+notifications, closing. Each write runs in its caller's transaction, which holds the opportunity's
+lock (activities/journal.py `write`). Every write is idempotent by construction: rows have
+deterministic ids and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the
+state they expect. A write that opens, completes, cancels or reassigns tasks also asks the same of
+their workflows (`journal.stage_ops`), carried out once the write is confirmed.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from activities import events, notices
+from activities import events, journal, notices
 from workflows.contract import OpportunityFields
-from workflows.definition import Stage
+from workflows.definition import Reminders, Stage
+from workflows.state import TaskInput
 from workflows.steps import (
     AddTaskRow,
     CancelTaskRow,
@@ -25,6 +29,7 @@ from workflows.steps import (
     OpportunityRecord,
     ReassignRow,
     RefusalRow,
+    TaskOp,
     UpdateOpportunityRow,
 )
 
@@ -79,108 +84,137 @@ async def get_opportunity(conn: asyncpg.Connection, opportunity_id: str) -> Oppo
 
 
 async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> bool:
-    """Insert a new opportunity; False when one with that id is there already."""
+    """Insert a new opportunity (in the caller's transaction, which holds its lock); False when
+    one with that id is there already."""
     assert cmd.new is not None
     fields = cmd.new.model_dump(exclude_none=True)
     columns = ["id", *fields]
     values = [cmd.opportunity_id, *fields.values()]
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    async with events.transaction(conn, cmd.opportunity_id):
-        status = await conn.execute(
-            f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
-            " ON CONFLICT (id) DO NOTHING",
-            *values,
+    status = await conn.execute(
+        f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
+        " ON CONFLICT (id) DO NOTHING",
+        *values,
+    )
+    inserted = bool(status == "INSERT 0 1")
+    if inserted:
+        started = {
+            "title": cmd.new.title,
+            "customer": cmd.new.customer,
+            "owner": cmd.new.owner,
+            "actor": cmd.actor,
+        }
+        await events.emit(
+            conn,
+            cmd.opportunity_id,
+            f"{cmd.opportunity_id}:started",
+            "opportunity.started",
+            None,
+            started,
         )
-        inserted = bool(status == "INSERT 0 1")
-        if inserted:
-            started = {
-                "title": cmd.new.title,
-                "customer": cmd.new.customer,
-                "owner": cmd.new.owner,
-                "actor": cmd.actor,
-            }
-            await events.emit(
-                conn,
-                cmd.opportunity_id,
-                f"{cmd.opportunity_id}:started",
-                "opportunity.started",
-                None,
-                started,
-            )
     return inserted
 
 
 async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
+    """Leave the visit before and enter this one (in the caller's transaction, which holds the
+    opportunity's lock)."""
     visit_id = f"{step.opportunity_id}:v{step.visit_no}"
-    async with events.transaction(conn, step.opportunity_id):
-        # Leaving a stage cancels its open tasks. Their children record that themselves; this
-        # also covers tasks whose child never could (its parent run was terminated), and rows of
-        # an attempt whose workflow task was lost. The upserts below make a re-run of this step
-        # (a worker lost its workflow task) leave what the run that goes on holds.
-        canceled = await conn.fetch(
-            "UPDATE tasks SET status = 'canceled', canceled_at = $2"
-            " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[]) RETURNING id, visit_id",
-            step.opportunity_id,
-            step.at,
-            [t.task_id for t in step.tasks] + list(step.keep_open),
+    # Leaving a stage cancels its open tasks (also those of a process that was terminated), and
+    # their workflows. In runs from before the journal the upserts below make a re-run of this
+    # step (a worker lost its workflow task) leave what the run that goes on holds; a journaled
+    # write that finds a lost attempt's entries undoes them first (activities/journal.py).
+    canceled = await conn.fetch(
+        "UPDATE tasks SET status = 'canceled', canceled_at = $2"
+        " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[]) RETURNING id, visit_id",
+        step.opportunity_id,
+        step.at,
+        [t.task_id for t in step.tasks] + list(step.keep_open),
+    )
+    for task in canceled:  # of earlier visits: a re-run of an earlier entry cancels no later one
+        if events.visit_no(task["visit_id"]) < step.visit_no:
+            await events.task_canceled(conn, step.opportunity_id, task["id"], step.at)
+    await journal.stage_ops(
+        conn, step.opportunity_id, [TaskOp(kind="cancel", task_id=t["id"]) for t in canceled]
+    )
+    left = await conn.fetch(
+        "UPDATE stage_visits SET left_at = $2"
+        " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL RETURNING stage",
+        step.opportunity_id,
+        step.at,
+        step.visit_no,
+    )
+    await conn.execute(
+        "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
+        " reason, definition_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id)"
+        " DO UPDATE SET stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
+        " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL,"
+        " definition_version = EXCLUDED.definition_version",
+        visit_id,
+        step.opportunity_id,
+        step.visit_no,
+        step.stage,
+        step.at,
+        step.actor,
+        step.reason,
+        step.definition_version,
+    )
+    entered = {
+        "stage": step.stage,
+        "left": left[0]["stage"] if left else None,
+        "visit": step.visit_no,
+        "actor": step.actor,
+        "reason": step.reason,
+        "definition_version": step.definition_version,
+    }
+    await events.emit(conn, step.opportunity_id, f"{visit_id}:entered", "stage.entered", step.at, entered)
+    # Its own tasks open, also when a re-run of an earlier entry (the workflow task that ran
+    # both was lost, and is run again in order) canceled them as stale meanwhile.
+    await conn.executemany(
+        "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
+        " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at,"
+        " status = 'open', canceled_at = NULL WHERE tasks.status <> 'completed'",
+        _task_rows(step, visit_id, step.tasks),
+    )
+    await notices.notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
+    await _created(conn, step, step.tasks)
+    await journal.stage_ops(
+        conn, step.opportunity_id, starts(step.opportunity_id, step.owner, step.tasks, step.reminders)
+    )
+    await conn.execute(
+        "UPDATE opportunities SET stage = $2, updated_at = $3,"
+        " probability = (SELECT probability FROM stages WHERE name = $2)"
+        " WHERE id = $1",
+        step.opportunity_id,
+        step.stage,
+        step.at,
+    )
+    if step.closing is not None:
+        await _close(conn, step, visit_id)
+    elif left and step.actor != step.owner:
+        await notices.notify_stage_changed(conn, step, visit_id, left[0]["stage"])
+
+
+def starts(
+    opportunity_id: str, owner: str, tasks: Sequence[NewTask], reminders: Reminders | None
+) -> list[TaskOp]:
+    """The workflows of new tasks (their timers, what ops see), each its owner's (else `owner`)."""
+    return [
+        TaskOp(
+            kind="start",
+            task_id=t.task_id,
+            args=TaskInput(
+                task_id=t.task_id,
+                opportunity_id=opportunity_id,
+                title=t.title,
+                owner=t.owner or owner,
+                start_at=t.start_at,
+                due_at=t.due_at,
+                reminders=reminders,
+            ).model_dump(mode="json"),
         )
-        for task in canceled:  # of earlier visits: a re-run of an earlier entry cancels no later one
-            if events.visit_no(task["visit_id"]) < step.visit_no:
-                await events.task_canceled(conn, step.opportunity_id, task["id"], step.at)
-        left = await conn.fetch(
-            "UPDATE stage_visits SET left_at = $2"
-            " WHERE opportunity_id = $1 AND visit_no < $3 AND left_at IS NULL RETURNING stage",
-            step.opportunity_id,
-            step.at,
-            step.visit_no,
-        )
-        await conn.execute(
-            "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
-            " reason, definition_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id)"
-            " DO UPDATE SET stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
-            " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL,"
-            " definition_version = EXCLUDED.definition_version",
-            visit_id,
-            step.opportunity_id,
-            step.visit_no,
-            step.stage,
-            step.at,
-            step.actor,
-            step.reason,
-            step.definition_version,
-        )
-        entered = {
-            "stage": step.stage,
-            "left": left[0]["stage"] if left else None,
-            "visit": step.visit_no,
-            "actor": step.actor,
-            "reason": step.reason,
-            "definition_version": step.definition_version,
-        }
-        await events.emit(conn, step.opportunity_id, f"{visit_id}:entered", "stage.entered", step.at, entered)
-        # Its own tasks open, also when a re-run of an earlier entry (the workflow task that ran
-        # both was lost, and is run again in order) canceled them as stale meanwhile.
-        await conn.executemany(
-            "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
-            " start_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (id) DO UPDATE SET start_at = EXCLUDED.start_at, due_at = EXCLUDED.due_at,"
-            " status = 'open', canceled_at = NULL WHERE tasks.status <> 'completed'",
-            _task_rows(step, visit_id, step.tasks),
-        )
-        await notices.notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
-        await _created(conn, step, step.tasks)
-        await conn.execute(
-            "UPDATE opportunities SET stage = $2, updated_at = $3,"
-            " probability = (SELECT probability FROM stages WHERE name = $2)"
-            " WHERE id = $1",
-            step.opportunity_id,
-            step.stage,
-            step.at,
-        )
-        if step.closing is not None:
-            await _close(conn, step, visit_id)
-        elif left and step.actor != step.owner:
-            await notices.notify_stage_changed(conn, step, visit_id, left[0]["stage"])
+        for t in tasks
+    ]
 
 
 async def find_manager(conn: asyncpg.Connection, person: str) -> str | None:
@@ -275,6 +309,8 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
     )
     await notices.notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
     await _created(conn, step, closing.follow_up)
+    follow_up = starts(step.opportunity_id, step.owner, closing.follow_up, step.reminders)
+    await journal.stage_ops(conn, step.opportunity_id, follow_up)
 
 
 async def _created(conn: asyncpg.Connection, step: EnterStage, tasks: Sequence[NewTask]) -> None:
@@ -283,28 +319,30 @@ async def _created(conn: asyncpg.Connection, step: EnterStage, tasks: Sequence[N
     )
 
 
-async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow) -> None:
-    opportunity_id = await _task_opportunity(conn, row.task_id)
-    if opportunity_id is None:
-        return
-    async with events.transaction(conn, opportunity_id):
-        completed = await conn.fetchval(
-            "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
-            " completed_at = $5 WHERE id = $1 AND status = 'open' RETURNING true",
-            row.task_id,
-            row.outcome,
-            row.actor,
-            row.comment,
-            row.at,
+async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow, opportunity_id: str) -> None:
+    """A task completed (in the caller's transaction, which holds the opportunity's lock), and its
+    workflow told."""
+    completed = await conn.fetchval(
+        "UPDATE tasks SET status = 'completed', outcome = $2, completed_by = $3, comment = $4,"
+        " completed_at = $5 WHERE id = $1 AND status = 'open' RETURNING true",
+        row.task_id,
+        row.outcome,
+        row.actor,
+        row.comment,
+        row.at,
+    )
+    if completed:
+        await events.task_completed(
+            conn, opportunity_id, row.task_id, row.outcome, row.actor, row.comment, row.at
         )
-        if completed:
-            await events.task_completed(
-                conn, opportunity_id, row.task_id, row.outcome, row.actor, row.comment, row.at
-            )
+        finish = TaskOp(kind="finish", task_id=row.task_id, args={"outcome": row.outcome})
+        await journal.stage_ops(conn, opportunity_id, [finish])
 
 
 async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
-    opportunity_id = await _task_opportunity(conn, row.task_id)
+    """A task workflow canceled records its task's cancellation, unless its process did (it does
+    first, for runs of the journal)."""
+    opportunity_id = await task_opportunity(conn, row.task_id)
     if opportunity_id is None:
         return
     async with events.transaction(conn, opportunity_id):
@@ -318,7 +356,7 @@ async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
             await events.task_canceled(conn, opportunity_id, row.task_id, row.at)
 
 
-async def _task_opportunity(conn: asyncpg.Connection, task_id: str) -> str | None:
+async def task_opportunity(conn: asyncpg.Connection, task_id: str) -> str | None:
     opportunity_id: str | None = await conn.fetchval(
         "SELECT opportunity_id FROM tasks WHERE id = $1", task_id
     )
@@ -335,107 +373,108 @@ async def update_opportunity(conn: asyncpg.Connection, row: UpdateOpportunityRow
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=3))
     # Two updates in one workflow task share their time: what they change tells them apart.
     digest = hashlib.sha256(json.dumps(row.changes, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    async with events.transaction(conn, row.opportunity_id):
-        await conn.execute(
-            f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
-            row.opportunity_id,
-            row.at,
-            *fields.values(),
-        )
-        event_id = f"{row.opportunity_id}:updated:{row.at.isoformat()}:{digest}"
-        await events.emit(
-            conn, row.opportunity_id, event_id, "opportunity.updated", row.at, {"changes": row.changes}
-        )
+    await conn.execute(
+        f"UPDATE opportunities SET updated_at = $2, {assignments} WHERE id = $1",
+        row.opportunity_id,
+        row.at,
+        *fields.values(),
+    )
+    event_id = f"{row.opportunity_id}:updated:{row.at.isoformat()}:{digest}"
+    await events.emit(
+        conn, row.opportunity_id, event_id, "opportunity.updated", row.at, {"changes": row.changes}
+    )
 
 
 async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
     """The opportunity and its open tasks to the new owner, and a notification to each owner;
     run again, it changes nothing more."""
-    async with events.transaction(conn, row.opportunity_id):
-        title = await conn.fetchval(
-            "UPDATE opportunities SET owner = $2, updated_at = $3 WHERE id = $1 RETURNING title",
-            row.opportunity_id,
-            row.to_owner,
-            row.at,
-        )
-        await conn.execute(
-            "UPDATE tasks SET owner = $2 WHERE id = ANY($1::text[]) AND status = 'open'",
-            list(row.task_ids),
-            row.to_owner,
-        )
-        moved = {
-            "from": row.from_owner,
-            "to": row.to_owner,
-            "actor": row.actor,
-            "reason": row.reason,
-            "task_ids": list(row.task_ids),
-        }
-        event_id = f"{row.opportunity_id}:reassigned{row.number}"
-        await events.emit(conn, row.opportunity_id, event_id, "opportunity.reassigned", row.at, moved)
-        why = f" ({row.reason})" if row.reason else ""
-        tasks = f"{len(row.task_ids)} open task{'s' if len(row.task_ids) != 1 else ''}"
-        await conn.executemany(
-            "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-            [
-                (
-                    f"{row.opportunity_id}:reassigned{row.number}:from",
-                    row.from_owner,
-                    row.opportunity_id,
-                    "reassigned_away",
-                    f"{row.actor} gave {title} and its {tasks} to {row.to_owner}{why}",
-                    row.at,
-                ),
-                (
-                    f"{row.opportunity_id}:reassigned{row.number}:to",
-                    row.to_owner,
-                    row.opportunity_id,
-                    "reassigned_to_you",
-                    f"{row.actor} gave you {title} and its {tasks}, from {row.from_owner}{why}",
-                    row.at,
-                ),
-            ],
-        )
+    title = await conn.fetchval(
+        "UPDATE opportunities SET owner = $2, updated_at = $3 WHERE id = $1 RETURNING title",
+        row.opportunity_id,
+        row.to_owner,
+        row.at,
+    )
+    await conn.execute(
+        "UPDATE tasks SET owner = $2 WHERE id = ANY($1::text[]) AND status = 'open'",
+        list(row.task_ids),
+        row.to_owner,
+    )
+    moved = {
+        "from": row.from_owner,
+        "to": row.to_owner,
+        "actor": row.actor,
+        "reason": row.reason,
+        "task_ids": list(row.task_ids),
+    }
+    event_id = f"{row.opportunity_id}:reassigned{row.number}"
+    await events.emit(conn, row.opportunity_id, event_id, "opportunity.reassigned", row.at, moved)
+    why = f" ({row.reason})" if row.reason else ""
+    tasks = f"{len(row.task_ids)} open task{'s' if len(row.task_ids) != 1 else ''}"
+    await conn.executemany(
+        "INSERT INTO notifications (id, recipient, opportunity_id, kind, message, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        [
+            (
+                f"{row.opportunity_id}:reassigned{row.number}:from",
+                row.from_owner,
+                row.opportunity_id,
+                "reassigned_away",
+                f"{row.actor} gave {title} and its {tasks} to {row.to_owner}{why}",
+                row.at,
+            ),
+            (
+                f"{row.opportunity_id}:reassigned{row.number}:to",
+                row.to_owner,
+                row.opportunity_id,
+                "reassigned_to_you",
+                f"{row.actor} gave you {title} and its {tasks}, from {row.from_owner}{why}",
+                row.at,
+            ),
+        ],
+    )
+    owner = [TaskOp(kind="owner", task_id=i, args={"owner": row.to_owner}) for i in row.task_ids]
+    await journal.stage_ops(conn, row.opportunity_id, owner)
 
 
 async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
     """An ad-hoc task and its notification; run again, it changes nothing more."""
     t = row.task
-    async with events.transaction(conn, row.opportunity_id):
-        await conn.execute(
-            "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
-            " start_at, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'adhoc')"
-            # Open, also when a re-run of an earlier stage entry canceled it as stale meanwhile.
-            " ON CONFLICT (id) DO UPDATE SET status = 'open', canceled_at = NULL"
-            " WHERE tasks.status = 'canceled'",
-            t.task_id,
-            row.opportunity_id,
-            f"{row.opportunity_id}:v{row.visit_no}",
-            row.stage,
-            t.task_key,
-            t.title,
-            row.owner,
-            t.start_at,
-            t.due_at,
-        )
-        await notices.notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
-        await events.tasks_created(
-            conn,
-            row.opportunity_id,
-            [t],
-            owner=row.owner,
-            stage=row.stage,
-            visit=row.visit_no,
-            at=row.at,
-            adhoc=True,
-        )
+    await conn.execute(
+        "INSERT INTO tasks (id, opportunity_id, visit_id, stage, task_key, title, owner,"
+        " start_at, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'adhoc')"
+        # Open, also when a re-run of an earlier stage entry canceled it as stale meanwhile.
+        " ON CONFLICT (id) DO UPDATE SET status = 'open', canceled_at = NULL"
+        " WHERE tasks.status = 'canceled'",
+        t.task_id,
+        row.opportunity_id,
+        f"{row.opportunity_id}:v{row.visit_no}",
+        row.stage,
+        t.task_key,
+        t.title,
+        row.owner,
+        t.start_at,
+        t.due_at,
+    )
+    await notices.notify_assigned(conn, row.opportunity_id, row.owner, [t], row.at)
+    await events.tasks_created(
+        conn,
+        row.opportunity_id,
+        [t],
+        owner=row.owner,
+        stage=row.stage,
+        visit=row.visit_no,
+        at=row.at,
+        adhoc=True,
+    )
+    await journal.stage_ops(
+        conn, row.opportunity_id, starts(row.opportunity_id, row.owner, [t], row.reminders)
+    )
 
 
 async def record_refusal(conn: asyncpg.Connection, row: RefusalRow) -> None:
     refused = {"command": row.command, "reason": row.reason, "request_id": row.request_id, "actor": row.actor}
-    async with events.transaction(conn, row.opportunity_id):
-        event_id = f"{row.opportunity_id}:refused{row.number}"
-        await events.emit(conn, row.opportunity_id, event_id, "command.refused", row.at, refused)
+    event_id = f"{row.opportunity_id}:refused{row.number}"
+    await events.emit(conn, row.opportunity_id, event_id, "command.refused", row.at, refused)
 
 
 async def close_reasons(conn: asyncpg.Connection) -> list[str]:

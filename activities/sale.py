@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import access, definitions, notices, repository, versions
+from activities import access, definitions, events, journal, notices, repository, versions
 from workflows.definition import Process, ProcessDefinition, Stage
 from workflows.steps import (
     AddTaskRow,
@@ -19,6 +19,7 @@ from workflows.steps import (
     CloseDateNotice,
     CompleteTaskRow,
     EnterStage,
+    Fence,
     GateNotice,
     MigrateRow,
     OpenOpportunity,
@@ -30,6 +31,20 @@ from workflows.steps import (
     UpdateOpportunityRow,
 )
 
+T = TypeVar("T")
+
+
+def _queue() -> str:
+    """The task queue of the process that runs this step: its worker's journal relay confirms it."""
+    return activity.info().task_queue
+
+
+async def _unless_superseded(write: Awaitable[T]) -> T:
+    try:
+        return await write
+    except journal.Superseded as err:  # a lost attempt's step: its workflow task will not complete
+        raise ApplicationError(str(err), type="Superseded", non_retryable=True) from None
+
 
 class SaleActivities:
     """Holds the worker's one asyncpg pool; tests can hand it another."""
@@ -39,20 +54,32 @@ class SaleActivities:
 
     @activity.defn
     async def open_opportunity(self, cmd: OpenOpportunity) -> OpportunityRecord:
-        """Create the opportunity (R1) or read the existing one (R2)."""
+        """Create the opportunity (R1) or read the existing one (R2): the process's opening."""
         async with self._pool.acquire() as conn:
-            if cmd.new is not None:
-                await repository.insert_opportunity(conn, cmd)
-            try:
-                record = await repository.get_opportunity(conn, cmd.opportunity_id)
-            except ValidationError as err:
-                raise ApplicationError(
-                    f"Opportunity {cmd.opportunity_id!r} has stored data the process cannot take"
-                    f" ({err.error_count()} problems: {err.errors()[0]['msg']}); correct it first.",
-                    type="InvalidStoredData",
-                    non_retryable=True,
-                    category=ApplicationErrorCategory.BENIGN,
-                ) from err
+            if cmd.fence is None:  # a run from before the journal
+                async with events.transaction(conn, cmd.opportunity_id):
+                    return await self._open(conn, cmd)
+            record, start = await _unless_superseded(
+                journal.open_process(
+                    conn, cmd.opportunity_id, cmd.fence, lambda: self._open(conn, cmd), task_queue=_queue()
+                )
+            )
+            return record.model_copy(update={"journal": start})
+
+    @staticmethod
+    async def _open(conn: asyncpg.Connection, cmd: OpenOpportunity) -> OpportunityRecord:
+        if cmd.new is not None:
+            await repository.insert_opportunity(conn, cmd)
+        try:
+            record = await repository.get_opportunity(conn, cmd.opportunity_id)
+        except ValidationError as err:
+            raise ApplicationError(
+                f"Opportunity {cmd.opportunity_id!r} has stored data the process cannot take"
+                f" ({err.error_count()} problems: {err.errors()[0]['msg']}); correct it first.",
+                type="InvalidStoredData",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from err
         if record is None:
             raise ApplicationError(
                 f"No opportunity {cmd.opportunity_id!r}: start it with new opportunity data"
@@ -98,15 +125,33 @@ class SaleActivities:
         async with self._pool.acquire() as conn:
             return await repository.load_stages(conn)
 
+    async def _write(
+        self, opportunity_id: str, fence: Fence | None, step: str, apply: Callable[[asyncpg.Connection], Any]
+    ) -> None:
+        """One write of a process: journaled when it carries a fence (activities/journal.py)."""
+        async with self._pool.acquire() as conn:
+            await _unless_superseded(
+                journal.write(conn, opportunity_id, fence, step, lambda: apply(conn), task_queue=_queue())
+            )
+
     @activity.defn
     async def enter_stage(self, step: EnterStage) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.enter_stage(conn, step)
+        await self._write(
+            step.opportunity_id, step.fence, "enter_stage", lambda c: repository.enter_stage(c, step)
+        )
 
     @activity.defn
     async def complete_task(self, row: CompleteTaskRow) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.complete_task(conn, row)
+        opportunity_id = row.opportunity_id
+        if opportunity_id is None:  # a run from before the journal names only the task
+            async with self._pool.acquire() as conn:
+                opportunity_id = await repository.task_opportunity(conn, row.task_id)
+            if opportunity_id is None:
+                return
+        known: str = opportunity_id
+        await self._write(
+            known, row.fence, "complete_task", lambda c: repository.complete_task(c, row, known)
+        )
 
     @activity.defn
     async def cancel_task(self, row: CancelTaskRow) -> None:
@@ -116,8 +161,12 @@ class SaleActivities:
     @activity.defn
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                await repository.update_opportunity(conn, row)
+            await self._write(
+                row.opportunity_id,
+                row.fence,
+                "update_opportunity",
+                lambda c: repository.update_opportunity(c, row),
+            )
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as err:
             # The data, not the database, is wrong: retrying cannot help.
             raise ApplicationError(
@@ -134,13 +183,11 @@ class SaleActivities:
 
     @activity.defn
     async def add_task(self, row: AddTaskRow) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.add_task(conn, row)
+        await self._write(row.opportunity_id, row.fence, "add_task", lambda c: repository.add_task(c, row))
 
     @activity.defn
     async def reassign(self, row: ReassignRow) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.reassign(conn, row)
+        await self._write(row.opportunity_id, row.fence, "reassign", lambda c: repository.reassign(c, row))
 
     @activity.defn
     async def load_definition(self, version: int) -> ProcessDefinition:
@@ -156,13 +203,15 @@ class SaleActivities:
 
     @activity.defn
     async def migrate_visit(self, row: MigrateRow) -> None:
-        async with self._pool.acquire() as conn:
-            await versions.migrate_visit(conn, row)
+        await self._write(
+            row.opportunity_id, row.fence, "migrate_visit", lambda c: versions.migrate_visit(c, row)
+        )
 
     @activity.defn
     async def record_refusal(self, row: RefusalRow) -> None:
-        async with self._pool.acquire() as conn:
-            await repository.record_refusal(conn, row)
+        await self._write(
+            row.opportunity_id, row.fence, "record_refusal", lambda c: repository.record_refusal(c, row)
+        )
 
     @activity.defn
     async def authorize(self, check: Authorize) -> str | None:
@@ -178,13 +227,18 @@ class SaleActivities:
 
     @activity.defn
     async def notify_stale(self, notice: StaleNotice) -> None:
-        async with self._pool.acquire() as conn:
-            await notices.notify_stale(conn, notice)
+        await self._write(
+            notice.opportunity_id, notice.fence, "notify_stale", lambda c: notices.notify_stale(c, notice)
+        )
 
     @activity.defn
     async def notify_close_date(self, notice: CloseDateNotice) -> None:
-        async with self._pool.acquire() as conn:
-            await notices.notify_close_date(conn, notice)
+        await self._write(
+            notice.opportunity_id,
+            notice.fence,
+            "notify_close_date",
+            lambda c: notices.notify_close_date(c, notice),
+        )
 
     @activity.defn
     async def find_manager(self, person: str) -> str | None:
@@ -193,8 +247,9 @@ class SaleActivities:
 
     @activity.defn
     async def notify_gate(self, notice: GateNotice) -> None:
-        async with self._pool.acquire() as conn:
-            await notices.notify_gate(conn, notice)
+        await self._write(
+            notice.opportunity_id, notice.fence, "notify_gate", lambda c: notices.notify_gate(c, notice)
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -1,7 +1,9 @@
 """The task workflows of a process, reached by workflow id through Temporal's client: started,
-told of their completion, canceled. A process does this in one local activity per command, so
-that nothing of its children is still on the way when it hands over to its next run (a child
-workflow's start, signal or cancellation is only carried out while the run that sent it runs).
+told of their completion or new owner, canceled. Each call is idempotent: a task workflow started
+already, or gone, is left be. Runs that journal their writes ask for these through their writes,
+and the worker's journal relay carries them out once confirmed (worker/journal_relay.py); runs
+from before do it in one local activity per command (`link_tasks`), so that nothing of their
+children is still on the way when they hand over to the next run.
 """
 
 from __future__ import annotations
@@ -37,24 +39,13 @@ log = logging.getLogger(__name__)
 _GONE = {RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION}
 
 
-class TaskWorkflowActivities:
-    """Holds the worker's Temporal client; tests can hand it another."""
+class TaskWorkflows:
+    """The task workflows, through the client."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    @activity.defn
-    async def link_tasks(self, links: TaskOps) -> None:
-        """Start, finish and cancel task workflows; run again, it changes nothing more."""
-        queue = activity.info().task_queue
-        await asyncio.gather(
-            *(self._start(s, queue) for s in links.start),
-            *(self._finish(task_id, outcome) for task_id, outcome in links.finish.items()),
-            *(self._cancel(task_id) for task_id in links.cancel),
-            *(self._reassign(task_id, owner) for task_id, owner in links.owner.items()),
-        )
-
-    async def _start(self, start: TaskStart, queue: str) -> None:
+    async def start(self, start: TaskStart, queue: str) -> None:
         owner = TypedSearchAttributes([SearchAttributePair(TASK_OWNER_ATTR, start.task.owner)])
         try:
             try:
@@ -82,17 +73,36 @@ class TaskWorkflowActivities:
             search_attributes=attributes,
         )
 
-    async def _reassign(self, task_id: str, owner: str) -> None:
+    async def reassign(self, task_id: str, owner: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))
         await _unless_gone(task_id, lambda: handle.signal(TASK_OWNER_SIGNAL, owner))
 
-    async def _finish(self, task_id: str, outcome: str) -> None:
+    async def finish(self, task_id: str, outcome: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))
         await _unless_gone(task_id, lambda: handle.signal(TASK_COMPLETED_SIGNAL, outcome))
 
-    async def _cancel(self, task_id: str) -> None:
+    async def cancel(self, task_id: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))
         await _unless_gone(task_id, handle.cancel)
+
+
+class TaskWorkflowActivities:
+    """Holds the worker's Temporal client; tests can hand it another."""
+
+    def __init__(self, client: Client) -> None:
+        self._tasks = TaskWorkflows(client)
+
+    @activity.defn
+    async def link_tasks(self, links: TaskOps) -> None:
+        """Start, finish and cancel task workflows (runs from before the journal); run again, it
+        changes nothing more."""
+        queue = activity.info().task_queue
+        await asyncio.gather(
+            *(self._tasks.start(s, queue) for s in links.start),
+            *(self._tasks.finish(task_id, outcome) for task_id, outcome in links.finish.items()),
+            *(self._tasks.cancel(task_id) for task_id in links.cancel),
+            *(self._tasks.reassign(task_id, owner) for task_id, owner in links.owner.items()),
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.link_tasks]

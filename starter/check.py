@@ -4,10 +4,16 @@ task of a closed opportunity; a stage that differs between the run and the datab
 stuck on a failing workflow task; an open opportunity whose process is gone; an open task whose
 workflow (its reminders) is not running, or a task ended over a minute ago whose workflow still
 runs; a lead that reached the sale over a minute ago and still has no process (R3); a webhook
-subscriber stopped at an event it did not take after its last attempt."""
+subscriber stopped at an event it did not take after its last attempt; a process's writes that no
+worker confirms (R28).
+
+It first gives the writes of the processes it checks a few seconds to be confirmed (until then
+their rows may be ahead of their runs' history, activities/journal.py), and checks an opportunity
+whose writes are still not confirmed for that alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -17,12 +23,14 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import consistency, leads, webhooks
+from activities import consistency, journal, leads, webhooks
 from workflows import contract as c
 from workflows.contract import StateView
 
 # What a task workflow is given to end after its task has (visibility catches up meanwhile).
 TASK_SETTLE = timedelta(minutes=1)
+# How long the checker waits for the writes of the processes it checks to be confirmed.
+WRITES_SETTLE = timedelta(seconds=15)
 
 
 @dataclass
@@ -144,18 +152,40 @@ async def _check_ended_tasks(report: Report, client: Client, rows: list[asyncpg.
 async def check(client: Client, conn: asyncpg.Connection, opportunity_ids: list[str] | None = None) -> Report:
     """Check every opportunity, or those given."""
     report = Report()
+    unsettled = await _settled(conn, opportunity_ids)
     rows = await consistency.opportunity_rows(conn, opportunity_ids, TASK_SETTLE)
     for row in rows:
         report.opportunities += 1
+        if row["id"] in unsettled:
+            w = unsettled[row["id"]]
+            since = f" since {w['since']:%Y-%m-%d %H:%M:%S} UTC" if w["since"] else ""
+            report.add(
+                row["id"],
+                "writes not confirmed",
+                f"{w['writes']} writes not confirmed{since}, {w['ops']} task workflow operations not"
+                " carried out: is a worker of its task queue running?",
+            )
+            continue
         _check_rows(report, row)
         await _check_run(report, client, row)
-    await _check_ended_tasks(report, client, rows)
+    await _check_ended_tasks(report, client, [r for r in rows if r["id"] not in unsettled])
     await _check_leads(report, conn, opportunity_ids)
     for row in await webhooks.stopped(conn):  # a dead delivery: its subscriber gets nothing more
         if opportunity_ids is None or row["opportunity_id"] in opportunity_ids:
             detail = f"{row['url']} stopped {row['stopped']}; `corpsale webhooks retry {row['url']}` goes on"
             report.add(row["opportunity_id"], "webhook stopped", detail)
     return report
+
+
+async def _settled(conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> dict[str, asyncpg.Record]:
+    """Wait a little for the writes of these opportunities' processes to be confirmed; those
+    that are not by then."""
+    deadline = asyncio.get_running_loop().time() + WRITES_SETTLE.total_seconds()
+    while True:
+        waiting = {r["opportunity_id"]: r for r in await journal.unconfirmed(conn, opportunity_ids)}
+        if not waiting or asyncio.get_running_loop().time() > deadline:
+            return waiting
+        await asyncio.sleep(0.2)
 
 
 async def _check_leads(report: Report, conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> None:

@@ -27,9 +27,13 @@ from temporalio.worker import Worker
 from activities.db import create_pool, migrate
 from tests.helpers import Sale
 from worker.database import embedded_server
-from worker.main import build_worker
+from worker.main import serving
 from worker.stack import temporal_cli
 from workflows.contract import SEARCH_ATTRIBUTES
+
+# A quiet run is asked for its writes sooner than in production (1 s): tests read events and task
+# workflows right after the commands that make them. Worker processes of the tests inherit it.
+os.environ.setdefault("CORPSALE_JOURNAL_CONFIRM_AFTER", "0.2")
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +130,7 @@ async def task_queue() -> str:
 
 @pytest.fixture
 async def worker(client: Client, pool: asyncpg.Pool, task_queue: str) -> AsyncIterator[Worker]:
-    async with build_worker(client, pool, task_queue=task_queue) as worker:
+    async with serving(client, pool, task_queue=task_queue) as worker:
         yield worker
 
 

@@ -9,18 +9,21 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from starter.client import read_events
 from worker.main import SANDBOX, WORKFLOWS
 from workflows import contract as c
 from workflows.contract import NewOpportunity, StateView
@@ -219,6 +222,79 @@ class Sale:
             kind,
         )
         return rows
+
+
+async def journal_settled(sale: Sale, opportunity_id: str, *, timeout: float = 60.0) -> None:
+    """Wait until every write of the opportunity's process is confirmed (or undone) and every task
+    workflow operation carried out (activities/journal.py, worker/journal_relay.py)."""
+
+    async def left() -> int:
+        return int(
+            await sale.pool.fetchval(
+                "SELECT (SELECT count(*) FROM journal WHERE opportunity_id = $1)"
+                " + (SELECT count(*) FROM task_ops WHERE opportunity_id = $1)",
+                opportunity_id,
+            )
+        )
+
+    await eventually(left, lambda n: n == 0, timeout=timeout)
+
+
+async def assert_the_database_is_the_runs(
+    sale: Sale, opportunity_id: str, *, never: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """PostgreSQL holds what the run decided and nothing else (R28): once its writes are confirmed,
+    the rows of its visits, tasks and notifications are those its events (the feed, confirmed
+    decisions only) report, the run's state agrees on where it is, each task has its workflow, and
+    no task of `never` (a lost attempt's) has a row, an event or a workflow. Returns the events."""
+    await journal_settled(sale, opportunity_id)
+    events = await read_events(sale.database_url, opportunity_id=opportunity_id)
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    entered = [
+        (e["data"]["visit"], e["data"]["stage"]) for e in events if e["type"].endswith("stage.entered")
+    ]
+    visits = [(v["visit_no"], v["stage"]) for v in await sale.visits(opportunity_id)]
+    assert visits == entered, f"visits {visits} but the feed says {entered}"
+    state = await sale.state(opportunity_id)
+    assert (state.visit, state.stage) == visits[-1], (
+        f"the run is at {state.visit, state.stage}, PostgreSQL {visits[-1]}"
+    )
+    stage_of = dict(visits)
+    tasks = {t["id"]: t for t in await sale.tasks(opportunity_id)}
+    created = [e["data"]["task_id"] for e in events if e["type"].endswith("task.created")]
+    assert sorted(created) == sorted(tasks), "tasks and their task.created events differ"
+    ended = {
+        e["data"]["task_id"]: e["type"].rsplit(".", 1)[1]
+        for e in events
+        if e["type"].endswith(("task.completed", "task.canceled"))
+    }
+    for task_id, task in tasks.items():
+        visit = int(task["visit_id"].rsplit(":v", 1)[1])
+        assert task["stage"] == stage_of[visit], (
+            f"{task_id} is a {task['stage']} task in a {stage_of[visit]} visit"
+        )
+        assert ended.get(task_id, "open") == task["status"], (
+            f"{task_id}: {task['status']}, events {ended.get(task_id)}"
+        )
+    assigned = [n["task_id"] for n in await sale.notifications(opportunity_id, "task_assigned")]
+    assert sorted(assigned) == sorted(tasks), "one task_assigned notification per task"
+    open_in_run = {t.task_id for t in state.open_tasks}
+    assert open_in_run == {i for i, t in tasks.items() if t["status"] == "open"}
+    for task_id, task in tasks.items():  # every task has its workflow, open while the task is
+        described = await sale.client.get_workflow_handle(c.task_workflow_id(task_id)).describe()
+        running = described.status == WorkflowExecutionStatus.RUNNING
+        assert running == (task["status"] == "open") or task["kind"] == "follow-up", (
+            task_id,
+            described.status,
+        )
+    for task_id in never:
+        assert task_id not in tasks and task_id not in created
+        with pytest.raises(RPCError) as missing:
+            await sale.client.get_workflow_handle(c.task_workflow_id(task_id)).describe()
+        assert missing.value.status == RPCStatusCode.NOT_FOUND, task_id
+    checked = await sale.cli("check", opportunity_id)
+    assert checked.code == 0, checked.stdout + checked.stderr
+    return events
 
 
 async def assert_replays(client: Client, opportunity_ids: list[str]) -> int:

@@ -25,9 +25,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, journal_settled
 from worker.database import embedded_server
-from worker.main import build_worker
+from worker.main import serving
 from worker.stack import temporal_cli
 from workflows import contract as c
 from workflows.contract import SEARCH_ATTRIBUTES
@@ -244,11 +244,13 @@ async def record(tag: str, names: list[str]) -> None:
         ) as env:
             client: Client = env.client
             queue = f"record-{uuid.uuid4()}"
-            async with build_worker(client, pool, task_queue=queue):
+            async with serving(client, pool, task_queue=queue):
                 sale = Sale(client, pool, queue, url)
                 for name in names or SCENARIOS:
                     scenario = SCENARIOS[name]
                     workflow_id = await scenario(sale)
+                    if name != "bulk":  # its writes confirmed: the task workflows have heard of them
+                        await journal_settled(sale, workflow_id.removeprefix("opportunity-"))
                     runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
                     # Task children too: their histories guard the task workflow's code.
                     opp = workflow_id.removeprefix("opportunity-")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from tests.helpers import Sale
+from tests.helpers import Sale, journal_settled
 from workflows import contract as c
 
 
@@ -101,6 +101,7 @@ async def test_an_open_adhoc_task_does_not_hold_continue_as_new_and_its_workflow
     first_run = (await handle.describe()).run_id
     await sale.update(opp, c.UPDATE_ADD_TASK, {"title": "Check credit", "actor": "a"})
     adhoc = f"{opp}:adhoc1"
+    await journal_settled(sale, opp)  # its workflow starts once the task's write is confirmed
     task_run = (await sale.client.get_workflow_handle(c.task_workflow_id(adhoc)).describe()).run_id
     moves = ["Presentation", "Proposal", "Qualification", "Contracting"] * 8
     for stage in moves:

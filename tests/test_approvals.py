@@ -11,7 +11,7 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, journal_settled
 from workflows import contract as c
 
 
@@ -32,6 +32,7 @@ async def test_the_contract_approval_is_the_managers_and_theirs_alone(sale: Sale
     rows = {r["id"]: r["owner"] for r in await sale.tasks(opp)}
     assert rows[approval.task_id] == mary
     child = sale.client.get_workflow_handle(c.task_workflow_id(approval.task_id))
+    await journal_settled(sale, opp)
     details = (
         await child.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     ).current_details

@@ -24,7 +24,7 @@ from temporalio.client import Client
 
 from tests.helpers import CliResult, Sale, shell
 from worker.codec import data_converter, new_key
-from worker.main import build_worker
+from worker.main import serving
 
 CONTRACT = Path(__file__).parent.parent / "docs" / "contract.md"
 DEEP = "[" * 3000 + "]" * 3000  # deeper than Python's recursion limit
@@ -329,7 +329,7 @@ async def test_with_encryption_on_the_documented_update_answers_and_a_retry_appl
     try:
         assert codec.stdout is not None
         assert "codec endpoint on" in (await asyncio.wait_for(codec.stdout.readline(), 30)).decode()
-        async with build_worker(encrypted.client, sale.pool, task_queue=encrypted.task_queue):
+        async with serving(encrypted.client, sale.pool, task_queue=encrypted.task_queue):
             await encrypted.started(opportunity_id=opp)
             for attempt in ("first", "retry"):
                 ran = await shell(update, env)

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, journal_settled
 from workflows import contract as c
 
 
@@ -54,6 +54,7 @@ async def test_a_follow_up_task_is_completed_after_the_process_has_ended(sale: S
     won = {"stage": "Closed won", "actor": "alice", "actual_income": "1000", "hours_spent": "2"}
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, won)
     await sale.handle(opp).result()
+    await journal_settled(sale, opp)
     task = c.follow_up_task_id(opp, "kick-off")
     # Each follow-up task has a workflow of its own, with its reminders, that outlives the process.
     workflow = sale.client.get_workflow_handle(c.task_workflow_id(task))

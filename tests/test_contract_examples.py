@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from tests.helpers import Sale, shell
-from worker.main import build_worker
+from worker.main import serving
 from worker.stack import temporal_cli
 from workflows import contract as c
 
@@ -45,7 +45,7 @@ async def test_every_contract_example_runs_as_written(sale: Sale) -> None:
         "PATH": f"{Path(temporal_cli()).parent}{os.pathsep}{os.environ['PATH']}",
     }
     outputs: list[str] = []
-    async with build_worker(sale.client, sale.pool, task_queue=c.DEFAULT_TASK_QUEUE):
+    async with serving(sale.client, sale.pool, task_queue=c.DEFAULT_TASK_QUEUE):
         for refused, command in commands:
             ran = await shell(command, env)
             out = ran.stdout

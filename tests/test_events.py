@@ -10,7 +10,7 @@ import json
 import uuid
 
 from starter.client import read_events
-from tests.helpers import Sale
+from tests.helpers import Sale, journal_settled
 from workflows import contract as c
 from workflows import event_data
 
@@ -26,6 +26,7 @@ async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sa
     done = {"task_id": f"{opp}:v2:sign-contract", "actor": "bob", "outcome": "signed", "actual_income": 48000}
     await sale.update(opp, c.UPDATE_COMPLETE_TASK, done)
 
+    await journal_settled(sale, opp)  # the last change's events go out once it is confirmed (R28)
     found = await read_events(sale.database_url, opportunity_id=opp)
     kinds = [e["type"].removeprefix("com.corpsale.") for e in found]
     assert kinds == [
@@ -119,6 +120,7 @@ async def test_a_refused_command_is_an_event_once_however_often_it_comes(sale: S
     await sale.signal(opp, "change_stage_please", {"stage": "Proposal", "actor": "mallory"})
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})  # after them
 
+    await journal_settled(sale, opp)
     found = await read_events(sale.database_url, opportunity_id=opp)
     refused = [e for e in found if e["type"] == "com.corpsale.command.refused"]
     assert [e["id"] for e in refused] == [f"{opp}:refused1", f"{opp}:refused2"]

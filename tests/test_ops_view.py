@@ -12,7 +12,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 
 from starter.client import CommandRefused, SaleClient
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, journal_settled
 from workflows.contract import (
     AddTask,
     ChangeStage,
@@ -57,6 +57,7 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
     # A task completed; each open task's workflow shows its title, and whose it is and when due.
     state = await client.complete_task(opp, CompleteTask(task_id=f"{opp}:v1:contact-assess", actor="alice"))
     task = sale.client.get_workflow_handle(f"task-{opp}:v1:prepare-presentation")
+    await journal_settled(sale, opp)  # task workflows start once their stage entry is confirmed
     assert await (await task.describe()).static_summary() == "Prepare presentation"
     details = (await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)).current_details
     assert details.startswith("alice, due ")

@@ -9,7 +9,7 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.helpers import ADMIN, Sale, eventually
+from tests.helpers import ADMIN, Sale, eventually, journal_settled
 from workflows import contract as c
 from workflows.opportunity import OWNER_ATTR
 
@@ -89,6 +89,7 @@ async def test_a_reassigned_tasks_workflow_shows_its_new_owner_to_ops(sale: Sale
         metadata = await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         return owner, metadata.current_details
 
+    await journal_settled(sale, opp)
     owner, details = await shown()
     assert owner == "alice" and details.startswith("alice, due ")
     await sale.update(opp, c.UPDATE_REASSIGN, {"owner": "bob", "actor": "alice"})

@@ -22,7 +22,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually, journal_settled, worker_process
 from workflows import contract as c
 
 DAY = timedelta(days=1)
@@ -36,6 +36,13 @@ KINDS = ("reminder", "overdue", "escalation")
 async def client(time_skipping: WorkflowEnvironment) -> Client:
     """These tests' processes (and their workers, and the CLI) run on the time-skipping server."""
     return time_skipping.client
+
+
+async def _skip(env: WorkflowEnvironment, sale: Sale, opp: str, by: timedelta) -> None:
+    """Skip time once the process's writes are confirmed: its task workflows, with their timers,
+    start then (R28)."""
+    await journal_settled(sale, opp)
+    await env.sleep(by)
 
 
 def _times(task: asyncpg.Record) -> dict[str, datetime]:
@@ -82,11 +89,11 @@ async def test_each_timer_fires_once_at_its_time_for_the_right_person(
     _, opp = await sale.started(owner=names["alice"])
     tasks = await sale.tasks(opp)
     assert len(tasks) == 2
-    await time_skipping.sleep(DAY)
+    await _skip(time_skipping, sale, opp, DAY)
     assert not _by_task(await sale.notifications(opp))  # nothing is due yet
-    await time_skipping.sleep(7 * DAY)
+    await _skip(time_skipping, sale, opp, 7 * DAY)
     await _notices(sale, opp, 3 * 2 + 1)
-    await time_skipping.sleep(30 * DAY)  # nothing more comes: each fires once
+    await _skip(time_skipping, sale, opp, 30 * DAY)  # nothing more comes: each fires once
     notes = await sale.notifications(opp)
 
     by_task = _by_task(notes)
@@ -109,10 +116,10 @@ async def test_a_task_completed_first_gets_no_notices_and_restarts_the_stale_clo
 ) -> None:
     _, opp = await sale.started()
     first, second = await sale.tasks(opp)
-    await time_skipping.sleep(DAY)
+    await _skip(time_skipping, sale, opp, DAY)
     await sale.complete(opp, first["id"])  # a day before its reminder
     completed = (await sale.tasks(opp))[0]["completed_at"]
-    await time_skipping.sleep(10 * DAY)
+    await _skip(time_skipping, sale, opp, 10 * DAY)
     notes = await _notices(sale, opp, 3 + 1)
 
     by_task = _by_task(notes)
@@ -125,10 +132,10 @@ async def test_a_task_completed_first_gets_no_notices_and_restarts_the_stale_clo
 async def test_leaving_the_stage_stops_its_timers(sale: Sale, time_skipping: WorkflowEnvironment) -> None:
     _, opp = await sale.started()
     qualification = {t["id"] for t in await sale.tasks(opp)}
-    await time_skipping.sleep(DAY)
+    await _skip(time_skipping, sale, opp, DAY)
     await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Presentation", "actor": "alice"})
     presentation = (await sale.wait_stage(opp, "Presentation")).open_tasks[0]
-    await time_skipping.sleep(20 * DAY)
+    await _skip(time_skipping, sale, opp, 20 * DAY)
     notes = await _notices(sale, opp, 3 + 1)  # the Presentation task's own three, its stale notice
 
     assert {task for task, _ in _by_task(notes)} == {presentation.task_id}
@@ -143,9 +150,9 @@ async def test_a_reassignment_moves_the_timers_to_the_new_owner(
 ) -> None:
     names = await _people(sale, alice="maria", bob="boris")
     _, opp = await sale.started(owner=names["alice"])
-    await time_skipping.sleep(DAY + timedelta(hours=21))  # past the first reminder
+    await _skip(time_skipping, sale, opp, DAY + timedelta(hours=21))  # past the first reminder
     await sale.update(opp, c.UPDATE_REASSIGN, {"owner": names["bob"], "actor": names["maria"]})
-    await time_skipping.sleep(10 * DAY)
+    await _skip(time_skipping, sale, opp, 10 * DAY)
     notes = await _notices(sale, opp, 3 * 2 + 1)
 
     recipients = sorted((kind, n["recipient"]) for (_, kind), found in _by_task(notes).items() for n in found)
@@ -171,6 +178,7 @@ async def test_timers_fire_after_the_worker_is_killed_while_they_wait(
     # queue out on its own clock, which stands still while a task waits there.
     async with worker_process({**env, "CORPSALE_MAX_CACHED_WORKFLOWS": "0"}) as first:
         _, opp = await mine.started()
+        await journal_settled(mine, opp)  # its task workflows are started
         first.send_signal(signal.SIGKILL)  # before any timer is due
         await first.wait()
     tasks = await mine.tasks(opp)
@@ -213,16 +221,16 @@ async def test_a_passed_expected_close_date_is_told_once_and_its_timer_follows_t
         return await sale.notifications(opp, "close_date_passed")
 
     await close_on(start + 3 * DAY)
-    await time_skipping.sleep(2 * DAY)
+    await _skip(time_skipping, sale, opp, 2 * DAY)
     await close_on(start + 10 * DAY)  # moved later: the first date's timer gives way
-    await time_skipping.sleep(4 * DAY)
+    await _skip(time_skipping, sale, opp, 4 * DAY)
     assert await told() == []
-    await time_skipping.sleep(7 * DAY)
+    await _skip(time_skipping, sale, opp, 7 * DAY)
     [notice] = await eventually(told, lambda notes: len(notes) == 1)
     assert _on_time(notice, passed(start + 10 * DAY)) and notice["recipient"] == "alice"
     assert f"was expected to close on {(start + 10 * DAY).date()}" in notice["message"]
 
     await close_on(start + 12 * DAY)  # a new date that has passed already: told at once, once more
     await eventually(told, lambda notes: len(notes) == 2)
-    await time_skipping.sleep(30 * DAY)
+    await _skip(time_skipping, sale, opp, 30 * DAY)
     assert len(await told()) == 2

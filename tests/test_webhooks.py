@@ -22,7 +22,7 @@ import asyncpg
 from temporalio.client import Client
 
 from starter.client import read_events
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually, journal_settled, worker_process
 from tests.webhook_receiver import Receiver
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows import contract as c
@@ -62,7 +62,10 @@ async def _subscribe(sale: Sale, url: str, *extra: str) -> str:
 async def _all_arrived(
     sale: Sale, receiver: Receiver, opps: list[str], timeout: float
 ) -> dict[str, list[str]]:
-    """Each opportunity's event ids in the feed, once the receiver took them all."""
+    """Each opportunity's event ids in the feed (once their writes are confirmed), once the
+    receiver took them all."""
+    for o in opps:
+        await journal_settled(sale, o, timeout=timeout)
 
     async def feed() -> dict[str, list[str]]:
         return {o: [e["id"] for e in await read_events(sale.database_url, opportunity_id=o)] for o in opps}

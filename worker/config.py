@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Seconds before a first retry, doubled each time."
     )
     webhook_backoff_cap: float = Field(default=3600.0, gt=0, description="Longest wait between two attempts.")
+    journal_confirm_after: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds a process's write waits for its run's next one before its run is asked"
+        " whether it settled it (then its events go out and its task workflows hear of it).",
+    )
     encryption_key: SecretStr | None = Field(
         default=None,
         description="Encrypt workflow payloads with this key (base64, 32 bytes); see worker/codec.py.",

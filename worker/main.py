@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -16,7 +16,7 @@ import asyncpg
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bulk import BulkActivities
@@ -26,6 +26,7 @@ from activities.task_workflows import TaskWorkflowActivities
 from worker import telemetry
 from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings, connect_temporal
 from worker.database import embedded_database_url, redact
+from worker.journal_relay import JournalRelay
 from worker.lead_relay import LeadRelay
 from worker.process import exit_now
 from worker.webhook_relay import Policy, WebhookRelay
@@ -69,12 +70,18 @@ SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
 
 
 def build_worker(
-    client: Client, pool: asyncpg.Pool, *, task_queue: str, settings: Settings | None = None
+    client: Client,
+    pool: asyncpg.Pool,
+    *,
+    task_queue: str,
+    settings: Settings | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     settings = settings or Settings()
     return Worker(
         client,
         task_queue=task_queue,
+        interceptors=interceptors,
         workflows=WORKFLOWS,
         activities=[
             *SaleActivities(pool).all(),
@@ -86,6 +93,24 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    client: Client, pool: asyncpg.Pool, *, task_queue: str, settings: Settings | None = None
+) -> AsyncIterator[Worker]:
+    """The worker with its journal relay, which a process's writes need to be confirmed (their
+    events to go out, their task workflows to start)."""
+    settings = settings or Settings()
+    stop = asyncio.Event()
+    relay = JournalRelay(pool, client, task_queue, confirm_after=settings.journal_confirm_after)
+    async with build_worker(client, pool, task_queue=task_queue, settings=settings) as worker:
+        relaying = asyncio.create_task(relay.run(stop))
+        try:
+            yield worker
+        finally:
+            stop.set()
+            await relaying
 
 
 class WorkerError(Exception):
@@ -204,7 +229,9 @@ async def run_worker(
         return
     try:
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
-        relays: list[LeadRelay | WebhookRelay] = []
+        relays: list[LeadRelay | WebhookRelay | JournalRelay] = [
+            JournalRelay(pool, client, settings.task_queue, confirm_after=settings.journal_confirm_after)
+        ]
         if settings.lead_relay:
             relays.append(LeadRelay(pool, client, settings.task_queue, interval=settings.lead_relay_interval))
         if settings.webhook_relay:

@@ -31,6 +31,8 @@ SIGNAL_ADD_TASK = "add_task"
 UPDATE_ADD_TASK = "add_task_update"
 ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
+# What a run says of its writes to PostgreSQL (settled, in flight): asked by the worker's journal relay.
+QUERY_JOURNAL = "journal"
 # The types of the application errors a caller gets (docs/contract.md, Errors).
 COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
 HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it

@@ -71,5 +71,5 @@ class Handover:
             actor=start.actor,
             continue_as_new_after_events=start.continue_as_new_after_events,
             continue_as_new_after_updates=start.continue_as_new_after_updates,
-            resume=state,
+            resume=state.model_copy(update={"run_no": state.run_no + 1}),
         )

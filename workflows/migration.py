@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from workflows.definition import Process, ProcessDefinition
+from workflows.definition import Process, ProcessDefinition, Reminders
 from workflows.operations import MigrationPlan, PlannedTask
 from workflows.state import SaleState, TaskState
 from workflows.steps import MigrateRow, NewTask
@@ -104,9 +104,14 @@ def new_tasks(plan: MigrationPlan, now: datetime, approver: str | None) -> tuple
 
 
 def row(
-    state: SaleState, actor: str, plan: MigrationPlan, opened: tuple[NewTask, ...], now: datetime
+    state: SaleState,
+    actor: str,
+    plan: MigrationPlan,
+    opened: tuple[NewTask, ...],
+    now: datetime,
+    reminders: Reminders | None = None,
 ) -> MigrateRow:
-    """What the move writes, in one transaction."""
+    """What the move writes, in one transaction (with the timers of the version's tasks)."""
     assert state.stage is not None
     return MigrateRow(
         opportunity_id=state.opportunity_id,
@@ -121,6 +126,7 @@ def row(
         cancel=tuple(t.task_id for t in plan.canceled),
         tasks=opened,
         at=now,
+        reminders=reminders,
     )
 
 

@@ -20,13 +20,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
     from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
+    from workflows.journal import Journal
     from workflows.operations import MigrationPlan
     from workflows.ops import publish
     from workflows.rules import NotAllowed, Refused, Rules, Waiting
-    from workflows.stale import start_watchers
+    from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
+    from workflows.steps import JournalView
     from workflows.store import Store
-    from workflows.task import TaskChildren, TaskLinks
+    from workflows.task import TaskChildren, TaskLinks, TaskOutbox
 
 STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 
@@ -45,8 +47,9 @@ class CorporateSaleWorkflow:
         )
         self._rules = Rules(self._state)
         self._lock = asyncio.Lock()
-        self._store = Store()
-        self._children: TaskChildren | TaskLinks = TaskChildren()
+        self._journal = Journal(self._state)
+        self._store = Store(self._journal)
+        self._children: TaskChildren | TaskLinks | TaskOutbox = TaskChildren()
         self._handover = Handover(self._start, self._lock)
         self._permissions = False  # this run checks who may do what (patches.PERMISSIONS)
         self._patches = patches.Patches()
@@ -72,6 +75,8 @@ class CorporateSaleWorkflow:
         self._patches.decide()  # before the first local activity
         if self._patches.refusals_are_events:
             self._desk.record = self._store.refused
+        if self._patches.journal:
+            self._journal.on, self._children = True, TaskOutbox()
         async with self._lock:
             if self._state.process is None:
                 await self._open()
@@ -80,7 +85,8 @@ class CorporateSaleWorkflow:
             await self._children.flush()
             self._ready = True
         stale, run_out = self._patches.has(patches.STALE_DEAL), self._patches.timers_run_out
-        watchers = start_watchers(self._state, self._lock, stale=stale, run_out=run_out)
+        notices = Notices(self._store.notify_stale, self._store.notify_close_date)
+        watchers = start_watchers(self._state, self._lock, notices, stale=stale, run_out=run_out)
         if self._handover.on:
             await self._hand_over_when_due()
         else:
@@ -257,7 +263,12 @@ class CorporateSaleWorkflow:
 
     async def _finish_task(self, task: TaskState, outcome: str, cmd: c.CompleteTask) -> None:
         row = steps.CompleteTaskRow(
-            task_id=task.task_id, outcome=outcome, actor=cmd.actor, comment=cmd.comment, at=workflow.now()
+            task_id=task.task_id,
+            opportunity_id=self._state.opportunity_id,
+            outcome=outcome,
+            actor=cmd.actor,
+            comment=cmd.comment,
+            at=workflow.now(),
         )
         await self._store.complete_task(row, task.title)
         task.status, task.outcome = "completed", outcome
@@ -282,6 +293,7 @@ class CorporateSaleWorkflow:
                 owner=task.owner,
                 task=new,
                 at=now,
+                reminders=self._rules.process.definition.reminders,
             )
         )
         state.tasks[task.task_id] = task
@@ -343,7 +355,7 @@ class CorporateSaleWorkflow:
         asks = any(t.approval for t in plan.opened)
         approver = await self._store.approver(process, stage, state.owner) if asks else None
         opened = migration.new_tasks(plan, now, approver)
-        await self._store.migrate(migration.row(state, cmd.actor, plan, opened, now))
+        await self._store.migrate(migration.row(state, cmd.actor, plan, opened, now, target.reminders))
         for task in migration.apply(state, target, plan, opened):
             self._start_task(task)
         await self._children.cancel([t.task_id for t in plan.canceled])
@@ -389,6 +401,10 @@ class CorporateSaleWorkflow:
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> c.StateView:
         return self._state.view()
+
+    @workflow.query(name=c.QUERY_JOURNAL)
+    def journal(self) -> JournalView:
+        return self._journal.view()
 
     @workflow.query(name=c.QUERY_MIGRATION_PLAN)
     def migration_plan(self, target: ProcessDefinition) -> MigrationPlan:

@@ -33,6 +33,9 @@ TASK_OWNER = "task-owner-shown"
 TIMERS_RUN_OUT = "deadline-timers-run-out"
 # A refused command is a business event (command.refused) as well as a line in `rejected`.
 REFUSALS_ARE_EVENTS = "refusals-are-events"
+# Runs journal their writes (activities/journal.py): what a lost workflow task wrote is undone,
+# events and task workflows hear only of confirmed decisions.
+JOURNAL = "writes-journaled"
 
 
 class Patches:
@@ -42,12 +45,14 @@ class Patches:
         self._up_front = False
         self.timers_run_out = False  # TIMERS_RUN_OUT
         self.refusals_are_events = False  # REFUSALS_ARE_EVENTS
+        self.journal = False  # JOURNAL
 
     def decide(self) -> None:
         """In the run's first workflow task, before its first local activity."""
         self._up_front = workflow.patched(UP_FRONT)
         self.timers_run_out = workflow.patched(TIMERS_RUN_OUT)
         self.refusals_are_events = workflow.patched(REFUSALS_ARE_EVENTS)
+        self.journal = workflow.patched(JOURNAL)
 
     def has(self, patch: str) -> bool:
         """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says

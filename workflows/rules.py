@@ -322,6 +322,7 @@ class Rules:
             closing=closing,
             keep_open=tuple(t.task_id for t in state.open_tasks() if t.adhoc),
             definition_version=definition.version,
+            reminders=definition.reminders,
         )
         held = tuple(
             TaskState(

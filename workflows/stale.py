@@ -10,16 +10,25 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import steps
     from workflows.state import SaleState
     from workflows.steps import CloseDateNotice, StaleNotice
 
-NOTICE_TIMEOUT = timedelta(seconds=30)
+
+class Notices:
+    """How the watchers write their notices (the process's store, which journals them)."""
+
+    def __init__(
+        self,
+        stale: Callable[[StaleNotice], Awaitable[None]],
+        close_date: Callable[[CloseDateNotice], Awaitable[None]],
+    ) -> None:
+        self.stale, self.close_date = stale, close_date
 
 
 class DeadlineWatcher:
@@ -28,8 +37,10 @@ class DeadlineWatcher:
 
     what = "deadline"  # what the timer is for, in its summary
 
-    def __init__(self, state: SaleState, lock: asyncio.Lock, *, run_out: bool = False) -> None:
-        self._state, self._lock, self._run_out = state, lock, run_out
+    def __init__(
+        self, state: SaleState, lock: asyncio.Lock, notices: Notices, *, run_out: bool = False
+    ) -> None:
+        self._state, self._lock, self._run_out, self._notices = state, lock, run_out, notices
         self._alarms: set[datetime] = set()  # timers running (run_out)
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         self._rang = False
@@ -109,8 +120,7 @@ class StaleDealWatcher(DeadlineWatcher):
         assert state.stage is not None and state.quiet_since is not None
         state.stale_notices += 1
         state.stale_noticed = state.quiet_since
-        await workflow.execute_local_activity(
-            steps.notify_stale,
+        await self._notices.stale(
             StaleNotice(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
@@ -118,9 +128,7 @@ class StaleDealWatcher(DeadlineWatcher):
                 stage=state.stage,
                 quiet_since=state.quiet_since,
                 at=workflow.now(),
-            ),
-            start_to_close_timeout=NOTICE_TIMEOUT,
-            summary=f"stale-deal notice: {state.stage}",
+            )
         )
 
 
@@ -136,18 +144,17 @@ class CloseDateWatcher(DeadlineWatcher):
         state = self._state
         day = state.data["expected_close_date"]
         state.close_date_noticed = day
-        await workflow.execute_local_activity(
-            steps.notify_close_date,
-            CloseDateNotice(opportunity_id=state.opportunity_id, expected_close_date=day, at=workflow.now()),
-            start_to_close_timeout=NOTICE_TIMEOUT,
-            summary=f"expected close date {day} passed",
+        await self._notices.close_date(
+            CloseDateNotice(opportunity_id=state.opportunity_id, expected_close_date=day, at=workflow.now())
         )
 
 
 def start_watchers(
-    state: SaleState, lock: asyncio.Lock, *, stale: bool, run_out: bool
+    state: SaleState, lock: asyncio.Lock, notices: Notices, *, stale: bool, run_out: bool
 ) -> list[asyncio.Task[None]]:
     """The run's deadline watchers, running (the stale-deal one where the run has it)."""
-    watchers: list[DeadlineWatcher] = [StaleDealWatcher(state, lock, run_out=run_out)] if stale else []
-    watchers.append(CloseDateWatcher(state, lock, run_out=run_out))
+    watchers: list[DeadlineWatcher] = (
+        [StaleDealWatcher(state, lock, notices, run_out=run_out)] if stale else []
+    )
+    watchers.append(CloseDateWatcher(state, lock, notices, run_out=run_out))
     return [asyncio.create_task(w.run()) for w in watchers]

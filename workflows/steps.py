@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from workflows.contract import NewOpportunity
-from workflows.definition import Process, ProcessDefinition, Stage
+from workflows.definition import Process, ProcessDefinition, Reminders, Stage
 from workflows.permissions import Asked
 from workflows.state import TaskInput
 
@@ -22,7 +22,56 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class OpenOpportunity(_Model):
+class Fence(_Model):
+    """Where one write of a process stands in its opportunity's journal (activities/journal.py):
+    its number and the chain of the writes up to it, when in the run it was decided (the run's
+    number and its history length then: a later attempt decides later), and what the run had
+    settled before the workflow task that decided it began (in history for good)."""
+
+    process: str  # the process's first run id: one per process, kept across its runs
+    run_id: str
+    run_no: int
+    history_length: int
+    number: int | None = None  # None: the process's opening, which the journal numbers
+    chain: str
+    durable: int = 0
+    durable_chain: str = ""
+
+
+class JournalStart(_Model):
+    """Where a process's journal begins: its opening's number and chain, its first run's number."""
+
+    number: int
+    chain: str
+    run_no: int
+
+
+class JournalView(_Model):
+    """What a run says of its writes (the `journal` query): those it settled, the one in flight."""
+
+    process: str
+    writes: int
+    chain: str
+    pending: int | None
+    run_no: int
+    history_length: int
+
+
+class TaskOp(_Model):
+    """What a write asks of one task workflow, carried out once the write is confirmed."""
+
+    kind: Literal["start", "finish", "cancel", "owner"]
+    task_id: str
+    args: dict[str, Any] = {}
+
+
+class Write(_Model):
+    """A write of the process: with a fence, journaled (runs from before the journal send none)."""
+
+    fence: Fence | None = None
+
+
+class OpenOpportunity(Write):
     opportunity_id: str
     actor: str
     new: NewOpportunity | None = None
@@ -35,6 +84,7 @@ class OpportunityRecord(_Model):
     data: dict[str, Any]
     last_visit: int = 0  # visits of earlier processes of this opportunity: numbering goes on
     visited: list[str] = []  # the stages those visits were in
+    journal: JournalStart | None = None  # where the process's journal begins (a journaled opening)
 
 
 class NewTask(_Model):
@@ -55,7 +105,7 @@ class Closing(_Model):
     follow_up: tuple[NewTask, ...] = ()  # won: the definition's follow-up tasks (R13)
 
 
-class EnterStage(_Model):
+class EnterStage(Write):
     """One stage entry: leave the previous visit, open the new one with its tasks."""
 
     opportunity_id: str
@@ -69,10 +119,12 @@ class EnterStage(_Model):
     closing: Closing | None = None
     keep_open: tuple[str, ...] = ()  # open ad-hoc tasks, which the stage change leaves open
     definition_version: int | None = None  # the process definition version the run follows (R16)
+    reminders: Reminders | None = None  # the definition's task timers, for the tasks' workflows
 
 
-class CompleteTaskRow(_Model):
+class CompleteTaskRow(Write):
     task_id: str
+    opportunity_id: str | None = None  # None: looked up by the task (runs from before the journal)
     outcome: str
     actor: str
     comment: str | None
@@ -84,16 +136,17 @@ class CancelTaskRow(_Model):
     at: datetime
 
 
-class AddTaskRow(_Model):
+class AddTaskRow(Write):
     opportunity_id: str
     visit_no: int
     stage: str
     owner: str
     task: NewTask
     at: datetime
+    reminders: Reminders | None = None
 
 
-class ReassignRow(_Model):
+class ReassignRow(Write):
     opportunity_id: str
     number: int  # the opportunity's n-th reassignment: its notifications' ids
     from_owner: str
@@ -104,7 +157,7 @@ class ReassignRow(_Model):
     at: datetime
 
 
-class RefusalRow(_Model):
+class RefusalRow(Write):
     opportunity_id: str
     number: int  # the opportunity's n-th refusal: its event's id
     command: str
@@ -114,7 +167,7 @@ class RefusalRow(_Model):
     at: datetime
 
 
-class MigrateRow(_Model):
+class MigrateRow(Write):
     opportunity_id: str
     number: int  # the opportunity's n-th move onto another version: its event's id
     visit_no: int
@@ -127,9 +180,10 @@ class MigrateRow(_Model):
     cancel: tuple[str, ...]
     tasks: tuple[NewTask, ...]
     at: datetime
+    reminders: Reminders | None = None
 
 
-class UpdateOpportunityRow(_Model):
+class UpdateOpportunityRow(Write):
     opportunity_id: str
     changes: dict[str, Any]
     at: datetime
@@ -144,7 +198,7 @@ class TaskNotice(_Model):
     at: datetime
 
 
-class GateNotice(_Model):
+class GateNotice(Write):
     """Every task of a visit is done, but the next stage's entry requirements are not met: the
     owner is told what to fill in, once per visit."""
 
@@ -155,7 +209,7 @@ class GateNotice(_Model):
     at: datetime
 
 
-class CloseDateNotice(_Model):
+class CloseDateNotice(Write):
     """An open deal's expected close date has passed: its owner is told, once per date."""
 
     opportunity_id: str
@@ -163,7 +217,7 @@ class CloseDateNotice(_Model):
     at: datetime
 
 
-class StaleNotice(_Model):
+class StaleNotice(Write):
     """A stage visit has gone the stage's limit without a completed task (R20)."""
 
     opportunity_id: str

@@ -2,10 +2,13 @@
 Temporal UI, its reminders fire on time, and a stage change cancels it. Kept lean: the parent
 writes completions and cancellations; the child only keeps the task's timers.
 
-Two ways for the process to hold its children: `TaskChildren` (runs from before the patch
-`runs-hand-over-with-tasks-open`: children closed with the run) and `TaskLinks` (children that
+Three ways for the process to hold its children: `TaskChildren` (runs from before the patch
+`runs-hand-over-with-tasks-open`: children closed with the run), `TaskLinks` (children that
 outlive the run that started them, reached by their workflow id, so that a run can continue as
-new with tasks open and a won deal's follow-up tasks keep their timers).
+new with tasks open and a won deal's follow-up tasks keep their timers) and `TaskOutbox` (runs
+that journal their writes: a write that opens, completes, cancels or reassigns a task asks the
+same of its workflow in its own transaction, carried out once the write is confirmed, so that no
+task workflow hears of a decision that a lost workflow task made; activities/journal.py).
 """
 
 from __future__ import annotations
@@ -222,3 +225,27 @@ class TaskLinks:
 
     async def wait_closed(self) -> None:
         await self.flush()
+
+
+class TaskOutbox:
+    """The process's side of its task workflows in runs that journal their writes: nothing. The
+    data layer derives each task workflow's start, completion, cancellation and new owner from
+    the write that makes it, and the worker's journal relay carries them out once confirmed."""
+
+    def start(self, task: TaskInput, summary: str) -> None:
+        pass
+
+    def finish(self, task_id: str, outcome: str) -> None:
+        pass
+
+    async def cancel(self, task_ids: list[str]) -> None:
+        pass
+
+    def reassign(self, task_ids: list[str], owner: str) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass

@@ -1,0 +1,410 @@
+"""The journal of a process's writes (SQL): PostgreSQL holds only what the run decided (R28).
+
+A process writes through local activities, which commit before the workflow task that ran them
+reaches the run's history. If that task is lost (a worker killed, a task timed out, the server
+aborting it), the next attempt may take the same commands in another order, or with others, and
+decide otherwise. So every write of a process carries a fence (workflows/steps.py `Fence`): its
+number in the opportunity's journal, the chain of the writes before it, and when in the run it
+was decided (the run's number and its history length then). A write
+
+- that finds its own entry (same number, same chain) is a retry: it changes nothing more;
+- that finds entries from its number on, of an attempt decided no later than itself, undoes them
+  (journal_undo_from: every row back as it was, their drafts and operations dropped): they are
+  what a lost attempt wrote;
+- that finds an entry decided later than itself is what is left of a lost attempt: refused.
+
+Nothing leaves PostgreSQL before it is confirmed: events are drafts, task workflow operations
+wait. An entry is confirmed once its decision is known to be in the run's history: a write tells
+which entries were settled before its workflow task began (`durable`), and the worker's journal
+relay asks an idle run which writes it settled (`resolve`). Confirmed, an entry's events reach the
+feed, numbered on without gaps, and its operations are carried out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from opentelemetry import propagate
+
+from activities import events
+from workflows.steps import Fence, JournalStart, JournalView, TaskOp
+
+log = logging.getLogger("corpsale.journal")
+T = TypeVar("T")
+
+OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready
+TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
+WRITES_CHANNEL = "corpsale_journal"  # notified when a write awaits its confirmation
+
+
+class Superseded(Exception):
+    """A write of an attempt that a later attempt has replaced: its workflow task is lost."""
+
+
+def _epoch(row: asyncpg.Record | Fence) -> tuple[int, int]:
+    if isinstance(row, Fence):
+        return row.run_no, row.history_length
+    return row["run_no"], row["history_length"]
+
+
+async def write(
+    conn: asyncpg.Connection,
+    opportunity_id: str,
+    fence: Fence | None,
+    step: str,
+    apply: Callable[[], Awaitable[T]],
+    *,
+    task_queue: str = "",
+) -> T | None:
+    """One write of a process, in one transaction that holds the opportunity's lock. Without a
+    fence (a run from before the journal) it is applied as it comes. With one, as the module says;
+    None when it was applied already."""
+    async with events.transaction(conn, opportunity_id):
+        if fence is None:
+            return await apply()
+        assert fence.number is not None, "an opening is written by `open`"
+        head = await _head(conn, opportunity_id)
+        if head is not None and head["process"] != fence.process:
+            raise Superseded(f"{opportunity_id}: process {fence.process} has been followed by another")
+        if head is not None and _epoch(head) > _epoch(fence):
+            raise Superseded(f"{opportunity_id}: write {fence.number} was decided before the last one")
+        if head is not None and await _written(conn, head, fence):
+            return None
+        if head is not None and head["number"] >= fence.number:
+            await undo_from(conn, opportunity_id, fence.number)
+        elif head is not None and head["number"] < fence.number - 1:
+            log.error("%s: write %d finds the journal at %d", opportunity_id, fence.number, head["number"])
+        await _confirm(conn, opportunity_id, fence.durable, fence.durable_chain)
+        await _capture(conn, opportunity_id, fence.number)
+        result = await apply()
+        await _record(conn, opportunity_id, fence, step, task_queue)
+        return result
+
+
+async def open_process(
+    conn: asyncpg.Connection,
+    opportunity_id: str,
+    fence: Fence,
+    apply: Callable[[], Awaitable[T]],
+    *,
+    task_queue: str = "",
+) -> tuple[T, JournalStart]:
+    """A process's first write (its opening), which the journal numbers: after the last write of
+    the opportunity's earlier processes, whose entries it takes as they are (a process starts only
+    once the one before has ended). Run again by a later attempt of the process's first workflow
+    task, it undoes what the attempts before it wrote after it, and is applied again only if it
+    differs."""
+    async with events.transaction(conn, opportunity_id):
+        head = await _head(conn, opportunity_id)
+        if head is not None and head["process"] == fence.process:
+            first = head["process_start"]
+            if (head["run_no"], head["history_length"]) > (head["start_run_no"], fence.history_length):
+                raise Superseded(f"{opportunity_id}: the opening was decided before the last write")
+            opening = await conn.fetchrow(
+                "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2", opportunity_id, first
+            )
+            again = opening is not None and opening["chain"] == fence.chain
+            await undo_from(conn, opportunity_id, first + 1 if again else first)
+            start = JournalStart(number=first, chain=fence.chain, run_no=head["start_run_no"])
+            if again:
+                await _set_head(conn, opportunity_id, fence.model_copy(update={"number": first}), start)
+                return await apply(), start
+        else:
+            if head is not None:  # an earlier process's: what is left of it stands
+                await _confirm(conn, opportunity_id, head["number"], head["chain"])
+            start = JournalStart(
+                number=(head["number"] if head else 0) + 1,
+                chain=fence.chain,
+                run_no=(head["run_no"] if head else 0) + 1,
+            )
+        placed = fence.model_copy(update={"number": start.number, "run_no": start.run_no})
+        await _capture(conn, opportunity_id, start.number)
+        result = await apply()
+        await _record(conn, opportunity_id, placed, "open", task_queue, start=start)
+        return result, start
+
+
+async def _head(conn: asyncpg.Connection, opportunity_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM projections WHERE opportunity_id = $1", opportunity_id
+    )
+    return row
+
+
+async def _written(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
+    """Whether this very write is in the journal already (a retry of its step)."""
+    if fence.number is not None and fence.number <= head["confirmed"]:
+        if fence.number == head["confirmed"] and head["confirmed_chain"] == fence.chain:
+            return True
+        raise Superseded(f"{head['opportunity_id']}: write {fence.number} is confirmed as another already")
+    chain = await conn.fetchval(
+        "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2",
+        head["opportunity_id"],
+        fence.number,
+    )
+    return bool(chain == fence.chain)
+
+
+async def _capture(conn: asyncpg.Connection, opportunity_id: str, number: int) -> None:
+    """From here on in this transaction, rows changed are kept for undo, events are drafts."""
+    await conn.execute(
+        "SELECT set_config('corpsale.journal_opportunity', $1, true),"
+        " set_config('corpsale.journal_number', $2, true)",
+        opportunity_id,
+        str(number),
+    )
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    opportunity_id: str,
+    fence: Fence,
+    step: str,
+    task_queue: str,
+    *,
+    start: JournalStart | None = None,
+) -> None:
+    await conn.execute("SELECT set_config('corpsale.journal_opportunity', '', true)")
+    await conn.execute(
+        "INSERT INTO journal (opportunity_id, number, chain, run_id, run_no, history_length, step,"
+        " task_queue) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        opportunity_id,
+        fence.number,
+        fence.chain,
+        fence.run_id,
+        fence.run_no,
+        fence.history_length,
+        step,
+        task_queue,
+    )
+    if start is not None:
+        await _set_head(conn, opportunity_id, fence, start)
+    await conn.execute(
+        "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6"
+        " WHERE opportunity_id = $1",
+        opportunity_id,
+        fence.number,
+        fence.chain,
+        fence.run_no,
+        fence.history_length,
+        task_queue,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", WRITES_CHANNEL)
+
+
+async def _set_head(conn: asyncpg.Connection, opportunity_id: str, fence: Fence, start: JournalStart) -> None:
+    await conn.execute(
+        "INSERT INTO projections (opportunity_id, process, process_start, start_run_no, number, chain,"
+        " run_no, history_length) VALUES ($1, $2, $3, $4, $3, $5, $4, $6)"
+        " ON CONFLICT (opportunity_id) DO UPDATE SET process = EXCLUDED.process,"
+        " process_start = EXCLUDED.process_start, start_run_no = EXCLUDED.start_run_no,"
+        " number = EXCLUDED.number, chain = EXCLUDED.chain, run_no = EXCLUDED.run_no,"
+        " history_length = EXCLUDED.history_length",
+        opportunity_id,
+        fence.process,
+        start.number,
+        start.run_no,
+        fence.chain,
+        fence.history_length,
+    )
+
+
+async def undo_from(conn: asyncpg.Connection, opportunity_id: str, number: int) -> int:
+    """Undo the opportunity's unconfirmed entries from `number` on (in the caller's transaction,
+    which holds its lock); the head goes back to the entry before."""
+    undone: int = await conn.fetchval("SELECT journal_undo_from($1, $2)", opportunity_id, number)
+    last = await conn.fetchrow(
+        "SELECT number, chain, run_no, history_length FROM journal WHERE opportunity_id = $1"
+        " ORDER BY number DESC LIMIT 1",
+        opportunity_id,
+    )
+    if last is not None:
+        await conn.execute(
+            "UPDATE projections SET number = $2, chain = $3 WHERE opportunity_id = $1",
+            opportunity_id,
+            last["number"],
+            last["chain"],
+        )
+    else:
+        await conn.execute(
+            "UPDATE projections SET number = confirmed, chain = confirmed_chain WHERE opportunity_id = $1",
+            opportunity_id,
+        )
+    if undone:
+        log.info(
+            "%s: undid %d changes of writes from %d on (a lost workflow task's)",
+            opportunity_id,
+            undone,
+            number,
+        )
+    return undone
+
+
+async def _confirm(conn: asyncpg.Connection, opportunity_id: str, upto: int, chain: str) -> int:
+    """Entries up to `upto` are decided for good (when the entry there has `chain`): their events
+    go to the feed, numbered on, their task operations become ready, their undo is dropped."""
+    head = await _head(conn, opportunity_id)
+    if head is None or upto <= head["confirmed"]:
+        return 0
+    at = await conn.fetchval(
+        "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2", opportunity_id, upto
+    )
+    if at != chain:
+        log.error(
+            "%s: the journal's write %d is not the one the run settled (%s, not %s); left unconfirmed",
+            opportunity_id, upto, at, chain,
+        )  # fmt: skip
+        return 0
+    await conn.execute(
+        "INSERT INTO events (id, opportunity_id, sequence, type, time, data)"
+        " SELECT d.id, d.opportunity_id,"
+        "  (SELECT coalesce(max(sequence), 0) FROM events WHERE opportunity_id = $1)"
+        "   + row_number() OVER (ORDER BY d.number, d.ordinal), d.type, d.time, d.data"
+        " FROM event_drafts d WHERE d.opportunity_id = $1 AND d.number <= $2"
+        "  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.id)"
+        " ORDER BY d.number, d.ordinal",
+        opportunity_id,
+        upto,
+    )
+    await conn.execute(
+        "DELETE FROM event_drafts WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto
+    )
+    ready = await conn.execute(
+        "UPDATE task_ops SET ready = true WHERE opportunity_id = $1 AND number <= $2 AND NOT ready",
+        opportunity_id,
+        upto,
+    )
+    if ready != "UPDATE 0":
+        await conn.execute("SELECT pg_notify($1, '')", OPS_CHANNEL)
+    await conn.execute(
+        "DELETE FROM journal_undo WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto
+    )
+    await conn.execute("DELETE FROM journal WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto)
+    await conn.execute(
+        "UPDATE projections SET confirmed = $2, confirmed_chain = $3 WHERE opportunity_id = $1",
+        opportunity_id,
+        upto,
+        chain,
+    )
+    confirmed: int = upto - head["confirmed"]
+    return confirmed
+
+
+# What a write asks of the task workflows -----------------------------------------------------
+
+
+async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[TaskOp]) -> None:
+    """Task workflow operations of the write under way (its journal number is the transaction's):
+    carried out once it is confirmed. Without a journaled write (a run from before the journal),
+    nothing: such a run starts and tells its task workflows itself."""
+    number = await conn.fetchval("SELECT nullif(current_setting('corpsale.journal_number', true), '')")
+    drafting = await conn.fetchval("SELECT current_setting('corpsale.journal_opportunity', true)")
+    if not ops or number is None or not drafting:
+        return
+    trace: dict[str, str] = {}
+    propagate.inject(trace)  # the step's trace (with tracing on): its task workflows join it
+    await conn.executemany(
+        "INSERT INTO task_ops (opportunity_id, number, kind, task_id, args)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        [
+            (
+                opportunity_id,
+                int(number),
+                op.kind,
+                op.task_id,
+                json.dumps({**op.args, TRACE: trace}, default=str),
+            )
+            for op in ops
+        ],
+    )
+
+
+async def ready_ops(conn: asyncpg.Connection, task_queue: str, limit: int) -> list[asyncpg.Record]:
+    """Ready operations of this task queue's processes, each opportunity's in order."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
+        " JOIN projections p ON p.opportunity_id = o.opportunity_id"
+        " WHERE o.ready AND p.task_queue = $1 ORDER BY o.opportunity_id, o.number, o.ordinal LIMIT $2",
+        task_queue,
+        limit,
+    )
+    return rows
+
+
+async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
+    await conn.executemany(
+        "DELETE FROM task_ops WHERE opportunity_id = $1 AND number = $2 AND ordinal = $3", done
+    )
+
+
+# What the journal relay asks of idle runs ----------------------------------------------------
+
+_LEADER = 7_240_312  # the advisory lock class of the journal relays (with their task queue's hash)
+
+
+async def lead(conn: asyncpg.Connection, task_queue: str) -> bool:
+    """Whether this connection's session now leads the task queue's journal relays (a session
+    advisory lock: it is let go when the session ends, and another relay takes over)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", _LEADER, task_queue))
+
+
+async def step_down(conn: asyncpg.Connection, task_queue: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LEADER, task_queue)
+
+
+async def waiting(conn: asyncpg.Connection, task_queue: str, older_than: float, limit: int) -> list[str]:
+    """Opportunities of this task queue with a write that has waited over `older_than` seconds."""
+    rows = await conn.fetch(
+        "SELECT opportunity_id FROM journal WHERE task_queue = $1"
+        " GROUP BY opportunity_id HAVING min(written_at) < clock_timestamp() - $2 * interval '1 second'"
+        " ORDER BY min(written_at) LIMIT $3",
+        task_queue,
+        older_than,
+        limit,
+    )
+    return [r["opportunity_id"] for r in rows]
+
+
+async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalView) -> tuple[int, int]:
+    """Bring the journal to what the run says it settled (a query of it, asked before this
+    transaction began): its settled writes confirmed; entries after them that it does not have
+    undone, if they were decided no later than the run's last workflow task (a write it has in
+    flight stays, and so does anything decided after). Returns (confirmed, undone)."""
+    async with events.transaction(conn, opportunity_id):
+        head = await _head(conn, opportunity_id)
+        if head is None:
+            return 0, 0
+        if head["process"] != view.process:  # an earlier process's (a later one has started)
+            return await _confirm(conn, opportunity_id, head["number"], head["chain"]), 0
+        confirmed = await _confirm(conn, opportunity_id, view.writes, view.chain) if view.writes else 0
+        after = view.writes + (2 if view.pending is not None else 1)
+        beyond = await conn.fetch(
+            "SELECT run_no, history_length FROM journal WHERE opportunity_id = $1 AND number >= $2",
+            opportunity_id,
+            after,
+        )
+        undone = 0
+        if beyond and all(_epoch(r) <= (view.run_no, view.history_length) for r in beyond):
+            undone = await undo_from(conn, opportunity_id, after)
+        return confirmed, undone
+
+
+async def unconfirmed(conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> list[asyncpg.Record]:
+    """Per opportunity with writes not confirmed or task workflow operations not carried out, how
+    many, and since when (corpsale check)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT opportunity_id, sum(writes)::int AS writes, sum(ops)::int AS ops, min(since) AS since FROM ("
+        " SELECT opportunity_id, 1 AS writes, 0 AS ops, written_at AS since FROM journal"
+        " UNION ALL SELECT opportunity_id, 0, 1, NULL FROM task_ops) AS w"
+        " WHERE $1::text[] IS NULL OR opportunity_id = ANY($1::text[]) GROUP BY opportunity_id",
+        opportunity_ids,
+    )
+    return rows
+
+
+def json_args(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)

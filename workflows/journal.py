@@ -1,0 +1,89 @@
+"""The run's side of its opportunity's journal (activities/journal.py): each write it makes carries
+a fence, so that PostgreSQL can undo what a lost attempt of a workflow task wrote, refuse what is
+left of one, and confirm what the run has settled for good.
+
+A write's number follows the writes the run has settled (their count is in the state, carried
+across continue-as-new); its chain is a digest of the writes up to it, so a retry of the same
+write is known from another write under the same number. It is decided at a point of the run: the
+run's number and the history length of the workflow task that decided it (a later attempt of a
+workflow task has a history at least as long). What the run settled before the workflow task
+under way began is in history for good (`durable`): a write passes it on, to be confirmed.
+
+Nothing here decides what the process does: the journal's numbers and chains go to the local
+activities' inputs and to the `journal` query only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.state import SaleState
+    from workflows.steps import Fence, JournalStart, JournalView
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+class Journal:
+    def __init__(self, state: SaleState) -> None:
+        self._state = state
+        self.on = False  # this run journals its writes (patches.JOURNAL)
+        self._length = 0  # the history length when the run last looked
+        self._durable = (state.writes, state.chain)  # settled before the workflow task under way
+        self._pending: Fence | None = None  # the write in flight
+
+    def _look(self) -> None:
+        """A longer history than last time: the workflow task of then has completed, and with it
+        everything settled so far."""
+        length = workflow.info().get_current_history_length()
+        if length != self._length:
+            self._durable, self._length = (self._state.writes, self._state.chain), length
+
+    def fence(self, row: BaseModel) -> Fence:
+        """The fence of the next write, `row` (its `fence` left out of its digest)."""
+        self._look()
+        state, info = self._state, workflow.info()
+        digest = _digest(row.model_dump_json(exclude={"fence"}))
+        opening = state.writes == 0 and state.run_no == 0
+        self._pending = Fence(
+            process=info.first_execution_run_id,
+            run_id=info.run_id,
+            run_no=state.run_no,
+            history_length=self._length,
+            number=None if opening else state.writes + 1,
+            chain=_digest(f"{'' if opening else state.chain}:{digest}"),
+            durable=self._durable[0],
+            durable_chain=self._durable[1],
+        )
+        return self._pending
+
+    def settled(self, fence: Fence, start: JournalStart | None = None) -> None:
+        """The write is in PostgreSQL (an opening: where the journal placed it)."""
+        self._look()
+        state = self._state
+        if start is not None:
+            state.writes, state.chain, state.run_no = start.number, start.chain, start.run_no
+        else:
+            assert fence.number is not None
+            state.writes, state.chain = fence.number, fence.chain
+        self._pending = None
+
+    def failed(self) -> None:
+        """The write did not go through (its step gave up): the next one takes its number."""
+        self._pending = None
+
+    def view(self) -> JournalView:
+        state = self._state
+        return JournalView(
+            process=workflow.info().first_execution_run_id,
+            writes=state.writes,
+            chain=state.chain,
+            pending=self._pending.number if self._pending else None,
+            run_no=state.run_no,
+            history_length=workflow.info().get_current_history_length(),
+        )
