@@ -370,10 +370,10 @@ async def waiting(conn: asyncpg.Connection, task_queue: str, older_than: float, 
 
 
 async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalView) -> tuple[int, int]:
-    """Bring the journal to what the run says it settled (a query of it, asked before this
-    transaction began): its settled writes confirmed; entries after them that it does not have
-    undone, if they were decided no later than the run's last workflow task (a write it has in
-    flight stays, and so does anything decided after). Returns (confirmed, undone)."""
+    """Bring the journal to what the run says (a query of it, asked before this transaction
+    began): the writes of its ended commands confirmed; entries after those it holds undone, if
+    they were decided no later than the run's last workflow task (what a command under way wrote,
+    or has in flight, stays, and so does anything decided after). Returns (confirmed, undone)."""
     async with events.transaction(conn, opportunity_id):
         head = await _head(conn, opportunity_id)
         if head is None:
@@ -381,7 +381,7 @@ async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalVi
         if head["process"] != view.process:  # an earlier process's (a later one has started)
             return await _confirm(conn, opportunity_id, head["number"], head["chain"]), 0
         confirmed = await _confirm(conn, opportunity_id, view.writes, view.chain) if view.writes else 0
-        after = view.writes + (2 if view.pending is not None else 1)
+        after = view.holding + 1
         beyond = await conn.fetch(
             "SELECT run_no, history_length FROM journal WHERE opportunity_id = $1 AND number >= $2",
             opportunity_id,

@@ -473,6 +473,8 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
 
 async def record_refusal(conn: asyncpg.Connection, row: RefusalRow) -> None:
     refused = {"command": row.command, "reason": row.reason, "request_id": row.request_id, "actor": row.actor}
+    if row.digest is not None:
+        refused["digest"] = row.digest
     event_id = f"{row.opportunity_id}:refused{row.number}"
     await events.emit(conn, row.opportunity_id, event_id, "command.refused", row.at, refused)
 

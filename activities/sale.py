@@ -32,6 +32,13 @@ from workflows.steps import (
 )
 
 T = TypeVar("T")
+# What says the data, not the database, is wrong (a value out of range, text it cannot hold).
+DATA_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    OverflowError,
+    UnicodeEncodeError,
+)
 
 
 def _queue() -> str:
@@ -128,11 +135,23 @@ class SaleActivities:
     async def _write(
         self, opportunity_id: str, fence: Fence | None, step: str, apply: Callable[[asyncpg.Connection], Any]
     ) -> None:
-        """One write of a process: journaled when it carries a fence (activities/journal.py)."""
-        async with self._pool.acquire() as conn:
-            await _unless_superseded(
-                journal.write(conn, opportunity_id, fence, step, lambda: apply(conn), task_queue=_queue())
-            )
+        """One write of a process: journaled when it carries a fence (activities/journal.py). Data
+        the database will not take fails it once, for good (retrying cannot help): the process
+        refuses the command. (Runs from before the journal retry it, but for data updates.)"""
+        try:
+            async with self._pool.acquire() as conn:
+                await _unless_superseded(
+                    journal.write(conn, opportunity_id, fence, step, lambda: apply(conn), task_queue=_queue())
+                )
+        except DATA_ERRORS as err:
+            if fence is None and step != "update_opportunity":
+                raise
+            raise ApplicationError(
+                f"the database refused the data: {err}",
+                type="InvalidData",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,  # an answer to the command: no traceback
+            ) from err
 
     @activity.defn
     async def enter_stage(self, step: EnterStage) -> None:
@@ -160,21 +179,12 @@ class SaleActivities:
 
     @activity.defn
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
-        try:
-            await self._write(
-                row.opportunity_id,
-                row.fence,
-                "update_opportunity",
-                lambda c: repository.update_opportunity(c, row),
-            )
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as err:
-            # The data, not the database, is wrong: retrying cannot help.
-            raise ApplicationError(
-                f"the database refused the data: {err}",
-                type="InvalidData",
-                non_retryable=True,
-                category=ApplicationErrorCategory.BENIGN,  # an answer to the command: no traceback
-            ) from err
+        await self._write(
+            row.opportunity_id,
+            row.fence,
+            "update_opportunity",
+            lambda c: repository.update_opportunity(c, row),
+        )
 
     @activity.defn
     async def load_close_reasons(self) -> list[str]:

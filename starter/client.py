@@ -50,14 +50,19 @@ SIGNALS: dict[type[BaseModel], str] = {spec.model: spec.name for spec in c.COMMA
 UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
 Command = ChangeStage | CompleteTask | UpdateOpportunity | Reassign | AddTask
 
-# Answers that say "not now", not "no": the same request is sent again (same request id, so it
-# is applied once) until it is answered or the time is up.
+# Answers that say "not now", not "no", or leave the outcome unknown ("workflow update was
+# aborted", "unexpected workflow task failure": UNAVAILABLE): the same request is sent again
+# (same request id, so it is applied once) until it is answered or the time is up.
 RETRY_STATUSES = {
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.RESOURCE_EXHAUSTED,
     RPCStatusCode.ABORTED,
 }
+# Update failures that say "not now" (the process hands over, PostgreSQL is away) or "outcome
+# unknown" (the run that accepted it ended before answering): the same request again is applied
+# once, or gets the answer of the one applied.
+NOT_NOW = {c.HANDING_OVER, c.UNAVAILABLE, "AcceptedUpdateCompletedWorkflow"}
 QUERY_TIMEOUT = timedelta(seconds=10)
 
 
@@ -89,7 +94,7 @@ def _retryable(err: BaseException) -> bool:
         return True
     if isinstance(err, WorkflowUpdateFailedError):
         cause = err.cause
-        return isinstance(cause, ApplicationError) and cause.type == c.HANDING_OVER
+        return isinstance(cause, ApplicationError) and cause.type in NOT_NOW
     if isinstance(err, RPCError):
         # A run whose workflow task is failing refuses updates for a moment.
         return err.status in RETRY_STATUSES or "Workflow Task in failed state" in err.message

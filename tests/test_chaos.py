@@ -15,6 +15,7 @@ import random
 import signal
 import socket
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,14 +23,23 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from tests.helpers import Sale, assert_replays, eventually, worker_process
+from tests.helpers import (
+    ADMIN,
+    Sale,
+    assert_replays,
+    assert_the_database_is_the_runs,
+    eventually,
+    worker_process,
+)
 from worker.stack import cli_type, temporal_cli
 from workflows import contract as c
 from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.handover import RUN_EVENTS
 
 STAGES = ["Qualification", "Presentation", "Proposal", "Contracting"]
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))
@@ -156,6 +166,91 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
     for opp in opps:
         assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *moves]
         assert len(await sale.notifications(opp, "task_assigned")) == len(await sale.tasks(opp))
+
+
+async def test_postgresql_away_for_a_minute_under_a_stream_of_commands_stops_no_deal(
+    client: Client, pool: asyncpg.Pool, database_url: str, pg_server: Any
+) -> None:
+    """R28: PostgreSQL stopped for 60 s while signals and updates keep coming. A process's steps
+    give up after a bounded time: its updates are answered Unavailable (not applied; the sender
+    sends them again with the same request id), its signals wait in it, in order; it answers
+    queries throughout and its history stays far from its bounds. Once PostgreSQL is back every
+    command is applied, once, in the order sent."""
+    if pg_server is None:
+        pytest.skip("needs the embedded PostgreSQL, which the test can stop and start")
+    sale = Sale(client, pool, f"corpsale-away-{uuid.uuid4()}", database_url)
+    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    moves = ["Proposal", "Contracting", "Presentation", "Qualification"]
+    sent: dict[str, list[str]] = {}
+    answers: Counter[str] = Counter()
+    slowest_query = 0.0
+
+    async def update(opp: str, j: int) -> bool:
+        """Whether the update was applied (else it was answered Unavailable)."""
+        try:
+            await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": f"n{j}", "request_id": f"u{j}"})
+            return True
+        except WorkflowUpdateFailedError as err:
+            assert isinstance(err.cause, ApplicationError) and err.cause.type == c.UNAVAILABLE, err.cause
+            return False
+        except RPCError as err:  # too many updates in flight, or the outcome unknown: sent again
+            assert err.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE), err
+            return False
+
+    async with worker_process(env):
+        opps = [(await sale.started())[1] for _ in range(3)]
+        sent = {opp: [] for opp in opps}
+        await asyncio.to_thread(pg_ctl, pg_server, "-m", "fast", "-w", "stop")
+        loop = asyncio.get_running_loop()
+        down = loop.time()
+        updates: list[tuple[str, int, asyncio.Task[bool]]] = []
+        i = 0
+        while loop.time() - down < 60:  # a signal and an update to each deal every other second
+            for opp in opps:
+                stage = moves[i % len(moves)]
+                await sale.signal(
+                    opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": ADMIN, "request_id": f"m{i}"}
+                )
+                sent[opp].append(stage)
+                updates.append((opp, i, asyncio.create_task(update(opp, i))))
+                began = loop.time()
+                await asyncio.wait_for(sale.state(opp), 15)  # it answers queries all the while
+                slowest_query = max(slowest_query, loop.time() - began)
+            i += 1
+            await asyncio.sleep(2)
+        await asyncio.to_thread(pg_server.ensure_postgres_running)
+
+        async def until_applied(opp: str, j: int, answer: asyncio.Task[bool]) -> None:
+            """One not applied is sent again, with its request id, until it is (as the CLI does)."""
+            applied = await answer
+            answers["applied" if applied else "unavailable"] += 1
+            while not applied:
+                await asyncio.sleep(1)
+                applied = await update(opp, j)
+
+        await asyncio.gather(*(until_applied(*u) for u in updates))
+        for opp in opps:
+            await sale.wait_stage(opp, sent[opp][-1], visit=1 + len(sent[opp]), timeout=SETTLE)
+            await assert_the_database_is_the_runs(sale, opp)
+        lengths = [
+            (await sale.handle(o).describe()).raw_description.workflow_execution_info.history_length
+            for o in opps
+        ]
+
+    print(
+        f"\n{i} rounds; updates {dict(answers)}; slowest query {slowest_query:.1f} s;"
+        f" history lengths {lengths}"
+    )
+    assert answers["unavailable"] > 0  # the outage was met
+    assert slowest_query < 5 and max(lengths) < RUN_EVENTS  # queries answered; no run near its bounds
+    for opp in opps:  # every signal applied once, in the order sent; every update once
+        assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", *sent[opp]]
+        needs = await pool.fetch(
+            "SELECT data->'changes'->>'need' AS need FROM events"
+            " WHERE opportunity_id = $1 AND type = 'opportunity.updated'",
+            opp,
+        )
+        assert sorted(r["need"] for r in needs) == sorted(f"n{j}" for j in range(i))
 
 
 def free_port() -> int:

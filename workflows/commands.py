@@ -3,6 +3,13 @@ read raw, so that whatever a sender put in them is refused with a reason instead
 workflow task; every request id gets one answer, given again to every later delivery; a signal
 never raises (its refusal is recorded); an update answers the new state or `CommandRefused`.
 What a command does is the process's (`apply`); this is the plumbing around it.
+
+In runs that journal their writes, a command is all or nothing: one refused half-way, or whose
+step gave up (`Unavailable`: PostgreSQL not answering), leaves the state as it found it. Such an
+update is answered `Unavailable` (the same request sent again is applied); such a signal waits in
+the run, in order with those after it, and is tried again on its own. For a while after a step
+gave up, commands are not tried: signals wait, updates are answered `Unavailable` at once, so the
+process's lock stays free (to hand over, to answer queries) while PostgreSQL is away.
 """
 
 from __future__ import annotations
@@ -26,16 +33,22 @@ with workflow.unsafe.imports_passed_through():
         NotAllowed,
         Refused,
         Rules,
+        Unavailable,
         one_payload,
         parse_command,
         request_id_of,
         validation_message,
     )
-    from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe
+    from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe, printable
     from workflows.steps import RefusalRow
 
 # Under a flood, signals carried to the next run: at most this much of them (its input stays small).
 MAX_DEFERRED_CHARS = 200_000
+
+_AWAY = (
+    "Not applied now: PostgreSQL did not answer a moment ago; send the command again with the same"
+    " request id in a few seconds."
+)
 
 # What the run is given when a start sends no input at all.
 NO_START = RawValue(Payload())
@@ -112,7 +125,12 @@ class CommandDesk:
         self._state, self._lock, self._rules = state, lock, rules
         self._do, self._ready, self._handover = apply, ready, handover
         self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
+        self.all_or_nothing = False  # this run journals its writes: commands are all or nothing
         self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
+        # A step gave up: commands are not tried until the run's retry timer has run out. (A flag
+        # set by a failure and cleared by a timer, both in history: not a time compared with now,
+        # which a local activity's result can make differ between a run and its replay.)
+        self.away = False
 
     async def apply(self, name: str, payload: Any, request_id: str | None, *, signal: bool = False) -> None:
         """Apply a command once per request id: a request answered before gets that answer again
@@ -123,13 +141,18 @@ class CommandDesk:
             if known.refusal is not None:
                 raise Refused(known.refusal)
             return
+        before = self._state.checkpoint() if self.all_or_nothing else None
         try:
             if signal and name in c.UPDATE_ONLY:
                 raise Refused(f"{name!r} is sent as an update only, to be answered: {c.UPDATE_MIGRATE}.")
             await self._do(name, parse_command(name, payload), payload)
-        except HandingOver:
-            raise  # not an answer: the same request is applied by the next run
         except Refused as err:
+            if before is not None:
+                self._state.roll_back(before)
+            if isinstance(err, Unavailable):
+                self.away = True
+            if isinstance(err, HandingOver):
+                raise  # not an answer: the same request is applied later (the next run, or again)
             self._state.remember(request_id, print_, str(err))
             err.fresh = True  # decided now: the caller records it, then its event (`refused_event`)
             raise
@@ -142,26 +165,33 @@ class CommandDesk:
             await self._recorded(name, str(err), payload, request_id)
 
     async def _recorded(self, name: str, reason: str, payload: Any, request_id: str | None) -> None:
-        """A refusal's business event, once per request (a repeat is answered from the ledger)."""
+        """A refusal's business event, once per request (a repeat is answered from the ledger):
+        what a sender put in it stored safely (text PostgreSQL can hold, bounded), with the
+        command's fingerprint to tell which it was. If it cannot be written now, the refusal is
+        in `rejected` all the same."""
         if self.record is None:
             return
         self._state.refusals += 1
         actor = payload.get("actor") if isinstance(payload, dict) else None
-        await self.record(
-            RefusalRow(
-                opportunity_id=self._state.opportunity_id,
-                number=self._state.refusals,
-                command=name[:200],
-                reason=reason[:1000],
-                request_id=request_id[:200] if isinstance(request_id, str) else None,
-                actor=actor[:200] if isinstance(actor, str) else None,
-                at=workflow.now(),
-            )
+        row = RefusalRow(
+            opportunity_id=self._state.opportunity_id,
+            number=self._state.refusals,
+            command=printable(name, 200),
+            reason=printable(reason, 1000),
+            request_id=printable(request_id, 200) if isinstance(request_id, str) else None,
+            actor=printable(actor, 200) if isinstance(actor, str) else None,
+            at=workflow.now(),
+            digest=fingerprint(name, payload) if self.all_or_nothing else None,
         )
+        try:
+            await self.record(row)
+        except Refused as err:  # not now, or data the database would not take: in `rejected` only
+            self._state.refusals -= 1
+            workflow.logger.warning("the refusal of %s is not an event: %s", name, err)
 
     async def apply_signal(self, name: str, args: Sequence[Any]) -> None:
         """Signals never raise: a refused one is recorded in `rejected` with the reason, once
-        however often its request is delivered."""
+        however often its request is delivered; one whose step gave up waits (`retry`)."""
         payload = args[0] if len(args) == 1 else list(args)
         request_id = request_id_of(payload)
         try:
@@ -171,6 +201,8 @@ class CommandDesk:
                     raise Refused(known.refusal)  # refused as an update: recorded now, once
                 return
             await self.apply(name, one_payload(args), request_id, signal=True)
+        except Unavailable:
+            self._state.retry.append(DeferredCommand(name=name, args=list(args)))
         except Refused as err:
             self.reject(name, str(err), payload, via="signal")
             answer = self._state.answer(request_id)
@@ -212,7 +244,39 @@ class CommandDesk:
                 if json_safe(args):  # what the next run gets must serialise
                     self._state.deferred.append(DeferredCommand(name=name, args=args))
                     return
+            if (self._state.retry or self.away) and self._can_wait(args):
+                self._state.retry.append(DeferredCommand(name=name, args=args))  # behind those waiting
+                return
             await self.apply_signal(name, args)
+
+    def _can_wait(self, args: Any) -> bool:
+        carried = sum(len(str(d.args)) for d in self._state.retry)
+        return json_safe(args) and carried + len(str(args)) <= MAX_DEFERRED_CHARS
+
+    def retry_due(self) -> bool:
+        """Signals wait, and no step gave up since the retry timer last ran out."""
+        return bool(self._state.retry) and not self.away
+
+    async def retry_waiting(self) -> None:
+        """Try the signals that wait again, in order (under the lock), up to one that must wait
+        again: it and those after it wait on."""
+        waiting, self._state.retry = self._state.retry, []
+        for i, cmd in enumerate(waiting):
+            await self.apply_signal(cmd.name, tuple(cmd.args))
+            if self._state.retry:
+                self._state.retry.extend(waiting[i + 1 :])
+                return
+
+    def _not_now(self) -> Unavailable | None:
+        """Why an update is not tried now: a step gave up a moment ago, or signals wait before it."""
+        if self.away:
+            return Unavailable(_AWAY)
+        if self._state.retry:
+            return Unavailable(
+                "Not applied now: commands sent before it wait for PostgreSQL; send the command"
+                " again with the same request id in a few seconds."
+            )
+        return None
 
     async def update(self, name: str, raw: Sequence[RawValue]) -> StateView:
         await workflow.wait_condition(self._ready)
@@ -224,7 +288,16 @@ class CommandDesk:
             try:
                 payload = one_payload([decode(r) for r in raw])
                 request_id = request_id_of(payload) or request_id
+                if self.all_or_nothing:
+                    if self.retry_due():
+                        await self.retry_waiting()  # those sent before it first
+                    not_now = self._not_now()
+                    if not_now is not None:
+                        raise not_now
                 await self.apply(name, payload, request_id)
+            except Unavailable as err:
+                self.refused(name, str(err), via="update")
+                raise ApplicationError(str(err), type=c.UNAVAILABLE) from None
             except HandingOver as err:
                 raise ApplicationError(str(err), type=c.HANDING_OVER) from None
             except Refused as err:
@@ -235,8 +308,8 @@ class CommandDesk:
                 await self.refused_event(err, name, payload, request_id)
                 raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
             finally:
-                if info is not None:
-                    self._admitted.pop(info.id, None)
+                if request_id is not None:  # admitted by the validator under the same key
+                    self._admitted.pop(request_id, None)
         return self._state.view()
 
     def validate(self, update: str, raw: Sequence[RawValue]) -> None:
@@ -249,6 +322,8 @@ class CommandDesk:
             payload = one_payload([decode(r) for r in raw])
             if not self._ready():
                 return
+            if self.all_or_nothing and self.away:  # a step gave up a moment ago
+                raise Unavailable(_AWAY)
             if self._handover.flooded():
                 raise HandingOver(
                     "The process is handing over to a new run; send the command again with the same"
@@ -265,6 +340,9 @@ class CommandDesk:
             self._rules.check(parse_command(name, payload), now=workflow.now())
             if request_id is not None:
                 self._admitted[request_id] = print_
+        except Unavailable as err:
+            self.refused(name, str(err), via="update")
+            raise ApplicationError(str(err), type=c.UNAVAILABLE) from None
         except HandingOver as err:
             raise ApplicationError(str(err), type=c.HANDING_OVER) from None
         except Refused as err:

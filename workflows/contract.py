@@ -36,11 +36,13 @@ QUERY_JOURNAL = "journal"
 # The types of the application errors a caller gets (docs/contract.md, Errors).
 COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
 HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it
+UNAVAILABLE = "Unavailable"  # not applied now (PostgreSQL not answering): send the same request again
 INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process: the run failed
 
 
 def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the database step.
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the database step (pydantic
+    # refuses a lone surrogate already).
     if "\x00" in text:
         raise ValueError("text must not contain the NUL character")
     return text

@@ -87,6 +87,12 @@ class CommandRefused(_EventData):
     reason: str
     request_id: str | None
     actor: str | None
+    digest: str | None = Field(
+        default=None,
+        description="The command's fingerprint, to tell which it was when it had no request id: the"
+        " first 16 hex digits of SHA-256 of the JSON [name, payload without request_id], keys"
+        " sorted, non-ASCII as is (commands since 2026-12).",
+    )
 
 
 class OpportunityMigrated(_EventData):

@@ -15,6 +15,7 @@ activities' inputs and to the `journal` query only.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from pydantic import BaseModel
@@ -34,15 +35,16 @@ class Journal:
         self._state = state
         self.on = False  # this run journals its writes (patches.JOURNAL)
         self._length = 0  # the history length when the run last looked
-        self._durable = (state.writes, state.chain)  # settled before the workflow task under way
+        self._committed = (state.writes, state.chain)  # the writes of the commands that ended
+        self._durable = self._committed  # committed before the workflow task under way began
         self._pending: Fence | None = None  # the write in flight
 
     def _look(self) -> None:
         """A longer history than last time: the workflow task of then has completed, and with it
-        everything settled so far."""
+        the commands that had ended by then."""
         length = workflow.info().get_current_history_length()
         if length != self._length:
-            self._durable, self._length = (self._state.writes, self._state.chain), length
+            self._durable, self._length = self._committed, length
 
     def fence(self, row: BaseModel) -> Fence:
         """The fence of the next write, `row` (its `fence` left out of its digest)."""
@@ -77,13 +79,34 @@ class Journal:
         """The write did not go through (its step gave up): the next one takes its number."""
         self._pending = None
 
+    def commit(self) -> None:
+        """A command (or a notice) has ended, applied or refused: what it wrote stands. One that
+        gave up has put the state back first, and the next write undoes what it wrote."""
+        self._look()
+        self._committed = (self._state.writes, self._state.chain)
+
     def view(self) -> JournalView:
-        state = self._state
+        """What the run has settled for good (the commands that ended), and up to which write it
+        holds or has in flight (a command under way)."""
+        state, pending = self._state, self._pending
         return JournalView(
             process=workflow.info().first_execution_run_id,
-            writes=state.writes,
-            chain=state.chain,
-            pending=self._pending.number if self._pending else None,
+            writes=self._committed[0],
+            chain=self._committed[1],
+            holding=max(state.writes, pending.number or 0) if pending else state.writes,
             run_no=state.run_no,
             history_length=workflow.info().get_current_history_length(),
         )
+
+
+class ProcessLock(asyncio.Lock):
+    """The process's one lock: a command, a notice, a hand-over at a time. Let go, it tells the
+    journal that what was written under it stands."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def release(self) -> None:
+        self._journal.commit()
+        super().release()

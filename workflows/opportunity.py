@@ -20,10 +20,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
     from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
-    from workflows.journal import Journal
+    from workflows.journal import Journal, ProcessLock
     from workflows.operations import MigrationPlan
     from workflows.ops import publish
-    from workflows.rules import NotAllowed, Refused, Rules, Waiting
+    from workflows.rules import RETRY_AFTER, NotAllowed, Refused, Rules, Waiting
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView
@@ -46,8 +46,8 @@ class CorporateSaleWorkflow:
             else SaleState(opportunity_id=workflow.info().workflow_id.removeprefix(c.WORKFLOW_ID_PREFIX))
         )
         self._rules = Rules(self._state)
-        self._lock = asyncio.Lock()
         self._journal = Journal(self._state)
+        self._lock = ProcessLock(self._journal)
         self._store = Store(self._journal)
         self._children: TaskChildren | TaskLinks | TaskOutbox = TaskChildren()
         self._handover = Handover(self._start, self._lock)
@@ -76,7 +76,7 @@ class CorporateSaleWorkflow:
         if self._patches.refusals_are_events:
             self._desk.record = self._store.refused
         if self._patches.journal:
-            self._journal.on, self._children = True, TaskOutbox()
+            self._journal.on, self._children, self._desk.all_or_nothing = True, TaskOutbox(), True
         async with self._lock:
             if self._state.process is None:
                 await self._open()
@@ -87,6 +87,8 @@ class CorporateSaleWorkflow:
         stale, run_out = self._patches.has(patches.STALE_DEAL), self._patches.timers_run_out
         notices = Notices(self._store.notify_stale, self._store.notify_close_date)
         watchers = start_watchers(self._state, self._lock, notices, stale=stale, run_out=run_out)
+        if self._journal.on:
+            watchers.append(asyncio.create_task(self._retry_waiting_signals()))
         if self._handover.on:
             await self._hand_over_when_due()
         else:
@@ -97,6 +99,21 @@ class CorporateSaleWorkflow:
             workflow.continue_as_new(self._handover.next_input(self._state))
         await self._children.wait_closed()
         return self._state.view()
+
+    async def _retry_waiting_signals(self) -> None:
+        """After a step gave up (PostgreSQL not answering), commands are tried again once a timer
+        has run out: the signals that waited first, in order (an update that comes first tries
+        them first). Those left when the deal closes are refused as any command to a closed deal."""
+        state, desk = self._state, self._desk
+        while state.retry or desk.away or not state.closed:
+            await workflow.wait_condition(lambda: bool(state.retry) or desk.away or state.closed)
+            if not (state.retry or desk.away):
+                return
+            await workflow.sleep(RETRY_AFTER, summary="PostgreSQL did not answer: try again")
+            async with self._lock:
+                desk.away = False
+                if desk.retry_due():
+                    await desk.retry_waiting()
 
     def _refuse_bad_start(self) -> None:
         """R22: fail at once, before anything is written, a run whose start cannot be this

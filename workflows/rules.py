@@ -6,6 +6,7 @@ applies them durably; tests/unit drives them directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -40,6 +41,15 @@ class Refused(Exception):
 
 class HandingOver(Refused):
     """Not refused for good: the command reaches the process's next run if sent again."""
+
+
+class Unavailable(HandingOver):
+    """Not now: a step gave up (PostgreSQL not answering). The command was not applied, and the
+    same request sent again is; a signal waits in the run and is tried again on its own."""
+
+
+# After a step gave up, how long a process tries no step (signals wait, updates are not now).
+RETRY_AFTER = timedelta(seconds=10)
 
 
 class NotAllowed(Refused):
@@ -82,9 +92,13 @@ def one_payload(args: Sequence[Any]) -> Any:
 
 
 def request_id_of(payload: Any) -> str | None:
-    """The request id of a payload that may not have parsed (only a well-formed one counts)."""
+    """The request id of a payload that may not have parsed (only a well-formed one counts: one
+    the contract's models would take)."""
     value = payload.get("request_id") if isinstance(payload, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else None
+
+
+_REQUEST_ID = re.compile(r"[\w.\-:]{1,100}")  # what `contract.Identifier` takes
 
 
 class Waiting(NamedTuple):

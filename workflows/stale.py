@@ -16,6 +16,7 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.rules import RETRY_AFTER, Unavailable
     from workflows.state import SaleState
     from workflows.steps import CloseDateNotice, StaleNotice
 
@@ -77,11 +78,17 @@ class DeadlineWatcher:
                     continue  # ended, or a deadline to wait for anew
                 except TimeoutError:
                     pass
+            gave_up = False
             async with self._lock:
                 due = self.deadline()
                 if self._ended() or due is None or due > workflow.now():
                     continue  # moved meanwhile: wait on
-                await self.notify()
+                try:
+                    await self.notify()
+                except Unavailable:  # PostgreSQL away: the notice is tried again later
+                    gave_up = True
+            if gave_up:
+                await workflow.sleep(RETRY_AFTER, summary=f"{self.what}: PostgreSQL did not answer; again")
 
     async def _wait_for(self, due: datetime) -> None:
         """Runs of patches.TIMERS_RUN_OUT: a timer is never canceled. One started and canceled
@@ -118,18 +125,18 @@ class StaleDealWatcher(DeadlineWatcher):
     async def notify(self) -> None:
         state = self._state
         assert state.stage is not None and state.quiet_since is not None
-        state.stale_notices += 1
-        state.stale_noticed = state.quiet_since
         await self._notices.stale(
             StaleNotice(
                 opportunity_id=state.opportunity_id,
                 visit_no=state.visit,
-                number=state.stale_notices,
+                number=state.stale_notices + 1,
                 stage=state.stage,
                 quiet_since=state.quiet_since,
                 at=workflow.now(),
             )
         )
+        state.stale_notices += 1
+        state.stale_noticed = state.quiet_since
 
 
 class CloseDateWatcher(DeadlineWatcher):
@@ -143,10 +150,10 @@ class CloseDateWatcher(DeadlineWatcher):
     async def notify(self) -> None:
         state = self._state
         day = state.data["expected_close_date"]
-        state.close_date_noticed = day
         await self._notices.close_date(
             CloseDateNotice(opportunity_id=state.opportunity_id, expected_close_date=day, at=workflow.now())
         )
+        state.close_date_noticed = day
 
 
 def start_watchers(

@@ -26,6 +26,10 @@ MAX_PAYLOAD_CHARS = 2_000
 MAX_REFUSAL_CHARS = 500
 
 
+# What records the commands a run took, kept when a command is rolled back.
+_LEDGER = frozenset({"requests", "request_ids", "rejected", "deferred", "retry", "refusals"})
+
+
 def json_safe(value: Any) -> bool:
     try:
         json.dumps(value)
@@ -53,6 +57,13 @@ class Answer(BaseModel):
     fingerprint: str = ""  # "" for ids kept before fingerprints were: any payload matches
     refusal: str | None = None
     recorded: bool = False  # the refusal is in `rejected` (a signal delivered it)
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` as PostgreSQL can hold it, at most `limit` characters: a NUL or a lone surrogate a
+    sender put in it shown escaped (\\u0000, \\ud800)."""
+    text = text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def storable(value: Any) -> Any:
@@ -110,6 +121,8 @@ class SaleState(BaseModel):
     writes: int = 0
     chain: str = ""
     run_no: int = 0
+    # Signals that came while PostgreSQL was not answering, in order: applied once it answers.
+    retry: list[DeferredCommand] = []
 
     def stale_deadline(self) -> datetime | None:
         """When the current visit becomes stale (R20): its stage's limit after the last completion
@@ -161,6 +174,24 @@ class SaleState(BaseModel):
         self.requests[request_id] = Answer(fingerprint=fingerprint, refusal=refusal)
         for oldest in list(self.requests)[: max(0, len(self.requests) - MAX_REQUEST_IDS)]:
             del self.requests[oldest]
+
+    def checkpoint(self) -> SaleState:
+        """What `roll_back` returns to: the state as a command found it."""
+        return self.model_copy(
+            update={
+                "tasks": {i: t.model_copy() for i, t in self.tasks.items()},
+                "data": dict(self.data),
+                "visited": list(self.visited),
+            }
+        )
+
+    def roll_back(self, to: SaleState) -> None:
+        """Back to `to`, a checkpoint, but for what records commands (the ledger, the refusals,
+        the signals waiting): a command that gave up or was refused half-way changed nothing
+        else. (What it wrote is undone by the journal: its writes' numbers are taken again.)"""
+        for name in type(self).model_fields:
+            if name not in _LEDGER:
+                setattr(self, name, getattr(to, name))
 
     def for_next_run(self) -> SaleState:
         """The state a continued run starts from: what is finished of earlier visits is in

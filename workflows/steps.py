@@ -47,12 +47,14 @@ class JournalStart(_Model):
 
 
 class JournalView(_Model):
-    """What a run says of its writes (the `journal` query): those it settled, the one in flight."""
+    """What a run says of its writes (the `journal` query): those of the commands that ended (in
+    history for good: a query is answered on a completed workflow task), and up to which write it
+    holds or has in flight, for a command under way."""
 
     process: str
     writes: int
     chain: str
-    pending: int | None
+    holding: int
     run_no: int
     history_length: int
 
@@ -165,6 +167,7 @@ class RefusalRow(Write):
     request_id: str | None
     actor: str | None
     at: datetime
+    digest: str | None = None  # the command's fingerprint (workflows/state.py)
 
 
 class MigrateRow(Write):

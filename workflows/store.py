@@ -1,8 +1,11 @@
 """The process's business data, as it reads and writes it: each step one local activity (one
-transaction, idempotent), retried as long as it takes (PostgreSQL may be down), with the summary
-the Web UI shows for it. Each write carries its fence in the opportunity's journal, in runs that
-have one (workflows/journal.py). The activities are named by `workflows.steps`; the data layer
-runs them.
+transaction, idempotent), with the summary the Web UI shows for it. The activities are named by
+`workflows.steps`; the data layer runs them.
+
+In runs that journal their writes (workflows/journal.py) each write carries its fence, and a step
+is tried for a bounded time: one that gives up (PostgreSQL not answering) is `Unavailable`, and
+the command is not applied now; one that fails for its data is refused. (Runs from before retried
+a step as long as it took, holding the process's lock all the while.)
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import steps
     from workflows.definition import Process, ProcessDefinition, Stage
     from workflows.journal import Journal
-    from workflows.rules import Refused
+    from workflows.rules import Refused, Unavailable
     from workflows.steps import (
         AddTaskRow,
         Authorize,
@@ -38,6 +42,16 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# A journaled run's steps: each attempt at most 5 s, all of them at most 10 s, backing off from
+# 0.2 s to 2 s; then the step gives up, and the process's lock is free again.
+ATTEMPT_TIMEOUT, STEP_TIMEOUT = timedelta(seconds=5), timedelta(seconds=10)
+BOUNDED = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=10,
+)
+RETRY_TIMER = timedelta(seconds=1)
 T = TypeVar("T")
 W = TypeVar("W", bound=Write)
 
@@ -49,27 +63,36 @@ class Store:
     async def _write(self, activity: Callable[[W], Awaitable[T]], row: W, summary: str) -> T:
         """A write, with its fence where the run journals its writes."""
         if not self._journal.on:
-            return await _step(activity, row, summary)
+            return await _step(activity, row, summary, bounded=False)
         fence = self._journal.fence(row)
         try:
-            result = await _step(activity, row.model_copy(update={"fence": fence}), summary)
+            result = await self._step(activity, row.model_copy(update={"fence": fence}), summary)
+        except FailureError as err:
+            self._journal.failed()
+            failure = _failure(err)
+            if isinstance(failure, ApplicationError) and failure.type == "InvalidData":
+                raise Refused(f"Invalid data: {failure.message}") from None
+            raise
         except BaseException:
             self._journal.failed()
             raise
         self._journal.settled(fence, getattr(result, "journal", None))
         return result
 
+    async def _step(self, activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
+        return await _step(activity, arg, summary, bounded=self._journal.on)
+
     async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:
         return await self._write(steps.open_opportunity, cmd, "create or load the opportunity")
 
     async def load_process(self) -> Process:
-        return await _step(steps.load_process, None, "load the process definition and stages")
+        return await self._step(steps.load_process, None, "load the process definition and stages")
 
     async def load_stages(self) -> list[Stage]:
-        return await _step(steps.load_stages, None, "reload the stages lookup")
+        return await self._step(steps.load_stages, None, "reload the stages lookup")
 
     async def close_reasons(self) -> list[str]:
-        return await _step(steps.load_close_reasons, None, "load the close reasons")
+        return await self._step(steps.load_close_reasons, None, "load the close reasons")
 
     async def enter_stage(self, step: EnterStage) -> None:
         summary = f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)"
@@ -100,7 +123,7 @@ class Store:
         """Who does the approval tasks of `stage` for `owner` (their manager), if it has any."""
         if not process.needs_approver(stage):
             return None
-        return await _step(steps.find_manager, owner, f"who approves for {owner}")
+        return await self._step(steps.find_manager, owner, f"who approves for {owner}")
 
     async def notify_gate(self, notice: GateNotice) -> None:
         await self._write(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
@@ -117,11 +140,11 @@ class Store:
 
     async def definition(self, version: int) -> ProcessDefinition:
         try:
-            return await _step(steps.load_definition, version, f"load definition version {version}")
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "UnknownVersion":
-                raise Refused(cause.message) from None
+            return await self._step(steps.load_definition, version, f"load definition version {version}")
+        except FailureError as err:
+            failure = _failure(err)
+            if isinstance(failure, ApplicationError) and failure.type == "UnknownVersion":
+                raise Refused(failure.message) from None
             raise
 
     async def migrate(self, row: MigrateRow) -> None:
@@ -139,19 +162,45 @@ class Store:
         )
 
     async def authorize(self, check: Authorize, actor: str | None) -> str | None:
-        return await _step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")
+        return await self._step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")
 
 
-async def _step(activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
+async def _step(activity: Callable[..., Awaitable[T]], arg: Any, summary: str, *, bounded: bool) -> T:
     args = () if arg is None else (arg,)
     try:
+        if not bounded:
+            return await workflow.execute_local_activity(
+                activity, *args, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
+            )
         return await workflow.execute_local_activity(
-            activity, *args, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
+            activity,
+            *args,
+            start_to_close_timeout=ATTEMPT_TIMEOUT,
+            schedule_to_close_timeout=STEP_TIMEOUT,
+            retry_policy=BOUNDED,
+            # A wait of a second or more between attempts is a timer: the workflow task completes
+            # meanwhile, and queries are answered (they wait for a workflow task in flight).
+            local_retry_threshold=RETRY_TIMER,
+            summary=summary,
         )
-    except ActivityError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == "Superseded":
+    except FailureError as err:
+        failure = _failure(err)
+        if isinstance(failure, ApplicationError) and failure.type == "Superseded":
             # A later attempt of this workflow task has written: this one is lost. Failing the
             # workflow task (not the workflow) lets the server's attempt go on.
-            raise RuntimeError(f"this workflow task has been superseded: {cause.message}") from None
+            raise RuntimeError(f"this workflow task has been superseded: {failure.message}") from None
+        if bounded and not (isinstance(failure, ApplicationError) and failure.non_retryable):
+            # It gave up (attempts or time spent): the database is away, not the command wrong.
+            why = failure.message if isinstance(failure, ApplicationError) else str(failure)
+            raise Unavailable(
+                f"Not applied now: PostgreSQL did not answer ({summary}: {why or type(failure).__name__});"
+                " send the command again with the same request id."
+            ) from None
         raise
+
+
+def _failure(err: FailureError) -> BaseException | None:
+    """What made a local activity fail. It raises the last attempt's failure itself, or, timed
+    out, an ActivityError around the time-out when live and the time-out itself on replay
+    (temporalio 1.35): each is read the same way, so a run and its replay decide alike."""
+    return err.cause if isinstance(err, ActivityError) else err
