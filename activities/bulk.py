@@ -227,7 +227,7 @@ class BulkActivities:
                 return _Answer("done")
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
-                if not (isinstance(cause, ApplicationError) and cause.type == c.HANDING_OVER):
+                if not (isinstance(cause, ApplicationError) and cause.type in c.NOT_NOW):
                     return _Answer("refused", getattr(cause, "message", None) or str(err))
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 pass  # no answer yet: the same update id again

@@ -31,7 +31,7 @@ import asyncpg
 from opentelemetry import propagate
 
 from activities import events
-from workflows.steps import Fence, JournalStart, JournalView, TaskOp
+from workflows.steps import Fence, JournalStart, JournalView, RequestMark, TaskOp
 
 log = logging.getLogger("corpsale.journal")
 T = TypeVar("T")
@@ -79,10 +79,38 @@ async def write(
         elif head is not None and head["number"] < fence.number - 1:
             log.error("%s: write %d finds the journal at %d", opportunity_id, fence.number, head["number"])
         await _confirm(conn, opportunity_id, fence.durable, fence.durable_chain)
+        if fence.request is not None:
+            await _applied_before(conn, opportunity_id, fence.request)
         await _capture(conn, opportunity_id, fence.number)
         result = await apply()
+        if fence.request is not None:
+            await conn.execute(
+                "INSERT INTO requests (id, opportunity_id, request_id, fingerprint) VALUES ($1, $2, $3, $4)",
+                f"{opportunity_id} {fence.request.request_id}",
+                opportunity_id,
+                fence.request.request_id,
+                fence.request.fingerprint,
+            )
         await _record(conn, opportunity_id, fence, step, task_queue)
         return result
+
+
+class AlreadyApplied(Exception):
+    """The request of the command under way was applied before: the command applies nothing."""
+
+    def __init__(self, fingerprint: str) -> None:
+        super().__init__(fingerprint)
+        self.fingerprint = fingerprint
+
+
+async def _applied_before(conn: asyncpg.Connection, opportunity_id: str, request: RequestMark) -> None:
+    """R23 beyond the run's ledger: a request applied before (and not undone as a lost attempt's,
+    which the write has done by now) is not applied again."""
+    known = await conn.fetchval(
+        "SELECT fingerprint FROM requests WHERE id = $1", f"{opportunity_id} {request.request_id}"
+    )
+    if known is not None:
+        raise AlreadyApplied(known)
 
 
 async def open_process(

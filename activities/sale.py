@@ -51,6 +51,14 @@ async def _unless_superseded(write: Awaitable[T]) -> T:
         return await write
     except journal.Superseded as err:  # a lost attempt's step: its workflow task will not complete
         raise ApplicationError(str(err), type="Superseded", non_retryable=True) from None
+    except journal.AlreadyApplied as err:  # a retry of a request applied long ago
+        raise ApplicationError(
+            "the request was applied before",
+            err.fingerprint,
+            type="AlreadyApplied",
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        ) from None
 
 
 class SaleActivities:

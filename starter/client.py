@@ -59,10 +59,6 @@ RETRY_STATUSES = {
     RPCStatusCode.RESOURCE_EXHAUSTED,
     RPCStatusCode.ABORTED,
 }
-# Update failures that say "not now" (the process hands over, PostgreSQL is away) or "outcome
-# unknown" (the run that accepted it ended before answering): the same request again is applied
-# once, or gets the answer of the one applied.
-NOT_NOW = {c.HANDING_OVER, c.UNAVAILABLE, "AcceptedUpdateCompletedWorkflow"}
 QUERY_TIMEOUT = timedelta(seconds=10)
 
 
@@ -94,7 +90,7 @@ def _retryable(err: BaseException) -> bool:
         return True
     if isinstance(err, WorkflowUpdateFailedError):
         cause = err.cause
-        return isinstance(cause, ApplicationError) and cause.type in NOT_NOW
+        return isinstance(cause, ApplicationError) and cause.type in c.NOT_NOW
     if isinstance(err, RPCError):
         # A run whose workflow task is failing refuses updates for a moment.
         return err.status in RETRY_STATUSES or "Workflow Task in failed state" in err.message

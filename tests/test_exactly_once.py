@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import ActivityEnvironment
 
 from activities.sale import SaleActivities
 from tests.helpers import Sale, eventually
 from workflows import contract as c
+from workflows import state as state_module
 from workflows.contract import NewOpportunity
 from workflows.steps import (
     AddTaskRow,
@@ -221,3 +224,37 @@ async def test_a_lost_workflow_task_run_again_in_order_leaves_what_it_left_the_f
         "SELECT visit_no, left_at FROM stage_visits WHERE opportunity_id = $1 ORDER BY 1", opp
     )
     assert [(v["visit_no"], v["left_at"] is None) for v in visits] == [(1, False), (2, True)]
+
+
+async def test_a_retry_is_known_however_many_requests_came_between(
+    sale: Sale, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R23 beyond the run's ledger (here cut to 5 requests): PostgreSQL keeps each applied request,
+    so a retry after many others is answered, not applied again; another command under its id is
+    refused."""
+    monkeypatch.setattr(state_module, "MAX_REQUEST_IDS", 5)
+    _, opp = await sale.started()
+    await sale.update(
+        opp, c.UPDATE_ADD_TASK, {"title": "Call the CFO", "actor": "alice", "request_id": "call"}
+    )
+    for n in range(8):  # the run's ledger forgets "call"
+        await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": f"n{n}", "request_id": f"need-{n}"})
+    again = await sale.update(
+        opp, c.UPDATE_ADD_TASK, {"title": "Call the CFO", "actor": "alice", "request_id": "call"}
+    )
+    await sale.signal(
+        opp, c.SIGNAL_ADD_TASK, {"title": "Call the CFO", "actor": "alice", "request_id": "call"}
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as reused:
+        await sale.update(
+            opp, c.UPDATE_ADD_TASK, {"title": "Something else", "actor": "alice", "request_id": "call"}
+        )
+    assert "'call' was used for another command" in str(reused.value.cause)
+    state = await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": "last", "request_id": "need-last"})
+    assert (
+        [t.title for t in state.open_tasks if t.adhoc]
+        == ["Call the CFO"]
+        == [t.title for t in again.open_tasks if t.adhoc]
+    )
+    assert len([t for t in await sale.tasks(opp) if t["task_key"] == "adhoc"]) == 1
+    assert state.rejected == []  # the signal was a retry, answered quietly

@@ -28,7 +28,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
     from workflows.contract import StateView
     from workflows.handover import Handover
+    from workflows.journal import Journal
     from workflows.rules import (
+        AlreadyApplied,
         HandingOver,
         NotAllowed,
         Refused,
@@ -40,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         validation_message,
     )
     from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe, printable
-    from workflows.steps import RefusalRow
+    from workflows.steps import RefusalRow, RequestMark
 
 # Under a flood, signals carried to the next run: at most this much of them (its input stays small).
 MAX_DEFERRED_CHARS = 200_000
@@ -121,11 +123,13 @@ class CommandDesk:
         ready: Callable[[], bool],
         handover: Handover,
         record: Callable[[RefusalRow], Awaitable[None]] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._state, self._lock, self._rules = state, lock, rules
         self._do, self._ready, self._handover = apply, ready, handover
         self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
         self.all_or_nothing = False  # this run journals its writes: commands are all or nothing
+        self.journal = journal
         self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
         # A step gave up: commands are not tried until the run's retry timer has run out. (A flag
         # set by a failure and cleared by a timer, both in history: not a time compared with now,
@@ -142,10 +146,22 @@ class CommandDesk:
                 raise Refused(known.refusal)
             return
         before = self._state.checkpoint() if self.all_or_nothing else None
+        if self.all_or_nothing and request_id is not None and self.journal is not None:
+            self.journal.request = RequestMark(request_id=request_id, fingerprint=print_)
         try:
             if signal and name in c.UPDATE_ONLY:
                 raise Refused(f"{name!r} is sent as an update only, to be answered: {c.UPDATE_MIGRATE}.")
             await self._do(name, parse_command(name, payload), payload)
+        except AlreadyApplied as applied:  # long ago: the run's ledger no longer had it
+            assert before is not None
+            self._state.roll_back(before)
+            if applied.fingerprint == print_:
+                self._state.remember(request_id, print_)
+                return
+            self._state.remember(request_id, applied.fingerprint)  # its retries: applied
+            err = self._rules.reused(request_id)
+            err.fresh = True
+            raise err from None
         except Refused as err:
             if before is not None:
                 self._state.roll_back(before)
@@ -156,6 +172,9 @@ class CommandDesk:
             self._state.remember(request_id, print_, str(err))
             err.fresh = True  # decided now: the caller records it, then its event (`refused_event`)
             raise
+        finally:
+            if self.journal is not None:
+                self.journal.request = None
         self._state.remember(request_id, print_)
 
     async def refused_event(self, err: Refused, name: str, payload: Any, request_id: str | None) -> None:

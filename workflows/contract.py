@@ -38,6 +38,9 @@ COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
 HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it
 UNAVAILABLE = "Unavailable"  # not applied now (PostgreSQL not answering): send the same request again
 INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process: the run failed
+# Update failures that say "not now", or leave the outcome unknown (the run that took the update
+# ended before answering it): the same request sent again is applied once, or answered as it was.
+NOT_NOW = frozenset({HANDING_OVER, UNAVAILABLE, "AcceptedUpdateCompletedWorkflow"})
 
 
 def _storable(text: str) -> str:

@@ -23,7 +23,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows.state import SaleState
-    from workflows.steps import Fence, JournalStart, JournalView
+    from workflows.steps import Fence, JournalStart, JournalView, RequestMark
 
 
 def _digest(text: str) -> str:
@@ -38,6 +38,7 @@ class Journal:
         self._committed = (state.writes, state.chain)  # the writes of the commands that ended
         self._durable = self._committed  # committed before the workflow task under way began
         self._pending: Fence | None = None  # the write in flight
+        self.request: RequestMark | None = None  # the command under way's, for its first write
 
     def _look(self) -> None:
         """A longer history than last time: the workflow task of then has completed, and with it
@@ -61,7 +62,9 @@ class Journal:
             chain=_digest(f"{'' if opening else state.chain}:{digest}"),
             durable=self._durable[0],
             durable_chain=self._durable[1],
+            request=self.request,
         )
+        self.request = None  # the command's first write marks it applied
         return self._pending
 
     def settled(self, fence: Fence, start: JournalStart | None = None) -> None:

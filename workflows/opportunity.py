@@ -61,6 +61,7 @@ class CorporateSaleWorkflow:
             apply=self._command,
             ready=lambda: self._ready,
             handover=self._handover,
+            journal=self._journal,
         )
 
     # The process ------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ class Unavailable(HandingOver):
     same request sent again is; a signal waits in the run and is tried again on its own."""
 
 
+class AlreadyApplied(Exception):
+    """The command's request was applied before (PostgreSQL has it, though the run's ledger no
+    longer does): the command applies nothing; `fingerprint` is what that request was."""
+
+    def __init__(self, fingerprint: str) -> None:
+        super().__init__(f"applied before as {fingerprint}")
+        self.fingerprint = fingerprint
+
+
 # After a step gave up, how long a process tries no step (signals wait, updates are not now).
 RETRY_AFTER = timedelta(seconds=10)
 
@@ -134,11 +143,15 @@ class Rules:
         another command is refused."""
         known = self.state.answer(request_id)
         if known is not None and known.fingerprint and known.fingerprint != print_:
-            raise Refused(
-                f"Request id {request_id!r} was used for another command; give each command a"
-                " request id of its own (and a retry the same one)."
-            )
+            raise self.reused(request_id)
         return known
+
+    @staticmethod
+    def reused(request_id: str | None) -> Refused:
+        return Refused(
+            f"Request id {request_id!r} was used for another command; give each command a"
+            " request id of its own (and a retry the same one)."
+        )
 
     def check(self, cmd: BaseModel, *, now: datetime, settled: bool = False) -> None:
         match cmd:

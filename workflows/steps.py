@@ -22,6 +22,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RequestMark(_Model):
+    """The request a command's first write applies (R23): PostgreSQL keeps it, so that a retry is
+    known however long after (a write that finds it applies nothing: `AlreadyApplied`)."""
+
+    request_id: str
+    fingerprint: str
+
+
 class Fence(_Model):
     """Where one write of a process stands in its opportunity's journal (activities/journal.py):
     its number and the chain of the writes up to it, when in the run it was decided (the run's
@@ -36,6 +44,7 @@ class Fence(_Model):
     chain: str
     durable: int = 0
     durable_chain: str = ""
+    request: RequestMark | None = None  # the first write of a command with a request id
 
 
 class JournalStart(_Model):
