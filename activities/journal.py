@@ -25,16 +25,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
 from opentelemetry import propagate
+from pydantic import BaseModel
 
 from activities import events
 from workflows.steps import Fence, JournalStart, JournalView, RequestMark, TaskOp
 
 log = logging.getLogger("corpsale.journal")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready
 TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
@@ -45,10 +48,15 @@ class Superseded(Exception):
     """A write of an attempt that a later attempt has replaced: its workflow task is lost."""
 
 
-def _epoch(row: asyncpg.Record | Fence) -> tuple[int, int]:
+_BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
+
+
+def _epoch(row: asyncpg.Record | Fence) -> tuple[int, int, datetime]:
+    """When a write was decided: the run, the history length of its workflow task, and when that
+    attempt of the task began (two attempts may see the same length)."""
     if isinstance(row, Fence):
-        return row.run_no, row.history_length
-    return row["run_no"], row["history_length"]
+        return row.run_no, row.history_length, row.attempt_at or _BEFORE_ALL
+    return row["run_no"], row["history_length"], row["attempt_at"] or _BEFORE_ALL
 
 
 async def write(
@@ -70,10 +78,10 @@ async def write(
         head = await _head(conn, opportunity_id)
         if head is not None and head["process"] != fence.process:
             raise Superseded(f"{opportunity_id}: process {fence.process} has been followed by another")
-        if head is not None and _epoch(head) > _epoch(fence):
-            raise Superseded(f"{opportunity_id}: write {fence.number} was decided before the last one")
         if head is not None and await _written(conn, head, fence):
             return None
+        if await _later_than(conn, opportunity_id, fence.number, _epoch(fence)):
+            raise Superseded(f"{opportunity_id}: write {fence.number} was decided before those there")
         if head is not None and head["number"] >= fence.number:
             await undo_from(conn, opportunity_id, fence.number)
         elif head is not None and head["number"] < fence.number - 1:
@@ -117,30 +125,32 @@ async def open_process(
     conn: asyncpg.Connection,
     opportunity_id: str,
     fence: Fence,
-    apply: Callable[[], Awaitable[T]],
+    apply: Callable[[], Awaitable[M]],
+    read: Callable[[Any], M],
     *,
     task_queue: str = "",
-) -> tuple[T, JournalStart]:
+) -> tuple[M, JournalStart]:
     """A process's first write (its opening), which the journal numbers: after the last write of
     the opportunity's earlier processes, whose entries it takes as they are (a process starts only
-    once the one before has ended). Run again by a later attempt of the process's first workflow
-    task, it undoes what the attempts before it wrote after it, and is applied again only if it
-    differs."""
+    once the one before has ended). Run again (a retry, or its workflow task's result handed over
+    late and a later task lost) it answers what it read then, read back with `read`; a different
+    opening by a later attempt undoes what the attempts before it wrote, and is applied."""
     async with events.transaction(conn, opportunity_id):
         head = await _head(conn, opportunity_id)
         if head is not None and head["process"] == fence.process:
             first = head["process_start"]
-            if (head["run_no"], head["history_length"]) > (head["start_run_no"], fence.history_length):
-                raise Superseded(f"{opportunity_id}: the opening was decided before the last write")
-            opening = await conn.fetchrow(
-                "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2", opportunity_id, first
-            )
-            again = opening is not None and opening["chain"] == fence.chain
-            await undo_from(conn, opportunity_id, first + 1 if again else first)
             start = JournalStart(number=first, chain=fence.chain, run_no=head["start_run_no"])
-            if again:
-                await _set_head(conn, opportunity_id, fence.model_copy(update={"number": first}), start)
-                return await apply(), start
+            entry = await conn.fetchrow(
+                "SELECT chain, result FROM journal WHERE opportunity_id = $1 AND number = $2",
+                opportunity_id,
+                first,
+            )
+            if entry is not None and entry["chain"] == fence.chain and entry["result"] is not None:
+                return read(json_args(entry["result"])), start  # run again: what it read then
+            opening = (head["start_run_no"], fence.history_length, fence.attempt_at or _BEFORE_ALL)
+            if await _later_than(conn, opportunity_id, first, opening):
+                raise Superseded(f"{opportunity_id}: the opening was decided before the writes there")
+            await undo_from(conn, opportunity_id, first)
         else:
             if head is not None:  # an earlier process's: what is left of it stands
                 await _confirm(conn, opportunity_id, head["number"], head["chain"])
@@ -153,6 +163,12 @@ async def open_process(
         await _capture(conn, opportunity_id, start.number)
         result = await apply()
         await _record(conn, opportunity_id, placed, "open", task_queue, start=start)
+        await conn.execute(
+            "UPDATE journal SET result = $3::jsonb WHERE opportunity_id = $1 AND number = $2",
+            opportunity_id,
+            start.number,
+            result.model_dump_json(),
+        )
         return result, start
 
 
@@ -161,6 +177,20 @@ async def _head(conn: asyncpg.Connection, opportunity_id: str) -> asyncpg.Record
         "SELECT * FROM projections WHERE opportunity_id = $1", opportunity_id
     )
     return row
+
+
+async def _later_than(
+    conn: asyncpg.Connection, opportunity_id: str, number: int, epoch: tuple[Any, ...]
+) -> bool:
+    """Whether an entry from `number` on was decided after `epoch`: then the write is what is left
+    of a lost attempt. (A write decided in a workflow task that is in history, however late it
+    runs, finds its own entry there first: a later attempt replays that decision alike.)"""
+    rows = await conn.fetch(
+        "SELECT run_no, history_length, attempt_at FROM journal WHERE opportunity_id = $1 AND number >= $2",
+        opportunity_id,
+        number,
+    )
+    return any(_epoch(r) > epoch for r in rows)
 
 
 async def _written(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
@@ -199,7 +229,7 @@ async def _record(
     await conn.execute("SELECT set_config('corpsale.journal_opportunity', '', true)")
     await conn.execute(
         "INSERT INTO journal (opportunity_id, number, chain, run_id, run_no, history_length, step,"
-        " task_queue) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " task_queue, attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         opportunity_id,
         fence.number,
         fence.chain,
@@ -208,18 +238,20 @@ async def _record(
         fence.history_length,
         step,
         task_queue,
+        fence.attempt_at,
     )
     if start is not None:
         await _set_head(conn, opportunity_id, fence, start)
     await conn.execute(
-        "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6"
-        " WHERE opportunity_id = $1",
+        "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6,"
+        " attempt_at = $7 WHERE opportunity_id = $1",
         opportunity_id,
         fence.number,
         fence.chain,
         fence.run_no,
         fence.history_length,
         task_queue,
+        fence.attempt_at,
     )
     await conn.execute("SELECT pg_notify($1, '')", WRITES_CHANNEL)
 
@@ -416,7 +448,9 @@ async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalVi
             after,
         )
         undone = 0
-        if beyond and all(_epoch(r) <= (view.run_no, view.history_length) for r in beyond):
+        if beyond and all(
+            (r["run_no"], r["history_length"]) <= (view.run_no, view.history_length) for r in beyond
+        ):
             undone = await undo_from(conn, opportunity_id, after)
         return confirmed, undone
 

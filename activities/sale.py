@@ -76,7 +76,12 @@ class SaleActivities:
                     return await self._open(conn, cmd)
             record, start = await _unless_superseded(
                 journal.open_process(
-                    conn, cmd.opportunity_id, cmd.fence, lambda: self._open(conn, cmd), task_queue=_queue()
+                    conn,
+                    cmd.opportunity_id,
+                    cmd.fence,
+                    lambda: self._open(conn, cmd),
+                    OpportunityRecord.model_validate,
+                    task_queue=_queue(),
                 )
             )
             return record.model_copy(update={"journal": start})

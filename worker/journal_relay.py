@@ -61,22 +61,27 @@ class JournalRelay:
         self._not_before: dict[str, tuple[float, float]] = {}  # opportunity -> (when, backoff)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, while this relay leads its task queue's."""
+        """Relay until `stop` is set, while this relay leads its task queue's. The database or
+        Temporal away: it says so once, and tries again less often, up to every 5 s."""
+        failures = 0
         async with self._listening():
             while not stop.is_set():
                 try:
                     async with self._leading() as leading:
                         while leading() and not stop.is_set():
                             await self.pass_once()
-                            await self._sleep(stop)
-                except Exception as err:  # the database or Temporal away: go on
-                    log.warning("journal relay: %r; trying again", err)
-                await self._sleep(stop)
+                            failures = 0
+                            await self._sleep(stop, self._interval)
+                except Exception as err:
+                    if not failures:
+                        log.warning("journal relay: %r; trying again until it works", err)
+                    failures += 1
+                await self._sleep(stop, min(5.0, self._interval * 2**failures))
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         self._wake.clear()
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        await asyncio.wait(waits, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
 

@@ -44,8 +44,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe, printable
     from workflows.steps import RefusalRow, RequestMark
 
-# Under a flood, signals carried to the next run: at most this much of them (its input stays small).
-MAX_DEFERRED_CHARS = 200_000
 
 _AWAY = (
     "Not applied now: PostgreSQL did not answer a moment ago; send the command again with the same"
@@ -241,11 +239,6 @@ class CommandDesk:
         count("corpsale_commands_rejected", command=name, via=via)
         workflow.logger.info("%s refused (%s): %s", name, via, reason)
 
-    def _can_defer(self, payload: Any) -> bool:
-        """Under a flood a signal is carried to the next run, as long as that input stays small."""
-        carried = sum(len(str(d.args)) for d in self._state.deferred)
-        return json_safe(payload) and carried + len(str(payload)) <= MAX_DEFERRED_CHARS
-
     async def signal(self, name: str, raw: Sequence[RawValue]) -> None:
         await workflow.wait_condition(self._ready)
         try:
@@ -255,7 +248,7 @@ class CommandDesk:
             async with self._lock:
                 await self._recorded(name, str(err), None, None)
             return
-        if self._handover.flooded() and self._can_defer(args):
+        if self._handover.flooded() and self._state.can_carry(args):
             self._state.deferred.append(DeferredCommand(name=name, args=args))
             return
         async with self._lock:
@@ -263,14 +256,10 @@ class CommandDesk:
                 if json_safe(args):  # what the next run gets must serialise
                     self._state.deferred.append(DeferredCommand(name=name, args=args))
                     return
-            if (self._state.retry or self.away) and self._can_wait(args):
+            if (self._state.retry or self.away) and self._state.can_carry(args):
                 self._state.retry.append(DeferredCommand(name=name, args=args))  # behind those waiting
                 return
             await self.apply_signal(name, args)
-
-    def _can_wait(self, args: Any) -> bool:
-        carried = sum(len(str(d.args)) for d in self._state.retry)
-        return json_safe(args) and carried + len(str(args)) <= MAX_DEFERRED_CHARS
 
     def retry_due(self) -> bool:
         """Signals wait, and no step gave up since the retry timer last ran out."""

@@ -47,6 +47,8 @@ class Outcome(BaseModel):
 
 
 DEFAULT_OUTCOMES = (Outcome(name="done"),)
+# A definition's size as JSON: a process carries it from run to run (workflows/state.py).
+DEFINITION_BYTES = 48 * 1024
 
 
 class TaskTemplate(BaseModel):
@@ -55,7 +57,7 @@ class TaskTemplate(BaseModel):
     key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,40}$")]
     title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     duration: Delay
-    outcomes: tuple[Outcome, ...] = DEFAULT_OUTCOMES
+    outcomes: tuple[Outcome, ...] = Field(default=DEFAULT_OUTCOMES, max_length=10)
     approver: Literal["manager"] | None = Field(
         default=None,
         description="Whose task it is instead of the deal owner's: 'manager', the owner's manager in"
@@ -105,7 +107,7 @@ class StageTasks(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: StageName
-    tasks: tuple[TaskTemplate, ...]
+    tasks: tuple[TaskTemplate, ...] = Field(max_length=20)
     stale_after: Delay | None = Field(
         default=None,
         description="A stale-deal notice to the owner when a visit of this stage has gone this"
@@ -151,9 +153,9 @@ class ProcessDefinition(BaseModel):
 
     name: str
     version: int = Field(ge=1)
-    stages: tuple[StageTasks, ...]
+    stages: tuple[StageTasks, ...] = Field(max_length=20)
     follow_up: tuple[TaskTemplate, ...] = Field(
-        default=(), description="Tasks for the owner once the opportunity is won (R13)."
+        default=(), max_length=20, description="Tasks for the owner once the opportunity is won (R13)."
     )
     reminders: Reminders | None = Field(default=None, description="Task timers (R20); none if unset.")
     calendar: Literal["days", "working-days"] = Field(
@@ -179,6 +181,12 @@ class ProcessDefinition(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
+        held = len(self.model_dump_json().encode())
+        if held > DEFINITION_BYTES:
+            raise ValueError(
+                f"the definition takes {held // 1024} KiB; at most {DEFINITION_BYTES // 1024} KiB (each"
+                " process carries it from run to run): shorten its texts"
+            )
         names = [s.stage for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError("a stage is listed twice in the definition")
@@ -212,7 +220,7 @@ class Process(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     definition: ProcessDefinition
-    stages: tuple[Stage, ...]
+    stages: tuple[Stage, ...] = Field(max_length=50)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -30,11 +33,24 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
+def _timeless(value: Any) -> Any:
+    """`value` without its times: what tells one write from another. A time is the workflow's
+    clock when the write was decided, which a replay can read a moment apart from the run that
+    wrote it (a local activity's result handed over a workflow task late); the same write
+    decided again a moment later is the same write."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if not isinstance(v, datetime)}
+    if isinstance(value, list | tuple):
+        return [_timeless(v) for v in value if not isinstance(v, datetime)]
+    return value
+
+
 class Journal:
     def __init__(self, state: SaleState) -> None:
         self._state = state
         self.on = False  # this run journals its writes (patches.JOURNAL)
         self._length = 0  # the history length when the run last looked
+        self._attempt_at: datetime | None = None  # when the run first saw that length
         self._committed = (state.writes, state.chain)  # the writes of the commands that ended
         self._durable = self._committed  # committed before the workflow task under way began
         self._pending: Fence | None = None  # the write in flight
@@ -45,19 +61,29 @@ class Journal:
         the commands that had ended by then."""
         length = workflow.info().get_current_history_length()
         if length != self._length:
-            self._durable, self._length = self._committed, length
+            self._durable, self._length, self._attempt_at = self._committed, length, workflow.now()
+
+    def observe(self) -> bool:
+        """A condition the run waits on for ever (`workflow.wait_condition`): the SDK checks it in
+        the first activation of each workflow task, whose time is when that attempt began (a later
+        activation's is a local activity's end), so two attempts of a task that see the same
+        history length are told apart."""
+        self._look()
+        return False
 
     def fence(self, row: BaseModel) -> Fence:
-        """The fence of the next write, `row` (its `fence` left out of its digest)."""
+        """The fence of the next write, `row` (its digest leaves out its `fence` and its times)."""
         self._look()
         state, info = self._state, workflow.info()
-        digest = _digest(row.model_dump_json(exclude={"fence"}))
+        content = json.dumps(_timeless(row.model_dump(exclude={"fence"})), sort_keys=True, default=str)
+        digest = _digest(content)
         opening = state.writes == 0 and state.run_no == 0
         self._pending = Fence(
             process=info.first_execution_run_id,
             run_id=info.run_id,
             run_no=state.run_no,
             history_length=self._length,
+            attempt_at=self._attempt_at,
             number=None if opening else state.writes + 1,
             chain=_digest(f"{'' if opening else state.chain}:{digest}"),
             durable=self._durable[0],

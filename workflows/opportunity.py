@@ -78,6 +78,7 @@ class CorporateSaleWorkflow:
             self._desk.record = self._store.refused
         if self._patches.journal:
             self._journal.on, self._children, self._desk.all_or_nothing = True, TaskOutbox(), True
+            self._observing = asyncio.create_task(workflow.wait_condition(self._journal.observe))
         async with self._lock:
             if self._state.process is None:
                 await self._open()

@@ -24,12 +24,14 @@ from workflows.contract import (
 )
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
-from workflows.state import Answer, SaleState, TaskInput, TaskState
+from workflows.state import Answer, SaleState, TaskInput, TaskState, size
 from workflows.steps import Closing, EnterStage, NewTask, ReassignRow
 
-# How many open tasks an opportunity holds (its state is carried from run to run).
-MAX_OPEN_TASKS = 200
+# How many open tasks an opportunity holds, and how much of them (its state is carried from run
+# to run: workflows/state.py).
+MAX_OPEN_TASKS, OPEN_TASKS_BYTES = 200, 96 * 1024
 
+_TASK_OVERHEAD = 1024  # what a task holds besides what its command says (ids, times, outcomes)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -263,9 +265,16 @@ class Rules:
 
     def check_add_task(self, cmd: AddTask, *, now: datetime) -> None:
         self.check_open()
-        if len(self.state.open_tasks()) >= MAX_OPEN_TASKS:
+        open_tasks = self.state.open_tasks()
+        if len(open_tasks) >= MAX_OPEN_TASKS:
             raise Refused(
                 f"The opportunity has {MAX_OPEN_TASKS} open tasks, as many as it holds; complete some first."
+            )
+        held = sum(size(t.model_dump(mode="json")) for t in open_tasks)
+        if held + size(cmd.model_dump(mode="json")) + _TASK_OVERHEAD > OPEN_TASKS_BYTES:
+            raise Refused(
+                f"The opportunity's {len(open_tasks)} open tasks take {held // 1024} KiB, as much as it"
+                " holds; complete some first."
             )
         if cmd.due_at is not None and cmd.due_at <= now:
             raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")

@@ -9,7 +9,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 
 from workflows.contract import (
     ChangeStage,
@@ -20,14 +20,26 @@ from workflows.contract import (
 )
 from workflows.definition import Process, Reminders, StageTasks
 
-MAX_REJECTED = 100
-MAX_REQUEST_IDS = 2_000
+# The state is carried to the next run as its input (continue-as-new), which must stay far below
+# Temporal's 2 MB for a payload (the SDK warns from 512 KiB): each list is bounded by count and by
+# its size as UTF-8 JSON, oldest out first. With the contract's own bounds on the rest (the
+# opportunity's data, the definition, tasks: rules.py, definition.py) the whole stays under 512 KiB,
+# whatever senders put in it (tests/unit/test_state_bounds.py).
+MAX_REJECTED, REJECTED_BYTES = 100, 32 * 1024
+MAX_REQUEST_IDS, LEDGER_BYTES = 2_000, 96 * 1024
+WAITING_BYTES = 48 * 1024  # signals carried to the next run, and those that wait for PostgreSQL
 MAX_PAYLOAD_CHARS = 2_000
 MAX_REFUSAL_CHARS = 500
 
 
 # What records the commands a run took, kept when a command is rolled back.
 _LEDGER = frozenset({"requests", "request_ids", "rejected", "deferred", "retry", "refusals"})
+
+
+def size(value: Any) -> int:
+    """`value`'s size as UTF-8 JSON, as a payload carries it."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def json_safe(value: Any) -> bool:
@@ -89,6 +101,10 @@ class DeferredCommand(BaseModel):
     args: list[Any] = []
 
 
+def _answer_size(request_id: str, answer: Answer) -> int:
+    return size(request_id) + size(answer.fingerprint) + size(answer.refusal or "") + 48
+
+
 class SaleState(BaseModel):
     opportunity_id: str
     owner: str = ""
@@ -123,6 +139,7 @@ class SaleState(BaseModel):
     run_no: int = 0
     # Signals that came while PostgreSQL was not answering, in order: applied once it answers.
     retry: list[DeferredCommand] = []
+    _ledger_bytes: int | None = PrivateAttr(default=None)  # the size of `requests`, kept as it changes
 
     def stale_deadline(self) -> datetime | None:
         """When the current visit becomes stale (R20): its stage's limit after the last completion
@@ -166,14 +183,31 @@ class SaleState(BaseModel):
         return None if request_id is None else self.requests.get(request_id)
 
     def remember(self, request_id: str | None, fingerprint: str = "", refusal: str | None = None) -> None:
-        """Keep the answer to a request (the first one stays: a retry changes nothing)."""
+        """Keep the answer to a request (the first one stays: a retry changes nothing); the oldest
+        go once there are MAX_REQUEST_IDS or LEDGER_BYTES of them (an applied request is still known
+        then: PostgreSQL keeps it)."""
         if request_id is None or request_id in self.requests:
             return
         if refusal is not None and len(refusal) > MAX_REFUSAL_CHARS:
             refusal = refusal[:MAX_REFUSAL_CHARS] + "…"
-        self.requests[request_id] = Answer(fingerprint=fingerprint, refusal=refusal)
-        for oldest in list(self.requests)[: max(0, len(self.requests) - MAX_REQUEST_IDS)]:
-            del self.requests[oldest]
+        answer = Answer(fingerprint=fingerprint, refusal=refusal)
+        self._ledger_bytes = self._ledger_size() + _answer_size(request_id, answer)
+        self.requests[request_id] = answer
+        while len(self.requests) > MAX_REQUEST_IDS or self._ledger_bytes > LEDGER_BYTES:
+            oldest = next(iter(self.requests))
+            self._ledger_bytes -= _answer_size(oldest, self.requests.pop(oldest))
+
+    def _ledger_size(self) -> int:
+        if self._ledger_bytes is None:  # a state read from the run's input: counted once
+            self._ledger_bytes = sum(_answer_size(i, a) for i, a in self.requests.items())
+        return self._ledger_bytes
+
+    def can_carry(self, args: Any) -> bool:
+        """Whether one more signal fits with those carried or waiting (WAITING_BYTES)."""
+        if not json_safe(args):
+            return False
+        waiting = sum(size(d.model_dump(mode="json")) for d in (*self.deferred, *self.retry))
+        return waiting + size(args) + 300 <= WAITING_BYTES  # and its name
 
     def checkpoint(self) -> SaleState:
         """What `roll_back` returns to: the state as a command found it."""
@@ -200,9 +234,15 @@ class SaleState(BaseModel):
         return self.model_copy(update={"tasks": keep})
 
     def reject(self, at: datetime, command: str, reason: str, payload: Any) -> None:
+        """Record a refusal in `rejected`: the last MAX_REJECTED, at most REJECTED_BYTES of them."""
         payload = storable(payload)
-        self.rejected.append(Rejection(at=at, command=command, reason=reason, payload=payload))
+        self.rejected.append(
+            Rejection(at=at, command=command[:200], reason=reason[:MAX_REFUSAL_CHARS], payload=payload)
+        )
         del self.rejected[:-MAX_REJECTED]
+        sizes = [size(r.model_dump(mode="json")) for r in self.rejected]
+        while len(sizes) > 1 and sum(sizes) > REJECTED_BYTES:
+            del self.rejected[0], sizes[0]
 
     def stage_part(self) -> StageTasks | None:
         """The definition's part for the current stage (its tasks and guidance), while open."""

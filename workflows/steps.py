@@ -33,13 +33,15 @@ class RequestMark(_Model):
 class Fence(_Model):
     """Where one write of a process stands in its opportunity's journal (activities/journal.py):
     its number and the chain of the writes up to it, when in the run it was decided (the run's
-    number and its history length then: a later attempt decides later), and what the run had
-    settled before the workflow task that decided it began (in history for good)."""
+    number, the history length of the workflow task then, and when that attempt of it began: a
+    later attempt decides later), and what the run had settled before that workflow task began
+    (in history for good)."""
 
     process: str  # the process's first run id: one per process, kept across its runs
     run_id: str
     run_no: int
     history_length: int
+    attempt_at: datetime | None = None  # when the attempt of that workflow task began
     number: int | None = None  # None: the process's opening, which the journal numbers
     chain: str
     durable: int = 0

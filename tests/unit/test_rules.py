@@ -23,7 +23,15 @@ from workflows.rules import (
     parse_command,
     request_id_of,
 )
-from workflows.state import ProcessInput, SaleState, TaskState, fingerprint
+from workflows.state import (
+    LEDGER_BYTES,
+    MAX_REQUEST_IDS,
+    ProcessInput,
+    SaleState,
+    TaskState,
+    fingerprint,
+    size,
+)
 from workflows.steps import NewTask
 
 NOW = datetime(2030, 5, 4, 10, tzinfo=UTC)
@@ -252,15 +260,17 @@ def test_one_payload_one_request_id_one_fingerprint_per_command() -> None:
     assert same != fingerprint("add_task", {"stage": "P", "actor": "a"})
 
 
-def test_the_request_ledger_keeps_the_first_answer_and_the_last_two_thousand() -> None:
+def test_the_request_ledger_keeps_the_first_answer_and_the_last_requests() -> None:
     state = SaleState(opportunity_id="o1", request_ids=["old"])  # from a run of an earlier version
     assert state.answer("old") is not None and state.answer("old").fingerprint == ""  # type: ignore[union-attr]
     state.remember("r1", "fp1", "Unknown task 'x'")
     state.remember("r1", "fp2")  # a second answer changes nothing
     assert (state.answer("r1").fingerprint, state.answer("r1").refusal) == ("fp1", "Unknown task 'x'")  # type: ignore[union-attr]
-    for i in range(2_100):
-        state.remember(f"n{i}")
-    assert len(state.requests) == 2_000 and state.answer("n99") is None and state.seen("n2099")
+    for i in range(3_000):  # typical (a uuid and a fingerprint): the newest, by their size
+        state.remember(f"r-{i:032x}", "0123456789abcdef")
+    held = [(i, a.model_dump(mode="json")) for i, a in state.requests.items()]
+    assert 900 < len(held) < MAX_REQUEST_IDS and size(dict(held)) <= LEDGER_BYTES
+    assert state.seen(f"r-{2_999:032x}") and not state.seen(f"r-{0:032x}") and not state.seen("r1")
 
 
 def test_a_guess_for_a_stage_name_in_another_case_or_with_a_typo() -> None:
