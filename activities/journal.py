@@ -80,7 +80,9 @@ async def write(
             raise Superseded(f"{opportunity_id}: process {fence.process} has been followed by another")
         if head is not None and await _written(conn, head, fence):
             return None
-        if await _later_than(conn, opportunity_id, fence.number, _epoch(fence)):
+        if await _later_than(conn, opportunity_id, fence.number, _epoch(fence)) or (
+            head is not None and await _prefix_replaced(conn, head, fence)
+        ):
             raise Superseded(f"{opportunity_id}: write {fence.number} was decided before those there")
         if head is not None and head["number"] >= fence.number:
             await undo_from(conn, opportunity_id, fence.number)
@@ -193,6 +195,27 @@ async def _later_than(
     return any(_epoch(r) > epoch for r in rows)
 
 
+async def _prefix_replaced(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
+    """Whether the write before this one is another, decided after it: a later attempt replaced
+    this write's own, so this one is what is left of a lost attempt."""
+    assert fence.number is not None
+    before = await conn.fetchrow(
+        "SELECT chain, run_no, history_length, attempt_at FROM journal"
+        " WHERE opportunity_id = $1 AND number = $2",
+        head["opportunity_id"],
+        fence.number - 1,
+    )
+    if before is None or before["chain"] == fence.prev_chain:
+        return False
+    if _epoch(before) > _epoch(fence):
+        return True
+    log.error(
+        "%s: write %d follows another write %d than the run's (%s, not %s)",
+        head["opportunity_id"], fence.number, fence.number - 1, before["chain"], fence.prev_chain,
+    )  # fmt: skip
+    return False
+
+
 async def _written(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
     """Whether this very write is in the journal already (a retry of its step)."""
     if fence.number is not None and fence.number <= head["confirmed"]:
@@ -240,8 +263,14 @@ async def _record(
         task_queue,
         fence.attempt_at,
     )
-    if start is not None:
-        await _set_head(conn, opportunity_id, fence, start)
+    # The journal of a run that continued one from before the journal begins with its first write.
+    await _set_head(
+        conn,
+        opportunity_id,
+        fence,
+        start or JournalStart(number=fence.number or 0, chain="", run_no=fence.run_no),
+        keep=start is None,
+    )
     await conn.execute(
         "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6,"
         " attempt_at = $7 WHERE opportunity_id = $1",
@@ -256,14 +285,22 @@ async def _record(
     await conn.execute("SELECT pg_notify($1, '')", WRITES_CHANNEL)
 
 
-async def _set_head(conn: asyncpg.Connection, opportunity_id: str, fence: Fence, start: JournalStart) -> None:
+async def _set_head(
+    conn: asyncpg.Connection, opportunity_id: str, fence: Fence, start: JournalStart, *, keep: bool = False
+) -> None:
+    """The opportunity's head for a process that begins with `start` (`keep`: unless it has one)."""
     await conn.execute(
         "INSERT INTO projections (opportunity_id, process, process_start, start_run_no, number, chain,"
         " run_no, history_length) VALUES ($1, $2, $3, $4, $3, $5, $4, $6)"
-        " ON CONFLICT (opportunity_id) DO UPDATE SET process = EXCLUDED.process,"
-        " process_start = EXCLUDED.process_start, start_run_no = EXCLUDED.start_run_no,"
-        " number = EXCLUDED.number, chain = EXCLUDED.chain, run_no = EXCLUDED.run_no,"
-        " history_length = EXCLUDED.history_length",
+        " ON CONFLICT (opportunity_id) DO "
+        + (
+            "NOTHING"
+            if keep
+            else "UPDATE SET process = EXCLUDED.process,"
+            " process_start = EXCLUDED.process_start, start_run_no = EXCLUDED.start_run_no,"
+            " number = EXCLUDED.number, chain = EXCLUDED.chain, run_no = EXCLUDED.run_no,"
+            " history_length = EXCLUDED.history_length"
+        ),
         opportunity_id,
         fence.process,
         start.number,

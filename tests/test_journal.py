@@ -10,17 +10,24 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
+import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities import journal
+from activities.sale import SaleActivities
 from tests.helpers import Sale, assert_the_database_is_the_runs, eventually, worker_process
 from tests.webhook_receiver import Receiver
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows import contract as c
 from workflows.contract import NewOpportunity, StateView
 from workflows.state import ProcessInput
+from workflows.steps import EnterStage, Fence, JournalView, NewTask, OpenOpportunity
 
 
 @contextlib.asynccontextmanager
@@ -111,3 +118,124 @@ async def test_a_lost_workflow_task_whose_commands_come_back_in_another_order_le
     entered = [(e["data"]["visit"], e["data"]["stage"]) for e in taken if e["type"].endswith("stage.entered")]
     assert entered == [(1, "Qualification"), (2, "Contracting"), (3, "Proposal")]
     assert not {f"{t}:created" for t in lost} & set(receiver.on_wire)
+
+
+# The journal's rules, straight on PostgreSQL through the real steps (activities/journal.py) ----
+
+
+def _entry(opp: str, visit: int, stage: str, at: datetime, keys: tuple[str, ...] = ("a",)) -> EnterStage:
+    tasks = tuple(
+        NewTask(task_id=f"{opp}:v{visit}:{k}", task_key=k, title=k.upper(), start_at=at, due_at=at)
+        for k in keys
+    )
+    return EnterStage(
+        opportunity_id=opp,
+        visit_no=visit,
+        stage=stage,
+        owner="erin",
+        actor="op",
+        reason=None,
+        at=at,
+        tasks=tasks,
+    )
+
+
+def _fence(
+    number: int,
+    chain: str,
+    length: int,
+    began: datetime,
+    prev: str = "",
+    durable: int = 0,
+    durable_chain: str = "",
+) -> Fence:
+    return Fence(
+        process="p1", run_id="r1", run_no=1, history_length=length, attempt_at=began, number=number,
+        chain=chain, prev_chain=prev, durable=durable, durable_chain=durable_chain,
+    )  # fmt: skip
+
+
+async def _rows(pool: asyncpg.Pool, opp: str) -> dict[str, Any]:
+    return {
+        "visits": [(r["visit_no"], r["stage"]) for r in await pool.fetch(
+            "SELECT visit_no, stage FROM stage_visits WHERE opportunity_id = $1 ORDER BY 1", opp)],
+        "tasks": sorted((r["id"], r["status"]) for r in await pool.fetch(
+            "SELECT id, status FROM tasks WHERE opportunity_id = $1", opp)),
+        "notes": await pool.fetchval("SELECT count(*) FROM notifications WHERE opportunity_id = $1", opp),
+        "drafts": await pool.fetchval("SELECT count(*) FROM event_drafts WHERE opportunity_id = $1", opp),
+        "events": [r["id"] for r in await pool.fetch(
+            "SELECT id FROM events WHERE opportunity_id = $1 ORDER BY sequence", opp)],
+        "ops": [(r["kind"], r["task_id"]) for r in await pool.fetch(
+            "SELECT kind, task_id FROM task_ops WHERE opportunity_id = $1 ORDER BY number, ordinal", opp)],
+    }  # fmt: skip
+
+
+async def test_a_lost_attempts_write_is_undone_a_late_one_refused_a_retry_changes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    """A run continued from one before the journal begins it with its first write (no opening).
+    Write 2 by a lost attempt is undone by the true write 2 of a later attempt, rows, drafts and
+    operations; the lost attempt's write 3, coming late, is refused; the true write 2 run again
+    changes nothing; a later write confirms what was settled before its workflow task: events
+    reach the feed, operations become ready."""
+    acts, env = SaleActivities(pool), ActivityEnvironment()
+    opp, t0 = f"opp-{uuid.uuid4().hex[:12]}", datetime.now(UTC)
+    new = NewOpportunity(title="Journal", customer="Acme", owner="erin")
+    await env.run(acts.open_opportunity, OpenOpportunity(opportunity_id=opp, actor="op", new=new))  # no fence
+    first = _entry(opp, 1, "Qualification", t0)
+    await env.run(acts.enter_stage, first.model_copy(update={"fence": _fence(1, "c1", 10, t0)}))
+    lost = _entry(opp, 2, "Proposal", t0, ("x", "y"))
+    await env.run(acts.enter_stage, lost.model_copy(update={"fence": _fence(2, "lost", 20, t0, "c1")}))
+    assert (await _rows(pool, opp))["visits"] == [(1, "Qualification"), (2, "Proposal")]
+
+    later = t0 + timedelta(seconds=5)  # the next attempt of the same workflow task: same length
+    true = _entry(opp, 2, "Contracting", later, ("s",))
+    await env.run(acts.enter_stage, true.model_copy(update={"fence": _fence(2, "c2", 20, later, "c1")}))
+    rows = await _rows(pool, opp)
+    assert rows["visits"] == [(1, "Qualification"), (2, "Contracting")]
+    assert [t for t, _ in rows["tasks"]] == [f"{opp}:v1:a", f"{opp}:v2:s"]
+    assert ("start", f"{opp}:v2:x") not in rows["ops"] and ("start", f"{opp}:v2:s") in rows["ops"]
+    assert rows["events"] == [f"{opp}:started"]  # what the run has not settled is not out
+
+    late = _entry(opp, 3, "Presentation", t0)  # the lost attempt's next step, after all that
+    with pytest.raises(ApplicationError, match="decided before those there"):
+        await env.run(acts.enter_stage, late.model_copy(update={"fence": _fence(3, "lost3", 20, t0, "lost")}))
+    await env.run(acts.enter_stage, true.model_copy(update={"fence": _fence(2, "c2", 20, later, "c1")}))
+    assert await _rows(pool, opp) == rows  # a retry: nothing more
+
+    third = _entry(opp, 3, "Proposal", later + timedelta(seconds=1))
+    await env.run(
+        acts.enter_stage, third.model_copy(update={"fence": _fence(3, "c3", 30, later, "c2", 2, "c2")})
+    )
+    rows = await _rows(pool, opp)
+    entered = [e for e in rows["events"] if e.endswith(":entered")]
+    assert entered == [f"{opp}:v1:entered", f"{opp}:v2:entered"]  # confirmed up to write 2; 3 waits
+    assert await pool.fetchval("SELECT confirmed FROM projections WHERE opportunity_id = $1", opp) == 2
+    ready = await pool.fetch("SELECT kind, task_id FROM task_ops WHERE opportunity_id = $1 AND ready", opp)
+    assert ("start", f"{opp}:v2:s") in {(r["kind"], r["task_id"]) for r in ready}
+
+
+async def test_the_relay_confirms_what_a_quiet_run_settled_and_undoes_what_it_never_had(
+    pool: asyncpg.Pool,
+) -> None:
+    acts, env = SaleActivities(pool), ActivityEnvironment()
+    opp, t0 = f"opp-{uuid.uuid4().hex[:12]}", datetime.now(UTC)
+    new = NewOpportunity(title="Quiet", customer="Acme", owner="erin")
+    await env.run(acts.open_opportunity, OpenOpportunity(opportunity_id=opp, actor="op", new=new))
+    await env.run(
+        acts.enter_stage,
+        _entry(opp, 1, "Qualification", t0).model_copy(update={"fence": _fence(1, "c1", 10, t0)}),
+    )
+    await env.run(
+        acts.enter_stage,
+        _entry(opp, 2, "Proposal", t0).model_copy(update={"fence": _fence(2, "lost", 20, t0, "c1")}),
+    )
+    view = JournalView(process="p1", writes=1, chain="c1", holding=1, run_no=1, history_length=25)
+    changed = await pool.fetchval(
+        "SELECT count(*) FROM journal_undo WHERE opportunity_id = $1 AND number = 2", opp
+    )
+    async with pool.acquire() as conn:
+        assert await journal.resolve(conn, opp, view) == (1, changed) and changed > 0
+    rows = await _rows(pool, opp)
+    assert rows["visits"] == [(1, "Qualification")] and rows["drafts"] == 0
+    assert [e for e in rows["events"] if e.endswith(":entered")] == [f"{opp}:v1:entered"]

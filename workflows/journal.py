@@ -86,6 +86,7 @@ class Journal:
             attempt_at=self._attempt_at,
             number=None if opening else state.writes + 1,
             chain=_digest(f"{'' if opening else state.chain}:{digest}"),
+            prev_chain="" if opening else state.chain,
             durable=self._durable[0],
             durable_chain=self._durable[1],
             request=self.request,

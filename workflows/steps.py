@@ -44,6 +44,7 @@ class Fence(_Model):
     attempt_at: datetime | None = None  # when the attempt of that workflow task began
     number: int | None = None  # None: the process's opening, which the journal numbers
     chain: str
+    prev_chain: str = ""  # the chain of the write before it, as the run has it
     durable: int = 0
     durable_chain: str = ""
     request: RequestMark | None = None  # the first write of a command with a request id
