@@ -297,12 +297,18 @@ async def assert_the_database_is_the_runs(
         f"open in the run only {open_in_run - open_rows}, in PostgreSQL only {open_rows - open_in_run}"
     )
     for task_id, task in tasks.items():  # every task has its workflow, open while the task is
-        described = await sale.client.get_workflow_handle(c.task_workflow_id(task_id)).describe()
-        running = described.status == WorkflowExecutionStatus.RUNNING
-        assert running == (task["status"] == "open") or task["kind"] == "follow-up", (
-            task_id,
-            described.status,
-        )
+        # Told, it ends once a worker takes its workflow task (after a worker killed, its sticky
+        # queue's time-out first).
+        workflow = sale.client.get_workflow_handle(c.task_workflow_id(task_id))
+        want_running = task["status"] == "open" or task["kind"] == "follow-up"
+        try:
+            await eventually(
+                workflow.describe,
+                lambda d, want=want_running: (d.status == WorkflowExecutionStatus.RUNNING) == want,  # type: ignore[misc]
+            )
+        except AssertionError:
+            seen = [e.WhichOneof("attributes") async for e in workflow.fetch_history_events()]
+            raise AssertionError(f"{task_id} is {task['status']}, its workflow: {seen}") from None
     for task_id in never:
         assert task_id not in tasks and task_id not in created
         with pytest.raises(RPCError) as missing:
