@@ -79,6 +79,7 @@ async def write(
         if head is not None and head["process"] != fence.process:
             raise Superseded(f"{opportunity_id}: process {fence.process} has been followed by another")
         if head is not None and await _written(conn, head, fence):
+            await _adopt(conn, opportunity_id, fence.number, fence.run_id, _epoch(fence))
             return None
         if await _later_than(conn, opportunity_id, fence.number, _epoch(fence)) or (
             head is not None and await _prefix_replaced(conn, head, fence)
@@ -147,9 +148,10 @@ async def open_process(
                 opportunity_id,
                 first,
             )
-            if entry is not None and entry["chain"] == fence.chain and entry["result"] is not None:
-                return read(json_args(entry["result"])), start  # run again: what it read then
             opening = (head["start_run_no"], fence.history_length, fence.attempt_at or _BEFORE_ALL)
+            if entry is not None and entry["chain"] == fence.chain and entry["result"] is not None:
+                await _adopt(conn, opportunity_id, first, fence.run_id, opening)
+                return read(json_args(entry["result"])), start  # run again: what it read then
             if await _later_than(conn, opportunity_id, first, opening):
                 raise Superseded(f"{opportunity_id}: the opening was decided before the writes there")
             await undo_from(conn, opportunity_id, first)
@@ -228,6 +230,26 @@ async def _written(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence)
         fence.number,
     )
     return bool(chain == fence.chain)
+
+
+async def _adopt(
+    conn: asyncpg.Connection, opportunity_id: str, number: int, run_id: str, epoch: tuple[Any, ...]
+) -> None:
+    """A later attempt of a workflow task has decided the same write again: the entry is now that
+    attempt's (the earlier one was lost), so what is judged by when it was decided (the relay's
+    undo of what a run does not have, a late step's refusal) judges it by the later attempt."""
+    await conn.execute(
+        "UPDATE journal SET run_id = $3, run_no = $4, history_length = $5, attempt_at = $6"
+        " WHERE opportunity_id = $1 AND number = $2"
+        "  AND (run_no, history_length, coalesce(attempt_at, '-infinity'))"
+        "   < ($4, $5, coalesce($6, '-infinity'::timestamptz))",
+        opportunity_id,
+        number,
+        run_id,
+        epoch[0],
+        epoch[1],
+        None if epoch[2] == _BEFORE_ALL else epoch[2],
+    )
 
 
 async def _capture(conn: asyncpg.Connection, opportunity_id: str, number: int) -> None:
@@ -469,8 +491,10 @@ async def waiting(conn: asyncpg.Connection, task_queue: str, older_than: float, 
 async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalView) -> tuple[int, int]:
     """Bring the journal to what the run says (a query of it, asked before this transaction
     began): the writes of its ended commands confirmed; entries after those it holds undone, if
-    they were decided no later than the run's last workflow task (what a command under way wrote,
-    or has in flight, stays, and so does anything decided after). Returns (confirmed, undone)."""
+    they were decided before the workflow task it answered from (a lost attempt's, or a step that
+    gave up). What a command under way wrote, or has in flight, stays, and so does anything decided
+    in that attempt of the task or after: the run may have written it after it answered.
+    Returns (confirmed, undone)."""
     async with events.transaction(conn, opportunity_id):
         head = await _head(conn, opportunity_id)
         if head is None:
@@ -480,14 +504,14 @@ async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalVi
         confirmed = await _confirm(conn, opportunity_id, view.writes, view.chain) if view.writes else 0
         after = view.holding + 1
         beyond = await conn.fetch(
-            "SELECT run_no, history_length FROM journal WHERE opportunity_id = $1 AND number >= $2",
+            "SELECT run_no, history_length, attempt_at FROM journal"
+            " WHERE opportunity_id = $1 AND number >= $2",
             opportunity_id,
             after,
         )
+        answered = (view.run_no, view.history_length, view.attempt_at or _BEFORE_ALL)
         undone = 0
-        if beyond and all(
-            (r["run_no"], r["history_length"]) <= (view.run_no, view.history_length) for r in beyond
-        ):
+        if beyond and all(_epoch(r) < answered for r in beyond):
             undone = await undo_from(conn, opportunity_id, after)
         return confirmed, undone
 

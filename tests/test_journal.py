@@ -230,7 +230,10 @@ async def test_the_relay_confirms_what_a_quiet_run_settled_and_undoes_what_it_ne
         acts.enter_stage,
         _entry(opp, 2, "Proposal", t0).model_copy(update={"fence": _fence(2, "lost", 20, t0, "c1")}),
     )
-    view = JournalView(process="p1", writes=1, chain="c1", holding=1, run_no=1, history_length=25)
+    # The run answered from a later workflow task: write 2 (decided before it) is a lost attempt's.
+    view = JournalView(
+        process="p1", writes=1, chain="c1", holding=1, run_no=1, history_length=25, attempt_at=t0
+    )
     changed = await pool.fetchval(
         "SELECT count(*) FROM journal_undo WHERE opportunity_id = $1 AND number = 2", opp
     )
@@ -239,3 +242,34 @@ async def test_the_relay_confirms_what_a_quiet_run_settled_and_undoes_what_it_ne
     rows = await _rows(pool, opp)
     assert rows["visits"] == [(1, "Qualification")] and rows["drafts"] == 0
     assert [e for e in rows["events"] if e.endswith(":entered")] == [f"{opp}:v1:entered"]
+
+    # The next attempt of that task answers the query, then writes 2 and 3 (a command's steps):
+    # the answer (holding 1) reaches the relay after them, and they stay.
+    later = t0 + timedelta(seconds=10)
+    await env.run(
+        acts.enter_stage,
+        _entry(opp, 2, "Contracting", later).model_copy(update={"fence": _fence(2, "c2", 25, later, "c1")}),
+    )
+    await env.run(
+        acts.enter_stage,
+        _entry(opp, 3, "Proposal", later).model_copy(update={"fence": _fence(3, "c3", 25, later, "c2")}),
+    )
+    answered = view.model_copy(update={"attempt_at": later})
+    async with pool.acquire() as conn:
+        assert await journal.resolve(conn, opp, answered) == (0, 0)
+    visits = [(1, "Qualification"), (2, "Contracting"), (3, "Proposal")]
+    assert (await _rows(pool, opp))["visits"] == visits
+    async with pool.acquire() as conn:  # an answer from an earlier attempt of that task: the same
+        assert await journal.resolve(conn, opp, view) == (0, 0)
+    assert (await _rows(pool, opp))["visits"] == visits
+
+    # That attempt is lost too; the next one decides write 2 alike (so it is written already) and
+    # answers the query before its write 3: write 2 is now the next attempt's, and stays.
+    again = later + timedelta(seconds=10)
+    await env.run(
+        acts.enter_stage,
+        _entry(opp, 2, "Contracting", again).model_copy(update={"fence": _fence(2, "c2", 25, again, "c1")}),
+    )
+    async with pool.acquire() as conn:
+        assert await journal.resolve(conn, opp, view.model_copy(update={"attempt_at": again})) == (0, 0)
+    assert (await _rows(pool, opp))["visits"] == visits

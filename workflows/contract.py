@@ -39,8 +39,10 @@ HANDING_OVER = "HandingOver"  # send the same request again: the next run takes 
 UNAVAILABLE = "Unavailable"  # not applied now (PostgreSQL not answering): send the same request again
 INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process: the run failed
 # Update failures that say "not now", or leave the outcome unknown (the run that took the update
-# ended before answering it): the same request sent again is applied once, or answered as it was.
-NOT_NOW = frozenset({HANDING_OVER, UNAVAILABLE, "AcceptedUpdateCompletedWorkflow"})
+# ended before answering it), or come from Temporal for an update no workflow code saw (the
+# workflow task that carried it completed without it: "UnprocessedUpdate"): the same request sent
+# again is applied once, or answered as it was.
+NOT_NOW = frozenset({HANDING_OVER, UNAVAILABLE, "AcceptedUpdateCompletedWorkflow", "UnprocessedUpdate"})
 
 
 def _storable(text: str) -> str:

@@ -125,7 +125,8 @@ class Journal:
             chain=self._committed[1],
             holding=max(state.writes, pending.number or 0) if pending else state.writes,
             run_no=state.run_no,
-            history_length=workflow.info().get_current_history_length(),
+            history_length=self._length,
+            attempt_at=self._attempt_at,
         )
 
 

@@ -61,7 +61,9 @@ class JournalStart(_Model):
 class JournalView(_Model):
     """What a run says of its writes (the `journal` query): those of the commands that ended (in
     history for good: a query is answered on a completed workflow task), and up to which write it
-    holds or has in flight, for a command under way."""
+    holds or has in flight, for a command under way; and the workflow task it answers from (its
+    history length and when its attempt began: a write decided there or later is not a lost
+    attempt's, even one made after the run answered)."""
 
     process: str
     writes: int
@@ -69,6 +71,7 @@ class JournalView(_Model):
     holding: int
     run_no: int
     history_length: int
+    attempt_at: datetime | None = None
 
 
 class TaskOp(_Model):
