@@ -372,7 +372,10 @@ async def shell(
 
 
 @asynccontextmanager
-async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+async def worker_process(
+    env: dict[str, str], *args: str, module: str = "worker.main"
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A worker of its own (`module` with `args`: another kind of worker), killed at the end."""
     # TEST_WORKER_LOGS=folder keeps each worker's log there (to see what a failing test's did).
     folder = os.environ.get("TEST_WORKER_LOGS")
     log: Any = asyncio.subprocess.DEVNULL
@@ -382,7 +385,8 @@ async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subproces
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "worker.main",
+        module,
+        *args,
         env=env,
         stdout=log,
         stderr=log,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -30,21 +29,11 @@ from workflows.state import ProcessInput
 from workflows.steps import EnterStage, Fence, JournalView, NewTask, OpenOpportunity
 
 
-@contextlib.asynccontextmanager
-async def killing_worker(
+def killing_worker(
     env: dict[str, str], step: str, condition: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
     """A worker that dies the moment `step` has committed for a row where `condition` holds."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.killing_worker", step, condition, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    return worker_process(env, step, condition, module="tests.killing_worker")
 
 
 @contextlib.asynccontextmanager

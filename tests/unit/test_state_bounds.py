@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from tests.unit.test_rules import STAGES
 from workflows.contract import AddTask, ChangeStage, OpportunityFields
 from workflows.definition import (
     DEFINITION_BYTES,
@@ -69,12 +70,7 @@ def _state() -> SaleState:
     definition = _widest_definition()
     lookup = list(load_default_definition().stages)
     stages = (
-        Stage(name="Qualification", order=1, final=False, probability=10),
-        Stage(name="Presentation", order=2, final=False, probability=30),
-        Stage(name="Proposal", order=3, final=False, probability=60),
-        Stage(name="Contracting", order=4, final=False, probability=80),
-        Stage(name="Closed won", order=5, final=True, successful=True, probability=100),
-        Stage(name="Closed lost", order=6, final=True, successful=False, probability=0),
+        *STAGES,
         *(
             Stage(name=f"{i}{_text(98)}", order=10 + i, final=True, successful=False, probability=0)
             for i in range(44)
