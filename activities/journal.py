@@ -22,25 +22,22 @@ feed, numbered on without gaps, and its operations are carried out.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from opentelemetry import propagate
 from pydantic import BaseModel
 
 from activities import events
-from workflows.steps import Fence, JournalStart, JournalView, RequestMark, TaskOp
+from activities.task_ops import OPS_CHANNEL, json_args
+from workflows.steps import Fence, JournalStart, JournalView, RequestMark
 
 log = logging.getLogger("corpsale.journal")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready
-TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
 WRITES_CHANNEL = "corpsale_journal"  # notified when a write awaits its confirmation
 
 
@@ -413,53 +410,6 @@ async def _confirm(conn: asyncpg.Connection, opportunity_id: str, upto: int, cha
     return confirmed
 
 
-# What a write asks of the task workflows -----------------------------------------------------
-
-
-async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[TaskOp]) -> None:
-    """Task workflow operations of the write under way (its journal number is the transaction's):
-    carried out once it is confirmed. Without a journaled write (a run from before the journal),
-    nothing: such a run starts and tells its task workflows itself."""
-    number = await conn.fetchval("SELECT nullif(current_setting('corpsale.journal_number', true), '')")
-    drafting = await conn.fetchval("SELECT current_setting('corpsale.journal_opportunity', true)")
-    if not ops or number is None or not drafting:
-        return
-    trace: dict[str, str] = {}
-    propagate.inject(trace)  # the step's trace (with tracing on): its task workflows join it
-    await conn.executemany(
-        "INSERT INTO task_ops (opportunity_id, number, kind, task_id, args)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        [
-            (
-                opportunity_id,
-                int(number),
-                op.kind,
-                op.task_id,
-                json.dumps({**op.args, TRACE: trace}, default=str),
-            )
-            for op in ops
-        ],
-    )
-
-
-async def ready_ops(conn: asyncpg.Connection, task_queue: str, limit: int) -> list[asyncpg.Record]:
-    """Ready operations of this task queue's processes, each opportunity's in order."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
-        " JOIN projections p ON p.opportunity_id = o.opportunity_id"
-        " WHERE o.ready AND p.task_queue = $1 ORDER BY o.opportunity_id, o.number, o.ordinal LIMIT $2",
-        task_queue,
-        limit,
-    )
-    return rows
-
-
-async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
-    await conn.executemany(
-        "DELETE FROM task_ops WHERE opportunity_id = $1 AND number = $2 AND ordinal = $3", done
-    )
-
-
 # What the journal relay asks of idle runs ----------------------------------------------------
 
 _LEADER = 7_240_312  # the advisory lock class of the journal relays (with their task queue's hash)
@@ -527,7 +477,3 @@ async def unconfirmed(conn: asyncpg.Connection, opportunity_ids: list[str] | Non
         opportunity_ids,
     )
     return rows
-
-
-def json_args(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else json.loads(value)

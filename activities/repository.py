@@ -3,7 +3,7 @@ notifications, closing. Each write runs in its caller's transaction, which holds
 lock (activities/journal.py `write`). Every write is idempotent by construction: rows have
 deterministic ids and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the
 state they expect. A write that opens, completes, cancels or reassigns tasks also asks the same of
-their workflows (`journal.stage_ops`), carried out once the write is confirmed.
+their workflows (`task_ops.stage_ops`), carried out once the write is confirmed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from activities import events, journal, notices
+from activities import events, notices, task_ops
 from workflows.contract import OpportunityFields
 from workflows.definition import Reminders, Stage
 from workflows.state import TaskInput
@@ -133,7 +133,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     for task in canceled:  # of earlier visits: a re-run of an earlier entry cancels no later one
         if events.visit_no(task["visit_id"]) < step.visit_no:
             await events.task_canceled(conn, step.opportunity_id, task["id"], step.at)
-    await journal.stage_ops(
+    await task_ops.stage_ops(
         conn, step.opportunity_id, [TaskOp(kind="cancel", task_id=t["id"]) for t in canceled]
     )
     left = await conn.fetch(
@@ -178,7 +178,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     )
     await notices.notify_assigned(conn, step.opportunity_id, step.owner, step.tasks, step.at)
     await _created(conn, step, step.tasks)
-    await journal.stage_ops(
+    await task_ops.stage_ops(
         conn, step.opportunity_id, starts(step.opportunity_id, step.owner, step.tasks, step.reminders)
     )
     await conn.execute(
@@ -310,7 +310,7 @@ async def _won(conn: asyncpg.Connection, step: EnterStage, visit_id: str) -> Non
     await notices.notify_assigned(conn, step.opportunity_id, step.owner, closing.follow_up, step.at)
     await _created(conn, step, closing.follow_up)
     follow_up = starts(step.opportunity_id, step.owner, closing.follow_up, step.reminders)
-    await journal.stage_ops(conn, step.opportunity_id, follow_up)
+    await task_ops.stage_ops(conn, step.opportunity_id, follow_up)
 
 
 async def _created(conn: asyncpg.Connection, step: EnterStage, tasks: Sequence[NewTask]) -> None:
@@ -336,7 +336,7 @@ async def complete_task(conn: asyncpg.Connection, row: CompleteTaskRow, opportun
             conn, opportunity_id, row.task_id, row.outcome, row.actor, row.comment, row.at
         )
         finish = TaskOp(kind="finish", task_id=row.task_id, args={"outcome": row.outcome})
-        await journal.stage_ops(conn, opportunity_id, [finish])
+        await task_ops.stage_ops(conn, opportunity_id, [finish])
 
 
 async def cancel_task(conn: asyncpg.Connection, row: CancelTaskRow) -> None:
@@ -433,7 +433,7 @@ async def reassign(conn: asyncpg.Connection, row: ReassignRow) -> None:
         ],
     )
     owner = [TaskOp(kind="owner", task_id=i, args={"owner": row.to_owner}) for i in row.task_ids]
-    await journal.stage_ops(conn, row.opportunity_id, owner)
+    await task_ops.stage_ops(conn, row.opportunity_id, owner)
 
 
 async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
@@ -466,7 +466,7 @@ async def add_task(conn: asyncpg.Connection, row: AddTaskRow) -> None:
         at=row.at,
         adhoc=True,
     )
-    await journal.stage_ops(
+    await task_ops.stage_ops(
         conn, row.opportunity_id, starts(row.opportunity_id, row.owner, [t], row.reminders)
     )
 

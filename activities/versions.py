@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from activities import events, journal, notices
+from activities import events, notices, task_ops
 from activities.repository import starts
 from workflows.steps import MigrateRow, TaskOp
 
@@ -24,7 +24,7 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
     )
     for task in canceled:
         await events.task_canceled(conn, row.opportunity_id, task["id"], row.at)
-    await journal.stage_ops(
+    await task_ops.stage_ops(
         conn, row.opportunity_id, [TaskOp(kind="cancel", task_id=t["id"]) for t in canceled]
     )
     await conn.executemany(
@@ -37,7 +37,7 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
         ],
     )  # fmt: skip
     await notices.notify_assigned(conn, row.opportunity_id, row.owner, row.tasks, row.at)
-    await journal.stage_ops(
+    await task_ops.stage_ops(
         conn, row.opportunity_id, starts(row.opportunity_id, row.owner, row.tasks, row.reminders)
     )
     await events.tasks_created(

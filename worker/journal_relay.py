@@ -30,7 +30,7 @@ from opentelemetry import propagate
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from activities import journal
+from activities import journal, task_ops
 from activities.task_workflows import TaskWorkflows
 from workflows import contract as c
 from workflows.state import TaskInput
@@ -112,11 +112,11 @@ class JournalRelay:
             self._wake.set()
 
         try:
-            await conn.add_listener(journal.OPS_CHANNEL, woken)
+            await conn.add_listener(task_ops.OPS_CHANNEL, woken)
             yield
         finally:
             with contextlib.suppress(Exception):
-                await conn.remove_listener(journal.OPS_CHANNEL, woken)
+                await conn.remove_listener(task_ops.OPS_CHANNEL, woken)
             await self._pool.release(conn)
 
     async def pass_once(self) -> None:
@@ -161,7 +161,7 @@ class JournalRelay:
 
     async def carry_out_operations(self) -> None:
         async with self._pool.acquire() as conn:
-            ready = await journal.ready_ops(conn, self._queue, self._batch)
+            ready = await task_ops.ready_ops(conn, self._queue, self._batch)
         per_opportunity: dict[str, list[asyncpg.Record]] = {}
         for op in ready:
             per_opportunity.setdefault(op["opportunity_id"], []).append(op)
@@ -169,7 +169,7 @@ class JournalRelay:
         finished = [key for keys in done for key in keys]
         if finished:
             async with self._pool.acquire() as conn:
-                await journal.ops_done(conn, finished)
+                await task_ops.ops_done(conn, finished)
         if len(ready) >= self._batch:
             self._wake.set()
 
@@ -179,7 +179,7 @@ class JournalRelay:
         async with self._slots:
             for op in ops:
                 try:
-                    await self._carry_out(op["kind"], op["task_id"], journal.json_args(op["args"]))
+                    await self._carry_out(op["kind"], op["task_id"], task_ops.json_args(op["args"]))
                 except Exception as err:  # Temporal away: the rest waits, in order
                     log.warning(
                         "journal relay: task %s (%s): %r; trying again", op["task_id"], op["kind"], err
@@ -190,7 +190,7 @@ class JournalRelay:
 
     async def _carry_out(self, kind: str, task_id: str, args: dict[str, Any]) -> None:
         """In the trace of the step that asked for it, when that was traced."""
-        token = otel_context.attach(propagate.extract(args.pop(journal.TRACE, None) or {}))
+        token = otel_context.attach(propagate.extract(args.pop(task_ops.TRACE, None) or {}))
         try:
             await self._carry_out_traced(kind, task_id, args)
         finally:

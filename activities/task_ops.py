@@ -1,0 +1,65 @@
+"""What a process's writes ask of its task workflows (SQL): start one, finish it, cancel it, give it
+a new owner. A journaled write stages its operations under its journal number (activities/journal.py);
+once the write is confirmed they become ready, and the worker's journal relay carries them out, each
+opportunity's in order, then deletes them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from opentelemetry import propagate
+
+from workflows.steps import TaskOp
+
+OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready
+TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
+
+
+async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[TaskOp]) -> None:
+    """Task workflow operations of the write under way (its journal number is the transaction's):
+    carried out once it is confirmed. Without a journaled write (a run from before the journal),
+    nothing: such a run starts and tells its task workflows itself."""
+    number = await conn.fetchval("SELECT nullif(current_setting('corpsale.journal_number', true), '')")
+    drafting = await conn.fetchval("SELECT current_setting('corpsale.journal_opportunity', true)")
+    if not ops or number is None or not drafting:
+        return
+    trace: dict[str, str] = {}
+    propagate.inject(trace)  # the step's trace (with tracing on): its task workflows join it
+    await conn.executemany(
+        "INSERT INTO task_ops (opportunity_id, number, kind, task_id, args)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        [
+            (
+                opportunity_id,
+                int(number),
+                op.kind,
+                op.task_id,
+                json.dumps({**op.args, TRACE: trace}, default=str),
+            )
+            for op in ops
+        ],
+    )
+
+
+async def ready_ops(conn: asyncpg.Connection, task_queue: str, limit: int) -> list[asyncpg.Record]:
+    """Ready operations of this task queue's processes, each opportunity's in order."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
+        " JOIN projections p ON p.opportunity_id = o.opportunity_id"
+        " WHERE o.ready AND p.task_queue = $1 ORDER BY o.opportunity_id, o.number, o.ordinal LIMIT $2",
+        task_queue,
+        limit,
+    )
+    return rows
+
+
+async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
+    await conn.executemany(
+        "DELETE FROM task_ops WHERE opportunity_id = $1 AND number = $2 AND ordinal = $3", done
+    )
+
+
+def json_args(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)
