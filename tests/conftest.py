@@ -40,6 +40,8 @@ os.environ.setdefault("CORPSALE_JOURNAL_CONFIRM_AFTER", "0.2")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
+        dev_server_log_level=os.environ.get("TEST_SERVER_LOG_LEVEL", "warn"),
+        dev_server_extra_args=os.environ.get("TEST_SERVER_ARGS", "").split(),
         search_attributes=list(SEARCH_ATTRIBUTES),
         data_converter=pydantic_data_converter,
     ) as env:
