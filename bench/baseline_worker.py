@@ -1,5 +1,6 @@
-"""A worker for the baseline workflows: `python -m bench.baseline_worker` (TEMPORAL_ADDRESS and
-CORPSALE_TASK_QUEUE from the environment, as for the product's worker)."""
+"""A worker for the bench's bare workflows, the baseline and the floor: `python -m
+bench.baseline_worker` (TEMPORAL_ADDRESS and CORPSALE_TASK_QUEUE from the environment, as for the
+product's worker)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bench.baseline import BaselineProcess, BaselineTask, noop
+from bench.floor import FloorProcess, FloorTask, floor_step
 from worker.config import Settings, connect_temporal
 from worker.process import exit_now
 
@@ -23,8 +25,8 @@ async def main() -> None:
     async with Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BaselineProcess, BaselineTask],
-        activities=[noop],
+        workflows=[BaselineProcess, BaselineTask, FloorProcess, FloorTask],
+        activities=[noop, floor_step],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
         ),

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,22 +113,80 @@ async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any
             await asyncio.sleep(1)
 
 
-async def history_events(client: Client, workflow_id: str) -> int:
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return len(history.events)
+# What the dev server does for the client of each (by its address): see `server_costs`.
+_SERVERS: dict[str, ServerCosts] = {}
 
 
 @asynccontextmanager
 async def dev_server(persistence: str) -> AsyncIterator[Client]:
+    metrics = free_port()
     with tempfile.TemporaryDirectory(prefix="corpsale-bench-") as tmp:
         async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             dev_server_database_filename=str(Path(tmp) / "temporal.db") if persistence == "file" else None,
-            dev_server_extra_args=SQLITE_PRAGMAS if persistence == "file" else [],
+            dev_server_extra_args=[
+                *(SQLITE_PRAGMAS if persistence == "file" else []),
+                "--metrics-port",
+                str(metrics),
+            ],
             search_attributes=list(SEARCH_ATTRIBUTES),
             data_converter=pydantic_data_converter,
         ) as env:
-            yield env.client
+            address = env.client.service_client.config.target_host
+            _SERVERS[address] = ServerCosts(metrics)
+            try:
+                yield env.client
+            finally:
+                _SERVERS.pop(address, None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_costs(client: Client) -> ServerCosts:
+    return _SERVERS[client.service_client.config.target_host]
+
+
+# The requests of the frontend that a run's cost table shows, by the name it gives them.
+REQUESTS = {
+    "StartWorkflowExecution": "starts",
+    "SignalWorkflowExecution": "signals",
+    "UpdateWorkflowExecution": "updates",
+    "QueryWorkflow": "queries",
+    "DescribeWorkflowExecution": "describes",
+    "RespondWorkflowTaskCompleted": "workflow tasks",
+}
+_REQUEST = re.compile(r"^service_requests\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.MULTILINE)
+
+
+class ServerCosts:
+    """What the dev server has done so far: its CPU time (the process listening for the metrics
+    port) and its frontend's requests in the default namespace, by operation (its Prometheus
+    metrics). Two readings, before and after a run, give the run's cost."""
+
+    def __init__(self, metrics_port: int) -> None:
+        self._url = f"http://127.0.0.1:{metrics_port}/metrics"
+        self._process = next(
+            p
+            for p in psutil.Process().children(recursive=True)
+            if p.name() == "temporal" and str(metrics_port) in p.cmdline()
+        )
+
+    async def reading(self) -> dict[str, float]:
+        await asyncio.sleep(1.5)  # the server publishes its counters about every second
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(self._url, timeout=10).read().decode())
+        counts: dict[str, float] = dict.fromkeys(REQUESTS.values(), 0.0)
+        for match in _REQUEST.finditer(text):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+            name = REQUESTS.get(labels.get("operation", ""))
+            if name and labels.get("service_name") == "frontend" and labels.get("namespace") == "default":
+                counts[name] += float(match["value"])
+        cpu = self._process.cpu_times()
+        return {**counts, "server CPU ms": (cpu.user + cpu.system) * 1000}
 
 
 @asynccontextmanager

@@ -3,8 +3,10 @@
 For each size N and each dev-server persistence it pushes N opportunities concurrently through
 a path (`happy`: 9 task completions to Closed won; `revisit`: back from Proposal to
 Qualification, so three stages are entered twice, then on to Closed won) with the real worker and
-PostgreSQL, then the same calls through the bare baseline workflows (bench/baseline.py), and
-reports both and their ratio. `--rate` starts opportunities at a fixed rate instead of keeping
+PostgreSQL, then the same path through the floor (bench/floor.py: the product's shape with nothing
+else) and through the bare baseline workflows (bench/baseline.py), and reports each, the product's
+ratios to them, and what one opportunity cost the dev server in each (requests by kind, workflow
+tasks, history events, CPU). `--rate` starts opportunities at a fixed rate instead of keeping
 `--concurrency` in flight (latency at a chosen load); `--open N` measures the worker's memory with
 N opportunities open. Results go to bench/results/ (JSON) and docs/benchmarks.md (a table).
 """
@@ -24,18 +26,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from activities.db import create_pool, migrate
 from bench.baseline import STAGE_TASKS, BaselineProcess
+from bench.floor import FloorProcess
 from bench.harness import (
     RETRIED,
     ROOT,
     Progress,
     dev_server,
     execute_update,
-    history_events,
     percentiles,
+    server_costs,
     stop_on_signals,
     worker_process,
 )
@@ -88,6 +92,7 @@ class Figures:
     history_events: int = 0
     worker_peak_rss_mib: float = 0.0
     retried_updates: int = 0
+    costs: dict[str, float] = field(default_factory=dict)  # per opportunity: see `cost_table`
 
 
 @dataclass(frozen=True)
@@ -155,43 +160,96 @@ async def product_run(
     return await drive("corporate sale", n, load, one)
 
 
-async def baseline_run(
-    client: Client, queue: str, run_id: str, n: int, load: Load, path: list[Segment]
-) -> tuple[float, list[float]]:
-    async def one(i: int, latencies: list[float]) -> None:
-        wid = f"baseline-{run_id}-{i}"
-        handle = await client.start_workflow(BaselineProcess.run, id=wid, task_queue=queue)
-        for visit, segment in enumerate(path, start=1):
-            count = STAGE_TASKS[segment.stage]
-            for t in range(segment.tasks()):
-                began = time.perf_counter()
-                await execute_update(handle, BaselineProcess.complete, f"{wid}-v{visit}-t{t}")
-                if t == count - 1:
-                    latencies.append((time.perf_counter() - began) * 1000)
-            if segment.move_to is not None:
-                await execute_update(handle, BaselineProcess.move, segment.move_to)
-        await handle.result()
+def bare_run(kind: str, workflow: type[BaselineProcess] | type[FloorProcess]) -> Run:
+    """The run of the bare workflows `workflow` (the baseline or the floor): the same path."""
 
-    return await drive("baseline", n, load, one)
+    async def run(
+        client: Client, queue: str, run_id: str, n: int, load: Load, path: list[Segment]
+    ) -> tuple[float, list[float]]:
+        async def one(i: int, latencies: list[float]) -> None:
+            wid = f"{kind}-{run_id}-{i}"
+            handle = await client.start_workflow(workflow.run, id=wid, task_queue=queue)
+            for visit, segment in enumerate(path, start=1):
+                count = STAGE_TASKS[segment.stage]
+                for t in range(segment.tasks()):
+                    began = time.perf_counter()
+                    await execute_update(handle, workflow.complete, f"{wid}-v{visit}-t{t}")
+                    if t == count - 1:
+                        latencies.append((time.perf_counter() - began) * 1000)
+                if segment.move_to is not None:
+                    await execute_update(handle, workflow.move, segment.move_to)
+            await handle.result()
+
+        return await drive(kind, n, load, one)
+
+    return run
+
+
+Run = Callable[[Client, str, str, int, Load, list[Segment]], Awaitable[tuple[float, list[float]]]]
+
+
+def workflow_ids(kind: str, run_id: str, path: list[Segment]) -> tuple[str, list[str]]:
+    """The first opportunity's workflow id and those of its tasks' workflows, on `path`."""
+    if kind == "corporate sale":
+        opp = f"bench-{run_id}-0"
+        tasks = [
+            c.task_workflow_id(f"{opp}:v{visit}:{task.key}")
+            for visit, segment in enumerate(path, start=1)
+            for task in STAGES[segment.stage].tasks
+        ]
+        return c.workflow_id(opp), tasks
+    wid = f"{kind}-{run_id}-0"
+    tasks = [
+        f"{wid}-v{visit}-t{t}"
+        for visit, segment in enumerate(path, start=1)
+        for t in range(STAGE_TASKS[segment.stage])
+    ]
+    return wid, tasks
+
+
+async def history_costs(client: Client, kind: str, run_id: str, path: list[Segment]) -> dict[str, float]:
+    """Workflow tasks and history events of the first opportunity's workflow and of its tasks'."""
+    opportunity, tasks = workflow_ids(kind, run_id, path)
+    costs: dict[str, float] = {}
+    for label, ids in (("opportunity", [opportunity]), ("tasks", tasks)):
+        events = [e for wid in ids for e in (await client.get_workflow_handle(wid).fetch_history()).events]
+        costs[f"{label} workflow tasks"] = sum(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events
+        )
+        costs[f"{label} history events"] = len(events)
+    return costs
 
 
 async def measure(
-    n: int, persistence: str, load: Load, path_name: str, database_url: str, *, baseline: bool = True
+    n: int,
+    persistence: str,
+    load: Load,
+    path_name: str,
+    database_url: str,
+    *,
+    baseline: bool = True,
+    floor: bool = True,
 ) -> list[Figures]:
     run_id = uuid.uuid4().hex[:8]
     path = PATHS[path_name]
     completions = sum(s.tasks() for s in path)
-    runs = [("corporate sale", "worker.main", product_run, c.workflow_id(f"bench-{run_id}-0"))]
+    runs: list[tuple[str, str, Run]] = [("corporate sale", "worker.main", product_run)]
+    if floor:
+        runs.append(("floor", "bench.baseline_worker", bare_run("floor", FloorProcess)))
     if baseline:
-        runs.append(("baseline", "bench.baseline_worker", baseline_run, f"baseline-{run_id}-0"))
+        runs.append(("baseline", "bench.baseline_worker", bare_run("baseline", BaselineProcess)))
     async with dev_server(persistence) as client:
         results = []
-        for kind, module, run, first in runs:
+        for kind, module, run in runs:
             queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
             RETRIED.clear()
             async with worker_process(module, client, queue, database_url) as rss:
+                before = await server_costs(client).reading()
                 seconds, latencies = await run(client, queue, run_id, n, load, path)
                 peak = rss.stop()
+                after = await server_costs(client).reading()  # the worker's last tasks, meanwhile
+            costs = {k: round((after[k] - before[k]) / n, 1) for k in before}
+            costs |= await history_costs(client, kind, run_id, path)
             if kind == "corporate sale":
                 await check_database(database_url, run_id, n, completions)
             results.append(
@@ -205,9 +263,10 @@ async def measure(
                     opportunities_per_s=round(n / seconds, 2),
                     completions_per_s=round(completions * n / seconds, 1),
                     transition_ms=percentiles(latencies),
-                    history_events=await history_events(client, first),
+                    history_events=int(costs["opportunity history events"]),
                     worker_peak_rss_mib=peak,
                     retried_updates=len(RETRIED),
+                    costs=costs,
                 )
             )
             if RETRIED:
@@ -294,27 +353,60 @@ def table(results: list[Figures]) -> str:
         ]
         return "\n".join(lines)
     lines = [
-        "| run | path | N | load | persistence | opp/s | completions/s | ratio to baseline"
+        "| run | path | N | load | persistence | opp/s | completions/s | ratio to floor | ratio to baseline"
         " | transition p50 / p95 / p99 ms | history events | worker peak RSS MiB | updates sent again |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        base = next(
-            (
-                b
-                for b in results
-                if b.kind == "baseline" and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)
-            ),
-            None,
-        )
-        ratio = f"{r.opportunities_per_s / base.opportunities_per_s:.2f}" if base else "—"
-        ratio = "1" if r.kind == "baseline" else ratio
         t = r.transition_ms
         lines.append(
             f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
-            f" | {r.completions_per_s} | {ratio} | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
+            f" | {r.completions_per_s} | {_ratio(results, r, 'floor')} | {_ratio(results, r, 'baseline')}"
+            f" | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
             f" | {r.history_events} | {r.worker_peak_rss_mib} | {r.retried_updates} |"
         )
+    if any(r.costs for r in results):
+        lines += ["", cost_table(results)]
+    return "\n".join(lines)
+
+
+def _ratio(results: list[Figures], r: Figures, to: str) -> str:
+    """`r`'s throughput as a ratio of the run `to` of the same size, persistence and path."""
+    if r.kind == to:
+        return "1"
+    other = next(
+        (b for b in results if b.kind == to and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)),
+        None,
+    )
+    return f"{r.opportunities_per_s / other.opportunities_per_s:.2f}" if other else "—"
+
+
+COSTS = [
+    "starts",
+    "signals",
+    "updates",
+    "queries",
+    "describes",
+    "workflow tasks",
+    "opportunity workflow tasks",
+    "tasks workflow tasks",
+    "opportunity history events",
+    "tasks history events",
+    "server CPU ms",
+]
+
+
+def cost_table(results: list[Figures]) -> str:
+    """What one opportunity cost the dev server, per run: the frontend's requests (all callers:
+    the driver, the worker, its relays), the workflow tasks completed, the first opportunity's
+    workflow tasks and history events and those of its tasks' workflows, and the server's CPU."""
+    runs = [r for r in results if r.costs]
+    lines = [
+        "| per opportunity | " + " | ".join(f"{r.kind} ({r.persistence}, {r.load})" for r in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    for cost in COSTS:
+        lines.append(f"| {cost} | " + " | ".join(f"{r.costs.get(cost, 0):g}" for r in runs) + " |")
     return "\n".join(lines)
 
 
@@ -349,7 +441,8 @@ async def main() -> None:
     parser.add_argument(
         "--open", type=int, metavar="N", help="only open N opportunities and measure the worker's memory"
     )
-    parser.add_argument("--without-baseline", action="store_true", help="measure the product only")
+    parser.add_argument("--without-baseline", action="store_true", help="leave out the baseline")
+    parser.add_argument("--without-floor", action="store_true", help="leave out the floor")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     stop_on_signals()
@@ -371,7 +464,13 @@ async def main() -> None:
             for n in args.n or [100, 1000]:
                 print(f"N = {n}, {args.path} path, dev server {persistence}:", file=sys.stderr)
                 results += await measure(
-                    n, persistence, load, args.path, database_url, baseline=not args.without_baseline
+                    n,
+                    persistence,
+                    load,
+                    args.path,
+                    database_url,
+                    baseline=not args.without_baseline,
+                    floor=not args.without_floor,
                 )
                 save_json(results, args.out)  # kept if a later size is stopped
     write_report(results, args.out)
