@@ -80,6 +80,29 @@ class RssSampler:
         self._task.cancel()
         return round(self.peak / 2**20, 1)
 
+    def cpu_ms(self) -> float:
+        """The worker's CPU time so far."""
+        try:
+            cpu = self.proc.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(cpu.user + cpu.system) * 1000
+
+
+def postgres_cpu_ms() -> float:
+    """The CPU time of PostgreSQL's processes on this machine (the bench's own server): those
+    running and, through the postmaster, those that have ended."""
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "postgres":
+            continue
+        try:
+            cpu = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += cpu.user + cpu.system + cpu.children_user + cpu.children_system
+    return total * 1000
+
 
 async def start_worker(module: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     log.parent.mkdir(parents=True, exist_ok=True)

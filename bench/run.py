@@ -39,6 +39,7 @@ from bench.harness import (
     dev_server,
     execute_update,
     percentiles,
+    postgres_cpu_ms,
     server_costs,
     stop_on_signals,
     worker_process,
@@ -245,9 +246,11 @@ async def measure(
             RETRIED.clear()
             async with worker_process(module, client, queue, database_url) as rss:
                 before = await server_costs(client).reading()
+                before |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
                 seconds, latencies = await run(client, queue, run_id, n, load, path)
                 peak = rss.stop()
                 after = await server_costs(client).reading()  # the worker's last tasks, meanwhile
+                after |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
             costs = {k: round((after[k] - before[k]) / n, 1) for k in before}
             costs |= await history_costs(client, kind, run_id, path)
             if kind == "corporate sale":
@@ -393,13 +396,16 @@ COSTS = [
     "opportunity history events",
     "tasks history events",
     "server CPU ms",
+    "worker CPU ms",
+    "PostgreSQL CPU ms",
 ]
 
 
 def cost_table(results: list[Figures]) -> str:
-    """What one opportunity cost the dev server, per run: the frontend's requests (all callers:
-    the driver, the worker, its relays), the workflow tasks completed, the first opportunity's
-    workflow tasks and history events and those of its tasks' workflows, and the server's CPU."""
+    """What one opportunity cost, per run: the dev server frontend's requests (all callers: the
+    driver, the worker, its relays), the workflow tasks completed, the first opportunity's
+    workflow tasks and history events and those of its tasks' workflows, and the CPU time of the
+    dev server, the worker and PostgreSQL."""
     runs = [r for r in results if r.costs]
     lines = [
         "| per opportunity | " + " | ".join(f"{r.kind} ({r.persistence}, {r.load})" for r in runs) + " |",
