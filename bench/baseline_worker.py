@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bench.baseline import BaselineProcess, BaselineTask, noop
-from bench.floor import FloorProcess, FloorTask, floor_step
+from bench.floor import FloorProcess
 from worker.config import Settings, connect_temporal
 from worker.process import exit_now
 
@@ -25,8 +25,8 @@ async def main() -> None:
     async with Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[BaselineProcess, BaselineTask, FloorProcess, FloorTask],
-        activities=[noop, floor_step],
+        workflows=[BaselineProcess, BaselineTask, FloorProcess],
+        activities=[noop],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
         ),

@@ -13,43 +13,23 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
-from bench.baseline import STAGE_TASKS
+from bench.baseline import STAGE_TASKS, BaselineTask, noop
 
 STEP = timedelta(seconds=10)
 
 
-@activity.defn
-async def floor_step(step: str) -> None:
-    """Stands for a write of the process (a local activity, as the product's are)."""
-
-
-@workflow.defn
-class FloorTask:
-    """A task: it waits until it is told it is done."""
-
-    def __init__(self) -> None:
-        self._done = False
-
-    @workflow.run
-    async def run(self) -> None:
-        await workflow.wait_condition(lambda: self._done)
-
-    @workflow.signal
-    def finish(self) -> None:
-        self._done = True
-
-
 @workflow.defn
 class FloorProcess:
-    """Child ids are `<workflow id>-v<visit>-t<task index>`, as the baseline's."""
+    """Child ids are `<workflow id>-v<visit>-t<task index>`; the children and the step are the
+    baseline's (a task waits until it is told it is done; a step does nothing)."""
 
     def __init__(self) -> None:
         self._stage = 0
         self._visit = 0
-        self._open: dict[str, workflow.ChildWorkflowHandle[FloorTask, None]] = {}
+        self._open: dict[str, workflow.ChildWorkflowHandle[BaselineTask, None]] = {}
         self._lock = asyncio.Lock()
         self._ready = False
         self._done = False
@@ -65,7 +45,7 @@ class FloorProcess:
         return self._stage
 
     async def _step(self, name: str) -> None:
-        await workflow.execute_local_activity(floor_step, name, start_to_close_timeout=STEP)
+        await workflow.execute_local_activity(noop, name, start_to_close_timeout=STEP)
 
     async def _enter(self) -> None:
         if self._stage >= len(STAGE_TASKS):
@@ -79,15 +59,15 @@ class FloorProcess:
         handles = await asyncio.gather(
             *(
                 workflow.start_child_workflow(
-                    FloorTask.run, id=i, parent_close_policy=ParentClosePolicy.ABANDON
+                    BaselineTask.run, id=i, parent_close_policy=ParentClosePolicy.ABANDON
                 )
                 for i in ids
             )
         )
         self._open = dict(zip(ids, handles, strict=True))
 
-    def _tell(self, child: workflow.ChildWorkflowHandle[FloorTask, None]) -> None:
-        self._told.append(asyncio.create_task(child.signal(FloorTask.finish)))  # not waited for here
+    def _tell(self, child: workflow.ChildWorkflowHandle[BaselineTask, None]) -> None:
+        self._told.append(asyncio.create_task(child.signal(BaselineTask.finish)))  # not waited for here
 
     @workflow.update
     async def complete(self, task: str) -> int:
