@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -98,13 +99,21 @@ class Figures:
 
 @dataclass(frozen=True)
 class Load:
-    """At most `concurrency` opportunities in flight; with `rate`, one started every 1/rate s."""
+    """At most `concurrency` opportunities in flight; with `rate`, one started every 1/rate s;
+    with `think`, each task is completed that many seconds after the one before (a task left open
+    a while, as people leave them: its workflow is started before it is completed)."""
 
     concurrency: int
     rate: float | None = None
+    think: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.rate}/s" if self.rate else f"{self.concurrency} in flight"
+        load = f"{self.rate}/s" if self.rate else f"{self.concurrency} in flight"
+        return f"{load}, {self.think:g} s a task" if self.think else load
+
+    async def pause(self) -> None:
+        if self.think:
+            await asyncio.sleep(self.think)
 
 
 async def drive(
@@ -144,6 +153,7 @@ async def product_run(
         for visit, segment in enumerate(path, start=1):
             tasks = STAGES[segment.stage].tasks
             for k, task in enumerate(tasks[: segment.tasks()]):
+                await load.pause()
                 began = time.perf_counter()
                 await execute_update(
                     handle,
@@ -173,6 +183,7 @@ def bare_run(kind: str, workflow: type[BaselineProcess] | type[FloorProcess]) ->
             for visit, segment in enumerate(path, start=1):
                 count = STAGE_TASKS[segment.stage]
                 for t in range(segment.tasks()):
+                    await load.pause()
                     began = time.perf_counter()
                     await execute_update(handle, workflow.complete, f"{wid}-v{visit}-t{t}")
                     if t == count - 1:
@@ -248,6 +259,8 @@ async def measure(
                 before = await server_costs(client).reading()
                 before |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
                 seconds, latencies = await run(client, queue, run_id, n, load, path)
+                if kind == "corporate sale":  # the time counts until the worker has done it all
+                    seconds += await drained(database_url, run_id)
                 peak = rss.stop()
                 after = await server_costs(client).reading()  # the worker's last tasks, meanwhile
                 after |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
@@ -275,6 +288,35 @@ async def measure(
             if RETRIED:
                 print(f"  {len(RETRIED)} updates sent again; the first: {RETRIED[0]}", file=sys.stderr)
         return results
+
+
+async def drained(database_url: str, run_id: str) -> float:
+    """Seconds until the product has nothing left to do for the run's opportunities once their
+    runs have ended: writes to confirm, task workflows to start or finish (the journal relay
+    does those after the write; a run that ends does not wait for them). Code from before the
+    journal has no such tables, and nothing left."""
+    began = time.perf_counter()
+    pool = await create_pool(database_url)
+    try:
+        while True:
+            try:
+                left = await pool.fetchval(
+                    "SELECT (SELECT count(*) FROM task_ops WHERE opportunity_id LIKE $1)"
+                    " + (SELECT count(*) FROM journal WHERE opportunity_id LIKE $1)",
+                    f"bench-{run_id}-%",
+                )
+            except asyncpg.UndefinedTableError:
+                return 0.0
+            if not left:
+                waited = time.perf_counter() - began
+                print(
+                    f"  the worker's work left for the journal relay took {waited:.1f} s more",
+                    file=sys.stderr,
+                )
+                return waited
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
 
 
 async def check_database(database_url: str, run_id: str, n: int, completions: int) -> None:
@@ -445,6 +487,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200, help="opportunities in flight (at most)")
     parser.add_argument("--rate", type=float, help="start this many opportunities per second")
     parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="seconds before each task completion (tasks left open a while)",
+    )
+    parser.add_argument(
         "--open", type=int, metavar="N", help="only open N opportunities and measure the worker's memory"
     )
     parser.add_argument("--without-baseline", action="store_true", help="leave out the baseline")
@@ -452,7 +500,7 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     stop_on_signals()
-    load = Load(args.concurrency, args.rate)
+    load = Load(args.concurrency, args.rate, args.think)
     results: list[Figures] = []
     with (
         tempfile.TemporaryDirectory(prefix="corpsale-bench-pg-") as pg,
