@@ -99,7 +99,7 @@ async def write(
                 fence.request.request_id,
                 fence.request.fingerprint,
             )
-        await _record(conn, opportunity_id, fence, step, task_queue)
+        await _record(conn, opportunity_id, fence, step, task_queue, headless=head is None)
         return result
 
 
@@ -267,7 +267,9 @@ async def _record(
     task_queue: str,
     *,
     start: JournalStart | None = None,
+    headless: bool = False,
 ) -> None:
+    """The entry of the write, and the opportunity's head moved to it (made first if it has none)."""
     await conn.execute("SELECT set_config('corpsale.journal_opportunity', '', true)")
     await conn.execute(
         "INSERT INTO journal (opportunity_id, number, chain, run_id, run_no, history_length, step,"
@@ -282,14 +284,16 @@ async def _record(
         task_queue,
         fence.attempt_at,
     )
-    # The journal of a run that continued one from before the journal begins with its first write.
-    await _set_head(
-        conn,
-        opportunity_id,
-        fence,
-        start or JournalStart(number=fence.number or 0, chain="", run_no=fence.run_no),
-        keep=start is None,
-    )
+    if start is not None:
+        await _set_head(conn, opportunity_id, fence, start)
+    elif headless:  # a run that continued one from before the journal: its first write begins it
+        await _set_head(
+            conn,
+            opportunity_id,
+            fence,
+            JournalStart(number=fence.number or 0, chain="", run_no=fence.run_no),
+            keep=True,
+        )
     await conn.execute(
         "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6,"
         " attempt_at = $7 WHERE opportunity_id = $1",
