@@ -104,10 +104,15 @@ async def tasks_created(
     adhoc: bool = False,
 ) -> None:
     """A `task.created` event per task (a task without an owner of its own is `owner`'s)."""
+    rows = []
     for t in tasks:
         created = {"task_id": t.task_id, "title": t.title, "owner": t.owner or owner, "due_at": t.due_at,
                    "stage": stage, "visit": visit, **({"adhoc": True} if adhoc else {})}  # fmt: skip
-        await emit(conn, opportunity_id, f"{t.task_id}:created", "task.created", at, created)
+        rows.append(
+            (f"{t.task_id}:created", opportunity_id, "task.created", at, json.dumps(created, default=str))
+        )
+    if rows:
+        await conn.executemany("SELECT emit_event($1, $2, $3, $4, $5::jsonb)", rows)
 
 
 def visit_no(visit_id: str | None) -> int:

@@ -31,14 +31,14 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities import events
-from activities.task_ops import OPS_CHANNEL, json_args
+from activities.task_ops import json_args
 from workflows.steps import Fence, JournalStart, JournalView, RequestMark
 
 log = logging.getLogger("corpsale.journal")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-WRITES_CHANNEL = "corpsale_journal"  # notified when a write awaits its confirmation
+WRITES_CHANNEL = "corpsale_journal"  # notified when a write awaits its confirmation (migrations/018)
 
 
 class Superseded(Exception):
@@ -66,40 +66,54 @@ async def write(
     task_queue: str = "",
 ) -> T | None:
     """One write of a process, in one transaction that holds the opportunity's lock. Without a
-    fence (a run from before the journal) it is applied as it comes. With one, as the module says;
+    fence (a run from before the journal) it is applied as it comes. With one, as the module says
+    (`journal_begin` and `journal_record` in migrations/018: with BEGIN and COMMIT, four round trips
+    besides the change itself);
     None when it was applied already."""
-    async with events.transaction(conn, opportunity_id):
-        if fence is None:
+    if fence is None:
+        async with events.transaction(conn, opportunity_id):
             return await apply()
-        assert fence.number is not None, "an opening is written by `open`"
-        head = await _head(conn, opportunity_id)
-        if head is not None and head["process"] != fence.process:
-            raise Superseded(f"{opportunity_id}: process {fence.process} has been followed by another")
-        if head is not None and await _written(conn, head, fence):
-            await _adopt(conn, opportunity_id, fence.number, fence.run_id, _epoch(fence))
-            return None
-        if await _later_than(conn, opportunity_id, fence.number, _epoch(fence)) or (
-            head is not None and await _prefix_replaced(conn, head, fence)
-        ):
-            raise Superseded(f"{opportunity_id}: write {fence.number} was decided before those there")
-        if head is not None and head["number"] >= fence.number:
-            await undo_from(conn, opportunity_id, fence.number)
-        elif head is not None and head["number"] < fence.number - 1:
-            log.error("%s: write %d finds the journal at %d", opportunity_id, fence.number, head["number"])
-        await _confirm(conn, opportunity_id, fence.durable, fence.durable_chain)
-        if fence.request is not None:
-            await _applied_before(conn, opportunity_id, fence.request)
-        await _capture(conn, opportunity_id, fence.number)
+    assert fence.number is not None, "an opening is written by `open`"
+    request = fence.request
+    async with conn.transaction():  # journal_begin takes the opportunity's lock first
+        begun = await conn.fetchrow(
+            "SELECT * FROM journal_begin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            opportunity_id,
+            fence.process,
+            fence.number,
+            fence.chain,
+            fence.prev_chain,
+            fence.run_id,
+            fence.run_no,
+            fence.history_length,
+            fence.attempt_at,
+            fence.durable,
+            fence.durable_chain,
+            request.request_id if request else None,
+        )
+        assert begun is not None
+        for note in begun["notes"]:
+            log.error("%s: %s", opportunity_id, note)
+        if begun["undone"]:
+            log.info("%s: undid %d changes of writes from %d on (a lost workflow task's)",
+                     opportunity_id, begun["undone"], fence.number)  # fmt: skip
+        match begun["outcome"]:
+            case "written":
+                return None
+            case "superseded":
+                raise Superseded(begun["detail"])
+            case "applied":
+                raise AlreadyApplied(begun["detail"])
         result = await apply()
-        if fence.request is not None:
-            await conn.execute(
-                "INSERT INTO requests (id, opportunity_id, request_id, fingerprint) VALUES ($1, $2, $3, $4)",
-                f"{opportunity_id} {fence.request.request_id}",
-                opportunity_id,
-                fence.request.request_id,
-                fence.request.fingerprint,
-            )
-        await _record(conn, opportunity_id, fence, step, task_queue, headless=head is None)
+        await _record(
+            conn,
+            opportunity_id,
+            fence,
+            step,
+            task_queue,
+            request=request,
+            headless=begun["headless"],
+        )
         return result
 
 
@@ -109,16 +123,6 @@ class AlreadyApplied(Exception):
     def __init__(self, fingerprint: str) -> None:
         super().__init__(fingerprint)
         self.fingerprint = fingerprint
-
-
-async def _applied_before(conn: asyncpg.Connection, opportunity_id: str, request: RequestMark) -> None:
-    """R23 beyond the run's ledger: a request applied before (and not undone as a lost attempt's,
-    which the write has done by now) is not applied again."""
-    known = await conn.fetchval(
-        "SELECT fingerprint FROM requests WHERE id = $1", f"{opportunity_id} {request.request_id}"
-    )
-    if known is not None:
-        raise AlreadyApplied(known)
 
 
 async def open_process(
@@ -194,41 +198,6 @@ async def _later_than(
     return any(_epoch(r) > epoch for r in rows)
 
 
-async def _prefix_replaced(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
-    """Whether the write before this one is another, decided after it: a later attempt replaced
-    this write's own, so this one is what is left of a lost attempt."""
-    assert fence.number is not None
-    before = await conn.fetchrow(
-        "SELECT chain, run_no, history_length, attempt_at FROM journal"
-        " WHERE opportunity_id = $1 AND number = $2",
-        head["opportunity_id"],
-        fence.number - 1,
-    )
-    if before is None or before["chain"] == fence.prev_chain:
-        return False
-    if _epoch(before) > _epoch(fence):
-        return True
-    log.error(
-        "%s: write %d follows another write %d than the run's (%s, not %s)",
-        head["opportunity_id"], fence.number, fence.number - 1, before["chain"], fence.prev_chain,
-    )  # fmt: skip
-    return False
-
-
-async def _written(conn: asyncpg.Connection, head: asyncpg.Record, fence: Fence) -> bool:
-    """Whether this very write is in the journal already (a retry of its step)."""
-    if fence.number is not None and fence.number <= head["confirmed"]:
-        if fence.number == head["confirmed"] and head["confirmed_chain"] == fence.chain:
-            return True
-        raise Superseded(f"{head['opportunity_id']}: write {fence.number} is confirmed as another already")
-    chain = await conn.fetchval(
-        "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2",
-        head["opportunity_id"],
-        fence.number,
-    )
-    return bool(chain == fence.chain)
-
-
 async def _adopt(
     conn: asyncpg.Connection, opportunity_id: str, number: int, run_id: str, epoch: tuple[Any, ...]
 ) -> None:
@@ -266,94 +235,37 @@ async def _record(
     step: str,
     task_queue: str,
     *,
+    request: RequestMark | None = None,
     start: JournalStart | None = None,
     headless: bool = False,
 ) -> None:
-    """The entry of the write, and the opportunity's head moved to it (made first if it has none)."""
-    await conn.execute("SELECT set_config('corpsale.journal_opportunity', '', true)")
+    """The command's request (kept for undo with the rest), the entry of the write, and the
+    opportunity's head moved to it: a new process's head at its opening (`start`), else one made
+    only when it has none (`headless`: a run that continued one from before the journal)."""
     await conn.execute(
-        "INSERT INTO journal (opportunity_id, number, chain, run_id, run_no, history_length, step,"
-        " task_queue, attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "SELECT journal_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         opportunity_id,
+        fence.process,
         fence.number,
         fence.chain,
         fence.run_id,
         fence.run_no,
         fence.history_length,
+        fence.attempt_at,
         step,
         task_queue,
-        fence.attempt_at,
-    )
-    if start is not None:
-        await _set_head(conn, opportunity_id, fence, start)
-    elif headless:  # a run that continued one from before the journal: its first write begins it
-        await _set_head(
-            conn,
-            opportunity_id,
-            fence,
-            JournalStart(number=fence.number or 0, chain="", run_no=fence.run_no),
-            keep=True,
-        )
-    await conn.execute(
-        "UPDATE projections SET number = $2, chain = $3, run_no = $4, history_length = $5, task_queue = $6,"
-        " attempt_at = $7 WHERE opportunity_id = $1",
-        opportunity_id,
-        fence.number,
-        fence.chain,
-        fence.run_no,
-        fence.history_length,
-        task_queue,
-        fence.attempt_at,
-    )
-    await conn.execute("SELECT pg_notify($1, '')", WRITES_CHANNEL)
-
-
-async def _set_head(
-    conn: asyncpg.Connection, opportunity_id: str, fence: Fence, start: JournalStart, *, keep: bool = False
-) -> None:
-    """The opportunity's head for a process that begins with `start` (`keep`: unless it has one)."""
-    await conn.execute(
-        "INSERT INTO projections (opportunity_id, process, process_start, start_run_no, number, chain,"
-        " run_no, history_length) VALUES ($1, $2, $3, $4, $3, $5, $4, $6)"
-        " ON CONFLICT (opportunity_id) DO "
-        + (
-            "NOTHING"
-            if keep
-            else "UPDATE SET process = EXCLUDED.process,"
-            " process_start = EXCLUDED.process_start, start_run_no = EXCLUDED.start_run_no,"
-            " number = EXCLUDED.number, chain = EXCLUDED.chain, run_no = EXCLUDED.run_no,"
-            " history_length = EXCLUDED.history_length"
-        ),
-        opportunity_id,
-        fence.process,
-        start.number,
-        start.run_no,
-        fence.chain,
-        fence.history_length,
+        request.request_id if request else None,
+        request.fingerprint if request else None,
+        start.number if start else None,
+        start.run_no if start else None,
+        headless,
     )
 
 
 async def undo_from(conn: asyncpg.Connection, opportunity_id: str, number: int) -> int:
     """Undo the opportunity's unconfirmed entries from `number` on (in the caller's transaction,
     which holds its lock); the head goes back to the entry before."""
-    undone: int = await conn.fetchval("SELECT journal_undo_from($1, $2)", opportunity_id, number)
-    last = await conn.fetchrow(
-        "SELECT number, chain, run_no, history_length FROM journal WHERE opportunity_id = $1"
-        " ORDER BY number DESC LIMIT 1",
-        opportunity_id,
-    )
-    if last is not None:
-        await conn.execute(
-            "UPDATE projections SET number = $2, chain = $3 WHERE opportunity_id = $1",
-            opportunity_id,
-            last["number"],
-            last["chain"],
-        )
-    else:
-        await conn.execute(
-            "UPDATE projections SET number = confirmed, chain = confirmed_chain WHERE opportunity_id = $1",
-            opportunity_id,
-        )
+    undone: int = await conn.fetchval("SELECT journal_undo($1, $2)", opportunity_id, number)
     if undone:
         log.info(
             "%s: undid %d changes of writes from %d on (a lost workflow task's)",
@@ -367,50 +279,13 @@ async def undo_from(conn: asyncpg.Connection, opportunity_id: str, number: int) 
 async def _confirm(conn: asyncpg.Connection, opportunity_id: str, upto: int, chain: str) -> int:
     """Entries up to `upto` are decided for good (when the entry there has `chain`): their events
     go to the feed, numbered on, their task operations become ready, their undo is dropped."""
-    head = await _head(conn, opportunity_id)
-    if head is None or upto <= head["confirmed"]:
-        return 0
-    at = await conn.fetchval(
-        "SELECT chain FROM journal WHERE opportunity_id = $1 AND number = $2", opportunity_id, upto
-    )
-    if at != chain:
+    confirmed: int = await conn.fetchval("SELECT journal_confirm($1, $2, $3)", opportunity_id, upto, chain)
+    if confirmed < 0:
         log.error(
-            "%s: the journal's write %d is not the one the run settled (%s, not %s); left unconfirmed",
-            opportunity_id, upto, at, chain,
+            "%s: the journal's write %d is not the one the run settled (%s); left unconfirmed",
+            opportunity_id, upto, chain,
         )  # fmt: skip
         return 0
-    await conn.execute(
-        "INSERT INTO events (id, opportunity_id, sequence, type, time, data)"
-        " SELECT d.id, d.opportunity_id,"
-        "  (SELECT coalesce(max(sequence), 0) FROM events WHERE opportunity_id = $1)"
-        "   + row_number() OVER (ORDER BY d.number, d.ordinal), d.type, d.time, d.data"
-        " FROM event_drafts d WHERE d.opportunity_id = $1 AND d.number <= $2"
-        "  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.id)"
-        " ORDER BY d.number, d.ordinal",
-        opportunity_id,
-        upto,
-    )
-    await conn.execute(
-        "DELETE FROM event_drafts WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto
-    )
-    ready = await conn.execute(
-        "UPDATE task_ops SET ready = true WHERE opportunity_id = $1 AND number <= $2 AND NOT ready",
-        opportunity_id,
-        upto,
-    )
-    if ready != "UPDATE 0":
-        await conn.execute("SELECT pg_notify($1, '')", OPS_CHANNEL)
-    await conn.execute(
-        "DELETE FROM journal_undo WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto
-    )
-    await conn.execute("DELETE FROM journal WHERE opportunity_id = $1 AND number <= $2", opportunity_id, upto)
-    await conn.execute(
-        "UPDATE projections SET confirmed = $2, confirmed_chain = $3 WHERE opportunity_id = $1",
-        opportunity_id,
-        upto,
-        chain,
-    )
-    confirmed: int = upto - head["confirmed"]
     return confirmed
 
 

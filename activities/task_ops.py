@@ -13,7 +13,7 @@ from opentelemetry import propagate
 
 from workflows.steps import TaskOp
 
-OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready
+OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready (also in migrations/018)
 TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
 
 
@@ -21,23 +21,16 @@ async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[Tas
     """Task workflow operations of the write under way (its journal number is the transaction's):
     carried out once it is confirmed. Without a journaled write (a run from before the journal),
     nothing: such a run starts and tells its task workflows itself."""
-    number = await conn.fetchval("SELECT nullif(current_setting('corpsale.journal_number', true), '')")
-    drafting = await conn.fetchval("SELECT current_setting('corpsale.journal_opportunity', true)")
-    if not ops or number is None or not drafting:
+    if not ops:
         return
     trace: dict[str, str] = {}
     propagate.inject(trace)  # the step's trace (with tracing on): its task workflows join it
     await conn.executemany(
         "INSERT INTO task_ops (opportunity_id, number, kind, task_id, args)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        " SELECT $1, nullif(current_setting('corpsale.journal_number', true), '')::bigint, $2, $3, $4::jsonb"
+        " WHERE coalesce(current_setting('corpsale.journal_opportunity', true), '') <> ''",
         [
-            (
-                opportunity_id,
-                int(number),
-                op.kind,
-                op.task_id,
-                json.dumps({**op.args, TRACE: trace}, default=str),
-            )
+            (opportunity_id, op.kind, op.task_id, json.dumps({**op.args, TRACE: trace}, default=str))
             for op in ops
         ],
     )
