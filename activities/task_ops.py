@@ -36,14 +36,22 @@ async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[Tas
     )
 
 
-async def ready_ops(conn: asyncpg.Connection, task_queue: str, limit: int) -> list[asyncpg.Record]:
-    """Ready operations of this task queue's processes, each opportunity's in order."""
+async def ready_ops(
+    conn: asyncpg.Connection, task_queue: str, opportunities: int, busy: list[str]
+) -> list[asyncpg.Record]:
+    """The ready operations of up to `opportunities` of this task queue's processes, those that
+    have waited longest first, but for those `busy` (under way): each opportunity's in order."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
-        " JOIN projections p ON p.opportunity_id = o.opportunity_id"
-        " WHERE o.ready AND p.task_queue = $1 ORDER BY o.opportunity_id, o.number, o.ordinal LIMIT $2",
+        " JOIN (SELECT t.opportunity_id, min(t.ready_at) AS since FROM task_ops t"
+        "  JOIN projections p ON p.opportunity_id = t.opportunity_id"
+        "  WHERE t.ready AND p.task_queue = $1 AND t.opportunity_id <> ALL($3::text[])"
+        "  GROUP BY t.opportunity_id ORDER BY since NULLS FIRST LIMIT $2) f"
+        " ON f.opportunity_id = o.opportunity_id"
+        " WHERE o.ready ORDER BY f.since NULLS FIRST, o.opportunity_id, o.number, o.ordinal",
         task_queue,
-        limit,
+        opportunities,
+        busy,
     )
     return rows
 

@@ -45,22 +45,26 @@ class TaskWorkflows:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def start(self, start: TaskStart, queue: str) -> None:
+    async def start(self, start: TaskStart, queue: str, *, completed: str | None = None) -> None:
+        """Start the task's workflow; `completed`: the task is completed already (with that
+        outcome), and its workflow is started with the completion, to end at once (one call)."""
         owner = TypedSearchAttributes([SearchAttributePair(TASK_OWNER_ATTR, start.task.owner)])
         try:
             try:
-                await self._start_workflow(start, queue, owner)
+                await self._start_workflow(start, queue, owner, completed)
             except RPCError as err:
                 if err.status != RPCStatusCode.INVALID_ARGUMENT or TASK_OWNER_ATTR.name not in err.message:
                     raise
                 # A namespace without the attribute (registered by `corpsale dev` and the compose
                 # job): the task's timers matter more than what ops can filter by.
                 log.warning("search attribute %s is not registered: %s", TASK_OWNER_ATTR.name, err.message)
-                await self._start_workflow(start, queue, TypedSearchAttributes.empty)
+                await self._start_workflow(start, queue, TypedSearchAttributes.empty, completed)
         except WorkflowAlreadyStartedError:
             pass
 
-    async def _start_workflow(self, start: TaskStart, queue: str, attributes: TypedSearchAttributes) -> None:
+    async def _start_workflow(
+        self, start: TaskStart, queue: str, attributes: TypedSearchAttributes, completed: str | None
+    ) -> None:
         await self._client.start_workflow(
             TASK_WORKFLOW_TYPE,
             start.task,
@@ -71,6 +75,9 @@ class TaskWorkflows:
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=start.summary,
             search_attributes=attributes,
+            # Signal-with-start: to a workflow running already, only the completion.
+            start_signal=TASK_COMPLETED_SIGNAL if completed is not None else None,
+            start_signal_args=[completed] if completed is not None else [],
         )
 
     async def reassign(self, task_id: str, owner: str) -> None:

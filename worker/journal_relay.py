@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -50,40 +51,39 @@ class JournalRelay:
         *,
         confirm_after: float = 1.0,
         interval: float = 0.2,
-        in_flight: int = 16,
+        in_flight: int = 32,
+        asking: int = 8,
         batch: int = 500,
     ) -> None:
         self._pool, self._client, self._queue = pool, client, task_queue
         self._confirm_after, self._interval, self._batch = confirm_after, interval, batch
-        self._slots = asyncio.Semaphore(in_flight)
+        self._in_flight = in_flight  # opportunities whose operations are carried out at once
+        self._asking = asyncio.Semaphore(asking)  # runs asked at once
         self._tasks = TaskWorkflows(client)
-        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()  # operations may have become ready, or a slot free
         self._not_before: dict[str, tuple[float, float]] = {}  # opportunity -> (when, backoff)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, while this relay leads its task queue's. The database or
+        """Relay until `stop` is set, while this relay leads its task queue's: runs are asked and
+        operations carried out side by side, neither waiting for the other. The database or
         Temporal away: it says so once, and tries again less often, up to every 5 s."""
         failures = 0
         async with self._listening():
             while not stop.is_set():
                 try:
                     async with self._leading() as leading:
-                        while leading() and not stop.is_set():
-                            await self.pass_once()
-                            failures = 0
-                            await self._sleep(stop, self._interval)
+                        if leading():
+                            async with asyncio.TaskGroup() as group:
+                                group.create_task(self._confirming(stop, leading))
+                                group.create_task(self._carrying_out(stop, leading))
+                    failures = 0
                 except Exception as err:
+                    if isinstance(err, ExceptionGroup):
+                        err = err.exceptions[0]
                     if not failures:
                         log.warning("journal relay: %r; trying again until it works", err)
                     failures += 1
-                await self._sleep(stop, min(5.0, self._interval * 2**failures))
-
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+                await _sleep(stop, None, min(5.0, self._interval * 2**failures))
 
     @contextlib.asynccontextmanager
     async def _leading(self) -> AsyncIterator[Any]:
@@ -100,7 +100,7 @@ class JournalRelay:
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> AsyncIterator[None]:
-        """Woken when task operations become ready (best effort: passes go on anyway)."""
+        """Woken when task operations become ready (best effort: it looks every `interval` anyway)."""
         try:
             conn = await self._pool.acquire()
         except Exception as err:
@@ -109,7 +109,7 @@ class JournalRelay:
             return
 
         def woken(*_: object) -> None:
-            self._wake.set()
+            self._ready.set()
 
         try:
             await conn.add_listener(task_ops.OPS_CHANNEL, woken)
@@ -119,21 +119,33 @@ class JournalRelay:
                 await conn.remove_listener(task_ops.OPS_CHANNEL, woken)
             await self._pool.release(conn)
 
-    async def pass_once(self) -> None:
-        await self.confirm_quiet_runs()
-        await self.carry_out_operations()
-
     # Confirming --------------------------------------------------------------------------------
 
-    async def confirm_quiet_runs(self) -> None:
+    async def _confirming(self, stop: asyncio.Event, leading: Callable[[], bool]) -> None:
+        """Every `interval`, the runs with a write that has waited `confirm_after` are asked
+        (but those asked already, and those backing off)."""
+        asking: dict[str, asyncio.Task[None]] = {}
+        try:
+            while leading() and not stop.is_set():
+                await self.confirm_quiet_runs(asking)
+                await _sleep(stop, None, self._interval)
+        finally:
+            await _cancel(asking.values())
+
+    async def confirm_quiet_runs(self, asking: dict[str, asyncio.Task[None]]) -> None:
+        """Ask the quiet runs, but those being asked (`asking`, the questions under way)."""
         async with self._pool.acquire() as conn:
             waiting = await journal.waiting(conn, self._queue, self._confirm_after, self._batch)
         now = time.monotonic()
-        due = [o for o in waiting if self._not_before.get(o, (0.0, 0.0))[0] <= now]
-        await asyncio.gather(*(self._confirm(o) for o in due))
+        for o in waiting:
+            if self._not_before.get(o, (0.0, 0.0))[0] > now:
+                continue
+            if o not in asking:
+                asking[o] = asyncio.create_task(self._confirm(o))
+                asking[o].add_done_callback(functools.partial(_forget, asking, o))
 
     async def _confirm(self, opportunity_id: str) -> None:
-        async with self._slots:
+        async with self._asking:
             try:
                 view = await self._client.get_workflow_handle(c.workflow_id(opportunity_id)).query(
                     c.QUERY_JOURNAL, result_type=JournalView, rpc_timeout=QUERY_TIMEOUT
@@ -159,34 +171,59 @@ class JournalRelay:
 
     # Carrying out --------------------------------------------------------------------------------
 
-    async def carry_out_operations(self) -> None:
+    async def _carrying_out(self, stop: asyncio.Event, leading: Callable[[], bool]) -> None:
+        """Up to `in_flight` opportunities' ready operations at a time, each opportunity's in
+        order; one that is done makes room for the next, those that have waited longest first."""
+        working: dict[str, asyncio.Task[None]] = {}
+        try:
+            while leading() and not stop.is_set():
+                free = self._in_flight - len(working)
+                if free > 0:
+                    await self.carry_out_operations(working, free)
+                await _sleep(stop, self._ready, self._interval)
+        finally:
+            await _cancel(working.values())
+
+    async def carry_out_operations(self, working: dict[str, asyncio.Task[None]], opportunities: int) -> None:
+        """Start on the ready operations of up to `opportunities` more opportunities, but those
+        under way (`working`)."""
         async with self._pool.acquire() as conn:
-            ready = await task_ops.ready_ops(conn, self._queue, self._batch)
+            ready = await task_ops.ready_ops(conn, self._queue, opportunities, list(working))
         per_opportunity: dict[str, list[asyncpg.Record]] = {}
         for op in ready:
             per_opportunity.setdefault(op["opportunity_id"], []).append(op)
-        done = await asyncio.gather(*(self._in_order(ops) for ops in per_opportunity.values()))
-        finished = [key for keys in done for key in keys]
-        if finished:
-            async with self._pool.acquire() as conn:
-                await task_ops.ops_done(conn, finished)
-        if len(ready) >= self._batch:
-            self._wake.set()
+        for opportunity_id, ops in per_opportunity.items():
+            working[opportunity_id] = asyncio.create_task(self._in_order(ops))
+            working[opportunity_id].add_done_callback(functools.partial(self._done, working, opportunity_id))
 
-    async def _in_order(self, ops: list[asyncpg.Record]) -> list[tuple[str, int, int]]:
-        """One opportunity's operations, one after the other, up to the first that fails."""
+    def _done(self, working: dict[str, asyncio.Task[None]], opportunity_id: str, _: object) -> None:
+        _forget(working, opportunity_id, _)
+        self._ready.set()  # room for another (and this one may have more ready by now)
+
+    async def _in_order(self, ops: list[asyncpg.Record]) -> None:
+        """One opportunity's operations, one after the other, up to the first that fails; those
+        carried out are deleted. A task's start followed by its completion is one call."""
         done: list[tuple[str, int, int]] = []
-        async with self._slots:
-            for op in ops:
-                try:
-                    await self._carry_out(op["kind"], op["task_id"], task_ops.json_args(op["args"]))
-                except Exception as err:  # Temporal away: the rest waits, in order
-                    log.warning(
-                        "journal relay: task %s (%s): %r; trying again", op["task_id"], op["kind"], err
-                    )
-                    break
-                done.append((op["opportunity_id"], op["number"], op["ordinal"]))
-        return done
+        skip: set[int] = set()
+        for i, op in enumerate(ops):
+            if i in skip:
+                continue
+            args = task_ops.json_args(op["args"])
+            finish = _completed_next(ops, i) if op["kind"] == "start" else None
+            try:
+                if finish is not None:
+                    args["_completed"] = task_ops.json_args(ops[finish]["args"])["outcome"]
+                await self._carry_out(op["kind"], op["task_id"], args)
+            except Exception as err:  # Temporal away: the rest waits, in order
+                log.warning("journal relay: task %s (%s): %r; trying again", op["task_id"], op["kind"], err)
+                break
+            done.append((op["opportunity_id"], op["number"], op["ordinal"]))
+            if finish is not None:
+                skip.add(finish)
+                done.append((op["opportunity_id"], ops[finish]["number"], ops[finish]["ordinal"]))
+        if done:
+            async with self._pool.acquire() as conn:
+                await task_ops.ops_done(conn, done)
 
     async def _carry_out(self, kind: str, task_id: str, args: dict[str, Any]) -> None:
         """In the trace of the step that asked for it, when that was traced."""
@@ -198,11 +235,44 @@ class JournalRelay:
 
     async def _carry_out_traced(self, kind: str, task_id: str, args: dict[str, Any]) -> None:
         if kind == "start":
+            completed = args.pop("_completed", None)
             task = TaskInput.model_validate(args)
-            await self._tasks.start(TaskStart(task=task, summary=task.title), self._queue)
+            await self._tasks.start(
+                TaskStart(task=task, summary=task.title), self._queue, completed=completed
+            )
         elif kind == "finish":
             await self._tasks.finish(task_id, args["outcome"])
         elif kind == "cancel":
             await self._tasks.cancel(task_id)
         elif kind == "owner":
             await self._tasks.reassign(task_id, args["owner"])
+
+
+def _completed_next(ops: list[asyncpg.Record], i: int) -> int | None:
+    """Where the task started at `i` is completed, if that is the next operation of its task."""
+    for j in range(i + 1, len(ops)):
+        if ops[j]["task_id"] == ops[i]["task_id"]:
+            return j if ops[j]["kind"] == "finish" else None
+    return None
+
+
+async def _sleep(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    """Until `seconds` have passed, `stop` is set or `wake` is (which it clears)."""
+    events = [stop] if wake is None else [stop, wake]
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    if wake is not None:
+        wake.clear()
+
+
+def _forget(tasks: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
+    tasks.pop(key, None)
+
+
+async def _cancel(tasks: Any) -> None:
+    pending = list(tasks)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

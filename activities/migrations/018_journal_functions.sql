@@ -2,6 +2,11 @@
 -- the confirmation of what the run settled and the capture setting in `journal_begin`; the
 -- request, the entry and the head in `journal_record`. Same rules as before, in the database.
 
+-- When a task operation became ready: the journal relay serves the opportunities that have waited
+-- longest first.
+ALTER TABLE task_ops ADD COLUMN IF NOT EXISTS ready_at timestamptz;
+CREATE INDEX IF NOT EXISTS task_ops_ready_at ON task_ops (ready_at) WHERE ready;
+
 -- When a write was decided compares as the row (run, history length, when the attempt began).
 
 -- Entries up to `upto` are decided for good (when the entry there has `upto_chain`): their events
@@ -32,7 +37,8 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.id)
      ORDER BY d.number, d.ordinal;
     DELETE FROM event_drafts WHERE opportunity_id = opportunity AND number <= upto;
-    UPDATE task_ops SET ready = true WHERE opportunity_id = opportunity AND number <= upto AND NOT ready;
+    UPDATE task_ops SET ready = true, ready_at = clock_timestamp()
+     WHERE opportunity_id = opportunity AND number <= upto AND NOT ready;
     GET DIAGNOSTICS readied = ROW_COUNT;
     IF readied > 0 THEN
         PERFORM pg_notify('corpsale_task_ops', '');
