@@ -28,14 +28,22 @@ from typing import Any
 import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowContinuedAsNewError,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError
 
 from activities import journal, task_ops
 from activities.task_workflows import TaskWorkflows
 from workflows import contract as c
 from workflows.state import TaskInput
-from workflows.steps import JournalView, TaskStart
+from workflows.steps import JournalView, ProcessResult, TaskStart
 
 log = logging.getLogger("corpsale.journal")
 
@@ -147,12 +155,18 @@ class JournalRelay:
     async def _confirm(self, opportunity_id: str) -> None:
         async with self._asking:
             try:
-                view = await self._client.get_workflow_handle(c.workflow_id(opportunity_id)).query(
-                    c.QUERY_JOURNAL, result_type=JournalView, rpc_timeout=QUERY_TIMEOUT
-                )
+                view = await self._view(opportunity_id)
                 async with self._pool.acquire() as conn:
                     confirmed, undone = await journal.resolve(conn, opportunity_id, view)
-            except (RPCError, WorkflowQueryFailedError, TimeoutError, asyncpg.PostgresError, OSError) as err:
+            except (
+                RPCError,
+                WorkflowQueryFailedError,
+                WorkflowFailureError,
+                WorkflowContinuedAsNewError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                OSError,
+            ) as err:
                 backoff = min(30.0, max(1.0, self._not_before.get(opportunity_id, (0.0, 0.5))[1] * 2))
                 self._not_before[opportunity_id] = (time.monotonic() + backoff, backoff)
                 log.info(
@@ -168,6 +182,28 @@ class JournalRelay:
                 )
             elif not confirmed:  # nothing to do yet (a write in flight): not before a while
                 self._not_before[opportunity_id] = (time.monotonic() + self._confirm_after, 0.5)
+
+    async def _view(self, opportunity_id: str) -> JournalView:
+        """What the run says of its writes: asked while it runs; a run that has completed has
+        it in its result (asked, it would replay its whole history on a worker to answer)."""
+        handle = self._client.get_workflow_handle(c.workflow_id(opportunity_id), result_type=ProcessResult)
+        view: JournalView
+        try:
+            view = await handle.query(
+                c.QUERY_JOURNAL,
+                result_type=JournalView,
+                reject_condition=QueryRejectCondition.NOT_OPEN,
+                rpc_timeout=QUERY_TIMEOUT,
+            )
+            return view
+        except WorkflowQueryRejectedError as rejected:
+            if rejected.status == WorkflowExecutionStatus.COMPLETED:
+                result: ProcessResult = await handle.result(follow_runs=False, rpc_timeout=QUERY_TIMEOUT)
+                if result.journal is not None:
+                    return result.journal
+        # failed, terminated, canceled: a replay of its history answers
+        view = await handle.query(c.QUERY_JOURNAL, result_type=JournalView, rpc_timeout=QUERY_TIMEOUT)
+        return view
 
     # Carrying out --------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.rules import RETRY_AFTER, NotAllowed, Refused, Rules, Waiting
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
-    from workflows.steps import JournalView
+    from workflows.steps import JournalView, ProcessResult
     from workflows.store import Store
     from workflows.task import TaskChildren, TaskLinks, TaskOutbox
 
@@ -67,7 +67,7 @@ class CorporateSaleWorkflow:
     # The process ------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, start: RawValue = NO_START) -> c.StateView:
+    async def run(self, start: RawValue = NO_START) -> ProcessResult:
         self._refuse_bad_start()
         self._handover.on = workflow.patched(patches.HANDOVER)
         if self._handover.on:
@@ -100,7 +100,8 @@ class CorporateSaleWorkflow:
         if not self._state.closed:
             workflow.continue_as_new(self._handover.next_input(self._state))
         await self._children.wait_closed()
-        return self._state.view()
+        journal = self._journal.view() if self._journal.on else None
+        return ProcessResult(**dict(self._state.view()), journal=journal)
 
     async def _retry_waiting_signals(self) -> None:
         """After a step gave up (PostgreSQL not answering), commands are tried again once a timer

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
-from workflows.contract import NewOpportunity
+from workflows.contract import NewOpportunity, StateView
 from workflows.definition import Process, ProcessDefinition, Reminders, Stage
 from workflows.permissions import Asked
 from workflows.state import TaskInput
@@ -72,6 +72,14 @@ class JournalView(_Model):
     run_no: int
     history_length: int
     attempt_at: datetime | None = None
+
+
+class ProcessResult(StateView):
+    """What a run that ends answers: the opportunity's state, and in runs that journal their
+    writes what the `journal` query would (the worker's journal relay reads it from the run's
+    close event instead of asking a closed run, which would replay its whole history)."""
+
+    journal: JournalView | None = None
 
 
 class TaskOp(_Model):
