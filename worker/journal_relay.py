@@ -155,7 +155,7 @@ class JournalRelay:
     async def _confirm(self, opportunity_id: str) -> None:
         async with self._asking:
             try:
-                view = await self._view(opportunity_id)
+                view = await self.view(opportunity_id)
                 async with self._pool.acquire() as conn:
                     confirmed, undone = await journal.resolve(conn, opportunity_id, view)
             except (
@@ -183,7 +183,7 @@ class JournalRelay:
             elif not confirmed:  # nothing to do yet (a write in flight): not before a while
                 self._not_before[opportunity_id] = (time.monotonic() + self._confirm_after, 0.5)
 
-    async def _view(self, opportunity_id: str) -> JournalView:
+    async def view(self, opportunity_id: str) -> JournalView:
         """What the run says of its writes: asked while it runs; a run that has completed has
         it in its result (asked, it would replay its whole history on a worker to answer)."""
         handle = self._client.get_workflow_handle(c.workflow_id(opportunity_id), result_type=ProcessResult)
