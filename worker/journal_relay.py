@@ -69,7 +69,8 @@ class JournalRelay:
         self._asking = asyncio.Semaphore(asking)  # runs asked at once
         self._tasks = TaskWorkflows(client)
         self._ready = asyncio.Event()  # operations may have become ready, or a slot free
-        self._not_before: dict[str, tuple[float, float]] = {}  # opportunity -> (when, backoff)
+        self._not_before: dict[str, tuple[float, float]] = {}  # opportunity -> (when, backoff): asking
+        self._resting: dict[str, tuple[float, float]] = {}  # the same, for operations that failed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, while this relay leads its task queue's: runs are asked and
@@ -166,12 +167,13 @@ class JournalRelay:
                 TimeoutError,
                 asyncpg.PostgresError,
                 OSError,
-            ) as err:
-                backoff = min(30.0, max(1.0, self._not_before.get(opportunity_id, (0.0, 0.5))[1] * 2))
-                self._not_before[opportunity_id] = (time.monotonic() + backoff, backoff)
-                log.info(
-                    "journal relay: %s not confirmed yet (%s); again in %.0f s", opportunity_id, err, backoff
-                )
+            ) as err:  # the run or the database not answering now
+                log.info("journal relay: %s not confirmed yet (%s); again in %.0f s", opportunity_id, err,
+                         self._back_off(opportunity_id))  # fmt: skip
+                return
+            except Exception as err:  # unforeseen: said louder, and tried again all the same
+                log.warning("journal relay: %s not confirmed: %r; again in %.0f s", opportunity_id, err,
+                            self._back_off(opportunity_id))  # fmt: skip
                 return
             self._not_before.pop(opportunity_id, None)
             if undone:
@@ -182,6 +184,12 @@ class JournalRelay:
                 )
             elif not confirmed:  # nothing to do yet (a write in flight): not before a while
                 self._not_before[opportunity_id] = (time.monotonic() + self._confirm_after, 0.5)
+
+    def _back_off(self, opportunity_id: str) -> float:
+        """Not before a while (doubled each time, 1 to 30 s); returns how long."""
+        backoff = min(30.0, max(1.0, self._not_before.get(opportunity_id, (0.0, 0.5))[1] * 2))
+        self._not_before[opportunity_id] = (time.monotonic() + backoff, backoff)
+        return backoff
 
     async def view(self, opportunity_id: str) -> JournalView:
         """What the run says of its writes: asked while it runs; a run that has completed has
@@ -223,8 +231,10 @@ class JournalRelay:
     async def carry_out_operations(self, working: dict[str, asyncio.Task[None]], opportunities: int) -> None:
         """Start on the ready operations of up to `opportunities` more opportunities, but those
         under way (`working`)."""
+        now = time.monotonic()
+        resting = [o for o, (until, _) in self._resting.items() if until > now]
         async with self._pool.acquire() as conn:
-            ready = await task_ops.ready_ops(conn, self._queue, opportunities, list(working))
+            ready = await task_ops.ready_ops(conn, self._queue, opportunities, [*working, *resting])
         per_opportunity: dict[str, list[asyncpg.Record]] = {}
         for op in ready:
             per_opportunity.setdefault(op["opportunity_id"], []).append(op)
@@ -232,8 +242,10 @@ class JournalRelay:
             working[opportunity_id] = asyncio.create_task(self._in_order(ops))
             working[opportunity_id].add_done_callback(functools.partial(self._done, working, opportunity_id))
 
-    def _done(self, working: dict[str, asyncio.Task[None]], opportunity_id: str, _: object) -> None:
-        _forget(working, opportunity_id, _)
+    def _done(
+        self, working: dict[str, asyncio.Task[None]], opportunity_id: str, task: asyncio.Task[None]
+    ) -> None:
+        _forget(working, opportunity_id, task)
         self._ready.set()  # room for another (and this one may have more ready by now)
 
     async def _in_order(self, ops: list[asyncpg.Record]) -> None:
@@ -244,34 +256,39 @@ class JournalRelay:
         for i, op in enumerate(ops):
             if i in skip:
                 continue
-            args = task_ops.json_args(op["args"])
             finish = _completed_next(ops, i) if op["kind"] == "start" else None
             try:
-                if finish is not None:
-                    args["_completed"] = task_ops.json_args(ops[finish]["args"])["outcome"]
-                await self._carry_out(op["kind"], op["task_id"], args)
-            except Exception as err:  # Temporal away: the rest waits, in order
-                log.warning("journal relay: task %s (%s): %r; trying again", op["task_id"], op["kind"], err)
+                completed = task_ops.json_args(ops[finish]["args"])["outcome"] if finish is not None else None
+                await self._carry_out(op["kind"], op["task_id"], task_ops.json_args(op["args"]), completed)
+            except Exception as err:  # Temporal away: the rest waits, in order, a while
+                backoff = min(30.0, max(1.0, self._resting.get(op["opportunity_id"], (0.0, 0.5))[1] * 2))
+                self._resting[op["opportunity_id"]] = (time.monotonic() + backoff, backoff)
+                log.warning("journal relay: task %s (%s): %r; trying again in %.0f s",
+                            op["task_id"], op["kind"], err, backoff)  # fmt: skip
                 break
             done.append((op["opportunity_id"], op["number"], op["ordinal"]))
             if finish is not None:
                 skip.add(finish)
                 done.append((op["opportunity_id"], ops[finish]["number"], ops[finish]["ordinal"]))
+        if len(done) == len(ops):
+            self._resting.pop(ops[0]["opportunity_id"], None)
         if done:
             async with self._pool.acquire() as conn:
                 await task_ops.ops_done(conn, done)
 
-    async def _carry_out(self, kind: str, task_id: str, args: dict[str, Any]) -> None:
-        """In the trace of the step that asked for it, when that was traced."""
+    async def _carry_out(self, kind: str, task_id: str, args: dict[str, Any], completed: str | None) -> None:
+        """In the trace of the step that asked for it, when that was traced. `completed`: a start
+        whose task is completed already, with that outcome."""
         token = otel_context.attach(propagate.extract(args.pop(task_ops.TRACE, None) or {}))
         try:
-            await self._carry_out_traced(kind, task_id, args)
+            await self._carry_out_traced(kind, task_id, args, completed)
         finally:
             otel_context.detach(token)
 
-    async def _carry_out_traced(self, kind: str, task_id: str, args: dict[str, Any]) -> None:
+    async def _carry_out_traced(
+        self, kind: str, task_id: str, args: dict[str, Any], completed: str | None
+    ) -> None:
         if kind == "start":
-            completed = args.pop("_completed", None)
             task = TaskInput.model_validate(args)
             await self._tasks.start(
                 TaskStart(task=task, summary=task.title), self._queue, completed=completed
@@ -303,8 +320,12 @@ async def _sleep(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float
         wake.clear()
 
 
-def _forget(tasks: dict[str, asyncio.Task[None]], key: str, _: object) -> None:
+def _forget(tasks: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[None]) -> None:
+    """A question or an opportunity's operations done: what failed unforeseen is said (it is
+    tried again on a later round: the write stays unconfirmed, the operations ready)."""
     tasks.pop(key, None)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("journal relay: %s: %r; trying again", key, task.exception())
 
 
 async def _cancel(tasks: Any) -> None:
