@@ -55,7 +55,8 @@ WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow, BulkWorkflow]
 
 # Deterministic modules of data models and activities, imported once for all workflows instead of
 # once per workflow in the sandbox: that would rebuild every pydantic model per cached workflow
-# (about 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves stay sandboxed.
+# (about 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves stay sandboxed
+# (but the task workflow's, which runs outside the sandbox: workflows/task.py).
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
     "pydantic",
     "pydantic_core",

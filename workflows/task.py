@@ -33,7 +33,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import CancelTaskRow, TaskNotice, TaskOps, TaskStart
 
 
-@workflow.defn(name=TASK_WORKFLOW_TYPE)
+# Not in the sandbox: a deal makes about ten of these short workflows, and the sandbox costs each
+# a fresh import of its modules and every activation an entry into it (docs/benchmarks.md: a fifth
+# of the worker's CPU per deal). Its code only waits, times and calls local activities through the
+# workflow API; keep it that way (no I/O, no clock, no randomness, no global state).
+@workflow.defn(name=TASK_WORKFLOW_TYPE, sandboxed=False)
 class TaskWorkflow:
     def __init__(self) -> None:
         self._outcome: str | None = None
