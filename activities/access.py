@@ -29,12 +29,21 @@ async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
         problem = await _signature_problem(conn, check, signature)
         if problem is not None:
             return problem
-    elif await conn.fetchval("SELECT value FROM system_settings WHERE name = $1", REQUIRE_SIGNED):
+        return await may_do(conn, check.asked)
+    # Unsigned (the usual case): the setting and the people in one round trip.
+    rows = await conn.fetch(
+        "SELECT s.value AS require_signed, p.name, p.role, p.manager"
+        " FROM (SELECT (SELECT value FROM system_settings WHERE name = $2) AS value) AS s"
+        " LEFT JOIN people p ON p.name = ANY($1::text[])",
+        check.asked.people(),
+        REQUIRE_SIGNED,
+    )
+    if rows[0]["require_signed"]:
         return (
             f"Unsigned commands are refused here (setting {REQUIRE_SIGNED}): sign it with a service"
             " key (`corpsale services add`; docs/contract.md, Signed commands)."
         )
-    return await may_do(conn, check.asked)
+    return _judge(check.asked, {r["name"]: r for r in rows if r["name"] is not None})
 
 
 async def may_do(conn: asyncpg.Connection, asked: Asked) -> str | None:

@@ -239,7 +239,7 @@ class SaleActivities:
     @activity.defn
     async def authorize(self, check: Authorize) -> str | None:
         """None if the command may go ahead (R24), else why not."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self._pool.acquire() as conn:  # reads only: no transaction of its own
             return await access.authorize(conn, check)
 
     @activity.defn

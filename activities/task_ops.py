@@ -57,8 +57,14 @@ async def ready_ops(
 
 
 async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
-    await conn.executemany(
-        "DELETE FROM task_ops WHERE opportunity_id = $1 AND number = $2 AND ordinal = $3", done
+    """Delete operations carried out (opportunity, number, ordinal), in one statement."""
+    opportunities, numbers, ordinals = (list(column) for column in zip(*done, strict=True))
+    await conn.execute(
+        "DELETE FROM task_ops o USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(opp, n, ordinal)"
+        " WHERE o.opportunity_id = d.opp AND o.number = d.n AND o.ordinal = d.ordinal",
+        opportunities,
+        numbers,
+        ordinals,
     )
 
 

@@ -48,6 +48,7 @@ from workflows.steps import JournalView, ProcessResult, TaskStart
 log = logging.getLogger("corpsale.journal")
 
 QUERY_TIMEOUT = timedelta(seconds=10)  # a query waits for a workflow task in flight
+GATHER = 0.02  # seconds the relay waits, once woken, before it looks for more ready operations
 
 
 class JournalRelay:
@@ -102,9 +103,11 @@ class JournalRelay:
             led = await journal.lead(conn, self._queue)
             yield lambda: led and not conn.is_closed()
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 if led:
                     await journal.step_down(conn, self._queue)
+            except Exception:  # the lock stays with the session: the session goes
+                conn.terminate()
             await self._pool.release(conn)
 
     @contextlib.asynccontextmanager
@@ -124,8 +127,10 @@ class JournalRelay:
             await conn.add_listener(task_ops.OPS_CHANNEL, woken)
             yield
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await conn.remove_listener(task_ops.OPS_CHANNEL, woken)
+            except Exception:  # still listening: the session goes
+                conn.terminate()
             await self._pool.release(conn)
 
     # Confirming --------------------------------------------------------------------------------
@@ -225,6 +230,7 @@ class JournalRelay:
                 if free > 0:
                     await self.carry_out_operations(working, free)
                 await _sleep(stop, self._ready, self._interval)
+                await asyncio.sleep(GATHER)  # those done meanwhile make room together
         finally:
             await _cancel(working.values())
 

@@ -125,8 +125,10 @@ class WebhookRelay:
             await conn.add_listener(CHANNEL, woken)
             yield
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await conn.remove_listener(CHANNEL, woken)
+            except Exception:  # still listening: the session goes
+                conn.terminate()
             await self._pool.release(conn)
 
     async def pass_once(self) -> bool:
