@@ -38,8 +38,6 @@ log = logging.getLogger("corpsale.journal")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-WRITES_CHANNEL = "corpsale_journal"  # notified when a write awaits its confirmation (migrations/018)
-
 
 class Superseded(Exception):
     """A write of an attempt that a later attempt has replaced: its workflow task is lost."""
@@ -48,11 +46,9 @@ class Superseded(Exception):
 _BEFORE_ALL = datetime.min.replace(tzinfo=UTC)
 
 
-def _epoch(row: asyncpg.Record | Fence) -> tuple[int, int, datetime]:
-    """When a write was decided: the run, the history length of its workflow task, and when that
+def _epoch(row: asyncpg.Record) -> tuple[int, int, datetime]:
+    """When an entry was decided: the run, the history length of its workflow task, and when that
     attempt of the task began (two attempts may see the same length)."""
-    if isinstance(row, Fence):
-        return row.run_no, row.history_length, row.attempt_at or _BEFORE_ALL
     return row["run_no"], row["history_length"], row["attempt_at"] or _BEFORE_ALL
 
 

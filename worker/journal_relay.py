@@ -174,11 +174,11 @@ class JournalRelay:
                 OSError,
             ) as err:  # the run or the database not answering now
                 log.info("journal relay: %s not confirmed yet (%s); again in %.0f s", opportunity_id, err,
-                         self._back_off(opportunity_id))  # fmt: skip
+                         _rest(self._not_before, opportunity_id))  # fmt: skip
                 return
             except Exception as err:  # unforeseen: said louder, and tried again all the same
                 log.warning("journal relay: %s not confirmed: %r; again in %.0f s", opportunity_id, err,
-                            self._back_off(opportunity_id))  # fmt: skip
+                            _rest(self._not_before, opportunity_id))  # fmt: skip
                 return
             self._not_before.pop(opportunity_id, None)
             if undone:
@@ -189,12 +189,6 @@ class JournalRelay:
                 )
             elif not confirmed:  # nothing to do yet (a write in flight): not before a while
                 self._not_before[opportunity_id] = (time.monotonic() + self._confirm_after, 0.5)
-
-    def _back_off(self, opportunity_id: str) -> float:
-        """Not before a while (doubled each time, 1 to 30 s); returns how long."""
-        backoff = min(30.0, max(1.0, self._not_before.get(opportunity_id, (0.0, 0.5))[1] * 2))
-        self._not_before[opportunity_id] = (time.monotonic() + backoff, backoff)
-        return backoff
 
     async def view(self, opportunity_id: str) -> JournalView:
         """What the run says of its writes: asked while it runs; a run that has completed has
@@ -267,10 +261,9 @@ class JournalRelay:
                 completed = task_ops.json_args(ops[finish]["args"])["outcome"] if finish is not None else None
                 await self._carry_out(op["kind"], op["task_id"], task_ops.json_args(op["args"]), completed)
             except Exception as err:  # Temporal away: the rest waits, in order, a while
-                backoff = min(30.0, max(1.0, self._resting.get(op["opportunity_id"], (0.0, 0.5))[1] * 2))
-                self._resting[op["opportunity_id"]] = (time.monotonic() + backoff, backoff)
+                rest = _rest(self._resting, op["opportunity_id"])
                 log.warning("journal relay: task %s (%s): %r; trying again in %.0f s",
-                            op["task_id"], op["kind"], err, backoff)  # fmt: skip
+                            op["task_id"], op["kind"], err, rest)  # fmt: skip
                 break
             done.append((op["opportunity_id"], op["number"], op["ordinal"]))
             if finish is not None:
@@ -324,6 +317,13 @@ async def _sleep(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float
         w.cancel()
     if wake is not None:
         wake.clear()
+
+
+def _rest(until: dict[str, tuple[float, float]], opportunity_id: str) -> float:
+    """Not before a while (doubled each time, 1 to 30 s); returns how long."""
+    backoff = min(30.0, max(1.0, until.get(opportunity_id, (0.0, 0.5))[1] * 2))
+    until[opportunity_id] = (time.monotonic() + backoff, backoff)
+    return backoff
 
 
 def _forget(tasks: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[None]) -> None:

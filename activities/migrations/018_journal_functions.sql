@@ -207,6 +207,5 @@ BEGIN
                            history_length = p_history_length, task_queue = p_task_queue,
                            attempt_at = p_attempt_at
      WHERE opportunity_id = opportunity;
-    PERFORM pg_notify('corpsale_journal', '');
     PERFORM pg_notify('corpsale_events', '');  -- wakes the webhook relay at commit
 END $$;
