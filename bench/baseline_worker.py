@@ -8,11 +8,11 @@ import asyncio
 import signal
 
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from bench.baseline import BaselineProcess, BaselineTask, noop
 from bench.floor import FloorProcess
 from worker.config import Settings, connect_temporal
+from worker.main import workflow_runner
 from worker.process import exit_now
 
 
@@ -27,9 +27,7 @@ async def main() -> None:
         task_queue=settings.task_queue,
         workflows=[BaselineProcess, BaselineTask, FloorProcess],
         activities=[noop],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("pydantic")
-        ),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),  # the product's, as it runs
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
     ):

@@ -8,7 +8,9 @@ else) and through the bare baseline workflows (bench/baseline.py), and reports e
 ratios to them, and what one opportunity cost the dev server in each (requests by kind, workflow
 tasks, history events, CPU). `--rate` starts opportunities at a fixed rate instead of keeping
 `--concurrency` in flight (latency at a chosen load); `--open N` measures the worker's memory with
-N opportunities open. Results go to bench/results/ (JSON) and docs/benchmarks.md (a table).
+N opportunities open. The workflows run as production runs them, outside the SDK's sandbox;
+`--sandbox` runs them in it, as the tests do. Results go to bench/results/ (JSON) and
+docs/benchmarks.md (a table).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -497,8 +500,15 @@ async def main() -> None:
     )
     parser.add_argument("--without-baseline", action="store_true", help="leave out the baseline")
     parser.add_argument("--without-floor", action="store_true", help="leave out the floor")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run the workflows (the product's and the floor's) in the SDK's sandbox, as the tests do;"
+        " without it they run as production runs them",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    os.environ["CORPSALE_WORKFLOW_SANDBOX"] = "true" if args.sandbox else "false"  # for every worker
     stop_on_signals()
     load = Load(args.concurrency, args.rate, args.think)
     results: list[Figures] = []

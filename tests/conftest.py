@@ -34,6 +34,10 @@ from workflows.contract import SEARCH_ATTRIBUTES
 # A quiet run is asked for its writes sooner than in production (1 s): tests read events and task
 # workflows right after the commands that make them. Worker processes of the tests inherit it.
 os.environ.setdefault("CORPSALE_JOURNAL_CONFIRM_AFTER", "0.2")
+# The suite's workers run the workflows in the SDK's sandbox, which production leaves out for speed:
+# it refuses a clock, randomness or I/O in workflow code on every path a test drives (the replay
+# tests replay the recorded histories in it too). test_happy_path.py runs without it as well.
+os.environ.setdefault("CORPSALE_WORKFLOW_SANDBOX", "true")
 
 
 @pytest.fixture(scope="session")

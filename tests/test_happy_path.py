@@ -3,12 +3,33 @@ tasks, in any order within a stage."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tests.helpers import HAPPY_PATH_TITLES, Sale
+from worker.config import Settings
+from worker.main import serving
 from workflows.contract import StateView
 from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
+
+
+@pytest.fixture(params=[True, False], ids=["sandboxed", "as in production"])
+async def worker(
+    request: pytest.FixtureRequest, client: Client, pool: asyncpg.Pool, task_queue: str
+) -> AsyncIterator[Worker]:
+    """The happy path on both runners: in the sandbox, as the rest of the suite runs, and without
+    it, as production runs (the setting's default)."""
+    settings = Settings(workflow_sandbox=request.param)
+    async with serving(client, pool, task_queue=task_queue, settings=settings) as worker:
+        runner = worker.config()["workflow_runner"]
+        assert isinstance(runner, SandboxedWorkflowRunner if request.param else UnsandboxedWorkflowRunner)
+        yield worker
 
 
 async def test_new_opportunity_enters_qualification_with_its_tasks(sale: Sale) -> None:

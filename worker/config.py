@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     max_cached_workflows: int = Field(default=2_000, ge=0)
     max_concurrent_activities: int = Field(default=100, ge=1)
+    workflow_sandbox: bool = Field(
+        default=False,
+        description="Run the workflows in the SDK's sandbox, which refuses non-deterministic calls."
+        " The test suite runs with it; production without (it costs about a fifth of the"
+        " throughput, docs/benchmarks.md).",
+    )
     lead_relay: bool = Field(default=True, description="Start processes for leads that reach the sale (R3).")
     lead_relay_interval: float = Field(default=1.0, gt=0, description="Seconds between lead outbox passes.")
     webhook_relay: bool = Field(default=True, description="Post business events to webhook subscribers.")

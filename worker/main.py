@@ -16,7 +16,7 @@ import asyncpg
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bulk import BulkActivities
@@ -53,10 +53,11 @@ DATABASE_DOWN = (
 
 WORKFLOWS = [CorporateSaleWorkflow, TaskWorkflow, BulkWorkflow]
 
-# Deterministic modules of data models and activities, imported once for all workflows instead of
-# once per workflow in the sandbox: that would rebuild every pydantic model per cached workflow
-# (about 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves stay sandboxed
-# (but the task workflow's, which runs outside the sandbox: workflows/task.py).
+# The sandbox (CORPSALE_WORKFLOW_SANDBOX; the test suite's worker runs in it) passes these
+# deterministic modules of data models and activities through, imported once for all workflows
+# instead of once per workflow: that would rebuild every pydantic model per cached workflow (about
+# 120 KiB a workflow, see docs/benchmarks.md). The workflow modules themselves are sandboxed (but
+# the task workflow's, which always runs outside it: workflows/task.py).
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
     "pydantic",
     "pydantic_core",
@@ -68,6 +69,13 @@ SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
     "workflows.steps",
     "activities",
 )
+
+
+def workflow_runner(sandboxed: bool) -> WorkflowRunner:
+    """The SDK's sandbox where `sandboxed` (development and tests: it refuses a clock, randomness,
+    I/O or a restricted import in workflow code, which the replay tests cannot see before a
+    history records it); else workflows run as plain Python, as the task workflow always does."""
+    return SandboxedWorkflowRunner(restrictions=SANDBOX) if sandboxed else UnsandboxedWorkflowRunner()
 
 
 def build_worker(
@@ -89,7 +97,7 @@ def build_worker(
             *TaskWorkflowActivities(client).all(),
             *BulkActivities(pool, client).all(),
         ],
-        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
