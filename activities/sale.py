@@ -19,7 +19,6 @@ from workflows.steps import (
     CloseDateNotice,
     CompleteTaskRow,
     EnterStage,
-    Fence,
     GateNotice,
     MigrateRow,
     OpenOpportunity,
@@ -29,9 +28,16 @@ from workflows.steps import (
     StaleNotice,
     TaskNotice,
     UpdateOpportunityRow,
+    Write,
 )
 
 T = TypeVar("T")
+
+
+class _NotAllowed(Exception):
+    """A write's permission check refused its command (the text says why)."""
+
+
 # What says the data, not the database, is wrong (a value out of range, text it cannot hold).
 DATA_ERRORS = (
     asyncpg.DataError,
@@ -146,16 +152,32 @@ class SaleActivities:
             return await repository.load_stages(conn)
 
     async def _write(
-        self, opportunity_id: str, fence: Fence | None, step: str, apply: Callable[[asyncpg.Connection], Any]
+        self, opportunity_id: str, row: Write, step: str, apply: Callable[[asyncpg.Connection], Any]
     ) -> None:
-        """One write of a process: journaled when it carries a fence (activities/journal.py). Data
-        the database will not take fails it once, for good (retrying cannot help): the process
-        refuses the command. (Runs from before the journal retry it, but for data updates.)"""
+        """One write of a process: journaled when it carries a fence (activities/journal.py). The
+        command's permission check, when the write carries it, comes first in its transaction: a
+        refusal writes nothing. Data the database will not take fails it once, for good (retrying
+        cannot help): the process refuses the command. (Runs from before the journal retry it, but
+        for data updates.)"""
+        fence, check = row.fence, row.check
+
+        async def checked(conn: asyncpg.Connection) -> Any:
+            if check is not None:
+                refusal = await access.authorize(conn, check)
+                if refusal is not None:
+                    raise _NotAllowed(refusal)  # the transaction is rolled back
+            return await apply(conn)
+
         try:
             async with self._pool.acquire() as conn:
-                await _unless_superseded(
-                    journal.write(conn, opportunity_id, fence, step, lambda: apply(conn), task_queue=_queue())
+                checked_write = journal.write(
+                    conn, opportunity_id, fence, step, lambda: checked(conn), task_queue=_queue()
                 )
+                await _unless_superseded(checked_write)
+        except _NotAllowed as err:
+            raise ApplicationError(
+                str(err), type="NotAllowed", non_retryable=True, category=ApplicationErrorCategory.BENIGN
+            ) from None
         except DATA_ERRORS as err:
             if fence is None and step != "update_opportunity":
                 raise
@@ -168,9 +190,7 @@ class SaleActivities:
 
     @activity.defn
     async def enter_stage(self, step: EnterStage) -> None:
-        await self._write(
-            step.opportunity_id, step.fence, "enter_stage", lambda c: repository.enter_stage(c, step)
-        )
+        await self._write(step.opportunity_id, step, "enter_stage", lambda c: repository.enter_stage(c, step))
 
     @activity.defn
     async def complete_task(self, row: CompleteTaskRow) -> None:
@@ -181,9 +201,7 @@ class SaleActivities:
             if opportunity_id is None:
                 return
         known: str = opportunity_id
-        await self._write(
-            known, row.fence, "complete_task", lambda c: repository.complete_task(c, row, known)
-        )
+        await self._write(known, row, "complete_task", lambda c: repository.complete_task(c, row, known))
 
     @activity.defn
     async def cancel_task(self, row: CancelTaskRow) -> None:
@@ -194,7 +212,7 @@ class SaleActivities:
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
         await self._write(
             row.opportunity_id,
-            row.fence,
+            row,
             "update_opportunity",
             lambda c: repository.update_opportunity(c, row),
         )
@@ -206,11 +224,11 @@ class SaleActivities:
 
     @activity.defn
     async def add_task(self, row: AddTaskRow) -> None:
-        await self._write(row.opportunity_id, row.fence, "add_task", lambda c: repository.add_task(c, row))
+        await self._write(row.opportunity_id, row, "add_task", lambda c: repository.add_task(c, row))
 
     @activity.defn
     async def reassign(self, row: ReassignRow) -> None:
-        await self._write(row.opportunity_id, row.fence, "reassign", lambda c: repository.reassign(c, row))
+        await self._write(row.opportunity_id, row, "reassign", lambda c: repository.reassign(c, row))
 
     @activity.defn
     async def load_definition(self, version: int) -> ProcessDefinition:
@@ -226,14 +244,12 @@ class SaleActivities:
 
     @activity.defn
     async def migrate_visit(self, row: MigrateRow) -> None:
-        await self._write(
-            row.opportunity_id, row.fence, "migrate_visit", lambda c: versions.migrate_visit(c, row)
-        )
+        await self._write(row.opportunity_id, row, "migrate_visit", lambda c: versions.migrate_visit(c, row))
 
     @activity.defn
     async def record_refusal(self, row: RefusalRow) -> None:
         await self._write(
-            row.opportunity_id, row.fence, "record_refusal", lambda c: repository.record_refusal(c, row)
+            row.opportunity_id, row, "record_refusal", lambda c: repository.record_refusal(c, row)
         )
 
     @activity.defn
@@ -251,14 +267,14 @@ class SaleActivities:
     @activity.defn
     async def notify_stale(self, notice: StaleNotice) -> None:
         await self._write(
-            notice.opportunity_id, notice.fence, "notify_stale", lambda c: notices.notify_stale(c, notice)
+            notice.opportunity_id, notice, "notify_stale", lambda c: notices.notify_stale(c, notice)
         )
 
     @activity.defn
     async def notify_close_date(self, notice: CloseDateNotice) -> None:
         await self._write(
             notice.opportunity_id,
-            notice.fence,
+            notice,
             "notify_close_date",
             lambda c: notices.notify_close_date(c, notice),
         )
@@ -271,7 +287,7 @@ class SaleActivities:
     @activity.defn
     async def notify_gate(self, notice: GateNotice) -> None:
         await self._write(
-            notice.opportunity_id, notice.fence, "notify_gate", lambda c: notices.notify_gate(c, notice)
+            notice.opportunity_id, notice, "notify_gate", lambda c: notices.notify_gate(c, notice)
         )
 
     def all(self) -> list[Callable[..., Any]]:

@@ -5,12 +5,14 @@ the CLI acts as the operating-system user unless an admin names someone else."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from starter.client import CommandRefused, SaleClient
@@ -223,3 +225,89 @@ async def test_the_cli_acts_as_the_operating_system_user_unless_an_admin_says_ot
     # The operator running these tests is an admin: they may act as alice, and close her deal.
     closed = await sale.cli("move", opp, "Closed lost", "--reason", "No budget", "--actor", "alice")
     assert closed.code == 0, closed.stderr
+
+
+async def _local_activities(sale: Sale, opp: str) -> list[str]:
+    """The types of the local activities in the opportunity's history, in order."""
+    types = []
+    async for event in sale.handle(opp).fetch_history_events():
+        marker = event.marker_recorded_event_attributes
+        if (
+            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and marker.marker_name == "core_local_activity"
+        ):
+            types.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return types
+
+
+async def test_a_completion_is_checked_in_its_own_write_and_a_refused_one_writes_nothing(sale: Sale) -> None:
+    """patches.CHECK_IN_WRITE: a task completion's permission is checked first in the completion's
+    own write (one local activity, not two); a refusal rolls that write back: the task stays open,
+    no completion event, the request is not known as applied."""
+    suffix = uuid.uuid4().hex[:6]
+    alice, mallory = f"alice-{suffix}", f"mallory-{suffix}"
+    _, opp = await sale.started(owner=alice)
+    contact = f"{opp}:v1:contact-assess"
+    refused = {"task_id": contact, "actor": mallory, "request_id": f"try-{suffix}"}
+
+    assert f"{mallory} may not complete {alice}'s task" in await _refused(
+        sale, opp, c.UPDATE_COMPLETE_TASK, refused
+    )
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {"task_id": contact, "actor": alice})
+
+    steps = await _local_activities(sale, opp)
+    assert "authorize" not in steps
+    assert steps[steps.index("enter_stage") + 1 :] == [
+        "complete_task",  # mallory's: refused in its transaction
+        "record_refusal",  # R24: the refusal is an event
+        "complete_task",  # alice's
+    ]
+    assert [(t["id"], t["completed_by"]) for t in await sale.tasks(opp) if t["status"] == "completed"] == [
+        (contact, alice)
+    ]
+
+    async def events() -> list[str]:  # out once the run has confirmed its writes
+        rows = await sale.pool.fetch(
+            "SELECT type FROM events WHERE opportunity_id = $1 ORDER BY position", opp
+        )
+        return [r["type"] for r in rows]
+
+    got = await eventually(events, lambda types: "task.completed" in types)
+    assert got.count("task.completed") == 1 and got.count("command.refused") == 1
+    assert not await sale.pool.fetchval(
+        "SELECT count(*) FROM requests WHERE opportunity_id = $1 AND request_id = $2",
+        opp,
+        refused["request_id"],
+    )
+
+
+async def test_a_completion_signed_by_a_service_is_checked_in_its_write_too(
+    sale: Sale, require_signed: None
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    laptop = await _key(sale, f"laptop-{suffix}", "--person", "alice")
+    _, opp = await sale.started()
+    contact, prepare = f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"
+    service, secret = laptop
+
+    def signed(payload: dict[str, Any]) -> dict[str, Any]:
+        return signing.sign(
+            payload,
+            workflow_id=c.workflow_id(opp),
+            command=c.SIGNAL_COMPLETE_TASK,
+            service=service,
+            secret=secret,
+        )
+
+    assert "Unsigned commands are refused here" in await _refused(
+        sale, opp, c.UPDATE_COMPLETE_TASK, {"task_id": contact, "actor": "alice"}
+    )
+    forged = {**signed({"task_id": contact, "actor": "alice"}), "task_id": prepare}  # changed after signing
+    assert "does not match" in await _refused(sale, opp, c.UPDATE_COMPLETE_TASK, forged)
+    assert "signs only as alice, not as bob" in await _refused(
+        sale, opp, c.UPDATE_COMPLETE_TASK, signed({"task_id": contact, "actor": "bob"})
+    )
+    assert {t["status"] for t in await sale.tasks(opp)} == {"open"}
+    state = await sale.update(opp, c.UPDATE_COMPLETE_TASK, signed({"task_id": contact, "actor": "alice"}))
+    assert state.tasks_done == 1
+    assert "authorize" not in await _local_activities(sale, opp)

@@ -72,10 +72,13 @@ class Journal:
         return False
 
     def fence(self, row: BaseModel) -> Fence:
-        """The fence of the next write, `row` (its digest leaves out its `fence` and its times)."""
+        """The fence of the next write, `row` (its digest leaves out its `fence`, the permission
+        check it makes first, and its times)."""
         self._look()
         state, info = self._state, workflow.info()
-        content = json.dumps(_timeless(row.model_dump(exclude={"fence"})), sort_keys=True, default=str)
+        content = json.dumps(
+            _timeless(row.model_dump(exclude={"fence", "check"})), sort_keys=True, default=str
+        )
         digest = _digest(content)
         opening = state.writes == 0 and state.run_no == 0
         self._pending = Fence(

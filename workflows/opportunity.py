@@ -266,10 +266,10 @@ class CorporateSaleWorkflow:
     async def _refresh_stages(self) -> None:
         self._state.process = await self._store.refreshed(self._rules.process)
 
-    async def _complete_task(self, cmd: c.CompleteTask) -> None:
+    async def _complete_task(self, cmd: c.CompleteTask, check: steps.Authorize | None) -> None:
         task = self._rules.check_complete_task(cmd)
         assert task is not None
-        await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd)
+        await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd, check)
         then = self._rules.after_completion(task, cmd)
         if isinstance(then, Waiting):  # every task done, the next stage's gate not met: wait
             self._state.waiting = then.move
@@ -281,7 +281,9 @@ class CorporateSaleWorkflow:
         elif then is not None:
             await self._move(then)
 
-    async def _finish_task(self, task: TaskState, outcome: str, cmd: c.CompleteTask) -> None:
+    async def _finish_task(
+        self, task: TaskState, outcome: str, cmd: c.CompleteTask, check: steps.Authorize | None
+    ) -> None:
         row = steps.CompleteTaskRow(
             task_id=task.task_id,
             opportunity_id=self._state.opportunity_id,
@@ -289,6 +291,7 @@ class CorporateSaleWorkflow:
             actor=cmd.actor,
             comment=cmd.comment,
             at=workflow.now(),
+            check=check,  # the command's permission, checked first in this write's transaction
         )
         await self._store.complete_task(row, task.title)
         task.status, task.outcome = "completed", outcome
@@ -348,13 +351,12 @@ class CorporateSaleWorkflow:
 
     async def _command(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """What a new command does (the desk has decoded it and checked its request id)."""
-        if self._permissions:
-            await self._authorize(name, cmd, payload)
+        check = await self._authorize(name, cmd, payload) if self._permissions else None
         match cmd:
             case c.ChangeStage():
                 await self._change_stage(cmd)
             case c.CompleteTask():
-                await self._complete_task(cmd)
+                await self._complete_task(cmd, check)
             case c.UpdateOpportunity():
                 await self._update_opportunity(cmd)
             case c.Reassign():
@@ -381,25 +383,28 @@ class CorporateSaleWorkflow:
         await self._children.cancel([t.task_id for t in plan.canceled])
         publish(state)
 
-    async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> None:
+    async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> steps.Authorize | None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
-        may, and is vouched for where signatures are required, as PostgreSQL says now."""
+        may, and is vouched for where signatures are required, as PostgreSQL says now. A task
+        completion's check is returned for its write to make first (patches.CHECK_IN_WRITE: one
+        local activity, not two; a refusal writes nothing); any other command's is made here."""
         if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):
             if self._patches.has(patches.STAGES_REFRESHED):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
         self._rules.check(cmd, now=workflow.now(), settled=True)
-        refusal = await self._store.authorize(
-            steps.Authorize(
-                workflow_id=workflow.info().workflow_id,
-                command=name,
-                payload=payload,
-                asked=self._rules.asked(cmd),
-                at=workflow.now(),
-            ),
-            getattr(cmd, "actor", None),
+        check = steps.Authorize(
+            workflow_id=workflow.info().workflow_id,
+            command=name,
+            payload=payload,
+            asked=self._rules.asked(cmd),
+            at=workflow.now(),
         )
+        if isinstance(cmd, c.CompleteTask) and self._patches.check_in_write and self._journal.on:
+            return check
+        refusal = await self._store.authorize(check, getattr(cmd, "actor", None))
         if refusal is not None:
             raise NotAllowed(refusal)
+        return None
 
     # The public contract ----------------------------------------------------------------------
     # One dynamic handler for every signal and one for every update: they take the payloads raw,

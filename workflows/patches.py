@@ -36,6 +36,9 @@ REFUSALS_ARE_EVENTS = "refusals-are-events"
 # Runs journal their writes (activities/journal.py): what a lost workflow task wrote is undone,
 # events and task workflows hear only of confirmed decisions.
 JOURNAL = "writes-journaled"
+# A journaled run checks a task completion's permission in the completion's own write (one local
+# activity, one transaction), not in a local activity before it.
+CHECK_IN_WRITE = "permission-checked-in-write"
 
 
 class Patches:
@@ -46,6 +49,7 @@ class Patches:
         self.timers_run_out = False  # TIMERS_RUN_OUT
         self.refusals_are_events = False  # REFUSALS_ARE_EVENTS
         self.journal = False  # JOURNAL
+        self.check_in_write = False  # CHECK_IN_WRITE
 
     def decide(self) -> None:
         """In the run's first workflow task, before its first local activity."""
@@ -53,6 +57,7 @@ class Patches:
         self.timers_run_out = workflow.patched(TIMERS_RUN_OUT)
         self.refusals_are_events = workflow.patched(REFUSALS_ARE_EVENTS)
         self.journal = workflow.patched(JOURNAL)
+        self.check_in_write = workflow.patched(CHECK_IN_WRITE)
 
     def has(self, patch: str) -> bool:
         """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says

@@ -90,10 +90,24 @@ class TaskOp(_Model):
     args: dict[str, Any] = {}
 
 
+class Authorize(_Model):
+    """One command to check (R24): its signature, if any, and whether its actor may."""
+
+    workflow_id: str
+    command: str  # the signal name, also for the command's update (what a signature covers)
+    payload: dict[str, Any]  # as sent: the signature covers it as sent
+    asked: Asked
+    at: datetime
+
+
 class Write(_Model):
-    """A write of the process: with a fence, journaled (runs from before the journal send none)."""
+    """A write of the process: with a fence, journaled (runs from before the journal send none).
+    A command's first write may carry the command's permission check (`check`,
+    patches.CHECK_IN_WRITE), made in the write's transaction before anything is written: a refusal
+    writes nothing."""
 
     fence: Fence | None = None
+    check: Authorize | None = None
 
 
 class OpenOpportunity(Write):
@@ -269,16 +283,6 @@ class TaskOps(_Model):
 
     def __bool__(self) -> bool:
         return bool(self.start or self.finish or self.cancel or self.owner)
-
-
-class Authorize(_Model):
-    """One command to check (R24): its signature, if any, and whether its actor may."""
-
-    workflow_id: str
-    command: str  # the signal name, also for the command's update (what a signature covers)
-    payload: dict[str, Any]  # as sent: the signature covers it as sent
-    asked: Asked
-    at: datetime
 
 
 # The steps the process takes, as it sees them: the names and shapes of the activities the worker

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import steps
     from workflows.definition import Process, ProcessDefinition, Stage
     from workflows.journal import Journal
-    from workflows.rules import AlreadyApplied, Refused, Unavailable
+    from workflows.rules import AlreadyApplied, NotAllowed, Refused, Unavailable
     from workflows.steps import (
         AddTaskRow,
         Authorize,
@@ -72,6 +72,8 @@ class Store:
             failure = _failure(err)
             if isinstance(failure, ApplicationError) and failure.type == "InvalidData":
                 raise Refused(f"Invalid data: {failure.message}") from None
+            if isinstance(failure, ApplicationError) and failure.type == "NotAllowed":
+                raise NotAllowed(failure.message) from None  # the write's permission check
             if isinstance(failure, ApplicationError) and failure.type == "AlreadyApplied":
                 raise AlreadyApplied(str(failure.details[0]) if failure.details else "") from None
             raise
