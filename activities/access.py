@@ -79,8 +79,14 @@ async def _signature_problem(
             " the workflow id and command name (docs/contract.md, Signed commands)."
         )
     signed_at = datetime.fromisoformat(str(signature.get("signed_at")).replace("Z", "+00:00"))
-    if abs(check.at - signed_at) > signing.MAX_AGE:
+    if check.at - signed_at > signing.MAX_AGE:
         return f"The signature of {service!r} is from {signed_at:%Y-%m-%d %H:%M} UTC, too old: sign it anew."
+    if signed_at - check.at > signing.MAX_AHEAD:
+        return (
+            f"The signature of {service!r} is dated {signed_at:%Y-%m-%d %H:%M} UTC, ahead of the"
+            f" process's clock ({check.at:%Y-%m-%d %H:%M} UTC): sign it with the time it is sent"
+            " (check the signer's clock)."
+        )
     person, actor = key["person"], check.asked.actor
     if person is not None and actor != person and not await is_admin(conn, person):
         return f"The key {service!r} is {person}'s: it signs only as {person}, not as {actor or 'nobody'}."

@@ -18,8 +18,10 @@ from functools import partial
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from activities import bulk
 from tests.helpers import Sale, eventually, worker_process
 from workflows import contract as c
+from workflows.operations import BulkInput, BulkSelect
 
 N = int(os.environ.get("BULK_N", "150"))
 
@@ -141,3 +143,46 @@ async def test_a_canceled_bulk_run_stops_sending(sale: Sale) -> None:
     assert report["state"] == "canceled" and report["counts"]["pending"] == 30 - settled, report  # type: ignore[index]
     again = await sale.cli("bulk", "cancel", bulk_id)
     assert again.code == 1 and "has ended (canceled)" in again.stderr, again
+
+
+async def test_a_bulk_run_hands_over_to_a_new_run_every_few_pages_and_sends_each_once(sale: Sale) -> None:
+    """A bulk run continues as new after `pages_per_run` pages (20 of 50 as shipped; here 2 of 2,
+    so 9 deals take three runs), carrying its counts: every deal is reassigned once, and the
+    runs add up to one report."""
+    owner, heir = f"o{uuid.uuid4().hex[:8]}", f"h{uuid.uuid4().hex[:8]}"
+    opps = await _opened(sale, owner, 9)
+    bulk_id = uuid.uuid4().hex[:12]
+    run = BulkSelect(
+        bulk_id=bulk_id,
+        command="reassign",
+        payload={"owner": heir, "reason": "territory", "actor": owner},  # the deals are hers
+        query=f"owner={owner}",
+        selection=bulk.parse_where(f"owner={owner}"),
+        actor=owner,
+    )
+    handle = await sale.client.start_workflow(
+        c.BULK_WORKFLOW_TYPE,
+        BulkInput(run=run, update=c.UPDATE_REASSIGN, page=2, pages_per_run=2),
+        id=c.bulk_workflow_id(bulk_id),
+        task_queue=sale.task_queue,
+    )
+    await asyncio.wait_for(handle.result(), timeout=120)
+
+    runs = [r async for r in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert sorted(r.status for r in runs if r.status is not None) == sorted(
+        [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
+    )
+    report = await _status(sale, bulk_id)
+    assert report["state"] == "done" and report["total"] == 9, report
+    assert report["counts"] == {"pending": 0, "done": 9, "refused": 0, "skipped": 0, "canceled": False}
+
+    async def reassigned() -> int:  # events go out once the deals' runs have confirmed their writes
+        n: int = await sale.pool.fetchval(
+            "SELECT count(*) FROM events WHERE opportunity_id = ANY($1) AND type = 'opportunity.reassigned'",
+            opps,
+        )
+        return n
+
+    await eventually(reassigned, lambda n: n >= 9)
+    await asyncio.sleep(0.5)
+    assert await reassigned() == 9  # once each

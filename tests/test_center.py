@@ -80,17 +80,19 @@ async def test_the_agenda_shows_a_persons_tasks_in_a_date_range(sale: Sale) -> N
     await sale.pool.execute(
         "UPDATE tasks SET due_at = now() - interval '1 day' WHERE id = $1", f"{opp}:v1:contact-assess"
     )
-    future = await sale.cli("agenda", owner, "--from", "2030-05-01", "--to", "2030-06-01", "--json")
+    next_year = (datetime.now(UTC) + timedelta(days=365)).date()
+    window = ("--from", next_year.isoformat(), "--to", (next_year + timedelta(days=31)).isoformat())
+    future = await sale.cli("agenda", owner, *window, "--json")
     assert [(r["id"], r["overdue"]) for r in json.loads(future.stdout)] == [
         (f"{opp}:v1:contact-assess", True)
     ]
-    marked = await sale.cli("agenda", owner, "--from", "2030-05-01", "--to", "2030-06-01")
+    marked = await sale.cli("agenda", owner, *window)
     assert "overdue" in marked.stdout
     await sale.complete(opp, f"{opp}:v1:contact-assess")
     open_only = json.loads((await sale.cli("agenda", owner, "--json")).stdout)
     assert [r["id"] for r in open_only] == [f"{opp}:v1:prepare-presentation"]
     everything = await sale.cli(
-        "agenda", owner, "--all", "--from", "2020-01-01", "--to", "2100-01-01", "--json"
+        "agenda", owner, "--all", "--from", "2020-01-01", "--to", str(next_year), "--json"
     )
     everything = json.loads(everything.stdout)
     assert {r["status"] for r in everything} == {"open", "completed"}

@@ -62,19 +62,25 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
     env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
     moves: dict[str, list[str]] = {}
     injected: list[str] = []
+    late: list[str] = []  # the deals a duplicate came to, once each time
 
     async with worker_process(env) as first, worker_process(env) as second:
         opps = [await _opened(sale) for _ in range(6 * SCALE)]
 
         async def stream(opp: str) -> None:
-            current, sent = "Qualification", []
+            current, sent, previous = "Qualification", [], None
             for i in range(8):
                 stage = rng.choice([s for s in STAGES if s != current])
                 payload = {"stage": stage, "actor": "chaos", "request_id": f"{opp}-{i}"}
                 await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, payload)
-                if rng.random() < 0.3:  # a broker delivering twice
-                    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, payload)
-                current = stage
+                if previous is not None and rng.random() < 0.4:
+                    # A broker delivering the move before this one again, late: applied again it
+                    # would move the deal back (a stage it is not in), so only its request id
+                    # can tell it was applied already. Signals are taken in order: the original
+                    # was applied before it.
+                    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, previous)
+                    late.append(opp)
+                current, previous = stage, payload
                 sent.append(stage)
                 await asyncio.sleep(rng.uniform(0, 0.15))
             moves[opp] = sent
@@ -98,14 +104,17 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
             report = await sale.cli("check", *opps, "--json")
             runs = await eventually(lambda: handed_over(client, opps), lambda n: n > len(opps))
             assert await assert_replays(client, opps) > runs  # the runs and their task workflows
+            rejected = {opp: (await sale.state(opp)).rejected for opp in opps}
 
     result = json.loads(report.stdout)
     summary(injected, result, runs)
     assert len(injected) == 2 and report.code == 0 and result["violations"] == [], result
     assert runs > len(opps), "no process handed over to a new run"
+    assert len(late) >= len(opps)  # duplicates were sent (about three a deal)
     for opp in opps:
         visits = await sale.visits(opp)
-        assert [v["stage"] for v in visits] == ["Qualification", *moves[opp]]
+        assert [v["stage"] for v in visits] == ["Qualification", *moves[opp]]  # none moved twice
+        assert rejected[opp] == []  # a duplicate is known as applied, not refused
 
 
 async def handed_over(client: Client, opps: list[str]) -> int:

@@ -6,6 +6,7 @@ them, following the data as it is filled in and the deal as it moves."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from temporalio.api.sdk.v1 import WorkflowMetadata
 
@@ -13,6 +14,10 @@ from tests.helpers import Sale, eventually
 from workflows import contract as c
 
 QUALIFICATION_GOAL = "goal: Make sure the customer has allocated a budget, the need is well defined"
+
+
+def _in_a_week() -> str:
+    return (datetime.now(UTC) + timedelta(days=7)).isoformat()
 
 
 async def _details(sale: Sale, opp: str) -> str:
@@ -56,7 +61,7 @@ async def test_each_stage_shows_its_goal_guidance_and_what_is_still_to_fill_in(s
     await sale.update(
         opp,
         c.UPDATE_UPDATE_OPPORTUNITY,
-        {"sales_tactics": "Lead with the pilot", "presentation_at": "2030-05-04T10:00:00Z", "actor": "alice"},
+        {"sales_tactics": "Lead with the pilot", "presentation_at": _in_a_week(), "actor": "alice"},
     )
     assert "to fill in" not in await _details(sale, opp)
     moved = await sale.cli("move", opp, "Presentation")

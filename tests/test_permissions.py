@@ -311,3 +311,62 @@ async def test_a_completion_signed_by_a_service_is_checked_in_its_write_too(
     state = await sale.update(opp, c.UPDATE_COMPLETE_TASK, signed({"task_id": contact, "actor": "alice"}))
     assert state.tasks_done == 1
     assert "authorize" not in await _local_activities(sale, opp)
+
+
+async def test_signals_too_must_be_signed_where_signatures_are_required_and_the_cli_signs_with_its_key(
+    sale: Sale, require_signed: None
+) -> None:
+    """With RequireSignedCommands on, an unsigned or forged signal is refused and recorded in
+    `rejected` (a signal answers nothing); a signed one is applied. The CLI signs every command
+    with CORPSALE_SERVICE_KEY, and without it is refused."""
+    suffix = uuid.uuid4().hex[:6]
+    service, secret = await _key(sale, f"erp-{suffix}")
+    _, opp = await sale.started()
+    wid = c.workflow_id(opp)
+
+    def signed(payload: dict[str, Any]) -> dict[str, Any]:
+        return signing.sign(
+            payload, workflow_id=wid, command=c.SIGNAL_CHANGE_STAGE, service=service, secret=secret
+        )
+
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Presentation", "actor": "bob"})
+    forged = {**signed({"stage": "Presentation", "actor": "bob"}), "stage": "Contracting"}
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, forged)
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, signed({"stage": "Proposal", "actor": "bob"}))
+    state = await eventually(lambda: sale.state(opp), lambda s: s.stage == "Proposal")
+    assert [(r.command, r.reason.split(":")[0]) for r in state.rejected] == [
+        (c.SIGNAL_CHANGE_STAGE, "Unsigned commands are refused here (setting RequireSignedCommands)"),
+        (c.SIGNAL_CHANGE_STAGE, f"The signature of {service!r} does not match the command"),
+    ]
+    assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", "Proposal"]
+
+    unsigned = await sale.cli("move", opp, "Presentation")
+    assert unsigned.code == 1 and "Unsigned commands are refused here" in unsigned.stderr
+    keyed = await sale.cli("move", opp, "Presentation", env={"CORPSALE_SERVICE_KEY": f"{service}:{secret}"})
+    assert keyed.code == 0, keyed.stderr
+    assert (await sale.state(opp)).stage == "Presentation"
+
+
+async def test_a_signature_dated_ahead_of_the_process_clock_is_refused_a_slow_clock_is_not(
+    sale: Sale, require_signed: None
+) -> None:
+    """A signature dated a day ahead would stay good for two: refused, saying so. A signer whose
+    clock runs a minute fast is let through (up to five)."""
+    suffix = uuid.uuid4().hex[:6]
+    service, secret = await _key(sale, f"erp-{suffix}")
+    _, opp = await sale.started()
+
+    def signed(stage: str, ahead: timedelta) -> dict[str, Any]:
+        return signing.sign(
+            {"stage": stage, "actor": "bob"},
+            workflow_id=c.workflow_id(opp),
+            command=c.SIGNAL_CHANGE_STAGE,
+            service=service,
+            secret=secret,
+            at=datetime.now(UTC) + ahead,
+        )
+
+    why = await _refused(sale, opp, c.UPDATE_CHANGE_STAGE, signed("Contracting", timedelta(days=1)))
+    assert "ahead of the process's clock" in why and "check the signer's clock" in why
+    state = await sale.update(opp, c.UPDATE_CHANGE_STAGE, signed("Proposal", timedelta(minutes=1)))
+    assert state.stage == "Proposal"

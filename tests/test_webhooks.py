@@ -261,3 +261,67 @@ async def _ids(receiver: Receiver, opp: str) -> list[str]:
 
 async def _sent(receiver: Receiver, ids: list[str]) -> set[int]:
     return {receiver.on_wire[i] for i in ids}
+
+
+async def test_a_slow_subscriber_holds_up_no_other(sale: Sale) -> None:
+    """One subscriber keeps every post past the time-out; another answers at once. The quick one
+    gets every event of 24 deals, while the slow one is never posted more than 16 at once (the
+    relay's limit per subscriber, of 64 in all) and had that many."""
+    slow, quick = Receiver(hang=1.0, hang_seconds=30.0), Receiver()
+    policy = Policy(timeout=1.0, backoff=5.0, backoff_cap=10.0, attempts=1000)  # the limits as shipped
+    try:
+        for r in (slow, quick):
+            await r.start()
+            r.trust(await _subscribe(sale, r.url))
+        opps = [(await sale.started())[1] for _ in range(24)]
+        for opp in opps:  # their events written, waiting for the relay: 24 deals' at once
+            await journal_settled(sale, opp, timeout=20)
+        async with _relay(sale.pool, policy):
+            feed = await _all_arrived(sale, quick, opps, timeout=60)
+        assert all([e["id"] for e in quick.of(o)] == feed[o] for o in opps)
+        assert slow.most_in_flight == policy.per_subscriber == 16, slow.most_in_flight
+    finally:
+        for r in (slow, quick):
+            await r.stop()
+            await sale.cli("webhooks", "remove", r.url)
+
+
+async def test_a_redirect_is_not_an_answer_and_a_subscriber_gets_events_from_when_it_is_added(
+    sale: Sale,
+) -> None:
+    """A subscriber that answers with a redirect has not taken the event: it is not followed (the
+    place redirected to gets nothing) and the event waits, the error shown, until the subscriber
+    answers 2xx itself. A subscriber added after a deal began gets that deal's events from then
+    on, not the earlier ones."""
+    moved, elsewhere = Receiver(), Receiver()
+    policy = Policy(timeout=1.0, backoff=0.1, backoff_cap=0.2, attempts=1000, interval=0.2)
+    try:
+        for r in (moved, elsewhere):
+            await r.start()
+        _, opp = await sale.started()
+        await journal_settled(sale, opp, timeout=20)
+        before = [e["id"] for e in await read_events(sale.database_url, opportunity_id=opp)]
+        assert before  # the deal's first events, written before the subscriber came
+        moved.trust(await _subscribe(sale, moved.url))
+        elsewhere.trust(SECRET)  # not a subscriber: it would get only what a redirect sent it
+        moved.redirect = elsewhere.url
+        async with _relay(sale.pool, policy):
+            await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": "alice"})
+            shown = await eventually(
+                lambda: _shown(sale, moved.url),
+                lambda s: bool(s["waiting"]) and s["waiting"][0]["attempts"] >= 3,
+                timeout=30,
+            )
+            assert shown["waiting"][0]["last_error"] == "answered 307 Temporary Redirect", shown
+            assert moved.accepted == [] and sum(elsewhere.on_wire.values()) == 0
+            moved.redirect = None
+            await journal_settled(sale, opp, timeout=20)
+            feed = [e["id"] for e in await read_events(sale.database_url, opportunity_id=opp)]
+            since = [i for i in feed if i not in before]  # what came after it was added
+            await eventually(lambda: _ids(moved, opp), lambda ids: ids == since, timeout=30)
+        assert feed[: len(before)] == before and since
+        assert since[0] == shown["waiting"][0]["event_id"]  # the one that waited, redirected
+    finally:
+        for r in (moved, elsewhere):
+            await r.stop()
+        await sale.cli("webhooks", "remove", moved.url)

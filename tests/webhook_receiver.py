@@ -1,7 +1,8 @@
 """A webhook subscriber for the tests: a real HTTP server (aiohttp) that checks each event's
 signature as a receiver would (the Standard Webhooks library, not the product's code), keeps the
 first of each id in the order it took them, counts every post on the wire, and misbehaves on
-purpose: answers 500 at times, hangs past the sender's time-out at times, or stops for a while."""
+purpose: answers 500 at times, hangs past the sender's time-out at times, stops for a while, or
+redirects; it counts the posts it is answering at once."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class Receiver:
         self.bad_signatures: list[str] = []
         self.first: tuple[dict[str, str], bytes] | None = None  # the first post taken: headers, body
         self.ok = True  # False: answer 500 to everything
+        self.redirect: str | None = None  # answer every post with a redirect to this URL
+        self.in_flight = 0  # posts being answered now
+        self.most_in_flight = 0  # the most at once, so far
         self._ids: set[str] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -59,9 +63,20 @@ class Receiver:
             self._runner = None
 
     async def _take(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         event_id = request.headers.get("webhook-id", "")
         self.on_wire[event_id] += 1
+        if self.redirect is not None:
+            self.answered["redirected"] += 1
+            raise web.HTTPTemporaryRedirect(self.redirect)
         try:
             assert self._verifier is not None, "trust() a secret first"
             self._verifier.verify(body, {k.lower(): v for k, v in request.headers.items()})
@@ -75,7 +90,7 @@ class Receiver:
             return web.Response(status=500)
         if luck < self._fail + self._hang:  # the sender gives up first; taken all the same, later
             self.answered["hung"] += 1
-            await asyncio.sleep(self._hang_seconds)
+            await self._hang_up_to(request, self._hang_seconds)
         if event_id in self._ids:
             self.answered["again"] += 1
         else:
@@ -85,3 +100,14 @@ class Receiver:
             if self.first is None:
                 self.first = ({k.lower(): v for k, v in request.headers.items()}, body)
         return web.Response(status=204)
+
+    @staticmethod
+    async def _hang_up_to(request: web.Request, seconds: float) -> None:
+        """Wait `seconds`, or until the sender has given up and closed the connection (then the
+        post no longer counts as in flight)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        transport = request.transport
+        # A closing transport sets no event to wait on: look at it every 20 ms.
+        while loop.time() < until and transport is not None and not transport.is_closing():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

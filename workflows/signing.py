@@ -20,6 +20,8 @@ import rfc8785
 SCHEME = "corpsale-v1"
 # How old a signature may be when the process reads it (a retry, a worker that was down).
 MAX_AGE = timedelta(hours=24)
+# How far ahead of the process's clock a signature may be dated (the signer's clock runs fast).
+MAX_AHEAD = timedelta(minutes=5)
 
 
 def message(workflow_id: str, command: str, payload: dict[str, Any]) -> bytes:
