@@ -10,7 +10,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -397,3 +397,12 @@ async def worker_process(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def killing_worker(
+    env: dict[str, str], step: str, condition: str
+) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """A worker that dies (exit code 9) the moment `step` has committed for a row where
+    `condition` holds (tests/killing_worker.py): a kill that provably lands with a step done and
+    its workflow task not."""
+    return worker_process(env, step, condition, module="tests.killing_worker")

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually, killing_worker, worker_process
 from workflows import contract as c
 
 
@@ -62,13 +62,13 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
     env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
     moves = ["Proposal", "Qualification", "Contracting", "Presentation", "Proposal"]
 
-    async with worker_process(env) as first:
+    # The first worker dies the moment the third move's stage entry has committed: in the middle
+    # of the moves, that entry in PostgreSQL, its workflow task lost, two moves still to come.
+    async with killing_worker(env, "enter_stage", "stage=Contracting") as first:
         _, opp = await sale.started()
         for stage in moves:
             await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": stage, "actor": "bob"})
-        await asyncio.sleep(0.3)  # in the middle of the moves' activities and child workflows
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
+        assert await asyncio.wait_for(first.wait(), 60) == 9  # died there, not at some other point
 
     async with worker_process(env) as second:
         state = await sale.wait_stage(opp, "Proposal", visit=1 + len(moves))

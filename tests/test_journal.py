@@ -20,20 +20,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import journal
 from activities.sale import SaleActivities
-from tests.helpers import Sale, assert_the_database_is_the_runs, eventually, worker_process
+from tests.helpers import Sale, assert_the_database_is_the_runs, eventually, killing_worker, worker_process
 from tests.webhook_receiver import Receiver
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows import contract as c
 from workflows.contract import NewOpportunity, StateView
 from workflows.state import ProcessInput
 from workflows.steps import EnterStage, Fence, JournalView, NewTask, OpenOpportunity
-
-
-def killing_worker(
-    env: dict[str, str], step: str, condition: str
-) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
-    """A worker that dies the moment `step` has committed for a row where `condition` holds."""
-    return worker_process(env, step, condition, module="tests.killing_worker")
 
 
 @contextlib.asynccontextmanager

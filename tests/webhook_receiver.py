@@ -31,6 +31,7 @@ class Receiver:
         self.ok = True  # False: answer 500 to everything
         self.redirect: str | None = None  # answer every post with a redirect to this URL
         self.in_flight = 0  # posts being answered now
+        self.log: list[tuple[str, str, float]] = []  # (webhook-id, answer, when: the loop's clock)
         self.most_in_flight = 0  # the most at once, so far
         self._ids: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -62,6 +63,14 @@ class Receiver:
             await self._runner.cleanup()
             self._runner = None
 
+    def _note(self, event_id: str, answer: str) -> None:
+        self.answered[answer] += 1
+        self.log.append((event_id, answer, asyncio.get_running_loop().time()))
+
+    def answers(self, event_id: str) -> list[tuple[str, float]]:
+        """What the receiver answered to each post of this event, in order, and when."""
+        return [(answer, at) for i, answer, at in self.log if i == event_id]
+
     async def _take(self, request: web.Request) -> web.Response:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -75,26 +84,26 @@ class Receiver:
         event_id = request.headers.get("webhook-id", "")
         self.on_wire[event_id] += 1
         if self.redirect is not None:
-            self.answered["redirected"] += 1
+            self._note(event_id, "redirected")
             raise web.HTTPTemporaryRedirect(self.redirect)
         try:
             assert self._verifier is not None, "trust() a secret first"
             self._verifier.verify(body, {k.lower(): v for k, v in request.headers.items()})
         except WebhookVerificationError:
             self.bad_signatures.append(event_id)
-            self.answered["bad signature"] += 1
+            self._note(event_id, "bad signature")
             return web.Response(status=400)
         luck = self._rng.random()
         if not self.ok or luck < self._fail:
-            self.answered["500"] += 1
+            self._note(event_id, "500")
             return web.Response(status=500)
         if luck < self._fail + self._hang:  # the sender gives up first; taken all the same, later
-            self.answered["hung"] += 1
+            self._note(event_id, "hung")
             await self._hang_up_to(request, self._hang_seconds)
         if event_id in self._ids:
-            self.answered["again"] += 1
+            self._note(event_id, "again")
         else:
-            self.answered["ok"] += 1
+            self._note(event_id, "ok")
             self._ids.add(event_id)
             self.accepted.append(json.loads(body))
             if self.first is None:
