@@ -6,14 +6,18 @@ the visit history with the old and the new version; afterwards the process follo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
 import json
+import os
 import uuid
 from typing import Any
 
-from temporalio.client import WorkflowUpdateFailedError
+import asyncpg
+from temporalio.client import Client, WorkflowUpdateFailedError
 
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, eventually, journal_settled, killing_worker, worker_process
 from workflows import contract as c
 
 TASKS = "SELECT id, status FROM tasks WHERE id LIKE $1 ORDER BY id"
@@ -125,3 +129,49 @@ async def test_a_dry_run_predicts_the_migration_which_moves_each_deal_or_refuses
             lambda s: any("is sent as an update only" in r.reason for r in s.rejected),
         )
         assert state.definition_version == version
+
+
+async def test_a_migration_whose_worker_dies_as_it_commits_and_is_sent_again_is_applied_once(
+    client: Client, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The worker dies the moment the migration's write has committed (its workflow task lost);
+    the caller, not knowing, sends the update again with the same request id to another worker,
+    and then once more. The deal is moved once: one visit row migrated, the canceled task
+    canceled, the new task made once and its owner told once, one `opportunity.migrated`."""
+    sale = Sale(client, pool, f"corpsale-migrate-{uuid.uuid4()}", database_url)
+    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    owner = f"o{uuid.uuid4().hex[:8]}"
+    async with worker_process(env):
+        _, opp = await sale.started(owner=owner)
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, {"stage": "Proposal", "actor": owner})
+        before = (await sale.state(opp)).definition_version
+    migrate: dict[str, Any] = {"actor": getpass.getuser(), "request_id": f"migrate-{opp}"}
+
+    async with sale.definition(_new_version) as version:
+        migrate["version"] = version
+        async with killing_worker(env, "migrate_visit", f"opportunity_id={opp}") as dying:
+            first = asyncio.create_task(sale.update(opp, c.UPDATE_MIGRATE, migrate))
+            assert await asyncio.wait_for(dying.wait(), 60) == 9  # died as the write committed
+        async with worker_process(env):
+            again = await sale.update(opp, c.UPDATE_MIGRATE, migrate)  # the caller's retry
+            once_more = await sale.update(opp, c.UPDATE_MIGRATE, migrate)
+            with contextlib.suppress(Exception):  # its answer may have been lost with the worker
+                await asyncio.wait_for(first, 30)
+            await journal_settled(sale, opp, timeout=30)
+            state = await sale.state(opp)
+            checked = await sale.cli("check", opp)
+
+    assert again.definition_version == once_more.definition_version == state.definition_version == version
+    rows = {r["id"].rsplit(":", 1)[1]: r["status"] for r in await sale.pool.fetch(TASKS, f"{opp}:v2:%")}
+    assert rows == {
+        "present-proposal": "open",
+        "proposal-approval": "open",
+        "internal-contract": "canceled",
+        "legal-review": "open",
+    }
+    visits = [(v["definition_version"], v["migrated_from"]) for v in await sale.pool.fetch(VISITS, [opp])]
+    assert visits == [(version, before)]
+    assert [m["opportunity_id"] for m in await sale.pool.fetch(MIGRATED, [opp])] == [opp]
+    told = await sale.notifications(opp, "task_assigned")
+    assert [n["task_id"] for n in told].count(f"{opp}:v2:legal-review") == 1
+    assert checked.code == 0, checked.stdout
