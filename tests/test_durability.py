@@ -13,9 +13,14 @@ from collections import Counter
 import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import Sale, eventually, killing_worker, worker_process
+from worker.main import serving
+from worker.stack import temporal_cli
 from workflows import contract as c
+from workflows.contract import SEARCH_ATTRIBUTES
 
 
 async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
@@ -140,3 +145,34 @@ async def test_the_consistency_checker_finds_nothing_after_a_run_and_reports_a_t
         "event numbers with a gap or a double": 1,
         "event lost": 1,
     }
+
+
+async def test_a_run_hands_over_when_the_server_suggests_it(pool: asyncpg.Pool, database_url: str) -> None:
+    """R21's third bound: Temporal suggests continuing as new (here from 120 history events, on a
+    dev server of this test's own; 4,096 by default). The run hands over at its next quiet point,
+    far below its own bounds (2,500 events, 1,000 updates), and the deal goes on in the new run."""
+    suggest = "limit.historyCount.suggestContinueAsNew=120"
+    async with (
+        await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            dev_server_log_level="warn",
+            dev_server_extra_args=["--dynamic-config-value", suggest],
+            search_attributes=list(SEARCH_ATTRIBUTES),
+            data_converter=pydantic_data_converter,
+        ) as env,
+    ):
+        sale = Sale(env.client, pool, f"corpsale-suggested-{uuid.uuid4()}", database_url)
+        async with serving(env.client, pool, task_queue=sale.task_queue):
+            _, opp = await sale.started()
+            first = (await sale.handle(opp).describe()).run_id
+            for i in range(100):
+                await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, {"need": f"n{i}", "actor": "alice"})
+                if (await sale.handle(opp).describe()).run_id != first:
+                    break
+            else:
+                raise AssertionError("the run never handed over")
+            ran = env.client.get_workflow_handle(c.workflow_id(opp), run_id=first)
+            length = len([e async for e in ran.fetch_history_events()])
+            assert 120 <= length < 300, length  # the server's suggestion, not the run's own bound
+            state = await sale.complete_stage(opp)
+            assert state.stage == "Presentation" and state.data["need"] == f"n{i}"

@@ -234,3 +234,36 @@ async def test_a_passed_expected_close_date_is_told_once_and_its_timer_follows_t
     await eventually(told, lambda notes: len(notes) == 2)
     await _skip(time_skipping, sale, opp, 30 * DAY)
     assert len(await told()) == 2
+
+
+async def test_timers_fire_once_after_the_process_has_handed_over_to_a_new_run(
+    sale: Sale, time_skipping: WorkflowEnvironment
+) -> None:
+    """R20 across R21: the process continues as new (here after 50 events) before any timer is
+    due. The tasks' reminders, overdue notices and escalations (in their task workflows, which
+    outlive the run) and the stale-deal notice (carried to the new run) each fire once, at their
+    time."""
+    names = await _people(sale, alice="maria")
+    _, opp = await sale.started(owner=names["alice"], continue_as_new_after_events=50)
+    first_run = (await sale.handle(opp).describe()).run_id
+    for i in range(40):  # data updates (they restart no clock) until the run hands over
+        need = {"need": f"need {i}", "actor": names["alice"], "request_id": f"need-{i}"}
+        await sale.update(opp, c.UPDATE_UPDATE_OPPORTUNITY, need)
+        if (await sale.handle(opp).describe()).run_id != first_run:
+            break
+    else:
+        raise AssertionError("the process never handed over to a new run")
+    tasks = await sale.tasks(opp)
+    await _skip(time_skipping, sale, opp, 8 * DAY)
+    await _notices(sale, opp, 3 * 2 + 1)
+    await _skip(time_skipping, sale, opp, 30 * DAY)  # nothing more comes: each fires once
+    notes = await sale.notifications(opp)
+
+    by_task = _by_task(notes)
+    assert len(by_task) == 3 * 2
+    for t in tasks:
+        for kind, due in _times(t).items():
+            [note] = by_task[(t["id"], kind)]
+            assert _on_time(note, due), (kind, note["created_at"] - due)
+    [stale] = [n for n in notes if n["kind"] == "stale_deal"]
+    assert _on_time(stale, tasks[0]["start_at"] + STALE["Qualification"])
