@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from activities.db import create_pool, migrate
 from bench.harness import ROOT, Progress, dev_server, stop_on_signals, worker_process
@@ -59,6 +61,16 @@ async def _runs(client: Client, workflow_id: str) -> tuple[int, int, int]:
     return runs, longest, most_updates
 
 
+async def _started(client: Client, workflow_id: str) -> str:
+    """The run id of a task workflow, once the journal relay has started it (about a second after
+    the write that made the task is confirmed)."""
+    for _ in range(300):
+        with contextlib.suppress(RPCError):
+            return (await client.get_workflow_handle(workflow_id).describe()).run_id
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{workflow_id} was not started within 30 s")
+
+
 async def measure(moves: int, updates: int, database_url: str) -> LongLived:
     figures = LongLived(moves=moves, updates=updates)
     queue, opp = f"bench-long-{uuid.uuid4().hex[:8]}", f"bench-long-{uuid.uuid4().hex[:8]}"
@@ -69,7 +81,7 @@ async def measure(moves: int, updates: int, database_url: str) -> LongLived:
         await asyncio.sleep(1)
         await sale.add_task(opp, c.AddTask(title="Kept open", actor="bench", request_id="kept"))
         adhoc = c.task_workflow_id(f"{opp}:adhoc1")
-        task_run = (await client.get_workflow_handle(adhoc).describe()).run_id
+        task_run = await _started(client, adhoc)
         progress = Progress("stage changes and updates", moves + updates)
         began = time.perf_counter()
         for i in range(max(moves, updates)):
