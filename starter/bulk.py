@@ -74,9 +74,9 @@ def _match(n: int) -> str:
 
 
 def _task_queue() -> str:
-    from worker.config import Settings
+    from worker.config import current
 
-    return Settings().task_queue
+    return current().task_queue
 
 
 def _bar(p: BulkProgress) -> str:

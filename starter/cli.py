@@ -49,10 +49,10 @@ async def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from worker.config import Settings
+    from worker.config import current
     from worker.stack import run_stack
 
-    code: int = run_stack(Settings())
+    code: int = run_stack(current())
     return code
 
 
@@ -74,9 +74,9 @@ async def cmd_codec_server(args: argparse.Namespace) -> None:
     """Serve the codec endpoint with the key in CORPSALE_ENCRYPTION_KEY until Ctrl-C."""
     from worker import codec_server
     from worker.codec import EncryptionCodec, parse_key
-    from worker.config import Settings
+    from worker.config import current
 
-    settings = Settings()
+    settings = current()
     if settings.encryption_key is None:
         raise CliError("set CORPSALE_ENCRYPTION_KEY to the key the worker encrypts with")
     codec = EncryptionCodec(parse_key(settings.encryption_key.get_secret_value()))
@@ -194,7 +194,13 @@ def _describe(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from worker.codec import NO_KEY, WrongKey, is_encrypted_without_key
+    from worker.config import current, invalid
 
+    try:
+        current()  # the settings, read once: the parser's defaults come from them
+    except ValidationError as err:
+        print(f"corpsale: invalid setting in the environment: {invalid(err)}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
@@ -203,10 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result or 0)
     except CliError as err:
         print(f"corpsale: {err}", file=sys.stderr)
-        return 1
-    except ValidationError as err:  # the settings from the environment
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"corpsale: invalid setting in the environment: {problems}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

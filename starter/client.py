@@ -15,7 +15,6 @@ commands sent as signals (`signal`) answer nothing and a refusal lands in `state
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -115,11 +114,9 @@ class SaleClient:
     ) -> SaleClient:
         """Connect as the worker does (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and the encryption key
         from the environment), to `address` if given; sign with CORPSALE_SERVICE_KEY if set."""
-        from worker.config import connect_temporal
+        from worker.config import connect_temporal, current
 
-        text = os.environ.get("CORPSALE_SERVICE_KEY")
-        key = signing.parse_key(text) if text else None
-        return cls(await connect_temporal(address), task_queue, key=key)
+        return cls(await connect_temporal(address), task_queue, key=current().signing_key())
 
     def _signed(self, opportunity_id: str, command: str, payload: dict[str, Any]) -> dict[str, Any]:
         if self.key is None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,14 +24,23 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from starter.client import QUERY_TIMEOUT
+from worker.config import current
 from workflows import contract as c
 from workflows.contract import OpportunityFields, StateView
 
 T = TypeVar("T")
-# How long a command waits for the process to answer (a worker must be running).
-COMMAND_TIMEOUT = float(os.environ.get("CORPSALE_COMMAND_TIMEOUT", "30"))
-QUERY_TIMEOUT = timedelta(seconds=min(10.0, COMMAND_TIMEOUT))
 M = TypeVar("M", bound=BaseModel)
+
+
+def command_timeout() -> float:
+    """Seconds a command waits for the process to answer (a worker must be running)."""
+    return current().command_timeout
+
+
+def query_timeout() -> timedelta:
+    """A query's: the client's, or the command's if that is shorter."""
+    return min(QUERY_TIMEOUT, timedelta(seconds=command_timeout()))
 
 
 class CliError(Exception):
@@ -116,12 +124,12 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_jso
 
 
 async def temporal() -> Client:
-    from worker.config import DEFAULT_TEMPORAL_ADDRESS, connect_temporal
+    from worker.config import connect_temporal
 
     try:
         return await connect_temporal()
     except RuntimeError as err:
-        address = os.environ.get("TEMPORAL_ADDRESS", DEFAULT_TEMPORAL_ADDRESS)
+        address = current().temporal_target
         raise CliError(
             f"cannot reach Temporal at {address} ({err}); start the stack with"
             " `python3 dev.py`, or set TEMPORAL_ADDRESS"
@@ -131,11 +139,10 @@ async def temporal() -> Client:
 async def with_db(work: Callable[[Any], Awaitable[T]]) -> T:
     from activities.db import create_pool
     from activities.errors import Refused
-    from worker.config import Settings
     from worker.database import cli_database_url
 
     try:
-        url = cli_database_url(Settings())
+        url = cli_database_url(current())
     except LookupError as err:
         raise CliError(str(err)) from None
     try:
@@ -171,10 +178,10 @@ def explain(err: BaseException, opportunity_id: str) -> CliError:
 
 
 async def state_when_ready(
-    client: Client, opportunity_id: str, *, timeout: float = COMMAND_TIMEOUT
+    client: Client, opportunity_id: str, *, timeout: float | None = None
 ) -> StateView | None:
     handle = client.get_workflow_handle(c.workflow_id(opportunity_id))
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + (timeout or command_timeout())
     while asyncio.get_running_loop().time() < deadline:
         desc = await handle.describe()
         if desc.status not in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
@@ -187,7 +194,7 @@ async def state_when_ready(
             state = await handle.query(
                 c.QUERY_STATE,
                 result_type=StateView,
-                rpc_timeout=QUERY_TIMEOUT,
+                rpc_timeout=query_timeout(),
             )
         if state is not None and state.visit > 0:
             return state
@@ -218,7 +225,7 @@ async def task_by_key(opportunity_id: str, text: str) -> str:
     client = await temporal()
     try:
         state: StateView = await client.get_workflow_handle(c.workflow_id(opportunity_id)).query(
-            c.QUERY_STATE, result_type=StateView, rpc_timeout=QUERY_TIMEOUT
+            c.QUERY_STATE, result_type=StateView, rpc_timeout=query_timeout()
         )
     except (RPCError, WorkflowQueryFailedError) as err:
         raise CliError(
@@ -257,7 +264,7 @@ def positive_int(text: str) -> int:
 
 
 def default_actor() -> str:
-    return os.environ.get("CORPSALE_ACTOR") or getpass.getuser()
+    return current().actor or getpass.getuser()
 
 
 async def acting_as(requested: str) -> str:
@@ -276,15 +283,7 @@ async def acting_as(requested: str) -> str:
 
 def service_key() -> tuple[str, str] | None:
     """The key this CLI signs commands with ($CORPSALE_SERVICE_KEY, SERVICE:SECRET), if any."""
-    from workflows import signing
-
-    text = os.environ.get("CORPSALE_SERVICE_KEY")
-    if not text:
-        return None
-    try:
-        return signing.parse_key(text)
-    except ValueError as err:
-        raise CliError(f"CORPSALE_SERVICE_KEY: {err}") from None
+    return current().signing_key()  # checked when the settings were read
 
 
 def parse_model(model: type[M], data: Any) -> M:

@@ -13,8 +13,8 @@ from typing import Any
 
 from activities import leads
 from starter.common import (
-    COMMAND_TIMEOUT,
     CliError,
+    command_timeout,
     parse_model,
     positive_int,
     print_json,
@@ -70,7 +70,7 @@ async def cmd_lead_move(args: argparse.Namespace) -> None:
 
 async def _started(lead_id: str) -> dict[str, Any]:
     """The lead once the worker has made it an opportunity whose process runs (or set it aside)."""
-    deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT
+    deadline = asyncio.get_running_loop().time() + command_timeout()
     while True:
         row = await with_db(lambda conn: _lead(conn, lead_id))
         if row.get("start_failed"):
@@ -80,8 +80,8 @@ async def _started(lead_id: str) -> dict[str, Any]:
             return row
         if asyncio.get_running_loop().time() > deadline:
             raise CliError(
-                f"lead {lead_id!r} has not become an opportunity within {COMMAND_TIMEOUT:.0f} s: is a worker"
-                " with the lead relay running (CORPSALE_LEAD_RELAY)?"
+                f"lead {lead_id!r} has not become an opportunity within {command_timeout():.0f} s: is a"
+                " worker with the lead relay running (CORPSALE_LEAD_RELAY)?"
             )
         await asyncio.sleep(0.2)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import uuid
 from typing import Any
 
@@ -15,11 +14,10 @@ from temporalio.service import RPCError
 
 from starter.client import CommandRefused, CommandUnanswered, SaleClient, start_process
 from starter.common import (
-    COMMAND_TIMEOUT,
-    QUERY_TIMEOUT,
     CliError,
     acting_as,
     add_command,
+    command_timeout,
     explain,
     parse_fields,
     parse_model,
@@ -29,6 +27,7 @@ from starter.common import (
     print_json,
     print_rows,
     print_state,
+    query_timeout,
     service_key,
     stage_name,
     state_when_ready,
@@ -37,6 +36,7 @@ from starter.common import (
     when,
     with_db,
 )
+from worker.config import current
 from workflows import contract as c
 from workflows.contract import NewOpportunity, OpportunityFields, StateView
 from workflows.definition import StageTasks
@@ -71,14 +71,14 @@ async def cmd_start(args: argparse.Namespace) -> None:
     actor = await acting_as(args.actor)
     start = parse_model(ProcessInput, {"opportunity_id": opportunity_id, "actor": actor, "new": new})
     try:
-        await start_process(client, start, task_queue=args.task_queue)
+        await start_process(client, start, task_queue=args.task_queue or current().task_queue)
     except CommandRefused as err:
         raise CliError(str(err)) from None
     state = await state_when_ready(client, opportunity_id)
     if state is None:
         raise CliError(
             f"started {c.workflow_id(opportunity_id)}, but no worker has picked it up"
-            f" yet: is a worker polling task queue {args.task_queue!r}?"
+            f" yet: is a worker polling task queue {args.task_queue or current().task_queue!r}?"
         )
     print_json(state) if args.json else print_state(state)
 
@@ -86,13 +86,12 @@ async def cmd_start(args: argparse.Namespace) -> None:
 async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) -> None:
     """A command as an update, with a request id (made up unless --request-id gives one), sent
     again with it while the process answers "not now"."""
-    queue = os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE)
-    sale = SaleClient(await temporal(), queue, key=service_key())
+    sale = SaleClient(await temporal(), current().task_queue, key=service_key())
     payload = {k: v for k, v in payload.items() if v is not None}
     if "actor" in payload:
         payload["actor"] = await acting_as(payload["actor"])
     try:
-        state = await sale.execute(args.opportunity, update, payload, timeout=COMMAND_TIMEOUT)
+        state = await sale.execute(args.opportunity, update, payload, timeout=command_timeout())
     except CommandUnanswered as err:
         raise CliError(str(err).replace("with request id", "with --request-id")) from None
     except CommandRefused as err:
@@ -227,7 +226,7 @@ async def cmd_state(args: argparse.Namespace) -> None:
         state = await handle.query(
             c.QUERY_STATE,
             result_type=StateView,
-            rpc_timeout=QUERY_TIMEOUT,
+            rpc_timeout=query_timeout(),
         )
     except RPCError as err:
         raise explain(err, args.opportunity) from None
@@ -325,7 +324,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data", help="data fields as a JSON object")
     p.add_argument(
         "--task-queue",
-        default=os.environ.get("CORPSALE_TASK_QUEUE", c.DEFAULT_TASK_QUEUE),
         help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",
     )
     p.set_defaults(run=cmd_start)

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import html
 import io
-import os
 import random
 import uuid
 from collections.abc import Sequence
@@ -23,8 +22,8 @@ from activities import forecast as forecasts
 from starter import forecast
 from starter.client import CommandRefused, SaleClient
 from starter.common import CliError, parse_moment, positive_int, print_json, print_table, with_db
+from worker.config import current
 from workflows.contract import (
-    DEFAULT_TASK_QUEUE,
     ChangeStage,
     CompleteTask,
     NewOpportunity,
@@ -314,7 +313,7 @@ async def cmd_demo(args: argparse.Namespace) -> None:
     from starter.common import temporal
 
     rng = random.Random(args.seed)
-    sale = SaleClient(await temporal(), args.task_queue)
+    sale = SaleClient(await temporal(), args.task_queue or current().task_queue)
     reasons = await with_db(close_reasons)
     run = uuid.uuid4().hex[:6]
     limit = asyncio.Semaphore(args.concurrency)
@@ -374,7 +373,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--concurrency", type=positive_int, default=12, help="opportunities driven at once (12)")
     p.add_argument(
         "--task-queue",
-        default=os.environ.get("CORPSALE_TASK_QUEUE", DEFAULT_TASK_QUEUE),
         help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",
     )
     p.set_defaults(run=cmd_demo)

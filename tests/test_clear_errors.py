@@ -43,8 +43,8 @@ def one_line_error(result: CliResult, *words: str) -> str:
     return line
 
 
-async def corpsale(*args: str) -> CliResult:
-    """`corpsale` for commands that need no server."""
+async def corpsale(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """`corpsale` for commands that need no server (`env`: more environment variables)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -52,6 +52,7 @@ async def corpsale(*args: str) -> CliResult:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -91,6 +92,27 @@ async def test_a_definition_file_nested_too_deeply_is_refused_and_nothing_is_pub
     result = await sale.cli("definition", command, str(path))
     one_line_error(result, "nested too deeply", "corpsale definition export")
     assert await sale.pool.fetchval("SELECT count(*) FROM process_definitions") == versions
+
+
+# Settings the environment gets wrong --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("CORPSALE_COMMAND_TIMEOUT", "soon", "CORPSALE_COMMAND_TIMEOUT: Input should be a valid number"),
+        ("CORPSALE_SERVICE_KEY", "erp", "CORPSALE_SERVICE_KEY: Value error, a service key is SERVICE:SECRET"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "", ""),  # empty is unset: no error
+    ],
+)
+async def test_a_setting_the_environment_gets_wrong_is_named_in_one_line(
+    variable: str, value: str, says: str
+) -> None:
+    result = await corpsale("schema", "--help", env={variable: value})
+    if not says:
+        assert result.code == 0, result
+        return
+    one_line_error(result, "invalid setting in the environment", says)
 
 
 # corpsale schema --out somewhere it cannot write -------------------------------------------

@@ -6,11 +6,12 @@ TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*), read by the SDK's envconf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client, Interceptor
 from temporalio.converter import DataConverter
@@ -18,6 +19,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 from worker.codec import data_converter, parse_key
+from workflows import signing
 from workflows.contract import DEFAULT_TASK_QUEUE
 
 DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
@@ -71,11 +73,47 @@ class Settings(BaseSettings):
         default=None, description="Serve Prometheus metrics here (host:port), e.g. 0.0.0.0:9464."
     )
     log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object a line.")
+    temporal_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TEMPORAL_ADDRESS"),
+        description="The Temporal frontend, as the SDK reads it; unset: localhost:7233 (the embedded one).",
+    )
+    command_timeout: float = Field(default=30.0, gt=0, description="Seconds the CLI waits for a process.")
+    actor: str | None = Field(default=None, description="Whom the CLI's commands are from; unset: you.")
+    service_key: SecretStr | None = Field(
+        default=None, description="SERVICE:SECRET: the CLI and SaleClient.connect sign every command with it."
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="Trace the worker to this OTLP (HTTP) endpoint; the other OTEL_* variables apply.",
+    )
+    otel_service_name: str = Field(
+        default="corporate-sale", validation_alias=AliasChoices("OTEL_SERVICE_NAME")
+    )
 
-    @field_validator("encryption_key", "metrics_address", mode="before")
+    @field_validator(
+        "encryption_key", "metrics_address", "temporal_address", "actor", "service_key", "otel_endpoint",
+        mode="before",
+    )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("service_key")
+    @classmethod
+    def _service_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            signing.parse_key(value.get_secret_value())  # ValueError: says what is wrong
+        return value
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or DEFAULT_TEMPORAL_ADDRESS
+
+    def signing_key(self) -> tuple[str, str] | None:
+        """(service, secret) of CORPSALE_SERVICE_KEY, if set."""
+        return signing.parse_key(self.service_key.get_secret_value()) if self.service_key else None
 
     @field_validator("encryption_key")
     @classmethod
@@ -86,6 +124,27 @@ class Settings(BaseSettings):
 
     def converter(self) -> DataConverter:
         return data_converter(self.encryption_key.get_secret_value() if self.encryption_key else None)
+
+
+@functools.cache
+def current() -> Settings:
+    """The settings of this process, read from the environment once (ValidationError: what is
+    wrong with which variable, `invalid()` says it in one line)."""
+    return Settings()
+
+
+def invalid(err: ValidationError) -> str:
+    """One line naming each environment variable that is wrong and why."""
+
+    def variable(loc: tuple[int | str, ...]) -> str:
+        name = str(loc[0]) if loc else "?"
+        field = Settings.model_fields.get(name)
+        alias = field.validation_alias if field is not None else None
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return f"CORPSALE_{name.upper()}"
+
+    return "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in err.errors())
 
 
 async def connect_temporal(
@@ -105,4 +164,4 @@ async def connect_temporal(
         config["runtime"] = runtime
     if interceptors:
         config["interceptors"] = list(interceptors)
-    return await Client.connect(**config, data_converter=Settings().converter())  # type: ignore[arg-type]
+    return await Client.connect(**config, data_converter=current().converter())  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings
+from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def cli_database_url(settings: Settings) -> str:
     if there is one. LookupError, saying where it looked and what to set, if none is found."""
     if settings.database_url:
         return settings.database_url
-    address = os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_TEMPORAL_ADDRESS
+    address = settings.temporal_target
     record_path = stack_record(address)
     with contextlib.suppress(OSError, ValueError):
         record = json.loads(record_path.read_text())

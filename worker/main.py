@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,7 +23,7 @@ from activities.db import create_pool, migrate
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
 from worker import telemetry
-from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings, connect_temporal
+from worker.config import Settings, connect_temporal, current, invalid
 from worker.database import embedded_database_url, redact
 from worker.journal_relay import JournalRelay
 from worker.lead_relay import LeadRelay
@@ -86,7 +85,7 @@ def build_worker(
     settings: Settings | None = None,
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
-    settings = settings or Settings()
+    settings = settings or current()
     return Worker(
         client,
         task_queue=task_queue,
@@ -110,7 +109,7 @@ async def serving(
 ) -> AsyncIterator[Worker]:
     """The worker with its journal relay, which a process's writes need to be confirmed (their
     events to go out, their task workflows to start)."""
-    settings = settings or Settings()
+    settings = settings or current()
     stop = asyncio.Event()
     relay = JournalRelay(pool, client, task_queue, confirm_after=settings.journal_confirm_after)
     async with build_worker(client, pool, task_queue=task_queue, settings=settings) as worker:
@@ -176,7 +175,7 @@ def _temporal_down(err: BaseException) -> bool:
 async def _connect_temporal(settings: Settings, stop: asyncio.Event) -> Client | None:
     runtime = telemetry.runtime(settings.metrics_address)  # once: it binds the metrics port
     interceptors = telemetry.tracing_interceptors()
-    address = os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_TEMPORAL_ADDRESS
+    address = settings.temporal_target
     return await _reach(
         f"Temporal at {address}",
         lambda: asyncio.wait_for(
@@ -268,10 +267,9 @@ def _webhook_policy(settings: Settings) -> Policy:
 
 def main() -> None:
     try:
-        settings = Settings()
+        settings = current()
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        print(f"corpsale worker: invalid setting in the environment: {problems}", file=sys.stderr)
+        print(f"corpsale worker: invalid setting in the environment: {invalid(err)}", file=sys.stderr)
         exit_now(1)
     telemetry.configure_logging(settings.log_format)
 

@@ -90,7 +90,7 @@ class Stack:
         self.settings = settings
         self.data_dir = settings.data_dir.expanduser().resolve()
         self.pgdata = self.data_dir / "postgres"
-        self.external_address = os.environ.get("TEMPORAL_ADDRESS") or None
+        self.external_address = settings.temporal_address
         self.address = self.external_address or f"localhost:{settings.temporal_port}"
         self.server: subprocess.Popen[bytes] | None = None
         self.server_log = self.data_dir / "temporal.log"

@@ -17,12 +17,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 from typing import Any
 
 from temporalio.client import Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from worker.config import current
 from workflows import contract as c
 
 
@@ -35,9 +35,7 @@ def runtime(metrics_address: str | None) -> Runtime | None:
 
 
 def tracing_enabled() -> bool:
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
+    return current().otel_endpoint is not None
 
 
 def tracing_interceptors(tracer_provider: Any = None) -> list[Interceptor]:
@@ -51,7 +49,7 @@ def tracing_interceptors(tracer_provider: Any = None) -> list[Interceptor]:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "corporate-sale")})
+        resource = Resource.create({"service.name": current().otel_service_name})
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         atexit.register(tracer_provider.shutdown)  # flush what is left
