@@ -22,13 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.handover import Handover
     from workflows.journal import Journal, ProcessLock
     from workflows.operations import MigrationPlan
-    from workflows.ops import publish
     from workflows.rules import RETRY_AFTER, NotAllowed, Refused, Rules, Waiting
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView, ProcessResult
     from workflows.store import Store
     from workflows.task import TaskChildren, TaskLinks, TaskOutbox
+    from workflows.web_ui import publish
 
 STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
 

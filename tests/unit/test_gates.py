@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from tests.unit.test_rules import NOW, STAGES, _task
 from workflows.contract import ChangeStage, CompleteTask
 from workflows.definition import Process, ProcessDefinition, Requirements, StageTasks
-from workflows.ops import detail
 from workflows.permissions import Action, Asked, Directory, may, refusal
 from workflows.rules import GateClosed, Refused, Rules, Waiting
 from workflows.state import SaleState, TaskState
+from workflows.web_ui import detail
 
 GATED = ProcessDefinition.model_validate(
     json.loads((Path(__file__).parents[2] / "docs" / "gated-definition.json").read_text())

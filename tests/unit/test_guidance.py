@@ -1,6 +1,6 @@
 """Stage guidance, straight against the plain core: each stage's goal, recommendations and key
 fields (workflows/definition.py), what is still to fill in (workflows/state.py) and what ops read
-of it (workflows/ops.py). Its end-to-end test is in tests/test_guidance.py."""
+of it (workflows/web_ui.py). Its end-to-end test is in tests/test_guidance.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from tests.unit.test_rules import PROCESS
 from workflows.definition import StageTasks, load_default_definition, mermaid
-from workflows.ops import detail
 from workflows.state import SaleState
+from workflows.web_ui import detail
 
 
 def _state(stage: str, **data: object) -> SaleState:
