@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from activities import access
-from starter.common import CliError, acting_as, default_actor, print_json, print_rows, with_db
+from starter.common import CliError, acting_as, command_parser, default_actor, print_json, print_rows, with_db
 
 
 async def cmd_services(args: argparse.Namespace) -> None:
@@ -48,18 +48,18 @@ async def may_read_inbox(actor: str, person: str) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    services = sub.add_parser("services", help="the keys of the services that sign commands")
+    services = command_parser(sub, "services", help="the keys of the services that sign commands")
     services.add_argument("--json", action="store_true", help="print JSON")
     services.set_defaults(run=cmd_services)
     commands = services.add_subparsers(dest="services_command", metavar="SERVICES_COMMAND")
     actor_help = "who does it (default: $CORPSALE_ACTOR or your user name); an admin"
-    p = commands.add_parser("add", help="register a service and print its key (once)")
+    p = command_parser(commands, "add", help="register a service and print its key (once)")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("--person", help="a person's own key: it signs only as them (as anyone if an admin)")
     p.add_argument("--actor", default=default_actor(), help=actor_help)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_services_add)
-    p = commands.add_parser("revoke", help="refuse a service's signatures from now on")
+    p = command_parser(commands, "revoke", help="refuse a service's signatures from now on")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("--actor", default=default_actor(), help=actor_help)
     p.set_defaults(run=cmd_services_revoke)

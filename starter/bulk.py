@@ -21,7 +21,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import bulk, lookups
 from activities.errors import Refused
-from starter.common import CliError, acting_as, add_command, default_actor, print_json, temporal, with_db
+from starter.common import (
+    CliError,
+    acting_as,
+    add_command,
+    command_parser,
+    default_actor,
+    print_json,
+    temporal,
+    with_db,
+)
 from workflows import contract as c
 from workflows.operations import BulkInput, BulkProgress, BulkSelect, MigrationPlan, Selection
 
@@ -278,7 +287,8 @@ def add_migrate(commands: Any) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    group = sub.add_parser(
+    group = command_parser(
+        sub,
         "bulk",
         help="one command to many opportunities, as a workflow that survives a crash",
         description="Send one command to every open opportunity a query selects (fixed when the"

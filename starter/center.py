@@ -15,6 +15,7 @@ from starter.access import may_read_inbox
 from starter.common import (
     CliError,
     acting_as,
+    command_parser,
     default_actor,
     parse_moment,
     positive_int,
@@ -201,7 +202,7 @@ async def cmd_ics(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("inbox", help="a person's notifications: unread first, newest first")
+    p = command_parser(sub, "inbox", help="a person's notifications: unread first, newest first")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--unread", action="store_true", help="only the unread ones")
     p.add_argument("--limit", type=positive_int, default=50, help="at most this many (50)")
@@ -209,7 +210,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_inbox)
 
-    p = sub.add_parser("read", help="mark a person's notifications read")
+    p = command_parser(sub, "read", help="mark a person's notifications read")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("ids", nargs="*", metavar="NOTIFICATION_ID")
     p.add_argument("--all", action="store_true", help="all of them")
@@ -217,7 +218,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_read)
 
-    p = sub.add_parser("agenda", help="a person's tasks in a date range (default: two weeks from today)")
+    p = command_parser(sub, "agenda", help="a person's tasks in a date range (default: two weeks from today)")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--from", dest="start", metavar="WHEN", help="ISO 8601 date or date-time (UTC if no zone)")
     p.add_argument("--to", dest="end", metavar="WHEN", help="ISO 8601 date or date-time (UTC if no zone)")
@@ -225,7 +226,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_agenda)
 
-    p = sub.add_parser("ics", help="a person's tasks as an iCalendar file (.ics) to import or subscribe to")
+    p = command_parser(
+        sub, "ics", help="a person's tasks as an iCalendar file (.ics) to import or subscribe to"
+    )
     p.add_argument("person", metavar="PERSON")
     p.add_argument("--out", default="-", metavar="FILE", help="default: standard output")
     p.add_argument("--events", action="store_true", help="events at the due time, not to-dos")
@@ -234,11 +237,11 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(run=cmd_ics)
 
-    people = sub.add_parser("people", help="people and their managers (escalations go to the manager)")
+    people = command_parser(sub, "people", help="people and their managers (escalations go to the manager)")
     people.add_argument("--json", action="store_true", help="print JSON")
     people.set_defaults(run=cmd_people)
     commands = people.add_subparsers(dest="people_command", metavar="PEOPLE_COMMAND")
-    p = commands.add_parser("set", help="add a person, or change their manager, email or role")
+    p = command_parser(commands, "set", help="add a person, or change their manager, email or role")
     p.add_argument("name", metavar="NAME", nargs="?", help="default: you (your user name)")
     p.add_argument("--manager", help="whom they report to: escalations go there")
     p.add_argument("--no-manager", action="store_true", help="remove their manager")
@@ -249,7 +252,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--actor", default=default_actor(), help="who gives the role (default: you)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_people_set)
-    p = commands.add_parser("remove", help="remove a person nobody reports to")
+    p = command_parser(commands, "remove", help="remove a person nobody reports to")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_people_remove)

@@ -178,18 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookups.add_commands(sub)
     definitions.add_commands(sub)
     bulk.add_commands(sub)
-    _describe(parser)
     return parser
-
-
-def _describe(parser: argparse.ArgumentParser) -> None:
-    """Every command's help also heads its own `--help` page."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for listed in action._choices_actions:
-                command = action.choices[listed.dest]
-                command.description = command.description or listed.help
-                _describe(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

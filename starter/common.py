@@ -329,12 +329,19 @@ def parse_fields(pairs: list[str], data: str | None) -> dict[str, Any]:
     return fields
 
 
+def command_parser(sub: Any, name: str, *, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command (or a group of commands) whose one-line help also heads its own `--help` page."""
+    kwargs.setdefault("description", help)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, **kwargs)
+    return parser
+
+
 def add_command(
     sub: Any, name: str, help_: str, *, actor: bool = False, opportunity: bool = False, json_out: bool = True
 ) -> argparse.ArgumentParser:
     """A `corpsale` command with the options its kind takes: the opportunity it acts on, who acts
     (and a request id), JSON output."""
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    p = command_parser(sub, name, help=help_)
     if opportunity:
         p.add_argument("opportunity", metavar="OPPORTUNITY_ID", help="the opportunity's id")
     if actor:

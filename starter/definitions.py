@@ -13,7 +13,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities import definitions
-from starter.common import CliError, default_actor, positive_int, print_json, print_table, with_db
+from starter.common import (
+    CliError,
+    command_parser,
+    default_actor,
+    positive_int,
+    print_json,
+    print_table,
+    with_db,
+)
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
 
 
@@ -159,7 +167,8 @@ async def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    definition = sub.add_parser(
+    definition = command_parser(
+        sub,
         "definition",
         help="the process library: show, versions, export, validate, publish",
         description=__doc__,
@@ -173,21 +182,23 @@ def add_commands(sub: Any) -> None:
         p.set_defaults(run=cmd_show)
 
     show_options(definition)
-    show_options(commands.add_parser("show", help="print the definition with the stages lookup"))
+    show_options(command_parser(commands, "show", help="print the definition with the stages lookup"))
 
-    p = commands.add_parser("versions", help="the published versions, newest first")
+    p = command_parser(commands, "versions", help="the published versions, newest first")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_versions)
 
-    p = commands.add_parser("export", help="print a version as a definition file (JSON)")
+    p = command_parser(commands, "export", help="print a version as a definition file (JSON)")
     p.add_argument("--version", type=positive_int, help="this version (default: the latest)")
     p.set_defaults(run=cmd_export)
 
-    p = commands.add_parser("validate", help="check a definition file against the lookups; publish nothing")
+    p = command_parser(
+        commands, "validate", help="check a definition file against the lookups; publish nothing"
+    )
     p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
     p.set_defaults(run=cmd_validate)
 
-    p = commands.add_parser("publish", help="publish a definition file as the next version")
+    p = command_parser(commands, "publish", help="publish a definition file as the next version")
     p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
     p.add_argument("--actor", default=default_actor(), help="who publishes (default: $CORPSALE_ACTOR or you)")
     p.set_defaults(run=cmd_publish)

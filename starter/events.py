@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from activities import events
-from starter.common import positive_int, with_db
+from starter.common import command_parser, positive_int, with_db
 
 POLL_SECONDS = 1.0
 
@@ -41,7 +41,8 @@ async def cmd_events(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "events",
         help="the business events (CloudEvents 1.0): opportunities started, stages entered, tasks, closings",
         description="Every business event after a position, oldest first: its position (the feed's"

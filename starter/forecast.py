@@ -10,7 +10,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from activities import access, forecast
-from starter.common import CliError, acting_as, default_actor, parse_moment, print_rows, with_db
+from starter.common import (
+    CliError,
+    acting_as,
+    command_parser,
+    default_actor,
+    parse_moment,
+    print_rows,
+    with_db,
+)
 
 COLUMNS = ["period", "owner", "pipeline", "best_case", "commit", "weighted", "won", "quota", "attainment"]
 CATEGORIES = [("pipeline", "#c6dbef"), ("best_case", "#6baed6"), ("commit", "#2171b5")]
@@ -94,7 +102,8 @@ def forecast_chart(rows: list[dict[str, Any]]) -> Any:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "forecast",
         help="open amount by forecast category, weighted, won and quota attainment, per period and owner",
         description="Per period (by the expected close date of open deals and the close of won ones)"
@@ -112,16 +121,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_forecast)
 
-    quota = sub.add_parser("quota", help="sales quotas per person and period").add_subparsers(
+    quota = command_parser(sub, "quota", help="sales quotas per person and period").add_subparsers(
         dest="quota_command", required=True
     )
-    p = quota.add_parser("set", help="set a person's quota for a quarter (2027-Q1) or a month (2027-03)")
+    p = command_parser(quota, "set", help="set a person's quota for a quarter (2027-Q1) or a month (2027-03)")
     p.add_argument("person", metavar="PERSON")
     p.add_argument("period", metavar="PERIOD", help="a quarter (2027-Q1) or a month (2027-03)")
     p.add_argument("amount", metavar="AMOUNT")
     p.add_argument("--actor", default=default_actor(), help="who sets it (an admin)")
     p.set_defaults(run=cmd_quota_set)
-    p = quota.add_parser("list", help="the quotas set, by period")
+    p = command_parser(quota, "list", help="the quotas set, by period")
     p.add_argument("--person", help="one person only")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_quota_list)

@@ -14,6 +14,7 @@ from typing import Any
 from activities import leads
 from starter.common import (
     CliError,
+    command_parser,
     command_timeout,
     parse_model,
     positive_int,
@@ -136,13 +137,13 @@ async def cmd_setting(args: argparse.Namespace) -> None:
 
 def add_commands(sub: Any) -> None:
     """The `lead` and `setting` commands, on the CLI's sub-parsers."""
-    lead = sub.add_parser(
-        "lead", help="leads: add, move, show, retry, list", description=__doc__.splitlines()[0]
+    lead = command_parser(
+        sub, "lead", help="leads: add, move, show, retry, list", description=__doc__.splitlines()[0]
     )
     commands = lead.add_subparsers(dest="lead_command", required=True, metavar="LEAD_COMMAND")
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = commands.add_parser(name, help=help_, description=help_)
+        p: argparse.ArgumentParser = command_parser(commands, name, help=help_, description=help_)
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
@@ -178,7 +179,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--limit", type=positive_int, default=100, help="at most this many (100)")
     p.set_defaults(run=cmd_lead_list)
 
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "setting",
         help="show or change a system setting",
         description="Show the system settings, or change one: `corpsale setting StartOppBusinessProcess on`.",

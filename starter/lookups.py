@@ -8,7 +8,15 @@ import argparse
 from typing import Any
 
 from activities import lookups
-from starter.common import CliError, parse_model, positive_int, print_json, print_table, with_db
+from starter.common import (
+    CliError,
+    command_parser,
+    parse_model,
+    positive_int,
+    print_json,
+    print_table,
+    with_db,
+)
 from workflows.definition import Stage
 
 
@@ -63,14 +71,14 @@ async def cmd_stages_remove(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    stages = sub.add_parser(
-        "stages", help="the Opportunity stages lookup", description=(__doc__ or "").strip()
+    stages = command_parser(
+        sub, "stages", help="the Opportunity stages lookup", description=(__doc__ or "").strip()
     )
     commands = stages.add_subparsers(dest="stages_command", metavar="STAGES_COMMAND")
     stages.add_argument("--json", action="store_true", help="print JSON")
     stages.set_defaults(run=cmd_stages_list)
 
-    p = commands.add_parser("add", help="add a stage")
+    p = command_parser(commands, "add", help="add a stage")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--order", type=positive_int, required=True, help="its place (distinct)")
     p.add_argument("--probability", type=int, required=True, help="win probability, 0-100")
@@ -78,7 +86,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_stages_add)
 
-    p = commands.add_parser("set", help="change a stage")
+    p = command_parser(commands, "set", help="change a stage")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--order", type=positive_int, help="its place (distinct)")
     p.add_argument("--probability", type=int, help="win probability, 0-100")
@@ -86,7 +94,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_stages_set)
 
-    p = commands.add_parser("remove", help="remove a stage no opportunity ever used")
+    p = command_parser(commands, "remove", help="remove a stage no opportunity ever used")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_stages_remove)

@@ -21,7 +21,15 @@ from activities import analytics
 from activities import forecast as forecasts
 from starter import forecast
 from starter.client import CommandRefused, SaleClient
-from starter.common import CliError, parse_moment, positive_int, print_json, print_table, with_db
+from starter.common import (
+    CliError,
+    command_parser,
+    parse_moment,
+    positive_int,
+    print_json,
+    print_table,
+    with_db,
+)
 from worker.config import current
 from workflows.contract import (
     ChangeStage,
@@ -358,7 +366,7 @@ async def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("report", help="sales analytics: win rate, cycle times, stages, losses, pipeline")
+    p = command_parser(sub, "report", help="sales analytics: win rate, cycle times, stages, losses, pipeline")
     p.add_argument(
         "--from", dest="start", metavar="WHEN", help="the period's start, ISO 8601 (UTC if no zone)"
     )
@@ -371,8 +379,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_report)
 
-    p = sub.add_parser(
-        "demo", help="drive a realistic set of opportunities through the process (a worker must run)"
+    p = command_parser(
+        sub, "demo", help="drive a realistic set of opportunities through the process (a worker must run)"
     )
     p.add_argument("--n", type=positive_int, default=24, help="how many opportunities (24)")
     p.add_argument("--seed", type=int, default=7, help="the random seed: the same seed, the same paths")

@@ -14,6 +14,7 @@ from starter.common import (
     CliError,
     acting_as,
     add_command,
+    command_parser,
     default_actor,
     parse_moment,
     print_json,
@@ -106,7 +107,8 @@ async def cmd_replay(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    hooks = sub.add_parser(
+    hooks = command_parser(
+        sub,
         "webhooks",
         help="services sent each business event (signed CloudEvents), in order per opportunity",
         description="Subscribers are posted each event they want as CloudEvents JSON, signed"

@@ -7,12 +7,11 @@ import atexit
 import contextlib
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NoReturn
+
+import psutil
 
 
 def exit_now(code: int) -> NoReturn:
@@ -26,50 +25,33 @@ def exit_now(code: int) -> NoReturn:
 
 
 def process_command_line(pid: int) -> str | None:
-    """The command line of a live process, or None."""
+    """The command line of a live process ("" when it may not be read), or None."""
     if pid <= 0:
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:  # a zombie too: it has ended
         return None
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return None
-    except OSError:
-        pass
-    return ps_field(pid, "command")  # no /proc: macOS and the like
+    except psutil.AccessDenied:
+        return ""
 
 
 def parent_pid(pid: int) -> int | None:
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    ppid = ps_field(pid, "ppid")
-    return int(ppid) if ppid.isdigit() else None
-
-
-def ps_field(pid: int, field: str) -> str:
-    """One field of `ps` about a process; "" when unknown."""
-    try:
-        ps = subprocess.run(["ps", "-p", str(pid), "-o", f"{field}="], capture_output=True, text=True)
-    except OSError:
-        return ""
-    return ps.stdout.strip()
+        return int(psutil.Process(pid).ppid())
+    except psutil.Error:
+        return None
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process_command_line(pid) is None:
-            return True
-        time.sleep(0.1)
-    return False
+    """Whether the process has ended within `timeout` seconds (a child of ours is reaped)."""
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True
 
 
 @contextlib.contextmanager

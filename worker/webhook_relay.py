@@ -17,21 +17,19 @@ base64 HMAC-SHA256, with the subscriber's key, of `{webhook-id}.{webhook-timesta
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import random
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
+from standardwebhooks import Webhook
 
 from activities import webhooks
 
@@ -60,11 +58,6 @@ class Policy:
         wait = min(self.backoff_cap, self.backoff * 2 ** (attempt - 1))
         jittered: float = wait / 2 + random.uniform(0, wait / 2)
         return jittered
-
-
-def sign(key: bytes, event_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{event_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 class WebhookRelay:
@@ -167,10 +160,10 @@ class WebhookRelay:
         """Post an opportunity's events to a subscriber one after the other, until one fails."""
         webhook_id, url = chain[0]["webhook_id"], chain[0]["url"]
         try:
-            key = webhooks.signing_key(chain[0]["secret"])
+            signer = Webhook(webhooks.signing_key(chain[0]["secret"]))
             for i, delivery in enumerate(chain):
                 event = delivery["event"]
-                error = await self._send(url, *self._signed(key, event))
+                error = await self._send(url, *self._signed(signer, event))
                 if error is None:
                     self._taken.append((webhook_id, event["position"], token))
                     continue
@@ -196,14 +189,15 @@ class WebhookRelay:
             self._per_subscriber[webhook_id] -= 1
 
     @staticmethod
-    def _signed(key: bytes, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-        stamp = int(time.time())
-        return body, {
+    def _signed(signer: Webhook, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The body and the Standard Webhooks headers (the library signs it)."""
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        now = datetime.now(UTC).replace(microsecond=0)
+        return text.encode(), {
             "content-type": "application/cloudevents+json",
             "webhook-id": event["id"],
-            "webhook-timestamp": str(stamp),
-            "webhook-signature": sign(key, event["id"], stamp, body),
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(event["id"], now, text),
         }
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
