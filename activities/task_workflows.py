@@ -25,11 +25,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
+    OPPORTUNITY_ID_ATTR,
     TASK_COMPLETED_SIGNAL,
     TASK_OWNER_ATTR,
     TASK_OWNER_SIGNAL,
     TASK_WORKFLOW_TYPE,
     task_workflow_id,
+    unregistered,
+    workflow_id,
 )
 from workflows.steps import TaskOps, TaskStart
 
@@ -48,16 +51,21 @@ class TaskWorkflows:
     async def start(self, start: TaskStart, queue: str, *, completed: str | None = None) -> None:
         """Start the task's workflow; `completed`: the task is completed already (with that
         outcome), and its workflow is started with the completion, to end at once (one call)."""
-        owner = TypedSearchAttributes([SearchAttributePair(TASK_OWNER_ATTR, start.task.owner)])
+        attributes = TypedSearchAttributes(
+            [
+                SearchAttributePair(TASK_OWNER_ATTR, start.task.owner),
+                SearchAttributePair(OPPORTUNITY_ID_ATTR, start.task.opportunity_id),
+            ]
+        )
         try:
             try:
-                await self._start_workflow(start, queue, owner, completed)
+                await self._start_workflow(start, queue, attributes, completed)
             except RPCError as err:
-                if err.status != RPCStatusCode.INVALID_ARGUMENT or TASK_OWNER_ATTR.name not in err.message:
+                if err.status != RPCStatusCode.INVALID_ARGUMENT or not unregistered(err.message):
                     raise
-                # A namespace without the attribute (registered by `corpsale dev` and the compose
+                # A namespace without the attributes (registered by `corpsale dev` and the compose
                 # job): the task's timers matter more than what ops can filter by.
-                log.warning("search attribute %s is not registered: %s", TASK_OWNER_ATTR.name, err.message)
+                log.warning("search attributes not registered: %s", err.message)
                 await self._start_workflow(start, queue, TypedSearchAttributes.empty, completed)
         except WorkflowAlreadyStartedError:
             pass
@@ -65,6 +73,8 @@ class TaskWorkflows:
     async def _start_workflow(
         self, start: TaskStart, queue: str, attributes: TypedSearchAttributes, completed: str | None
     ) -> None:
+        opportunity = start.task.opportunity_id
+        link = f"/namespaces/{self._client.namespace}/workflows/{workflow_id(opportunity)}"
         await self._client.start_workflow(
             TASK_WORKFLOW_TYPE,
             start.task,
@@ -74,6 +84,8 @@ class TaskWorkflows:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             static_summary=start.summary,
+            # The Web UI shows it as a link to the task's opportunity.
+            static_details=f"Task of opportunity [{opportunity}]({link})",
             search_attributes=attributes,
             # Signal-with-start: to a workflow running already, only the completion.
             start_signal=TASK_COMPLETED_SIGNAL if completed is not None else None,

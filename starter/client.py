@@ -28,7 +28,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -261,7 +261,9 @@ async def start_process(
     new = start.new
     if summary is None:
         summary = c.start_summary(opportunity_id, new.title if new else None, new.customer if new else None)
-    try:
+    attributes = TypedSearchAttributes([SearchAttributePair(c.OPPORTUNITY_ID_ATTR, opportunity_id)])
+
+    async def started(search: TypedSearchAttributes) -> WorkflowHandle[Any, StateView]:
         return await client.start_workflow(
             c.WORKFLOW_TYPE,
             start,
@@ -270,7 +272,16 @@ async def start_process(
             result_type=StateView,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             static_summary=summary,
+            search_attributes=search,  # its tasks' workflows carry the same (`OpportunityId = ...`)
         )
+
+    try:
+        try:
+            return await started(attributes)
+        except RPCError as err:  # a namespace without it: the process matters more than the filter
+            if err.status != RPCStatusCode.INVALID_ARGUMENT or not c.unregistered(err.message):
+                raise
+            return await started(TypedSearchAttributes.empty)
     except WorkflowAlreadyStartedError:
         closed = await closed_stage(client, opportunity_id)
         if closed is not None:

@@ -9,6 +9,7 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 
+from starter.client import start_process
 from tests.helpers import ADMIN, Sale, eventually, journal_settled
 from workflows import contract as c
 from workflows.opportunity import OWNER_ATTR
@@ -105,3 +106,33 @@ async def test_a_reassigned_tasks_workflow_shows_its_new_owner_to_ops(sale: Sale
     assert {c.task_workflow_id(f"{opp}:v1:{k}") for k in ("contact-assess", "prepare-presentation")} <= set(
         bobs
     )
+
+
+async def test_ops_find_an_opportunity_and_its_tasks_by_its_id_and_a_task_links_to_its_deal(
+    sale: Sale,
+) -> None:
+    """`OpportunityId` is on the process and on each of its task workflows, as started; a task's
+    details in the Web UI link to its opportunity's run."""
+    opp = sale.new_id()
+    await start_process(sale.client, c.StartProcess(opportunity_id=opp, actor="alice", new=c.NewOpportunity(
+        title="Depot fleet", customer="Initech", owner="alice")), task_queue=sale.task_queue)  # fmt: skip
+    await sale.wait_stage(opp, "Qualification")
+    await journal_settled(sale, opp)
+    task = sale.client.get_workflow_handle(c.task_workflow_id(f"{opp}:v1:contact-assess"))
+    described = await task.describe()
+    assert described.typed_search_attributes.get(c.OPPORTUNITY_ID_ATTR) == opp
+    assert (await described.static_details()) == (
+        f"Task of opportunity [{opp}](/namespaces/{sale.client.namespace}/workflows/{c.workflow_id(opp)})"
+    )
+    process = await sale.handle(opp).describe()
+    assert process.typed_search_attributes.get(c.OPPORTUNITY_ID_ATTR) == opp
+
+    async def runs() -> set[str]:
+        return {w.id async for w in sale.client.list_workflows(f"OpportunityId = '{opp}'")}
+
+    found = await eventually(runs, lambda ids: len(ids) >= 3)
+    assert found == {
+        c.workflow_id(opp),
+        c.task_workflow_id(f"{opp}:v1:contact-assess"),
+        c.task_workflow_id(f"{opp}:v1:prepare-presentation"),
+    }
