@@ -12,11 +12,12 @@ from collections import Counter
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import Sale, eventually, killing_worker, worker_process
+from starter.client import start_process
+from tests.helpers import Sale, eventually, journal_settled, killing_worker, worker_process
 from worker.main import serving
 from worker.stack import temporal_cli
 from workflows import contract as c
@@ -176,3 +177,33 @@ async def test_a_run_hands_over_when_the_server_suggests_it(pool: asyncpg.Pool, 
             assert 120 <= length < 300, length  # the server's suggestion, not the run's own bound
             state = await sale.complete_stage(opp)
             assert state.stage == "Presentation" and state.data["need"] == f"n{i}"
+
+
+async def test_a_namespace_not_yet_given_the_opportunity_id_attribute_runs_deals_without_it(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """An upgrade where the namespace has the search attributes of before, not `OpportunityId`
+    (registered by the compose job and `corpsale dev`): processes and their task workflows start
+    without it, and deals go on."""
+    before = [key for key in SEARCH_ATTRIBUTES if key != c.OPPORTUNITY_ID_ATTR]
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        dev_server_log_level="warn",
+        search_attributes=before,
+        data_converter=pydantic_data_converter,
+    ) as env:
+        sale = Sale(env.client, pool, f"corpsale-upgrade-{uuid.uuid4()}", database_url)
+        async with serving(env.client, pool, task_queue=sale.task_queue):
+            opp = sale.new_id()
+            new = c.NewOpportunity(title="Depot fleet", customer="Initech", owner="alice")
+            start = c.StartProcess(opportunity_id=opp, actor="alice", new=new)
+            await start_process(env.client, start, task_queue=sale.task_queue)
+            await sale.wait_stage(opp, "Qualification")
+            await journal_settled(sale, opp)
+            task = await env.client.get_workflow_handle(
+                c.task_workflow_id(f"{opp}:v1:contact-assess")
+            ).describe()
+            assert task.status == WorkflowExecutionStatus.RUNNING
+            assert task.typed_search_attributes.get(c.TASK_OWNER_ATTR) is None  # started without them
+            state = await sale.complete_stage(opp)
+            assert state.stage == "Presentation"
