@@ -25,15 +25,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
-    OPPORTUNITY_ID_ATTR,
     TASK_COMPLETED_SIGNAL,
-    TASK_OWNER_ATTR,
     TASK_OWNER_SIGNAL,
     TASK_WORKFLOW_TYPE,
     task_workflow_id,
-    unregistered,
     workflow_id,
 )
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, TASK_OWNER_ATTR, unregistered
 from workflows.steps import TaskOps, TaskStart
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.db import create_pool, migrate
 from worker.database import embedded_server
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parent.parent
 SQLITE_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]

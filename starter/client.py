@@ -44,6 +44,7 @@ from workflows.contract import (
     StateView,
     UpdateOpportunity,
 )
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, unregistered
 
 SIGNALS: dict[type[BaseModel], str] = {spec.model: spec.name for spec in c.COMMANDS}
 UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
@@ -261,7 +262,7 @@ async def start_process(
     new = start.new
     if summary is None:
         summary = c.start_summary(opportunity_id, new.title if new else None, new.customer if new else None)
-    attributes = TypedSearchAttributes([SearchAttributePair(c.OPPORTUNITY_ID_ATTR, opportunity_id)])
+    attributes = TypedSearchAttributes([SearchAttributePair(OPPORTUNITY_ID_ATTR, opportunity_id)])
 
     async def started(search: TypedSearchAttributes) -> WorkflowHandle[Any, StateView]:
         return await client.start_workflow(
@@ -279,7 +280,7 @@ async def start_process(
         try:
             return await started(attributes)
         except RPCError as err:  # a namespace without it: the process matters more than the filter
-            if err.status != RPCStatusCode.INVALID_ARGUMENT or not c.unregistered(err.message):
+            if err.status != RPCStatusCode.INVALID_ARGUMENT or not unregistered(err.message):
                 raise
             return await started(TypedSearchAttributes.empty)
     except WorkflowAlreadyStartedError:

@@ -29,7 +29,7 @@ from tests.helpers import Sale
 from worker.database import embedded_server
 from worker.main import serving
 from worker.stack import temporal_cli
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 # A quiet run is asked for its writes sooner than in production (1 s): tests read events and task
 # workflows right after the commands that make them. Worker processes of the tests inherit it.

@@ -30,7 +30,7 @@ from worker.database import embedded_server
 from worker.main import serving
 from worker.stack import temporal_cli
 from workflows import contract as c
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 OUT = Path(__file__).parent / "histories"
 

@@ -38,8 +38,8 @@ from tests.helpers import (
 )
 from worker.stack import cli_type, temporal_cli
 from workflows import contract as c
-from workflows.contract import SEARCH_ATTRIBUTES
 from workflows.handover import RUN_EVENTS
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 STAGES = ["Qualification", "Presentation", "Proposal", "Contracting"]
 SCALE = int(os.environ.get("CHAOS_SCALE", "1"))

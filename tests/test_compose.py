@@ -26,7 +26,7 @@ from temporalio.envconfig import ClientConfigProfile
 from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings
 from worker.stack import cli_type
 from workflows import contract as c
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -21,7 +21,7 @@ from tests.helpers import Sale, eventually, journal_settled, killing_worker, wor
 from worker.main import serving
 from worker.stack import temporal_cli
 from workflows import contract as c
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, SEARCH_ATTRIBUTES, TASK_OWNER_ATTR
 
 
 async def test_continue_as_new_mid_sequence_loses_nothing(sale: Sale) -> None:
@@ -185,7 +185,7 @@ async def test_a_namespace_not_yet_given_the_opportunity_id_attribute_runs_deals
     """An upgrade where the namespace has the search attributes of before, not `OpportunityId`
     (registered by the compose job and `corpsale dev`): processes and their task workflows start
     without it, and deals go on."""
-    before = [key for key in SEARCH_ATTRIBUTES if key != c.OPPORTUNITY_ID_ATTR]
+    before = [key for key in SEARCH_ATTRIBUTES if key != OPPORTUNITY_ID_ATTR]
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
         dev_server_log_level="warn",
@@ -204,6 +204,6 @@ async def test_a_namespace_not_yet_given_the_opportunity_id_attribute_runs_deals
                 c.task_workflow_id(f"{opp}:v1:contact-assess")
             ).describe()
             assert task.status == WorkflowExecutionStatus.RUNNING
-            assert task.typed_search_attributes.get(c.TASK_OWNER_ATTR) is None  # started without them
+            assert task.typed_search_attributes.get(TASK_OWNER_ATTR) is None  # started without them
             state = await sale.complete_stage(opp)
             assert state.stage == "Presentation"

@@ -16,7 +16,7 @@ from tests.helpers import HAPPY_PATH_TITLES, Sale
 from worker.config import Settings
 from worker.main import serving
 from workflows.contract import StateView
-from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
+from workflows.search_attributes import OWNER_ATTR, STAGE_ATTR
 
 
 @pytest.fixture(params=[True, False], ids=["sandboxed", "as in production"])

@@ -11,7 +11,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from tests.helpers import Sale, eventually
 from workflows import contract as c
-from workflows.opportunity import AMOUNT_ATTR
+from workflows.search_attributes import AMOUNT_ATTR
 
 
 async def test_bant_and_meeting_data_are_stored_and_shown(sale: Sale) -> None:

@@ -22,7 +22,7 @@ from workflows.contract import (
     StateView,
     UpdateOpportunity,
 )
-from workflows.opportunity import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
+from workflows.search_attributes import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
 
 
 async def _ops_view(handle: WorkflowHandle[Any, Any]) -> tuple[tuple[Any, Any, Any], str]:

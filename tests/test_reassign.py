@@ -12,7 +12,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from starter.client import start_process
 from tests.helpers import ADMIN, Sale, eventually, journal_settled
 from workflows import contract as c
-from workflows.opportunity import OWNER_ATTR
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, OWNER_ATTR, TASK_OWNER_ATTR
 
 
 async def test_reassigning_moves_open_tasks_and_later_work_and_tells_both_owners(sale: Sale) -> None:
@@ -86,7 +86,7 @@ async def test_a_reassigned_tasks_workflow_shows_its_new_owner_to_ops(sale: Sale
     task = sale.client.get_workflow_handle(c.task_workflow_id(f"{opp}:v1:contact-assess"))
 
     async def shown() -> tuple[Any, str]:
-        owner = (await task.describe()).typed_search_attributes.get(c.TASK_OWNER_ATTR)
+        owner = (await task.describe()).typed_search_attributes.get(TASK_OWNER_ATTR)
         metadata = await task.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         return owner, metadata.current_details
 
@@ -120,12 +120,12 @@ async def test_ops_find_an_opportunity_and_its_tasks_by_its_id_and_a_task_links_
     await journal_settled(sale, opp)
     task = sale.client.get_workflow_handle(c.task_workflow_id(f"{opp}:v1:contact-assess"))
     described = await task.describe()
-    assert described.typed_search_attributes.get(c.OPPORTUNITY_ID_ATTR) == opp
+    assert described.typed_search_attributes.get(OPPORTUNITY_ID_ATTR) == opp
     assert (await described.static_details()) == (
         f"Task of opportunity [{opp}](/namespaces/{sale.client.namespace}/workflows/{c.workflow_id(opp)})"
     )
     process = await sale.handle(opp).describe()
-    assert process.typed_search_attributes.get(c.OPPORTUNITY_ID_ATTR) == opp
+    assert process.typed_search_attributes.get(OPPORTUNITY_ID_ATTR) == opp
 
     async def runs() -> set[str]:
         return {w.id async for w in sale.client.list_workflows(f"OpportunityId = '{opp}'")}

@@ -7,7 +7,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from tests.helpers import HAPPY_PATH_TITLES, Sale, eventually
 from workflows import contract as c
-from workflows.opportunity import OWNER_ATTR, STAGE_ATTR
+from workflows.search_attributes import OWNER_ATTR, STAGE_ATTR
 
 
 async def move(sale: Sale, opp: str, stage: str, **extra: object) -> c.StateView:

@@ -66,6 +66,8 @@ SANDBOX = SandboxRestrictions.default.with_passthrough_modules(
     "workflows.permissions",
     "workflows.rules",
     "workflows.steps",
+    "workflows.step_defs",
+    "workflows.search_attributes",
     "activities",
 )
 

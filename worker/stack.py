@@ -37,7 +37,7 @@ from worker.config import Settings, connect_temporal
 from worker.database import database_url, remove_stack_record, write_stack_record
 from worker.main import run_worker
 from worker.process import parent_pid, process_command_line, signals_ignored, wait_gone
-from workflows.contract import SEARCH_ATTRIBUTES
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 CONNECT_TIMEOUT = 60.0  # seconds for the Temporal frontend to answer
 STOP_TIMEOUT = 10.0  # seconds for the dev server to stop before it is killed

@@ -12,7 +12,6 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from temporalio.common import SearchAttributeKey
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 WORKFLOW_TYPE = "CorporateSale"
@@ -87,23 +86,6 @@ ForecastCategory = Literal["pipeline", "best case", "commit"]
 
 def workflow_id(opportunity_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{opportunity_id}"
-
-
-# Search attributes ops filter runs by in the Web UI: an opportunity's stage, owner and expected
-# amount; a task's owner (`WorkflowType = 'SaleTask' AND TaskOwner = 'alice'`); the opportunity
-# a run belongs to, on its process and its task workflows (`OpportunityId = 'opp-1'`), set when
-# they start.
-STAGE_ATTR = SearchAttributeKey.for_keyword("OpportunityStage")
-OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
-AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
-TASK_OWNER_ATTR = SearchAttributeKey.for_keyword("TaskOwner")
-OPPORTUNITY_ID_ATTR = SearchAttributeKey.for_keyword("OpportunityId")
-SEARCH_ATTRIBUTES = (STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR, TASK_OWNER_ATTR, OPPORTUNITY_ID_ATTR)
-
-
-def unregistered(message: str) -> bool:
-    """Whether a start was refused for a search attribute the namespace has not registered."""
-    return any(key.name in message for key in SEARCH_ATTRIBUTES)
 
 
 # Each task of a process runs as a workflow of its own (its timers), `task-<task id>`.

@@ -30,8 +30,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.task import TaskChildren, TaskLinks, TaskOutbox
     from workflows.web_ui import publish
 
-STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR = c.STAGE_ATTR, c.OWNER_ATTR, c.AMOUNT_ATTR
-
 
 @workflow.defn(name=c.WORKFLOW_TYPE)
 class CorporateSaleWorkflow:

@@ -1,6 +1,6 @@
 """The process's business data, as it reads and writes it: each step one local activity (one
 transaction, idempotent), with the summary the Web UI shows for it. The activities are named by
-`workflows.steps`; the data layer runs them.
+`workflows.step_defs`; the data layer runs them.
 
 In runs that journal their writes (workflows/journal.py) each write carries its fence, and a step
 is tried for a bounded time: one that gives up (PostgreSQL not answering) is `Unavailable`, and
@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import steps
+    from workflows import step_defs
     from workflows.definition import Process, ProcessDefinition, Stage
     from workflows.journal import Journal
     from workflows.rules import AlreadyApplied, NotAllowed, Refused, Unavailable
@@ -87,32 +87,32 @@ class Store:
         return await _step(activity, arg, summary, bounded=self._journal.on)
 
     async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:
-        return await self._write(steps.open_opportunity, cmd, "create or load the opportunity")
+        return await self._write(step_defs.open_opportunity, cmd, "create or load the opportunity")
 
     async def load_process(self) -> Process:
-        return await self._step(steps.load_process, None, "load the process definition and stages")
+        return await self._step(step_defs.load_process, None, "load the process definition and stages")
 
     async def load_stages(self) -> list[Stage]:
-        return await self._step(steps.load_stages, None, "reload the stages lookup")
+        return await self._step(step_defs.load_stages, None, "reload the stages lookup")
 
     async def close_reasons(self) -> list[str]:
-        return await self._step(steps.load_close_reasons, None, "load the close reasons")
+        return await self._step(step_defs.load_close_reasons, None, "load the close reasons")
 
     async def enter_stage(self, step: EnterStage) -> None:
         summary = f"enter {step.stage} (visit {step.visit_no}, {len(step.tasks)} tasks)"
-        await self._write(steps.enter_stage, step, summary)
+        await self._write(step_defs.enter_stage, step, summary)
 
     async def complete_task(self, row: CompleteTaskRow, title: str) -> None:
-        await self._write(steps.complete_task, row, f"complete {title}")
+        await self._write(step_defs.complete_task, row, f"complete {title}")
 
     async def add_task(self, row: AddTaskRow) -> None:
-        await self._write(steps.add_task, row, f"add task {row.task.title}")
+        await self._write(step_defs.add_task, row, f"add task {row.task.title}")
 
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
         """Data the opportunity's table will not take is the command's fault: refused."""
         try:
             await self._write(
-                steps.update_opportunity, row, "update opportunity data: " + ", ".join(row.changes)
+                step_defs.update_opportunity, row, "update opportunity data: " + ", ".join(row.changes)
             )
         except ActivityError as err:
             cause = err.cause
@@ -121,16 +121,17 @@ class Store:
             raise
 
     async def reassign(self, row: ReassignRow) -> None:
-        await self._write(steps.reassign, row, f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)")
+        summary = f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)"
+        await self._write(step_defs.reassign, row, summary)
 
     async def approver(self, process: Process, stage: str, owner: str) -> str | None:
         """Who does the approval tasks of `stage` for `owner` (their manager), if it has any."""
         if not process.needs_approver(stage):
             return None
-        return await self._step(steps.find_manager, owner, f"who approves for {owner}")
+        return await self._step(step_defs.find_manager, owner, f"who approves for {owner}")
 
     async def notify_gate(self, notice: GateNotice) -> None:
-        await self._write(steps.notify_gate, notice, f"tell the owner what {notice.stage} needs")
+        await self._write(step_defs.notify_gate, notice, f"tell the owner what {notice.stage} needs")
 
     async def refreshed(self, process: Process) -> Process:
         """`process` with the stages an operator added to the lookup since the run loaded it. The
@@ -144,7 +145,7 @@ class Store:
 
     async def definition(self, version: int) -> ProcessDefinition:
         try:
-            return await self._step(steps.load_definition, version, f"load definition version {version}")
+            return await self._step(step_defs.load_definition, version, f"load definition version {version}")
         except FailureError as err:
             failure = _failure(err)
             if isinstance(failure, ApplicationError) and failure.type == "UnknownVersion":
@@ -152,21 +153,21 @@ class Store:
             raise
 
     async def migrate(self, row: MigrateRow) -> None:
-        await self._write(steps.migrate_visit, row, f"move onto version {row.to_version}")
+        await self._write(step_defs.migrate_visit, row, f"move onto version {row.to_version}")
 
     async def refused(self, row: RefusalRow) -> None:
-        await self._write(steps.record_refusal, row, f"record that {row.command[:40]} was refused")
+        await self._write(step_defs.record_refusal, row, f"record that {row.command[:40]} was refused")
 
     async def notify_stale(self, notice: StaleNotice) -> None:
-        await self._write(steps.notify_stale, notice, f"stale-deal notice: {notice.stage}")
+        await self._write(step_defs.notify_stale, notice, f"stale-deal notice: {notice.stage}")
 
     async def notify_close_date(self, notice: CloseDateNotice) -> None:
         await self._write(
-            steps.notify_close_date, notice, f"expected close date {notice.expected_close_date} passed"
+            step_defs.notify_close_date, notice, f"expected close date {notice.expected_close_date} passed"
         )
 
     async def authorize(self, check: Authorize, actor: str | None) -> str | None:
-        return await self._step(steps.authorize, check, f"may {actor or 'someone'} {check.command}?")
+        return await self._step(step_defs.authorize, check, f"may {actor or 'someone'} {check.command}?")
 
 
 async def _step(activity: Callable[..., Awaitable[T]], arg: Any, summary: str, *, bounded: bool) -> T:

@@ -21,14 +21,14 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import steps
+    from workflows import step_defs
     from workflows.contract import (
         TASK_COMPLETED_SIGNAL,
-        TASK_OWNER_ATTR,
         TASK_OWNER_SIGNAL,
         TASK_WORKFLOW_TYPE,
         task_workflow_id,
     )
+    from workflows.search_attributes import TASK_OWNER_ATTR
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
     from workflows.steps import CancelTaskRow, TaskNotice, TaskOps, TaskStart
 
@@ -60,7 +60,7 @@ class TaskWorkflow:
             # The parent waits for this (WAIT_CANCELLATION_COMPLETED): the row is canceled in
             # PostgreSQL before the child is.
             await workflow.execute_local_activity(
-                steps.cancel_task,
+                step_defs.cancel_task,
                 CancelTaskRow(task_id=task.task_id, at=workflow.now()),
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"cancel task {task.task_id}",
@@ -84,7 +84,7 @@ class TaskWorkflow:
                 except TimeoutError:
                     pass
             open_still = await workflow.execute_local_activity(
-                steps.notify_task,
+                step_defs.notify_task,
                 TaskNotice(task_id=task.task_id, kind=kind, at=workflow.now()),
                 start_to_close_timeout=timedelta(seconds=30),
                 summary=f"{kind}: {task.title}",
@@ -221,7 +221,7 @@ class TaskLinks:
             "reassign": len(links.owner),
         }
         await workflow.execute_local_activity(
-            steps.link_tasks,
+            step_defs.link_tasks,
             links,
             start_to_close_timeout=timedelta(seconds=30),
             summary="task workflows: " + ", ".join(f"{k} {n}" for k, n in counts.items() if n),

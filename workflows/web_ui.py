@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contract as c
+    from workflows.search_attributes import AMOUNT_ATTR, OWNER_ATTR, STAGE_ATTR
     from workflows.state import SaleState
 
 
@@ -17,9 +17,9 @@ def publish(state: SaleState) -> None:
     """Bring the run's search attributes and detail to what the state says."""
     amount = state.data.get("expected_amount")
     wanted: list[tuple[SearchAttributeKey[Any], Any]] = [
-        (c.STAGE_ATTR, state.stage or ""),
-        (c.OWNER_ATTR, state.owner),
-        (c.AMOUNT_ATTR, float(amount) if amount is not None else None),
+        (STAGE_ATTR, state.stage or ""),
+        (OWNER_ATTR, state.owner),
+        (AMOUNT_ATTR, float(amount) if amount is not None else None),
     ]
     current = workflow.info().typed_search_attributes
     updates = [

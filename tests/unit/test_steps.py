@@ -1,4 +1,4 @@
-"""The process calls its steps by the names and shapes of workflows/steps.py; the worker
+"""The process calls its steps by the names and shapes of workflows/step_defs.py; the worker
 registers the activities of activities/. They must agree, step for step."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
-from workflows import steps
+from workflows import step_defs
 
 
 def _shape(fn: Callable[..., Any]) -> tuple[str | None, list[Any], Any]:
@@ -24,7 +24,7 @@ def _shape(fn: Callable[..., Any]) -> tuple[str | None, list[Any], Any]:
 def test_every_step_the_process_takes_is_an_activity_the_worker_registers_with_its_shape() -> None:
     declared = {
         name: _shape(fn)
-        for name, fn in vars(steps).items()
+        for name, fn in vars(step_defs).items()
         if inspect.iscoroutinefunction(fn) and activity._Definition.from_callable(fn) is not None
     }
     registered = {
