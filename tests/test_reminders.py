@@ -82,6 +82,25 @@ async def _notices(sale: Sale, opp: str, count: int) -> list[asyncpg.Record]:
     )
 
 
+async def _each_once_on_time(
+    env: WorkflowEnvironment, sale: Sale, opp: str, tasks: list[asyncpg.Record]
+) -> list[asyncpg.Record]:
+    """Once every notice of the Qualification tasks and the stale-deal notice have come (time
+    skipped past them), and 30 more days: each came once, at its time. The notices."""
+    await _notices(sale, opp, 3 * 2 + 1)
+    await _skip(env, sale, opp, 30 * DAY)  # nothing more comes: each fires once
+    notes = await sale.notifications(opp)
+    by_task = _by_task(notes)
+    assert len(by_task) == 3 * 2
+    for t in tasks:
+        for kind, due in _times(t).items():
+            [note] = by_task[(t["id"], kind)]
+            assert _on_time(note, due), (kind, note["created_at"] - due)
+    [stale] = [n for n in notes if n["kind"] == "stale_deal"]
+    assert _on_time(stale, tasks[0]["start_at"] + STALE["Qualification"])
+    return notes
+
+
 async def test_each_timer_fires_once_at_its_time_for_the_right_person(
     sale: Sale, time_skipping: WorkflowEnvironment
 ) -> None:
@@ -92,20 +111,14 @@ async def test_each_timer_fires_once_at_its_time_for_the_right_person(
     await _skip(time_skipping, sale, opp, DAY)
     assert not _by_task(await sale.notifications(opp))  # nothing is due yet
     await _skip(time_skipping, sale, opp, 7 * DAY)
-    await _notices(sale, opp, 3 * 2 + 1)
-    await _skip(time_skipping, sale, opp, 30 * DAY)  # nothing more comes: each fires once
-    notes = await sale.notifications(opp)
-
+    notes = await _each_once_on_time(time_skipping, sale, opp, tasks)
     by_task = _by_task(notes)
-    assert len(by_task) == 3 * 2
     for t in tasks:
-        for kind, due in _times(t).items():
+        for kind in KINDS:
             [note] = by_task[(t["id"], kind)]
-            assert _on_time(note, due), (kind, note["created_at"] - due)
             assert note["recipient"] == (names["maria"] if kind == "escalation" else names["alice"])
     [stale] = [n for n in notes if n["kind"] == "stale_deal"]
     assert stale["recipient"] == names["alice"]
-    assert _on_time(stale, tasks[0]["start_at"] + STALE["Qualification"])
     assert "has had no completed task in Qualification for 7 days" in stale["message"]
     escalation = by_task[(tasks[0]["id"], "escalation")][0]["message"]
     assert escalation.startswith(f"Escalation: {names['alice']}'s task Contact the client")
@@ -255,15 +268,4 @@ async def test_timers_fire_once_after_the_process_has_handed_over_to_a_new_run(
         raise AssertionError("the process never handed over to a new run")
     tasks = await sale.tasks(opp)
     await _skip(time_skipping, sale, opp, 8 * DAY)
-    await _notices(sale, opp, 3 * 2 + 1)
-    await _skip(time_skipping, sale, opp, 30 * DAY)  # nothing more comes: each fires once
-    notes = await sale.notifications(opp)
-
-    by_task = _by_task(notes)
-    assert len(by_task) == 3 * 2
-    for t in tasks:
-        for kind, due in _times(t).items():
-            [note] = by_task[(t["id"], kind)]
-            assert _on_time(note, due), (kind, note["created_at"] - due)
-    [stale] = [n for n in notes if n["kind"] == "stale_deal"]
-    assert _on_time(stale, tasks[0]["start_at"] + STALE["Qualification"])
+    await _each_once_on_time(time_skipping, sale, opp, tasks)
