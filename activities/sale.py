@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import access, definitions, events, journal, notices, repository, versions
+from activities import access, definitions, events, journal, notices, repository, stage_visits, versions
 from workflows.definition import Process, ProcessDefinition, Stage
 from workflows.steps import (
     AddTaskRow,
@@ -190,7 +190,9 @@ class SaleActivities:
 
     @activity.defn
     async def enter_stage(self, step: EnterStage) -> None:
-        await self._write(step.opportunity_id, step, "enter_stage", lambda c: repository.enter_stage(c, step))
+        await self._write(
+            step.opportunity_id, step, "enter_stage", lambda c: stage_visits.enter_stage(c, step)
+        )
 
     @activity.defn
     async def complete_task(self, row: CompleteTaskRow) -> None:

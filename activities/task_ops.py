@@ -6,12 +6,15 @@ opportunity's in order, then deletes them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from opentelemetry import propagate
 
-from workflows.steps import TaskOp
+from workflows.definition import Reminders
+from workflows.state import TaskInput
+from workflows.steps import NewTask, TaskOp
 
 OPS_CHANNEL = "corpsale_task_ops"  # notified when task operations become ready (also in migrations/018)
 TRACE = "_trace"  # in an operation's arguments: the trace context of the step that asked for it
@@ -70,3 +73,25 @@ async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -
 
 def json_args(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
+
+
+def starts(
+    opportunity_id: str, owner: str, tasks: Sequence[NewTask], reminders: Reminders | None
+) -> list[TaskOp]:
+    """The workflows of new tasks (their timers, what ops see), each its owner's (else `owner`)."""
+    return [
+        TaskOp(
+            kind="start",
+            task_id=t.task_id,
+            args=TaskInput(
+                task_id=t.task_id,
+                opportunity_id=opportunity_id,
+                title=t.title,
+                owner=t.owner or owner,
+                start_at=t.start_at,
+                due_at=t.due_at,
+                reminders=reminders,
+            ).model_dump(mode="json"),
+        )
+        for t in tasks
+    ]

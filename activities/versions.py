@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncpg
 
 from activities import events, notices, task_ops
-from activities.repository import starts
 from workflows.steps import MigrateRow, TaskOp
 
 
@@ -38,7 +37,7 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
     )  # fmt: skip
     await notices.notify_assigned(conn, row.opportunity_id, row.owner, row.tasks, row.at)
     await task_ops.stage_ops(
-        conn, row.opportunity_id, starts(row.opportunity_id, row.owner, row.tasks, row.reminders)
+        conn, row.opportunity_id, task_ops.starts(row.opportunity_id, row.owner, row.tasks, row.reminders)
     )
     await events.tasks_created(
         conn,
