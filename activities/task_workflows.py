@@ -31,7 +31,7 @@ from workflows.contract import (
     task_workflow_id,
     workflow_id,
 )
-from workflows.search_attributes import OPPORTUNITY_ID_ATTR, TASK_OWNER_ATTR, unregistered
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, TASK_OWNER_ATTR, start_with
 from workflows.steps import TaskOps, TaskStart
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,7 @@ class TaskWorkflows:
             ]
         )
         try:
-            try:
-                await self._start_workflow(start, queue, attributes, completed)
-            except RPCError as err:
-                if err.status != RPCStatusCode.INVALID_ARGUMENT or not unregistered(err.message):
-                    raise
-                # A namespace without the attributes (registered by `corpsale dev` and the compose
-                # job): the task's timers matter more than what ops can filter by.
-                log.warning("search attributes not registered: %s", err.message)
-                await self._start_workflow(start, queue, TypedSearchAttributes.empty, completed)
+            await start_with(attributes, lambda a: self._start_workflow(start, queue, a, completed))
         except WorkflowAlreadyStartedError:
             pass
 

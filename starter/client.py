@@ -44,7 +44,7 @@ from workflows.contract import (
     StateView,
     UpdateOpportunity,
 )
-from workflows.search_attributes import OPPORTUNITY_ID_ATTR, unregistered
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, start_with
 
 SIGNALS: dict[type[BaseModel], str] = {spec.model: spec.name for spec in c.COMMANDS}
 UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
@@ -277,12 +277,7 @@ async def start_process(
         )
 
     try:
-        try:
-            return await started(attributes)
-        except RPCError as err:  # a namespace without it: the process matters more than the filter
-            if err.status != RPCStatusCode.INVALID_ARGUMENT or not unregistered(err.message):
-                raise
-            return await started(TypedSearchAttributes.empty)
+        return await start_with(attributes, started)
     except WorkflowAlreadyStartedError:
         closed = await closed_stage(client, opportunity_id)
         if closed is not None:
