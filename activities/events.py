@@ -22,6 +22,7 @@ import asyncpg
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from activities import drafts
 from workflows.event_data import EVENTS
 from workflows.rules import Refused
 from workflows.steps import NewTask
@@ -65,6 +66,9 @@ async def emit(
     its id is there already (its time: `at`, else the database's now). Within a journaled write it
     is a draft, which reaches the feed once the write is confirmed (activities/journal.py)."""
     assert kind in EVENTS, kind  # its data is what the contract's model says (tests/test_events.py)
+    if (gathered := drafts.of(conn)) is not None:
+        gathered.event(event_id, kind, at, data)
+        return
     await conn.execute(
         "SELECT emit_event($1, $2, $3, $4, $5::jsonb)",
         event_id,
@@ -104,15 +108,10 @@ async def tasks_created(
     adhoc: bool = False,
 ) -> None:
     """A `task.created` event per task (a task without an owner of its own is `owner`'s)."""
-    rows = []
     for t in tasks:
         created = {"task_id": t.task_id, "title": t.title, "owner": t.owner or owner, "due_at": t.due_at,
                    "stage": stage, "visit": visit, **({"adhoc": True} if adhoc else {})}  # fmt: skip
-        rows.append(
-            (f"{t.task_id}:created", opportunity_id, "task.created", at, json.dumps(created, default=str))
-        )
-    if rows:
-        await conn.executemany("SELECT emit_event($1, $2, $3, $4, $5::jsonb)", rows)
+        await emit(conn, opportunity_id, f"{t.task_id}:created", "task.created", at, created)
 
 
 def visit_no(visit_id: str | None) -> int:

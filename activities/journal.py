@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
-from activities import events
+from activities import drafts, events
 from activities.task_ops import json_args
 from workflows.steps import Fence, JournalStart, JournalView, RequestMark
 
@@ -63,8 +63,8 @@ async def write(
 ) -> T | None:
     """One write of a process, in one transaction that holds the opportunity's lock. Without a
     fence (a run from before the journal) it is applied as it comes. With one, as the module says
-    (`journal_begin` and `journal_record` in migrations/018: with BEGIN and COMMIT, four round trips
-    besides the change itself);
+    (`journal_begin` and `journal_record` in migrations/018 and 019: with BEGIN and COMMIT, four
+    round trips besides the change itself, whose events and task operations come with the record);
     None when it was applied already."""
     if fence is None:
         async with events.transaction(conn, opportunity_id):
@@ -100,13 +100,15 @@ async def write(
                 raise Superseded(begun["detail"])
             case "applied":
                 raise AlreadyApplied(begun["detail"])
-        result = await apply()
+        with drafts.gathering(conn) as drafted:
+            result = await apply()
         await _record(
             conn,
             opportunity_id,
             fence,
             step,
             task_queue,
+            drafted,
             request=request,
             headless=begun["headless"],
         )
@@ -162,8 +164,9 @@ async def open_process(
             )
         placed = fence.model_copy(update={"number": start.number, "run_no": start.run_no})
         await _capture(conn, opportunity_id, start.number)
-        result = await apply()
-        await _record(conn, opportunity_id, placed, "open", task_queue, start=start)
+        with drafts.gathering(conn) as drafted:
+            result = await apply()
+        await _record(conn, opportunity_id, placed, "open", task_queue, drafted, start=start)
         await conn.execute(
             "UPDATE journal SET result = $3::jsonb WHERE opportunity_id = $1 AND number = $2",
             opportunity_id,
@@ -230,16 +233,20 @@ async def _record(
     fence: Fence,
     step: str,
     task_queue: str,
+    drafted: drafts.Drafts,
     *,
     request: RequestMark | None = None,
     start: JournalStart | None = None,
     headless: bool = False,
 ) -> None:
-    """The command's request (kept for undo with the rest), the entry of the write, and the
-    opportunity's head moved to it: a new process's head at its opening (`start`), else one made
-    only when it has none (`headless`: a run that continued one from before the journal)."""
+    """What the write drafted (its events and task operations), the command's request (kept for
+    undo with the rest), the entry of the write, and the opportunity's head moved to it: a new
+    process's head at its opening (`start`), else one made only when it has none (`headless`: a run
+    that continued one from before the journal)."""
+    events, ops = drafted.as_json()
     await conn.execute(
-        "SELECT journal_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "SELECT journal_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+        " $16::jsonb, $17::jsonb)",
         opportunity_id,
         fence.process,
         fence.number,
@@ -255,6 +262,8 @@ async def _record(
         start.number if start else None,
         start.run_no if start else None,
         headless,
+        events,
+        ops,
     )
 
 

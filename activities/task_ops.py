@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 from opentelemetry import propagate
 
+from activities import drafts
 from workflows.definition import Reminders
 from workflows.state import TaskInput
 from workflows.steps import NewTask, TaskOp
@@ -28,6 +29,10 @@ async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[Tas
         return
     trace: dict[str, str] = {}
     propagate.inject(trace)  # the step's trace (with tracing on): its task workflows join it
+    if (gathered := drafts.of(conn)) is not None:  # written with the write's journal entry
+        for op in ops:
+            gathered.op(op.kind, op.task_id, {**op.args, TRACE: trace})
+        return
     await conn.executemany(
         "INSERT INTO task_ops (opportunity_id, number, kind, task_id, args)"
         " SELECT $1, nullif(current_setting('corpsale.journal_number', true), '')::bigint, $2, $3, $4::jsonb"
