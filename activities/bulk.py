@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import contract as c
 from workflows.operations import BulkCounts, BulkPage, BulkSelect, Selection
-from workflows.rules import Refused
+from workflows.refusals import Refused
 
 # --where: terms joined by spaces or commas
 _TERM = re.compile(r"^(stage|owner|version|quiet)\s*(=|>=)\s*(.+)$")

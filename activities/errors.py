@@ -4,6 +4,6 @@ one line; the process answers it to the sender."""
 
 from __future__ import annotations
 
-from workflows.rules import Refused
+from workflows.refusals import Refused
 
 __all__ = ["Refused"]

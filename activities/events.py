@@ -24,7 +24,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from activities import drafts
 from workflows.event_data import EVENTS
-from workflows.rules import Refused
+from workflows.refusals import Refused
 from workflows.steps import NewTask
 
 SOURCE = "/corporate-sale"

@@ -25,7 +25,7 @@ import asyncpg
 
 from activities.events import cloud_event
 from workflows.event_data import EVENTS
-from workflows.rules import Refused
+from workflows.refusals import Refused
 
 SECRET_PREFIX = "whsec_"
 MAX_URL = 2_000

@@ -1,8 +1,8 @@
 """How a process takes its commands (R11, R23): one path for signals and updates. Payloads are
-read raw, so that whatever a sender put in them is refused with a reason instead of failing a
-workflow task; every request id gets one answer, given again to every later delivery; a signal
-never raises (its refusal is recorded); an update answers the new state or `CommandRefused`.
-What a command does is the process's (`apply`); this is the plumbing around it.
+read raw (workflows/payloads.py), so that whatever a sender put in them is refused with a reason
+instead of failing a workflow task; every request id gets one answer, given again to every later
+delivery; a signal never raises (its refusal is recorded); an update answers the new state or
+`CommandRefused`. What a command does is the process's (`apply`); this is the plumbing around it.
 
 In runs that journal their writes, a command is all or nothing: one refused half-way, or whose
 step gave up (`Unavailable`: PostgreSQL not answering), leaves the state as it found it. Such an
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
@@ -29,19 +29,19 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import StateView
     from workflows.handover import Handover
     from workflows.journal import Journal
-    from workflows.rules import (
+    from workflows.payloads import decode
+    from workflows.refusals import (
         AlreadyApplied,
         HandingOver,
         NotAllowed,
         Refused,
-        Rules,
         Unavailable,
         one_payload,
         parse_command,
         request_id_of,
-        validation_message,
     )
-    from workflows.state import DeferredCommand, ProcessInput, SaleState, fingerprint, json_safe, printable
+    from workflows.rules import Rules
+    from workflows.state import DeferredCommand, SaleState, fingerprint, json_safe, printable
     from workflows.steps import RefusalRow, RequestMark
 
 
@@ -49,9 +49,6 @@ _AWAY = (
     "Not applied now: PostgreSQL did not answer a moment ago; send the command again with the same"
     " request id in a few seconds."
 )
-
-# What the run is given when a start sends no input at all.
-NO_START = RawValue(Payload())
 
 METRICS = {
     "corpsale_stage_transitions": "Stage entries, by stage.",
@@ -68,48 +65,48 @@ def count(name: str, value: int = 1, **attributes: str) -> None:
         workflow.metric_meter().create_counter(name, METRICS[name]).add(value, attributes)
 
 
-def decode(raw: RawValue) -> Any:
-    """A payload as it was sent, read here rather than by the SDK: one that is not JSON (or not
-    UTF-8, or nested too deep) is refused with a reason instead of failing a workflow task."""
-    try:
-        return workflow.payload_converter().from_payload(raw.payload)
-    except Exception as err:  # anything a sender can put in a payload: RecursionError included
-        encoding = raw.payload.metadata.get("encoding", b"").decode("utf-8", "replace") or "none"
-        raise Refused(
-            f"Malformed payload: not JSON the process can read ({type(err).__name__}, encoding"
-            f" {encoding!r}, {len(raw.payload.data)} bytes); send one JSON object."
-        ) from None
+@dataclass(frozen=True)
+class Refusal:
+    """A command not applied, as a value: why (`reason`); which kind of refusal (`kind`, the
+    rules' class for it, which says how the caller is answered); whether it was decided for this
+    delivery (`new`: else an answer given before, given again); whether it is the answer the
+    ledger keeps for its request (`kept`: a signal that records it marks that answer recorded)."""
+
+    reason: str
+    kind: type[Refused] = Refused
+    new: bool = False
+    kept: bool = False
+
+    @property
+    def final(self) -> bool:
+        """Refused for good, not "later" (handing over, or not now): the request's answer."""
+        return not issubclass(self.kind, HandingOver)
+
+    def answer(self) -> ApplicationError:
+        """The refusal as an update's caller gets it (docs/contract.md, Errors)."""
+        if issubclass(self.kind, Unavailable):
+            return ApplicationError(self.reason, type=c.UNAVAILABLE)
+        if issubclass(self.kind, HandingOver):
+            return ApplicationError(self.reason, type=c.HANDING_OVER)
+        return ApplicationError(self.reason, type=c.COMMAND_REFUSED, non_retryable=True)
 
 
-def read_start(raw: RawValue) -> ProcessInput | str:
-    """The start input, or why it cannot be one."""
-    if raw is NO_START:
-        return "The start has no input: send one JSON object (docs/schemas/start.schema.json)."
-    try:
-        return ProcessInput.model_validate(decode(raw))
-    except Refused as err:
-        return f"Invalid start: {str(err).removeprefix('Malformed payload: ')}"
-    except ValidationError as err:
-        return validation_message(err, "Invalid start")
+def refusal_of(err: Refused, *, new: bool = False, kept: bool = False) -> Refusal:
+    return Refusal(str(err), type(err), new=new, kept=kept)
 
 
-def start_problem(start: ProcessInput | None, workflow_id: str, continued_run_id: str | None) -> str | None:
-    """Why a decoded start cannot be the process of the run it started (R22), if it cannot."""
-    if start is None:
-        return None
-    if workflow_id != c.workflow_id(start.opportunity_id):
-        return (
-            f"Workflow id {workflow_id!r} is not the process of opportunity"
-            f" {start.opportunity_id!r}: its process runs as {c.workflow_id(start.opportunity_id)!r}."
-        )
-    if start.resume is not None and continued_run_id is None:
-        return "Invalid start: resume is the process's own hand-over to its next run; leave it out."
-    return None
+def request_key(payload: Any) -> str | None:
+    """The one key of a request, in the ledger and among the updates admitted: the request id its
+    payload carries, else (an update) the update's id."""
+    info = workflow.current_update_info()
+    return request_id_of(payload) or (info.id if info else None)
 
 
 class CommandDesk:
     """A process's desk for its commands: it decodes them, keeps the answer to each request,
-    serialises them under the process's lock and hands each new one to `apply`."""
+    serialises them under the process's lock and hands each new one to `apply`. The rules refuse
+    by raising `Refused`; here a refusal becomes a value (`Refusal`) at once, and is answered in
+    one place for each way a command comes (`apply_signal`, `update`, `validate`)."""
 
     def __init__(
         self,
@@ -128,21 +125,24 @@ class CommandDesk:
         self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
         self.all_or_nothing = False  # this run journals its writes: commands are all or nothing
         self.journal = journal
-        self._admitted: dict[str, str] = {}  # request id -> fingerprint, of updates let in (validators)
+        self._admitted: dict[str, str] = {}  # request key -> fingerprint, of updates let in (validators)
         # A step gave up: commands are not tried until the run's retry timer has run out. (A flag
         # set by a failure and cleared by a timer, both in history: not a time compared with now,
         # which a local activity's result can make differ between a run and its replay.)
         self.away = False
 
-    async def apply(self, name: str, payload: Any, request_id: str | None, *, signal: bool = False) -> None:
-        """Apply a command once per request id: a request answered before gets that answer again
-        (its refusal raised again), and nothing is applied twice."""
+    async def apply(
+        self, name: str, payload: Any, request_id: str | None, *, signal: bool = False
+    ) -> Refusal | None:
+        """Apply a command once per request id: a request answered before gets that answer again,
+        and nothing is applied twice. None: applied (now or before)."""
         print_ = fingerprint(name, payload)
-        known = self._rules.recall(request_id, print_)
+        try:
+            known = self._rules.recall(request_id, print_)
+        except Refused as err:  # the request id came with another command
+            return refusal_of(err)
         if known is not None:
-            if known.refusal is not None:
-                raise Refused(known.refusal)
-            return
+            return None if known.refusal is None else Refusal(known.refusal, kept=True)
         before = self._state.checkpoint() if self.all_or_nothing else None
         if self.all_or_nothing and request_id is not None and self.journal is not None:
             self.journal.request = RequestMark(request_id=request_id, fingerprint=print_)
@@ -153,33 +153,30 @@ class CommandDesk:
         except AlreadyApplied as applied:  # long ago: the run's ledger no longer had it
             assert before is not None
             self._state.roll_back(before)
-            if applied.fingerprint == print_:
-                self._state.remember(request_id, print_)
-                return
             self._state.remember(request_id, applied.fingerprint)  # its retries: applied
-            err = self._rules.reused(request_id)
-            err.fresh = True
-            raise err from None
+            if applied.fingerprint == print_:
+                return None
+            return refusal_of(self._rules.reused(request_id), new=True)
         except Refused as err:
             if before is not None:
                 self._state.roll_back(before)
             if isinstance(err, Unavailable):
                 self.away = True
             if isinstance(err, HandingOver):
-                raise  # not an answer: the same request is applied later (the next run, or again)
+                return refusal_of(err)  # not an answer: the same request is applied later
             self._state.remember(request_id, print_, str(err))
-            err.fresh = True  # decided now: the caller records it, then its event (`refused_event`)
-            raise
+            return refusal_of(err, new=True, kept=True)
         finally:
             if self.journal is not None:
                 self.journal.request = None
         self._state.remember(request_id, print_)
+        return None
 
-    async def refused_event(self, err: Refused, name: str, payload: Any, request_id: str | None) -> None:
+    async def refused_event(self, refusal: Refusal, name: str, payload: Any, request_id: str | None) -> None:
         """The business event of a refusal decided now (not of a repeat, answered from the
         ledger), once the refusal is in the state."""
-        if getattr(err, "fresh", False):
-            await self._recorded(name, str(err), payload, request_id)
+        if refusal.new:
+            await self._recorded(name, refusal.reason, payload, request_id)
 
     async def _recorded(self, name: str, reason: str, payload: Any, request_id: str | None) -> None:
         """A refusal's business event, once per request (a repeat is answered from the ledger):
@@ -211,21 +208,36 @@ class CommandDesk:
         however often its request is delivered; one whose step gave up waits (`retry`)."""
         payload = args[0] if len(args) == 1 else list(args)
         request_id = request_id_of(payload)
+        refusal = await self._signalled(name, args, payload, request_id)
+        if refusal is None:
+            return
+        if issubclass(refusal.kind, Unavailable):
+            self._state.retry.append(DeferredCommand(name=name, args=list(args)))
+            return
+        self.reject(name, refusal.reason, payload, via="signal")
+        answer = self._state.answer(request_id) if refusal.kept else None
+        if answer is not None:
+            answer.recorded = True
+        await self.refused_event(refusal, name, payload, request_id)
+
+    async def _signalled(
+        self, name: str, args: Sequence[Any], payload: Any, request_id: str | None
+    ) -> Refusal | None:
+        """What becomes of a signal: a request refused before as an update is refused again here,
+        to be recorded (once); one answered otherwise before is done."""
         try:
             known = self._rules.recall(request_id, fingerprint(name, payload))
-            if known is not None:
-                if known.refusal is not None and not known.recorded:
-                    raise Refused(known.refusal)  # refused as an update: recorded now, once
-                return
-            await self.apply(name, one_payload(args), request_id, signal=True)
-        except Unavailable:
-            self._state.retry.append(DeferredCommand(name=name, args=list(args)))
         except Refused as err:
-            self.reject(name, str(err), payload, via="signal")
-            answer = self._state.answer(request_id)
-            if answer is not None and answer.refusal is not None and str(err).startswith(answer.refusal[:-1]):
-                answer.recorded = True
-            await self.refused_event(err, name, payload, request_id)
+            return refusal_of(err)
+        if known is not None:
+            if known.refusal is not None and not known.recorded:
+                return Refusal(known.refusal, kept=True)
+            return None
+        try:
+            one = one_payload(args)
+        except Refused as err:
+            return refusal_of(err)
+        return await self.apply(name, one, request_id, signal=True)
 
     def reject(self, name: str, reason: str, payload: Any, *, via: str) -> None:
         """Record a refused command in `rejected`."""
@@ -275,84 +287,97 @@ class CommandDesk:
                 self._state.retry.extend(waiting[i + 1 :])
                 return
 
-    def _not_now(self) -> Unavailable | None:
+    def _not_now(self) -> Refusal | None:
         """Why an update is not tried now: a step gave up a moment ago, or signals wait before it."""
         if self.away:
-            return Unavailable(_AWAY)
+            return Refusal(_AWAY, Unavailable)
         if self._state.retry:
-            return Unavailable(
+            return Refusal(
                 "Not applied now: commands sent before it wait for PostgreSQL; send the command"
-                " again with the same request id in a few seconds."
+                " again with the same request id in a few seconds.",
+                Unavailable,
             )
         return None
 
     async def update(self, name: str, raw: Sequence[RawValue]) -> StateView:
         await workflow.wait_condition(self._ready)
         self._handover.updates += 1
-        info = workflow.current_update_info()
         async with self._lock:
             payload: Any = None
-            request_id = info.id if info else None
+            key = request_key(None)
             try:
-                payload = one_payload([decode(r) for r in raw])
-                request_id = request_id_of(payload) or request_id
-                if self.all_or_nothing:
-                    if self.retry_due():
-                        await self.retry_waiting()  # those sent before it first
-                    not_now = self._not_now()
-                    if not_now is not None:
-                        raise not_now
-                await self.apply(name, payload, request_id)
-            except Unavailable as err:
-                self.refused(name, str(err), via="update")
-                raise ApplicationError(str(err), type=c.UNAVAILABLE) from None
-            except HandingOver as err:
-                raise ApplicationError(str(err), type=c.HANDING_OVER) from None
-            except Refused as err:
-                if isinstance(err, NotAllowed):  # recorded, as for a signal: who tried what
-                    self.reject(name, str(err), payload, via="update")
+                try:
+                    payload = one_payload([decode(r) for r in raw])
+                except Refused as err:
+                    refusal: Refusal | None = refusal_of(err)
                 else:
-                    self.refused(name, str(err), via="update")
-                await self.refused_event(err, name, payload, request_id)
-                raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
+                    key = request_key(payload)
+                    refusal = await self._updated(name, payload, key)
+                if refusal is not None:
+                    await self._refuse_update(name, refusal, payload, key)
             finally:
-                if request_id is not None:  # admitted by the validator under the same key
-                    self._admitted.pop(request_id, None)
+                if key is not None:  # admitted by the validator under the same key
+                    self._admitted.pop(key, None)
         return self._state.view()
+
+    async def _updated(self, name: str, payload: Any, request_id: str | None) -> Refusal | None:
+        if self.all_or_nothing:
+            if self.retry_due():
+                await self.retry_waiting()  # those sent before it first
+            not_now = self._not_now()
+            if not_now is not None:
+                return not_now
+        return await self.apply(name, payload, request_id)
+
+    async def _refuse_update(self, name: str, refusal: Refusal, payload: Any, request_id: str | None) -> None:
+        """Answer a refused update. Refused for good: recorded in `rejected` when it was not
+        allowed (as for a signal: who tried what), else counted; its event when decided now. Not
+        now: counted. Handing over: the next run takes it."""
+        if refusal.final:
+            if issubclass(refusal.kind, NotAllowed):
+                self.reject(name, refusal.reason, payload, via="update")
+            else:
+                self.refused(name, refusal.reason, via="update")
+            await self.refused_event(refusal, name, payload, request_id)
+        elif issubclass(refusal.kind, Unavailable):
+            self.refused(name, refusal.reason, via="update")
+        raise refusal.answer()
 
     def validate(self, update: str, raw: Sequence[RawValue]) -> None:
         """Update validators: refuse before anything enters history, where state allows. They
         change nothing but `_admitted`, which only validators read (they do not run on replay)."""
+        refusal = self._admission(update, raw)
+        if refusal is not None:
+            if refusal.final or issubclass(refusal.kind, Unavailable):
+                self.refused(c.COMMAND_OF_UPDATE.get(update, update), refusal.reason, via="update")
+            raise refusal.answer()
+
+    def _admission(self, update: str, raw: Sequence[RawValue]) -> Refusal | None:
         name = c.COMMAND_OF_UPDATE.get(update, update)
         try:
             if update not in c.COMMAND_OF_UPDATE:
                 raise Refused(f"Unknown update {update!r}; updates: {', '.join(c.COMMAND_OF_UPDATE)}.")
             payload = one_payload([decode(r) for r in raw])
             if not self._ready():
-                return
+                return None
             if self.all_or_nothing and self.away:  # a step gave up a moment ago
-                raise Unavailable(_AWAY)
+                return Refusal(_AWAY, Unavailable)
             if self._handover.flooded():
-                raise HandingOver(
+                return Refusal(
                     "The process is handing over to a new run; send the command again with the same"
-                    " request id (the product's clients do this on their own)."
+                    " request id (the product's clients do this on their own).",
+                    HandingOver,
                 )
-            info = workflow.current_update_info()
-            request_id = request_id_of(payload) or (info.id if info else None)
+            key = request_key(payload)
             print_ = fingerprint(name, payload)
-            admitted = self._admitted.get(request_id) if request_id else None
+            admitted = self._admitted.get(key) if key else None
             if admitted is not None and admitted != print_:
-                raise Refused(f"Request id {request_id!r} was used for another command (being applied now).")
-            if admitted is not None or self._rules.recall(request_id, print_) is not None:
-                return  # a delivery of a request in hand: the handler gives it that request's answer
+                raise Refused(f"Request id {key!r} was used for another command (being applied now).")
+            if admitted is not None or self._rules.recall(key, print_) is not None:
+                return None  # a delivery of a request in hand: the handler gives it that request's answer
             self._rules.check(parse_command(name, payload), now=workflow.now())
-            if request_id is not None:
-                self._admitted[request_id] = print_
-        except Unavailable as err:
-            self.refused(name, str(err), via="update")
-            raise ApplicationError(str(err), type=c.UNAVAILABLE) from None
-        except HandingOver as err:
-            raise ApplicationError(str(err), type=c.HANDING_OVER) from None
+            if key is not None:
+                self._admitted[key] = print_
         except Refused as err:
-            self.refused(name, str(err), via="update")
-            raise ApplicationError(str(err), type=c.COMMAND_REFUSED, non_retryable=True) from None
+            return refusal_of(err)
+        return None

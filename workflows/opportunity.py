@@ -17,12 +17,14 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
     from workflows import migration, patches, steps
-    from workflows.commands import NO_START, CommandDesk, count, read_start, start_problem
+    from workflows.commands import CommandDesk, count
     from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
     from workflows.journal import Journal, ProcessLock
     from workflows.operations import MigrationPlan
-    from workflows.rules import RETRY_AFTER, NotAllowed, Refused, Rules, Waiting
+    from workflows.payloads import NO_START, read_start, start_problem
+    from workflows.refusals import RETRY_AFTER, NotAllowed, Refused
+    from workflows.rules import Rules, Waiting
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView, ProcessResult

@@ -16,7 +16,7 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.rules import RETRY_AFTER, Unavailable
+    from workflows.refusals import RETRY_AFTER, Unavailable
     from workflows.state import SaleState
     from workflows.steps import CloseDateNotice, StaleNotice
 

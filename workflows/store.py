@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import step_defs
     from workflows.definition import Process, ProcessDefinition, Stage
     from workflows.journal import Journal
-    from workflows.rules import AlreadyApplied, NotAllowed, Refused, Unavailable
+    from workflows.refusals import AlreadyApplied, NotAllowed, Refused, Unavailable
     from workflows.steps import (
         AddTaskRow,
         Authorize,

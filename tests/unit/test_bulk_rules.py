@@ -9,7 +9,7 @@ import pytest
 from activities.bulk import parse_where
 from workflows.contract import UpdateOpportunity, bulk_request_id
 from workflows.operations import Selection
-from workflows.rules import Refused
+from workflows.refusals import Refused
 
 
 @pytest.mark.parametrize(

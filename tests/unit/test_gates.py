@@ -15,7 +15,8 @@ from tests.unit.test_rules import NOW, STAGES, _task
 from workflows.contract import ChangeStage, CompleteTask
 from workflows.definition import Process, ProcessDefinition, Requirements, StageTasks
 from workflows.permissions import Action, Asked, Directory, may, refusal
-from workflows.rules import GateClosed, Refused, Rules, Waiting
+from workflows.refusals import GateClosed, Refused
+from workflows.rules import Rules, Waiting
 from workflows.state import SaleState, TaskState
 from workflows.web_ui import detail
 

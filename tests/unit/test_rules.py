@@ -10,27 +10,14 @@ from typing import Any
 
 import pytest
 
-from workflows.commands import start_problem
-from workflows.contract import AddTask, ChangeStage, CompleteTask, NewOpportunity, Reassign, UpdateOpportunity
+from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
 from workflows.permissions import Action
-from workflows.rules import (
-    MAX_OPEN_TASKS,
-    HandingOver,
-    Refused,
-    Rules,
-    one_payload,
-    parse_command,
-    request_id_of,
-)
+from workflows.refusals import HandingOver, Refused
+from workflows.rules import MAX_OPEN_TASKS, Rules
 from workflows.state import (
-    LEDGER_BYTES,
-    MAX_REQUEST_IDS,
-    ProcessInput,
     SaleState,
     TaskState,
-    fingerprint,
-    size,
 )
 from workflows.steps import NewTask
 
@@ -231,48 +218,6 @@ def test_each_command_asks_the_directory_what_it_needs() -> None:
     assert rules.asked(UpdateOpportunity(budget=Decimal(1))).actor is None
 
 
-@pytest.mark.parametrize(
-    ("name", "payload", "why"),
-    [
-        ("close_deal", {}, "Unknown command 'close_deal'"),
-        ("change_stage", "Proposal", "Input should be a valid dictionary"),
-        ("change_stage", {"stage": "Proposal"}, "actor: Field required"),
-        ("change_stage", {"stage": "P", "actor": "a", "colour": 1}, "colour: Extra inputs are not permitted"),
-        ("complete_task", {"task_id": "a b", "actor": "a"}, "task_id: String should match pattern"),
-        ("update_opportunity", {"budget": -1}, "budget: Input should be greater than or equal to 0"),
-        ("add_task", {"title": "a\x00b", "actor": "a"}, "NUL"),
-    ],
-)
-def test_a_malformed_command_is_refused_naming_the_field(name: str, payload: Any, why: str) -> None:
-    with pytest.raises(Refused, match=why):
-        parse_command(name, payload)
-
-
-def test_one_payload_one_request_id_one_fingerprint_per_command() -> None:
-    with pytest.raises(Refused, match="not 2 arguments"):
-        one_payload([{}, {}])
-    assert request_id_of({"request_id": "r-1"}) == "r-1"
-    assert request_id_of({"request_id": 7}) is None and request_id_of("x") is None
-    assert request_id_of({"request_id": "x" * 101}) is None
-    same = fingerprint("change_stage", {"stage": "P", "actor": "a", "request_id": "r1"})
-    assert same == fingerprint("change_stage", {"actor": "a", "stage": "P", "request_id": "r2"})
-    assert same != fingerprint("change_stage", {"stage": "Q", "actor": "a"})
-    assert same != fingerprint("add_task", {"stage": "P", "actor": "a"})
-
-
-def test_the_request_ledger_keeps_the_first_answer_and_the_last_requests() -> None:
-    state = SaleState(opportunity_id="o1", request_ids=["old"])  # from a run of an earlier version
-    assert state.answer("old") is not None and state.answer("old").fingerprint == ""  # type: ignore[union-attr]
-    state.remember("r1", "fp1", "Unknown task 'x'")
-    state.remember("r1", "fp2")  # a second answer changes nothing
-    assert (state.answer("r1").fingerprint, state.answer("r1").refusal) == ("fp1", "Unknown task 'x'")  # type: ignore[union-attr]
-    for i in range(3_000):  # typical (a uuid and a fingerprint): the newest, by their size
-        state.remember(f"r-{i:032x}", "0123456789abcdef")
-    held = [(i, a.model_dump(mode="json")) for i, a in state.requests.items()]
-    assert 900 < len(held) < MAX_REQUEST_IDS and size(dict(held)) <= LEDGER_BYTES
-    assert state.seen(f"r-{2_999:032x}") and not state.seen(f"r-{0:032x}") and not state.seen("r1")
-
-
 def test_a_guess_for_a_stage_name_in_another_case_or_with_a_typo() -> None:
     names = [s.name for s in STAGES]
     assert did_you_mean("closed won", names) == "Did you mean 'Closed won'? "
@@ -394,18 +339,3 @@ def test_a_task_workflow_starts_for_the_tasks_owner_with_the_definitions_reminde
     assert child.reminders == PROCESS.definition.reminders
     follow_up = NewTask(task_id="o1:f", task_key="f", title="Follow up", start_at=NOW, due_at=NOW)
     assert rules.task_input(follow_up).owner == "alice"  # a new task is the deal owner's
-
-
-def test_a_start_is_refused_for_another_opportunitys_id_or_a_resume_it_did_not_hand_over() -> None:
-    start = ProcessInput(opportunity_id="o1", actor="maria")
-    assert start_problem(start, "opportunity-o1", None) is None
-    assert start_problem(None, "anything", None) is None  # an undecodable start says so itself
-    assert "its process runs as 'opportunity-o1'" in (start_problem(start, "opportunity-o2", None) or "")
-    carried = SaleState(opportunity_id="o1", owner="bob")
-    resumed = ProcessInput(opportunity_id="o1", actor="maria", resume=carried)
-    assert "leave it out" in (start_problem(resumed, "opportunity-o1", None) or "")
-    assert start_problem(resumed, "opportunity-o1", "run-1") is None
-    assert resumed.first_state().owner == "bob"
-    deal = NewOpportunity(title="Deal", customer="Acme", owner="carol")
-    new = ProcessInput(opportunity_id="o1", actor="maria", new=deal)
-    assert (new.first_state().opportunity_id, new.first_state().owner) == ("o1", "carol")

@@ -22,7 +22,8 @@ from workflows.definition import (
     TaskTemplate,
     load_default_definition,
 )
-from workflows.rules import MAX_OPEN_TASKS, Refused, Rules
+from workflows.refusals import Refused
+from workflows.rules import MAX_OPEN_TASKS, Rules
 from workflows.state import (
     LEDGER_BYTES,
     MAX_REJECTED,

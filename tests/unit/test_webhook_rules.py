@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 from activities.webhooks import _like, check_url, event_patterns, new_secret, signing_key
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows.event_data import EVENTS
-from workflows.rules import Refused
+from workflows.refusals import Refused
 
 
 def test_patterns_name_event_types_and_each_matches_one() -> None:
