@@ -283,3 +283,52 @@ def record(marker: str, heading: str, table: str) -> None:
     module = Path(sys.argv[0]).stem
     run = f"\n### {stamp}: `python -m bench.{module} {' '.join(sys.argv[1:])}`\n\n{table}\n"
     doc.write_text(f"{head}{marker}{run}{earlier}")
+
+
+async def drained(database_url: str, run_id: str) -> float:
+    """Seconds until the product has nothing left to do for the run's opportunities once their
+    runs have ended: writes to confirm, task workflows to start or finish (the journal relay
+    does those after the write; a run that ends does not wait for them). Code from before the
+    journal has no such tables, and nothing left."""
+    began = time.perf_counter()
+    pool = await create_pool(database_url)
+    try:
+        while True:
+            try:
+                left = await pool.fetchval(
+                    "SELECT (SELECT count(*) FROM task_ops WHERE opportunity_id LIKE $1)"
+                    " + (SELECT count(*) FROM journal WHERE opportunity_id LIKE $1)",
+                    f"bench-{run_id}-%",
+                )
+            except asyncpg.UndefinedTableError:
+                return 0.0
+            if not left:
+                waited = time.perf_counter() - began
+                print(
+                    f"  the worker's work left for the journal relay took {waited:.1f} s more",
+                    file=sys.stderr,
+                )
+                return waited
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+
+
+async def check_database(database_url: str, run_id: str, n: int, completions: int) -> None:
+    """The figures count only if the work is really in PostgreSQL."""
+    pool = await create_pool(database_url)
+    try:
+        like = f"bench-{run_id}-%"
+        won = await pool.fetchval(
+            "SELECT count(*) FROM opportunities WHERE id LIKE $1 AND stage = 'Closed won'", like
+        )
+        tasks = await pool.fetchval(
+            "SELECT count(*) FROM tasks WHERE opportunity_id LIKE $1 AND status = 'completed'", like
+        )
+        if (won, tasks) != (n, completions * n):
+            raise SystemExit(
+                f"database check failed: {won} won, {tasks} tasks completed;"
+                f" expected {n} and {completions * n}"
+            )
+    finally:
+        await pool.close()

@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -40,7 +37,9 @@ from bench.harness import (
     RETRIED,
     ROOT,
     Progress,
+    check_database,
     dev_server,
+    drained,
     execute_update,
     percentiles,
     postgres_cpu_ms,
@@ -48,6 +47,7 @@ from bench.harness import (
     stop_on_signals,
     worker_process,
 )
+from bench.report import Figures, save_json, write_report
 from worker.database import embedded_server
 from workflows import contract as c
 from workflows.definition import load_default_definition
@@ -81,23 +81,6 @@ PATHS = {
         Segment(3),
     ],
 }
-
-
-@dataclass
-class Figures:
-    kind: str
-    n: int
-    persistence: str
-    path: str = "happy"
-    load: str = ""
-    seconds: float = 0.0
-    opportunities_per_s: float = 0.0
-    completions_per_s: float = 0.0
-    transition_ms: dict[str, float] = field(default_factory=dict)
-    history_events: int = 0
-    worker_peak_rss_mib: float = 0.0
-    retried_updates: int = 0
-    costs: dict[str, float] = field(default_factory=dict)  # per opportunity: see `cost_table`
 
 
 @dataclass(frozen=True)
@@ -293,55 +276,6 @@ async def measure(
         return results
 
 
-async def drained(database_url: str, run_id: str) -> float:
-    """Seconds until the product has nothing left to do for the run's opportunities once their
-    runs have ended: writes to confirm, task workflows to start or finish (the journal relay
-    does those after the write; a run that ends does not wait for them). Code from before the
-    journal has no such tables, and nothing left."""
-    began = time.perf_counter()
-    pool = await create_pool(database_url)
-    try:
-        while True:
-            try:
-                left = await pool.fetchval(
-                    "SELECT (SELECT count(*) FROM task_ops WHERE opportunity_id LIKE $1)"
-                    " + (SELECT count(*) FROM journal WHERE opportunity_id LIKE $1)",
-                    f"bench-{run_id}-%",
-                )
-            except asyncpg.UndefinedTableError:
-                return 0.0
-            if not left:
-                waited = time.perf_counter() - began
-                print(
-                    f"  the worker's work left for the journal relay took {waited:.1f} s more",
-                    file=sys.stderr,
-                )
-                return waited
-            await asyncio.sleep(0.1)
-    finally:
-        await pool.close()
-
-
-async def check_database(database_url: str, run_id: str, n: int, completions: int) -> None:
-    """The figures count only if the work is really in PostgreSQL."""
-    pool = await create_pool(database_url)
-    try:
-        like = f"bench-{run_id}-%"
-        won = await pool.fetchval(
-            "SELECT count(*) FROM opportunities WHERE id LIKE $1 AND stage = 'Closed won'", like
-        )
-        tasks = await pool.fetchval(
-            "SELECT count(*) FROM tasks WHERE opportunity_id LIKE $1 AND status = 'completed'", like
-        )
-        if (won, tasks) != (n, completions * n):
-            raise SystemExit(
-                f"database check failed: {won} won, {tasks} tasks completed;"
-                f" expected {n} and {completions * n}"
-            )
-    finally:
-        await pool.close()
-
-
 async def open_run(n: int, persistence: str, load: Load, database_url: str) -> Figures:
     """Open N opportunities (each waits at Qualification with its two task children) and measure
     the worker's memory once all are in PostgreSQL."""
@@ -387,99 +321,6 @@ async def open_run(n: int, persistence: str, load: Load, database_url: str) -> F
                 opportunities_per_s=round(n / seconds, 2),
                 worker_peak_rss_mib=rss.stop(),
             )
-
-
-def table(results: list[Figures]) -> str:
-    if all(r.path == "open" for r in results):
-        lines = [
-            "| open opportunities | persistence | opened/s (tasks in PostgreSQL) | worker peak RSS MiB |",
-            "| --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {r.n} | {r.persistence} | {r.opportunities_per_s} | {r.worker_peak_rss_mib} |"
-            for r in results
-        ]
-        return "\n".join(lines)
-    lines = [
-        "| run | path | N | load | persistence | opp/s | completions/s | ratio to floor | ratio to baseline"
-        " | transition p50 / p95 / p99 ms | history events | worker peak RSS MiB | updates sent again |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        t = r.transition_ms
-        lines.append(
-            f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
-            f" | {r.completions_per_s} | {_ratio(results, r, 'floor')} | {_ratio(results, r, 'baseline')}"
-            f" | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
-            f" | {r.history_events} | {r.worker_peak_rss_mib} | {r.retried_updates} |"
-        )
-    if any(r.costs for r in results):
-        lines += ["", cost_table(results)]
-    return "\n".join(lines)
-
-
-def _ratio(results: list[Figures], r: Figures, to: str) -> str:
-    """`r`'s throughput as a ratio of the run `to` of the same size, persistence and path."""
-    if r.kind == to:
-        return "1"
-    other = next(
-        (b for b in results if b.kind == to and (b.n, b.persistence, b.path) == (r.n, r.persistence, r.path)),
-        None,
-    )
-    return f"{r.opportunities_per_s / other.opportunities_per_s:.2f}" if other else "—"
-
-
-COSTS = [
-    "starts",
-    "signals",
-    "updates",
-    "queries",
-    "describes",
-    "workflow tasks",
-    "opportunity workflow tasks",
-    "tasks workflow tasks",
-    "opportunity history events",
-    "tasks history events",
-    "server CPU ms",
-    "worker CPU ms",
-    "PostgreSQL CPU ms",
-]
-
-
-def cost_table(results: list[Figures]) -> str:
-    """What one opportunity cost, per run: the dev server frontend's requests (all callers: the
-    driver, the worker, its relays), the workflow tasks completed, the first opportunity's
-    workflow tasks and history events and those of its tasks' workflows, and the CPU time of the
-    dev server, the worker and PostgreSQL."""
-    runs = [r for r in results if r.costs]
-    lines = [
-        "| per opportunity | " + " | ".join(f"{r.kind} ({r.persistence}, {r.load})" for r in runs) + " |",
-        "| --- |" + " --- |" * len(runs),
-    ]
-    for cost in COSTS:
-        lines.append(f"| {cost} | " + " | ".join(f"{r.costs.get(cost, 0):g}" for r in runs) + " |")
-    return "\n".join(lines)
-
-
-STARTED = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def save_json(results: list[Figures], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench-{STARTED}.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-
-
-def write_report(results: list[Figures], out: Path) -> None:
-    save_json(results, out)
-    stamp = STARTED
-    text_table = table(results)
-    print("\n" + text_table)
-    doc = ROOT / "docs" / "benchmarks.md"
-    marker = "<!-- results -->"
-    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{marker}\n"
-    head, _, earlier = text.partition(marker)
-    run = f"\n### {stamp}: `python -m bench.run {' '.join(sys.argv[1:])}`\n\n{text_table}\n"
-    doc.write_text(f"{head}{marker}{run}{earlier}")  # newest first; earlier runs stay
 
 
 async def main() -> None:

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from activities import webhooks
 from bench.harness import (
+    check_database,
     dev_server,
     embedded_database,
     percentiles,
@@ -35,7 +36,7 @@ from bench.harness import (
     stop_on_signals,
     worker_process,
 )
-from bench.run import PATHS, Load, check_database, product_run
+from bench.run import PATHS, Load, product_run
 
 
 class Subscriber:

@@ -27,8 +27,8 @@ from temporalio.worker import Worker
 from activities.db import create_pool, migrate
 from tests.helpers import Sale
 from worker.database import embedded_server
+from worker.dev_server import temporal_cli
 from worker.main import serving
-from worker.stack import temporal_cli
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 # A quiet run is asked for its writes sooner than in production (1 s): tests read events and task

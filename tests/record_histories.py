@@ -27,8 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.db import create_pool, migrate
 from tests.helpers import Sale, eventually, journal_settled
 from worker.database import embedded_server
+from worker.dev_server import temporal_cli
 from worker.main import serving
-from worker.stack import temporal_cli
 from workflows import contract as c
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 

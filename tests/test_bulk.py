@@ -19,7 +19,8 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities import bulk
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually
+from tests.processes import worker_process
 from workflows import contract as c
 from workflows.operations import BulkInput, BulkSelect
 

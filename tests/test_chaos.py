@@ -28,15 +28,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.helpers import (
-    ADMIN,
-    Sale,
-    assert_replays,
-    assert_the_database_is_the_runs,
-    eventually,
-    worker_process,
-)
-from worker.stack import cli_type, temporal_cli
+from tests.helpers import ADMIN, Sale, assert_replays, assert_the_database_is_the_runs, eventually
+from tests.processes import worker_process
+from worker.dev_server import cli_type, temporal_cli
 from workflows import contract as c
 from workflows.handover import RUN_EVENTS
 from workflows.search_attributes import SEARCH_ATTRIBUTES

@@ -22,7 +22,8 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from tests.helpers import CliResult, Sale, shell
+from tests.helpers import CliResult, Sale
+from tests.processes import shell
 from worker.codec import data_converter, new_key
 from worker.main import serving
 

@@ -24,7 +24,7 @@ from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.envconfig import ClientConfigProfile
 
 from worker.config import DEFAULT_TEMPORAL_ADDRESS, Settings
-from worker.stack import cli_type
+from worker.dev_server import cli_type
 from workflows import contract as c
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 

@@ -10,9 +10,10 @@ import re
 import uuid
 from pathlib import Path
 
-from tests.helpers import Sale, shell
+from tests.helpers import Sale
+from tests.processes import shell
+from worker.dev_server import temporal_cli
 from worker.main import serving
-from worker.stack import temporal_cli
 from workflows import contract as c
 
 PAGE = Path(__file__).parent.parent / "docs" / "contract.md"

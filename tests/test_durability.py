@@ -17,9 +17,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from starter.client import start_process
-from tests.helpers import Sale, eventually, journal_settled, killing_worker, worker_process
+from tests.helpers import Sale, eventually, journal_settled
+from tests.processes import killing_worker, worker_process
+from worker.dev_server import temporal_cli
 from worker.main import serving
-from worker.stack import temporal_cli
 from workflows import contract as c
 from workflows.search_attributes import OPPORTUNITY_ID_ATTR, SEARCH_ATTRIBUTES, TASK_OWNER_ATTR
 

@@ -27,7 +27,8 @@ from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from starter.client import CommandRefused, SaleClient
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually
+from tests.processes import worker_process
 from workflows import contract as c
 from workflows.contract import StateView
 

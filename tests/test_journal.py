@@ -20,7 +20,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import journal
 from activities.sale import SaleActivities
-from tests.helpers import Sale, assert_the_database_is_the_runs, eventually, killing_worker, worker_process
+from tests.helpers import Sale, assert_the_database_is_the_runs, eventually
+from tests.processes import killing_worker, worker_process
 from tests.webhook_receiver import Receiver
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows import contract as c

@@ -17,7 +17,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities import leads
-from tests.helpers import Sale, eventually, worker_process
+from tests.helpers import Sale, eventually
+from tests.processes import worker_process
 from worker.lead_relay import LeadRelay
 from workflows import contract as c
 from workflows.state import ProcessInput

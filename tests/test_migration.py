@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from tests.helpers import Sale, eventually, journal_settled, killing_worker, worker_process
+from tests.helpers import Sale, eventually, journal_settled
+from tests.processes import killing_worker, worker_process
 from workflows import contract as c
 
 TASKS = "SELECT id, status FROM tasks WHERE id LIKE $1 ORDER BY id"

@@ -21,7 +21,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.helpers import ADMIN, Sale, assert_the_database_is_the_runs, journal_settled, worker_process
+from tests.helpers import ADMIN, Sale, assert_the_database_is_the_runs, journal_settled
+from tests.processes import worker_process
 from workflows import contract as c
 from workflows.state import fingerprint
 

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from activities.db import create_pool, migrate
-from tests.helpers import Sale, shell, worker_process
-from worker.stack import temporal_cli
+from tests.helpers import Sale
+from tests.processes import shell, worker_process
+from worker.dev_server import temporal_cli
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"

@@ -22,7 +22,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import Sale, eventually, journal_settled, worker_process
+from tests.helpers import Sale, eventually, journal_settled
+from tests.processes import worker_process
 from workflows import contract as c
 
 DAY = timedelta(days=1)

@@ -22,7 +22,8 @@ import asyncpg
 from temporalio.client import Client
 
 from starter.client import read_events
-from tests.helpers import Sale, eventually, journal_settled, worker_process
+from tests.helpers import Sale, eventually, journal_settled
+from tests.processes import worker_process
 from tests.webhook_receiver import Receiver
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows import contract as c

