@@ -10,13 +10,24 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import access, definitions, events, journal, notices, repository, stage_visits, versions
+from activities import (
+    access,
+    definitions,
+    events,
+    journal,
+    notices,
+    repository,
+    stage_visits,
+    versions,
+    writes,
+)
 from workflows.definition import Process, ProcessDefinition, Stage
 from workflows.steps import (
     AddTaskRow,
     Authorize,
     CancelTaskRow,
     CloseDateNotice,
+    CommandWrite,
     CompleteTaskRow,
     EnterStage,
     GateNotice,
@@ -292,8 +303,21 @@ class SaleActivities:
             notice.opportunity_id, notice, "notify_gate", lambda c: notices.notify_gate(c, notice)
         )
 
+    def _command_write(
+        self, model: type[CommandWrite], apply: Callable[[asyncpg.Connection, Any], Awaitable[None]]
+    ) -> Callable[..., Any]:
+        """The local activity of a command's write (activities/writes.py), named by its step."""
+
+        async def write(row: CommandWrite) -> None:
+            await self._write(row.opportunity_id, row, model.STEP, lambda c: apply(c, row))
+
+        write.__annotations__ = {"row": model, "return": None}  # what the payload decodes to
+        write.__name__ = write.__qualname__ = model.STEP
+        return activity.defn(name=model.STEP)(write)
+
     def all(self) -> list[Callable[..., Any]]:
         return [
+            *(self._command_write(m, apply) for m, apply in writes.WRITES.items()),
             self.open_opportunity,
             self.load_process,
             self.load_stages,

@@ -46,9 +46,18 @@ from workflows.contract import (
 )
 from workflows.search_attributes import OPPORTUNITY_ID_ATTR, start_with
 
-SIGNALS: dict[type[BaseModel], str] = {spec.model: spec.name for spec in c.COMMANDS}
+# Every command of the contract's table, by its model: `send` and `signal` take any of them.
 UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
-Command = ChangeStage | CompleteTask | UpdateOpportunity | Reassign | AddTask
+Command = BaseModel
+
+
+def _update_of(command: Command) -> str:
+    if type(command) not in UPDATES:
+        raise TypeError(
+            f"{type(command).__name__} is not a command of the contract's table (contract.COMMANDS)"
+        )
+    return UPDATES[type(command)]
+
 
 # Answers that say "not now", not "no", or leave the outcome unknown ("workflow update was
 # aborted", "unexpected workflow task failure": UNAVAILABLE): the same request is sent again
@@ -151,7 +160,7 @@ class SaleClient:
         """The command as an update: the new state, or CommandRefused. Sent again on its own,
         with the same request id, while the answer is "not now" (a run handing over to the
         next, a server busy); CommandUnanswered when `timeout` seconds pass without an answer."""
-        return await self.execute(opportunity_id, UPDATES[type(command)], _payload(command), timeout=timeout)
+        return await self.execute(opportunity_id, _update_of(command), _payload(command), timeout=timeout)
 
     async def execute(
         self, opportunity_id: str, update: str, payload: dict[str, Any], *, timeout: float = 60.0
@@ -216,7 +225,7 @@ class SaleClient:
     async def signal(self, opportunity_id: str, command: Command) -> str:
         """The command as a signal: applied in order, a refusal recorded in `state().rejected`.
         Returns its request id (made up when the command has none): send a retry with it."""
-        name = SIGNALS[type(command)]
+        name = c.COMMAND_OF_UPDATE[_update_of(command)]
         payload = _payload(command)
         payload.setdefault("request_id", new_request_id())
         await self.handle(opportunity_id).signal(name, self._signed(opportunity_id, name, payload))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -107,6 +107,15 @@ class Write(_Model):
 
     fence: Fence | None = None
     check: Authorize | None = None
+
+
+class CommandWrite(Write):
+    """A command's write that names its step (`STEP`, its local activity's name): the data layer
+    registers what it does under that name (activities/writes.py), and the process sends it with
+    `Store.write`. A new command's write is one of these."""
+
+    STEP: ClassVar[str]
+    opportunity_id: str
 
 
 class OpenOpportunity(Write):

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         AddTaskRow,
         Authorize,
         CloseDateNotice,
+        CommandWrite,
         CompleteTaskRow,
         EnterStage,
         GateNotice,
@@ -60,7 +61,7 @@ class Store:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
 
-    async def _write(self, activity: Callable[[W], Awaitable[T]], row: W, summary: str) -> T:
+    async def _write(self, activity: Callable[[W], Awaitable[T]] | str, row: W, summary: str) -> T:
         """A write, with its fence where the run journals its writes."""
         if not self._journal.on:
             return await _step(activity, row, summary, bounded=False)
@@ -83,8 +84,12 @@ class Store:
         self._journal.settled(fence, getattr(result, "journal", None))
         return result
 
-    async def _step(self, activity: Callable[..., Awaitable[T]], arg: Any, summary: str) -> T:
+    async def _step(self, activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: str) -> T:
         return await _step(activity, arg, summary, bounded=self._journal.on)
+
+    async def write(self, row: CommandWrite, summary: str) -> None:
+        """A command's write, by the step its row names: activities/writes.py does it."""
+        await self._write(row.STEP, row, summary)
 
     async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:
         return await self._write(step_defs.open_opportunity, cmd, "create or load the opportunity")
@@ -170,7 +175,7 @@ class Store:
         return await self._step(step_defs.authorize, check, f"may {actor or 'someone'} {check.command}?")
 
 
-async def _step(activity: Callable[..., Awaitable[T]], arg: Any, summary: str, *, bounded: bool) -> T:
+async def _step(activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: str, *, bounded: bool) -> T:
     args = () if arg is None else (arg,)
     try:
         if not bounded:

@@ -11,7 +11,9 @@ from temporalio import activity
 
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
-from workflows import step_defs
+from activities.writes import WRITES
+from workflows import step_defs, steps
+from workflows.steps import CommandWrite
 
 
 def _shape(fn: Callable[..., Any]) -> tuple[str | None, list[Any], Any]:
@@ -35,3 +37,14 @@ def test_every_step_the_process_takes_is_an_activity_the_worker_registers_with_i
     assert declared, "no step declared"
     for name, shape in declared.items():
         assert registered.get(name) == shape, (name, shape, registered.get(name))
+
+
+def test_every_command_write_is_registered_under_its_step_with_its_row() -> None:
+    rows = {m for m in vars(steps).values() if isinstance(m, type) and issubclass(m, CommandWrite)}
+    rows.discard(CommandWrite)
+    assert rows == set(WRITES), (
+        "each CommandWrite of workflows/steps.py has its entry in activities/writes.py"
+    )
+    registered = {_shape(fn)[0]: _shape(fn) for fn in SaleActivities(None).all()}
+    for row in rows:
+        assert registered.get(row.STEP) == (row.STEP, [row], type(None)), (row.STEP, registered.get(row.STEP))
