@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.journal import Journal
     from workflows.payloads import decode
     from workflows.refusals import (
+        RETRY_AFTER,
         AlreadyApplied,
         HandingOver,
         NotAllowed,
@@ -276,6 +277,21 @@ class CommandDesk:
     def retry_due(self) -> bool:
         """Signals wait, and no step gave up since the retry timer last ran out."""
         return bool(self._state.retry) and not self.away
+
+    async def retry_while_away(self) -> None:
+        """After a step gave up (PostgreSQL not answering), commands are tried again once a timer
+        has run out: the signals that waited first, in order (an update that comes first tries
+        them first). Those left when the deal closes are refused as any command to a closed deal."""
+        state = self._state
+        while state.retry or self.away or not state.closed:
+            await workflow.wait_condition(lambda: bool(state.retry) or self.away or state.closed)
+            if not (state.retry or self.away):
+                return
+            await workflow.sleep(RETRY_AFTER, summary="PostgreSQL did not answer: try again")
+            async with self._lock:
+                self.away = False
+                if self.retry_due():
+                    await self.retry_waiting()
 
     async def retry_waiting(self) -> None:
         """Try the signals that wait again, in order (under the lock), up to one that must wait

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.journal import Journal, ProcessLock
     from workflows.operations import MigrationPlan
     from workflows.payloads import NO_START, read_start, start_problem
-    from workflows.refusals import RETRY_AFTER, NotAllowed, Refused
+    from workflows.refusals import NotAllowed, Refused
     from workflows.rules import Rules, Waiting
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
@@ -90,9 +90,9 @@ class CorporateSaleWorkflow:
         notices = Notices(self._store.notify_stale, self._store.notify_close_date)
         watchers = start_watchers(self._state, self._lock, notices, stale=stale, run_out=run_out)
         if self._journal.on:
-            watchers.append(asyncio.create_task(self._retry_waiting_signals()))
+            watchers.append(asyncio.create_task(self._desk.retry_while_away()))
         if self._handover.on:
-            await self._hand_over_when_due()
+            await self._handover.when_due(self._state, self._children.wait_closed)
         else:
             await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
         await asyncio.gather(*watchers)
@@ -103,21 +103,6 @@ class CorporateSaleWorkflow:
         journal = self._journal.view() if self._journal.on else None
         return ProcessResult(**dict(self._state.view()), journal=journal)
 
-    async def _retry_waiting_signals(self) -> None:
-        """After a step gave up (PostgreSQL not answering), commands are tried again once a timer
-        has run out: the signals that waited first, in order (an update that comes first tries
-        them first). Those left when the deal closes are refused as any command to a closed deal."""
-        state, desk = self._state, self._desk
-        while state.retry or desk.away or not state.closed:
-            await workflow.wait_condition(lambda: bool(state.retry) or desk.away or state.closed)
-            if not (state.retry or desk.away):
-                return
-            await workflow.sleep(RETRY_AFTER, summary="PostgreSQL did not answer: try again")
-            async with self._lock:
-                desk.away = False
-                if desk.retry_due():
-                    await desk.retry_waiting()
-
     def _refuse_bad_start(self) -> None:
         """R22: fail at once, before anything is written, a run whose start cannot be this
         opportunity's process."""
@@ -125,19 +110,6 @@ class CorporateSaleWorkflow:
         problem = self._bad_start or start_problem(self._start, info.workflow_id, info.continued_run_id)
         if problem is not None:
             raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
-
-    async def _hand_over_when_due(self) -> None:
-        """R21: once a bound is reached, continue as new at the first quiet point (no command
-        being applied, every handler finished), with whatever tasks are open: their children
-        outlive this run. Returns when the process closes."""
-        state, handover = self._state, self._handover
-        while not state.closed:
-            await workflow.wait_condition(lambda: state.closed or (handover.due() and handover.quiet()))
-            if state.closed:
-                return
-            await self._children.wait_closed()  # nothing left of the task workflows to send
-            if handover.quiet() and not state.closed:
-                workflow.continue_as_new(handover.next_input(state.for_next_run()))
 
     async def _open(self) -> None:
         start = self._start
