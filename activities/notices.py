@@ -59,7 +59,7 @@ async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
         await conn.execute(
             "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            f"{notice.task_id}:{notice.kind}",
+            f"{notice.task_id}:{notice.kind}" + (f":{notice.plan}" if notice.plan else ""),
             recipient,
             task["opportunity_id"],
             notice.task_id,

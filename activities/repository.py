@@ -1,5 +1,5 @@
 """The process's steps on the business data: opening an opportunity, its tasks (completed,
-canceled, added, reassigned), its data, refusals (a stage entry and the closing:
+canceled, added, reassigned, put off), its data, refusals (a stage entry and the closing:
 activities/stage_visits.py). Each write runs in its caller's transaction, which holds the opportunity's
 lock (activities/journal.py `write`). Every write is idempotent by construction: rows have
 deterministic ids and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the
@@ -25,6 +25,7 @@ from workflows.steps import (
     OpportunityRecord,
     ReassignRow,
     RefusalRow,
+    SnoozeRow,
     TaskOp,
     UpdateOpportunityRow,
 )
@@ -281,3 +282,36 @@ async def close_reasons(conn: asyncpg.Connection) -> list[str]:
     """The active close reasons of the lookup, in order (R9)."""
     rows = await conn.fetch("SELECT name FROM close_reasons WHERE active ORDER BY sort_order, name")
     return [r["name"] for r in rows]
+
+
+async def snooze_task(conn: asyncpg.Connection, row: SnoozeRow) -> None:
+    """A task put off: its new due time (the owner's agenda and calendar show it), its event, its
+    owner told when someone else put it off, and its workflow's timers moved once the write is
+    confirmed. Run again, it changes nothing more."""
+    await conn.execute(
+        "UPDATE tasks SET due_at = $2 WHERE id = $1 AND status = 'open'", row.task_id, row.due_at
+    )
+    snoozed = {
+        "task_id": row.task_id,
+        "due_at": row.due_at.isoformat(),
+        "was_due_at": row.was_due_at.isoformat(),
+        "actor": row.actor,
+        "reason": row.reason,
+    }
+    row_id = f"{row.task_id}:snoozed{row.number}"
+    await events.emit(conn, row.opportunity_id, row_id, "task.snoozed", row.at, snoozed)
+    if row.actor != row.owner:
+        why = f": {row.reason}" if row.reason else ""
+        await conn.execute(
+            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
+            " VALUES ($1, $2, $3, $4, 'task_snoozed', $5, $6) ON CONFLICT (id) DO NOTHING",
+            row_id,
+            row.owner,
+            row.opportunity_id,
+            row.task_id,
+            f"{row.actor} put off your task {row.title}: due {row.due_at:%Y-%m-%d %H:%M} UTC"
+            f" (was {row.was_due_at:%Y-%m-%d %H:%M} UTC){why}",
+            row.at,
+        )
+    due = TaskOp(kind="due", task_id=row.task_id, args={"due_at": row.due_at.isoformat()})
+    await task_ops.stage_ops(conn, row.opportunity_id, [due])

@@ -1,9 +1,10 @@
 """The task workflows of a process, reached by workflow id through Temporal's client: started,
-told of their completion or new owner, canceled. Each call is idempotent: a task workflow started
-already, or gone, is left be. Runs that journal their writes ask for these through their writes,
-and the worker's journal relay carries them out once confirmed (worker/journal_relay.py); runs
-from before do it in one local activity per command (`link_tasks`), so that nothing of their
-children is still on the way when they hand over to the next run.
+told of their completion, new owner or new due time, canceled. Each call is idempotent: a task
+workflow started already, or gone, is left be. Runs that journal their writes ask for these
+through their writes, and the worker's journal relay carries them out once confirmed
+(worker/journal_relay.py); runs from before do it in one local activity per command
+(`link_tasks`), so that nothing of their children is still on the way when they hand over to the
+next run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
     TASK_COMPLETED_SIGNAL,
+    TASK_DUE_SIGNAL,
     TASK_OWNER_SIGNAL,
     TASK_WORKFLOW_TYPE,
     task_workflow_id,
@@ -85,6 +87,10 @@ class TaskWorkflows:
     async def reassign(self, task_id: str, owner: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))
         await _unless_gone(task_id, lambda: handle.signal(TASK_OWNER_SIGNAL, owner))
+
+    async def put_off(self, task_id: str, due_at: str) -> None:
+        handle = self._client.get_workflow_handle(task_workflow_id(task_id))
+        await _unless_gone(task_id, lambda: handle.signal(TASK_DUE_SIGNAL, due_at))
 
     async def finish(self, task_id: str, outcome: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))

@@ -11,6 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from workflows.steps import CommandWrite
+from activities import repository
+from workflows.steps import CommandWrite, SnoozeRow
 
-WRITES: dict[type[CommandWrite], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {}
+WRITES: dict[type[CommandWrite], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {
+    SnoozeRow: repository.snooze_task,
+}

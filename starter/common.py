@@ -252,6 +252,15 @@ def parse_moment(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def parse_span(text: str) -> timedelta:
+    """A span of time from the command line: a whole number and a unit, `30m`, `4h`, `2d`, `1w`."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.isdigit() or not 0 < int(number) <= 100_000:
+        raise CliError(f"not a span of time: {text!r}; write a number and a unit: 30m, 4h, 2d, 1w")
+    return timedelta(**{units[unit]: int(number)})
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (at most a million)."""
     try:

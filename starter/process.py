@@ -1,5 +1,5 @@
 """`corpsale` commands that drive a process and read an opportunity: start, move, complete,
-update, add-task, reassign, close-details, state, show, list, close-reasons. Commands go to the
+update, add-task, snooze, reassign, close-details, state, show, list, close-reasons. Commands go to the
 process as updates through SaleClient, with a request id; reads come from PostgreSQL."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
@@ -22,6 +23,7 @@ from starter.common import (
     parse_fields,
     parse_model,
     parse_moment,
+    parse_span,
     positive_int,
     print_guide,
     print_json,
@@ -182,6 +184,21 @@ async def cmd_add_task(args: argparse.Namespace) -> None:
             "owner": args.owner,
             "due_at": parse_moment(args.due).isoformat() if args.due else None,
             "actor": args.actor,
+            "request_id": args.request_id,
+        },
+    )
+
+
+async def cmd_snooze(args: argparse.Namespace) -> None:
+    due_at = parse_moment(args.until) if args.until else datetime.now(UTC) + parse_span(args.for_)
+    await _send(
+        args,
+        c.UPDATE_SNOOZE_TASK,
+        {
+            "task_id": await task_by_key(args.opportunity, args.task_id),
+            "due_at": due_at.isoformat(),
+            "actor": args.actor,
+            "reason": args.reason,
             "request_id": args.request_id,
         },
     )
@@ -361,6 +378,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--owner", help="default: the opportunity's owner")
     p.add_argument("--due", help="when it is due, ISO 8601 (default: in a day)")
     p.set_defaults(run=cmd_add_task)
+
+    p = command(*SPEC[c.SIGNAL_SNOOZE_TASK], actor=True, opportunity=True)
+    p.add_argument("task_id", metavar="TASK", help="the task's id, or its key where one open task has it")
+    until = p.add_mutually_exclusive_group(required=True)
+    until.add_argument("--until", help="the new due time, ISO 8601 (2030-05-04T10:00Z)")
+    until.add_argument("--for", dest="for_", metavar="SPAN", help="from now: 30m, 4h, 2d, 1w")
+    p.add_argument("--reason", help="why, for the task owner's notice")
+    p.set_defaults(run=cmd_snooze)
 
     p = command(*SPEC[c.SIGNAL_REASSIGN], actor=True, opportunity=True)
     p.add_argument("owner", metavar="OWNER")

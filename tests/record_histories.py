@@ -15,6 +15,7 @@ import json
 import sys
 import tempfile
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,41 @@ async def timers(sale: Sale) -> str:
             lambda notes: sum(n["kind"] == "escalation" for n in notes) == 2,
         )
         await sale.complete(opp, f"{opp}:v1:contact-assess")
+        lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+        await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+        await handle.result()
+        return handle.id
+
+
+async def snooze(sale: Sale) -> str:
+    """A task put off before its notices (they come at its new times), and again once they all
+    came (they come again); then a completion and a close (a definition of short delays)."""
+    async with sale.definition(fast_timers):
+        await sale.cli("people", "set", "alice", "--manager", "maria")
+        handle = await sale.start()
+        opp = handle.id.removeprefix("opportunity-")
+        await sale.wait_stage(opp, "Qualification")
+        task = f"{opp}:v1:contact-assess"
+        [due] = [t["due_at"] for t in await sale.tasks(opp) if t["id"] == task]
+        put_off = {"task_id": task, "actor": "alice"}
+        await sale.update(
+            opp, c.UPDATE_SNOOZE_TASK, {**put_off, "due_at": (due + timedelta(seconds=6)).isoformat()}
+        )
+        await eventually(
+            lambda: sale.notifications(opp),
+            lambda notes: sum(n["kind"] == "escalation" for n in notes) == 2,
+            timeout=60,
+        )
+        again = datetime.now(UTC) + timedelta(seconds=3)
+        await sale.update(
+            opp, c.UPDATE_SNOOZE_TASK, {**put_off, "due_at": again.isoformat(), "actor": "maria"}
+        )
+        await eventually(
+            lambda: sale.notifications(opp),
+            lambda notes: sum(n["kind"] == "escalation" and n["task_id"] == task for n in notes) == 2,
+            timeout=60,
+        )
+        await sale.complete(opp, task)
         lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
         await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
         await handle.result()
@@ -224,6 +260,7 @@ SCENARIOS = {
     "moves_and_refusals": moves_and_refusals,
     "closed_lost": closed_lost,
     "timers": timers,
+    "snooze": snooze,
     "gates": gates,
     "approvals": approvals,
     "close_date": close_date,

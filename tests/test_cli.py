@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from starter.cli import build_parser
@@ -57,6 +58,15 @@ async def test_tasks_by_key_and_stages_in_any_case(sale: Sale) -> None:
 
     bad_due = await sale.cli("add-task", opp, "Call", "--due", "05/04/2030")
     assert bad_due.code == 1 and "not a date or date-time: '05/04/2030'; write 2030-05-04" in bad_due.stderr
+
+    # A task put off by its key, for a span from now; a span that is not one says how to write it.
+    before = datetime.now(UTC)
+    snoozed = await sale.cli("snooze", opp, "present-proposal", "--for", "3d", "--reason", "away")
+    assert snoozed.code == 0, snoozed.stderr
+    [due] = [t.due_at for t in (await sale.state(opp)).open_tasks if t.task_id.endswith(":present-proposal")]
+    assert before + timedelta(days=3) <= due <= datetime.now(UTC) + timedelta(days=3)
+    bad_span = await sale.cli("snooze", opp, "present-proposal", "--for", "3 days")
+    assert bad_span.code == 1 and "not a span of time: '3 days'; write a number and a unit" in bad_span.stderr
 
 
 async def test_the_process_guesses_a_stage_named_in_another_case(sale: Sale) -> None:

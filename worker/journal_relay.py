@@ -298,6 +298,8 @@ class JournalRelay:
             await self._tasks.cancel(task_id)
         elif kind == "owner":
             await self._tasks.reassign(task_id, args["owner"])
+        elif kind == "due":
+            await self._tasks.put_off(task_id, args["due_at"])
 
 
 def _completed_next(ops: list[asyncpg.Record], i: int) -> int | None:

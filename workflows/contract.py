@@ -28,6 +28,8 @@ SIGNAL_REASSIGN = "reassign"
 UPDATE_REASSIGN = "reassign_update"
 SIGNAL_ADD_TASK = "add_task"
 UPDATE_ADD_TASK = "add_task_update"
+SIGNAL_SNOOZE_TASK = "snooze_task"
+UPDATE_SNOOZE_TASK = "snooze_task_update"
 ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
 # What a run says of its writes to PostgreSQL (settled, in flight): asked by the worker's journal relay.
@@ -92,6 +94,7 @@ def workflow_id(opportunity_id: str) -> str:
 TASK_WORKFLOW_TYPE = "SaleTask"
 TASK_COMPLETED_SIGNAL = "task_completed"
 TASK_OWNER_SIGNAL = "owner_changed"
+TASK_DUE_SIGNAL = "due_changed"
 
 
 def task_workflow_id(task_id: str) -> str:
@@ -186,6 +189,16 @@ class AddTask(Command):
     actor: Name
     owner: Name | None = Field(default=None, description="Default: the opportunity's owner.")
     due_at: When | None = Field(default=None, description="Default: one day after it is added.")
+
+
+class SnoozeTask(Command):
+    """Put off an open task: it is due at `due_at` from now on, and its reminders move with it
+    (R20). The task's owner, the deal's owner, the manager of either, or an admin may."""
+
+    task_id: Identifier
+    due_at: When
+    actor: Name
+    reason: Text | None = None
 
 
 class CompleteTask(Command):
@@ -368,6 +381,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
         AddTask,
         "add-task",
         "add a task of your own; stage changes leave it open",
+    ),
+    CommandSpec(
+        SIGNAL_SNOOZE_TASK,
+        UPDATE_SNOOZE_TASK,
+        SnoozeTask,
+        "snooze",
+        "put off an open task: a new due time, its reminders moved with it",
     ),
 )
 # Moving a running process onto another definition version: an update only (its answer says

@@ -53,6 +53,14 @@ class TaskCanceled(_EventData):
     task_id: str
 
 
+class TaskSnoozed(_EventData):
+    task_id: str
+    due_at: datetime = Field(description="When the task is due now.")
+    was_due_at: datetime = Field(description="When it was due before.")
+    actor: str
+    reason: str | None
+
+
 class OpportunityReassigned(_EventData):
     from_owner: str = Field(alias="from")
     to: str
@@ -117,6 +125,7 @@ EVENTS: dict[str, type[BaseModel]] = {
     "task.created": TaskCreated,
     "task.completed": TaskCompleted,
     "task.canceled": TaskCanceled,
+    "task.snoozed": TaskSnoozed,
     "opportunity.reassigned": OpportunityReassigned,
     "opportunity.updated": OpportunityUpdated,
     "opportunity.won": OpportunityWon,

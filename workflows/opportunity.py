@@ -321,6 +321,20 @@ class CorporateSaleWorkflow:
             self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
 
+    async def _snooze(self, cmd: c.SnoozeTask, check: steps.Authorize | None) -> None:
+        """A task put off; its workflow's timers move once the write is confirmed."""
+        task = self._rules.check_snooze(cmd, now=workflow.now())
+        assert task is not None
+        if not self._journal.on:  # its task workflows hear only of starts, completions, owners
+            raise Refused(
+                "This run is from an earlier version of the product and cannot move a task's"
+                " reminders; send the command again once the process has handed over to its next run."
+            )
+        row = self._rules.snoozing(cmd, workflow.now()).model_copy(update={"check": check})
+        await self._store.write(row, f"put off {task.title}")
+        task.due_at, task.snoozes = row.due_at, row.number
+        publish(self._state)
+
     async def _command(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """What a new command does (the desk has decoded it and checked its request id)."""
         check = await self._authorize(name, cmd, payload) if self._permissions else None
@@ -335,6 +349,8 @@ class CorporateSaleWorkflow:
                 await self._reassign(cmd)
             case c.AddTask():
                 await self._add_task(cmd)
+            case c.SnoozeTask():
+                await self._snooze(cmd, check)
             case c.MigrateDefinition():
                 await self._migrate(cmd)
         await self._children.flush()
@@ -358,8 +374,8 @@ class CorporateSaleWorkflow:
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> steps.Authorize | None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now. A task
-        completion's check is returned for its write to make first (patches.CHECK_IN_WRITE: one
-        local activity, not two; a refusal writes nothing); any other command's is made here."""
+        completion's or snooze's check is returned for its write to make first (patches.CHECK_IN_WRITE:
+        one local activity, not two; a refusal writes nothing); any other command's is made here."""
         if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):
             if self._patches.has(patches.STAGES_REFRESHED):
                 await self._refresh_stages()  # a final stage just added closes as a final stage
@@ -371,7 +387,8 @@ class CorporateSaleWorkflow:
             asked=self._rules.asked(cmd),
             at=workflow.now(),
         )
-        if isinstance(cmd, c.CompleteTask) and self._patches.check_in_write and self._journal.on:
+        in_write = isinstance(cmd, c.CompleteTask | c.SnoozeTask)
+        if in_write and self._patches.check_in_write and self._journal.on:
             return check
         refusal = await self._store.authorize(check, getattr(cmd, "actor", None))
         if refusal is not None:

@@ -1,7 +1,8 @@
 """Who may do what (R24), as plain rules. The process asks them with what the people directory
 says of the actor, read when the command is checked (activities/access.py):
 
-- Completing a task: its owner, the deal's owner, the manager of either, an admin.
+- Completing a task and putting it off (snoozing it): its owner, the deal's owner, the manager
+  of either, an admin.
 - Reassigning the deal and closing it (a move to a final stage): the deal's owner, their
   manager, an admin.
 - Other stage moves, data updates and tasks of one's own: anyone (the owner hears of moves
@@ -21,6 +22,7 @@ class Action(StrEnum):
     MOVE = "move"
     CLOSE = "close"
     COMPLETE_TASK = "complete a task of"
+    SNOOZE_TASK = "put off a task of"
     UPDATE = "update"
     ADD_TASK = "add a task to"
     REASSIGN = "reassign"
@@ -68,7 +70,7 @@ def may(asked: Asked, directory: Directory) -> bool:
     if asked.action is Action.APPROVE:
         return asked.actor == asked.task_owner
     allowed = {asked.owner}
-    if asked.action is Action.COMPLETE_TASK and asked.task_owner:
+    if asked.action in (Action.COMPLETE_TASK, Action.SNOOZE_TASK) and asked.task_owner:
         allowed.add(asked.task_owner)
     return directory.admin or asked.actor in allowed or bool(directory.manages & allowed)
 
@@ -76,10 +78,11 @@ def may(asked: Asked, directory: Directory) -> bool:
 def refusal(asked: Asked) -> str:
     """Why the actor may not: a line that says who may."""
     actor, owner = asked.actor or "An actor without a name", asked.owner
-    if asked.action is Action.COMPLETE_TASK:
+    if asked.action in (Action.COMPLETE_TASK, Action.SNOOZE_TASK):
         whose = asked.task_owner if asked.task_owner else owner
+        verb = "complete" if asked.action is Action.COMPLETE_TASK else "put off"
         return (
-            f"{actor} may not complete {whose}'s task: only the task's owner, the deal's owner, the"
+            f"{actor} may not {verb} {whose}'s task: only the task's owner, the deal's owner, the"
             " manager of either, or an admin may (`corpsale people` lists managers and admins)."
         )
     if asked.action is Action.APPROVE:

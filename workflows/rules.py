@@ -18,13 +18,14 @@ from workflows.contract import (
     CompleteTask,
     MigrateDefinition,
     Reassign,
+    SnoozeTask,
     UpdateOpportunity,
 )
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
 from workflows.refusals import GateClosed, HandingOver, Refused
 from workflows.state import Answer, SaleState, TaskInput, TaskState, size
-from workflows.steps import Closing, EnterStage, NewTask, ReassignRow
+from workflows.steps import Closing, EnterStage, NewTask, ReassignRow, SnoozeRow
 
 # How many open tasks an opportunity holds, and how much of them (its state is carried from run
 # to run: workflows/state.py).
@@ -93,6 +94,8 @@ class Rules:
                 self.check_reassign(cmd, settled=settled)
             case AddTask():
                 self.check_add_task(cmd, now=now)
+            case SnoozeTask():
+                self.check_snooze(cmd, now=now, settled=settled)
             case MigrateDefinition():
                 self.check_open()
 
@@ -200,6 +203,22 @@ class Rules:
         if cmd.due_at is not None and cmd.due_at <= now:
             raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
 
+    def check_snooze(self, cmd: SnoozeTask, *, now: datetime, settled: bool = True) -> TaskState | None:
+        """An open task, put off to a time still ahead (R20: its reminders move with it)."""
+        self.check_open()
+        if cmd.due_at <= now:
+            raise Refused(f"due_at {cmd.due_at.isoformat()} is not in the future.")
+        task = self.state.tasks.get(cmd.task_id)
+        if task is None and not settled:
+            return None  # a move queued ahead may open it
+        if task is None:
+            raise Refused(f"Unknown task {cmd.task_id!r}; the state query lists the open tasks.")
+        if task.status != "open":
+            raise Refused(f"Task {cmd.task_id!r} is {task.status}: only an open task is put off.")
+        if cmd.due_at == task.due_at:
+            raise Refused(f"Task {cmd.task_id!r} is due at {task.due_at.isoformat()} already.")
+        return task
+
     def check_reassign(self, cmd: Reassign, *, settled: bool = True) -> None:
         self.check_open()
         if settled and cmd.owner == self.state.owner:
@@ -221,6 +240,8 @@ class Rules:
                 action = Action.REASSIGN
             case AddTask():
                 action = Action.ADD_TASK
+            case SnoozeTask():
+                action, task_owner = Action.SNOOZE_TASK, state.tasks[cmd.task_id].owner
             case MigrateDefinition():
                 action = Action.MIGRATE
             case _:
@@ -352,6 +373,22 @@ class Rules:
             due_at=cmd.due_at or now + timedelta(days=1),
             outcomes=[c.ADHOC_OUTCOME],
             adhoc=True,
+        )
+
+    def snoozing(self, cmd: SnoozeTask, now: datetime) -> SnoozeRow:
+        """What putting off a task writes: the n-th snooze of the task numbers its rows."""
+        task = self.state.tasks[cmd.task_id]
+        return SnoozeRow(
+            opportunity_id=self.state.opportunity_id,
+            task_id=task.task_id,
+            title=task.title,
+            number=task.snoozes + 1,
+            owner=task.owner,
+            due_at=cmd.due_at,
+            was_due_at=task.due_at,
+            actor=cmd.actor,
+            reason=cmd.reason,
+            at=now,
         )
 
     def first_stage(self, stage: str | None) -> str:

@@ -92,6 +92,7 @@ class TaskState(TaskView):
 
     key: str
     visit: int
+    snoozes: int = 0  # numbers its snoozes' rows (notifications, events)
 
 
 class DeferredCommand(BaseModel):

@@ -84,7 +84,7 @@ class ProcessResult(StateView):
 class TaskOp(_Model):
     """What a write asks of one task workflow, carried out once the write is confirmed."""
 
-    kind: Literal["start", "finish", "cancel", "owner"]
+    kind: Literal["start", "finish", "cancel", "owner", "due"]
     task_id: str
     args: dict[str, Any] = {}
 
@@ -204,6 +204,22 @@ class ReassignRow(Write):
     at: datetime
 
 
+class SnoozeRow(CommandWrite):
+    """A task put off."""
+
+    STEP: ClassVar[str] = "snooze_task"
+
+    task_id: str
+    title: str
+    number: int  # the task's n-th snooze: its notification's and its event's ids
+    owner: str  # the task's owner: told when someone else put it off
+    due_at: datetime
+    was_due_at: datetime
+    actor: str
+    reason: str | None
+    at: datetime
+
+
 class RefusalRow(Write):
     opportunity_id: str
     number: int  # the opportunity's n-th refusal: its event's id
@@ -244,6 +260,7 @@ class TaskNotice(_Model):
     task_id: str
     kind: Literal["reminder", "overdue", "escalation"]
     at: datetime
+    plan: int = 0  # the task's notices planned again after it was put off the n-th time: their own ids
 
 
 class GateNotice(Write):

@@ -14,7 +14,8 @@ task workflow hears of a decision that a lost workflow task made; activities/jou
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import step_defs
     from workflows.contract import (
         TASK_COMPLETED_SIGNAL,
+        TASK_DUE_SIGNAL,
         TASK_OWNER_SIGNAL,
         TASK_WORKFLOW_TYPE,
         task_workflow_id,
@@ -43,6 +45,8 @@ class TaskWorkflow:
         self._outcome: str | None = None
         self._owner = ""
         self._due = ""
+        self._due_at: datetime | None = None  # put off to (`due_changed`)
+        self._put_off = 0  # how often: the timers are planned again each time
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskResult:
@@ -70,27 +74,47 @@ class TaskWorkflow:
 
     async def _timers(self, task: TaskInput) -> None:
         """The task's notices (R20), each at its time unless the task ends first. Durable timers:
-        a worker restart does not lose them; one that fired while no worker ran fires late, once."""
-        for kind, at in task.timers():
-            delay = at - workflow.now()
-            if delay > timedelta(0):
-                try:
-                    await workflow.wait_condition(
-                        lambda: self._outcome is not None,
-                        timeout=delay,
-                        timeout_summary=f"{kind} at {at:%Y-%m-%d %H:%M:%S} UTC",
-                    )
-                    return  # completed first: nothing more to tell
-                except TimeoutError:
-                    pass
-            open_still = await workflow.execute_local_activity(
-                step_defs.notify_task,
-                TaskNotice(task_id=task.task_id, kind=kind, at=workflow.now()),
-                start_to_close_timeout=timedelta(seconds=30),
-                summary=f"{kind}: {task.title}",
-            )
-            if not open_still:
-                return
+        a worker restart does not lose them; one that fired while no worker ran fires late, once.
+        Put off (`due_changed`), the task's notices are planned again from its new due time, but
+        for those whose time has passed."""
+        timers = task.timers()
+        while True:
+            planned = self._put_off
+            for kind, at in timers:
+                delay = at - workflow.now()
+                if delay > timedelta(0):
+                    try:
+                        await workflow.wait_condition(
+                            self._ended_or_put_off(planned),
+                            timeout=delay,
+                            timeout_summary=f"{kind} at {at:%Y-%m-%d %H:%M:%S} UTC",
+                        )
+                        if self._outcome is not None:
+                            return  # completed first: nothing more to tell
+                        break
+                    except TimeoutError:
+                        pass
+                if self._put_off != planned:
+                    break
+                open_still = await workflow.execute_local_activity(
+                    step_defs.notify_task,
+                    TaskNotice(task_id=task.task_id, kind=kind, at=workflow.now(), plan=planned),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    summary=f"{kind}: {task.title}",
+                )
+                if not open_still:
+                    return
+            else:  # every notice told: the task ends, or is put off
+                await workflow.wait_condition(self._ended_or_put_off(planned))
+                if self._outcome is not None:
+                    return
+            assert self._due_at is not None
+            task = task.model_copy(update={"due_at": self._due_at})
+            timers = [(kind, at) for kind, at in task.timers() if at > workflow.now()]
+
+    def _ended_or_put_off(self, planned: int) -> Callable[[], bool]:
+        """Whether the task has ended, or been put off since its timers were `planned`."""
+        return lambda: self._outcome is not None or self._put_off != planned
 
     @workflow.signal(name=TASK_COMPLETED_SIGNAL)
     def task_completed(self, outcome: str) -> None:
@@ -105,6 +129,13 @@ class TaskWorkflow:
         # Only if the run was started with it: a namespace without the attribute would refuse it.
         if workflow.info().typed_search_attributes.get(TASK_OWNER_ATTR) is not None:
             workflow.upsert_search_attributes([TASK_OWNER_ATTR.value_set(owner)])
+
+    @workflow.signal(name=TASK_DUE_SIGNAL)
+    def due_changed(self, due_at: datetime) -> None:
+        """Sent by the process when the task is put off (its row says so already)."""
+        self._due_at, self._put_off = due_at, self._put_off + 1
+        self._due = f"{due_at:%Y-%m-%d %H:%M} UTC"
+        self._show()
 
     def _show(self) -> None:
         """What the Web UI shows of the task beside its title: whose it is, when it is due."""

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, UpdateOpportunity
+from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, SnoozeTask, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
-from workflows.permissions import Action
+from workflows.permissions import Action, Directory, may, refusal
 from workflows.refusals import HandingOver, Refused
 from workflows.rules import MAX_OPEN_TASKS, Rules
 from workflows.state import (
@@ -191,6 +191,46 @@ def test_tasks_of_ones_own_are_due_in_the_future_and_a_deal_holds_so_many() -> N
     with pytest.raises(Refused, match=f"has {MAX_OPEN_TASKS} open tasks"):
         full.check(AddTask(title="t", actor="a"), now=NOW)
     _rules().check(AddTask(title="t", actor="a", due_at=NOW + timedelta(days=1)), now=NOW)
+
+
+def test_a_task_is_put_off_while_open_to_a_time_ahead_and_its_snoozes_are_numbered() -> None:
+    task = _task("contact-assess", "Qualification", 1, owner="carol")
+    rules = _rules(
+        "Qualification", task, _task("prepare-presentation", "Qualification", 1, status="completed")
+    )
+    later = task.due_at + timedelta(days=2)
+    refusals = {
+        "is not in the future": SnoozeTask(task_id=task.task_id, due_at=NOW, actor="a"),
+        "is due at .* already": SnoozeTask(task_id=task.task_id, due_at=task.due_at, actor="a"),
+        "Unknown task": SnoozeTask(task_id="o1:v1:nosuch", due_at=later, actor="a"),
+        "is completed: only an open task": SnoozeTask(
+            task_id="o1:v1:prepare-presentation", due_at=later, actor="a"
+        ),
+    }
+    for why, cmd in refusals.items():
+        with pytest.raises(Refused, match=why):
+            rules.check(cmd, now=NOW, settled=True)
+    snooze = SnoozeTask(task_id=task.task_id, due_at=later, actor="maria", reason="away")
+    rules.check(snooze, now=NOW, settled=True)
+    asked = rules.asked(snooze)
+    assert (asked.action, asked.task_owner) == (Action.SNOOZE_TASK, "carol")
+    task.snoozes = 1
+    row = rules.snoozing(snooze, NOW)
+    assert (row.number, row.owner, row.due_at, row.was_due_at, row.STEP) == (
+        2, "carol", later, task.due_at, "snooze_task"
+    )  # fmt: skip
+    with pytest.raises(Refused, match="is closed"):
+        _rules("Closed won", closed=True).check(snooze, now=NOW, settled=True)
+    # Who may (R24): the task's owner, the deal's owner, the manager of either, an admin.
+    for actor, directory, allowed in [
+        ("carol", Directory(), True),
+        ("alice", Directory(), True),
+        ("mary", Directory(manages=frozenset({"carol"})), True),
+        ("root", Directory(admin=True), True),
+        ("bob", Directory(manages=frozenset({"dave"})), False),
+    ]:
+        assert may(asked.model_copy(update={"actor": actor}), directory) is allowed, actor
+    assert refusal(asked.model_copy(update={"actor": "bob"})).startswith("bob may not put off carol's task")
 
 
 def test_an_update_names_a_field_and_a_reassignment_another_owner() -> None:
