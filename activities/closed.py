@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from activities.access import may_do
 from activities.errors import Refused
-from workflows.contract import Hours, Money
+from workflows.fields import Hours, Money
 from workflows.permissions import Action, Asked
 
 

@@ -13,7 +13,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from activities.errors import Refused
-from workflows.contract import Identifier, Money, Name, Text
+from workflows.fields import Identifier, Money, Name, Text
 
 START_SETTING = "StartOppBusinessProcess"
 

@@ -162,12 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         forecast,
         leads,
         lookups,
+        opportunities,
         process,
         report,
         webhooks,
     )
 
     process.add_commands(sub)
+    opportunities.add_commands(sub)
     forecast.add_commands(sub)
     events.add_commands(sub)
     webhooks.add_commands(sub)

@@ -1,6 +1,6 @@
-"""`corpsale` commands that drive a process and read an opportunity: start, move, complete,
-update, add-task, snooze, reassign, close-details, state, show, list, close-reasons. Commands go to the
-process as updates through SaleClient, with a request id; reads come from PostgreSQL."""
+"""`corpsale` commands that drive a process: start, move, complete, update, add-task, snooze,
+reassign, and close-details (a won deal's figures, after it closed). Commands go to the process as
+updates through SaleClient, with a request id (reads of an opportunity: starter/opportunities.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from starter.client import CommandRefused, CommandUnanswered, SaleClient, start_process
@@ -24,24 +24,18 @@ from starter.common import (
     parse_model,
     parse_moment,
     parse_span,
-    positive_int,
-    print_guide,
     print_json,
-    print_rows,
     print_state,
-    query_timeout,
     service_key,
     stage_name,
     state_when_ready,
     task_by_key,
     temporal,
-    when,
     with_db,
 )
 from worker.config import current
 from workflows import contract as c
-from workflows.contract import NewOpportunity, OpportunityFields, StateView
-from workflows.definition import StageTasks
+from workflows.contract import NewOpportunity
 from workflows.state import ProcessInput
 
 
@@ -221,106 +215,12 @@ async def cmd_close_details(args: argparse.Namespace) -> None:
         print(f"{row['id']} ({row['stage']}): income {row['actual_income']}, hours {row['hours_spent']}")
 
 
-async def cmd_close_reasons(args: argparse.Namespace) -> None:
-    from activities import repository
-
-    reasons = await with_db(repository.close_reasons)
-    print_json(reasons) if args.json else print("\n".join(reasons))
-
-
 async def cmd_reassign(args: argparse.Namespace) -> None:
     await _send(
         args,
         c.UPDATE_REASSIGN,
         {"owner": args.owner, "actor": args.actor, "reason": args.reason, "request_id": args.request_id},
     )
-
-
-async def cmd_state(args: argparse.Namespace) -> None:
-    client = await temporal()
-    handle = client.get_workflow_handle(c.workflow_id(args.opportunity))
-    try:
-        state = await handle.query(
-            c.QUERY_STATE,
-            result_type=StateView,
-            rpc_timeout=query_timeout(),
-        )
-    except RPCError as err:
-        raise explain(err, args.opportunity) from None
-    except WorkflowQueryFailedError as err:
-        raise CliError(f"the process did not answer the state query: {err}") from None
-    print_json(state) if args.json else print_state(state, guidance=True)
-
-
-async def cmd_show(args: argparse.Namespace) -> None:
-    from activities import definitions, opportunities
-
-    async def read(conn: Any) -> tuple[dict[str, Any] | None, StageTasks | None]:
-        found = await opportunities.opportunity_detail(conn, args.opportunity)
-        if found is None or found["closed_at"] or not found["history"]:
-            return found, None
-        version = found["history"][-1]["definition_version"]
-        return found, await definitions.stage_guide(conn, version, found["stage"])
-
-    detail, part = await with_db(read)
-    if detail is None:
-        raise CliError(f"no opportunity {args.opportunity!r}")
-    if args.json:
-        print_json(detail)
-        return
-    d = detail
-    print(f"{d['id']}: {d['title']} — {d['customer']}")
-    print(
-        f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
-        + (f", closed {when(d['closed_at'])}" if d["closed_at"] else "")
-    )
-    closing = [
-        f"{label} {d[name]}"
-        for name, label in [
-            ("actual_income", "income"),
-            ("hours_spent", "hours"),
-            ("close_reason", "reason"),
-            ("competitor", "competitor"),
-        ]
-        if d.get(name) is not None
-    ]
-    if closing:
-        print("  " + ", ".join(closing))
-    if part is not None:
-        print_guide(part.goal, part.guidance, [f for f in part.key_fields if d.get(f) in (None, "")])
-    for name in OpportunityFields.model_fields:
-        if name not in ("title", "customer") and d.get(name) is not None:
-            print(f"  {name}: {d[name]}")
-    print("History:")
-    for v in d["history"]:
-        print(
-            f"  {v['visit_no']:>3}. {v['stage']:<14} {when(v['entered_at'])} by"
-            f" {v['entered_by']}"
-            + (f" — {v['reason']}" if v["reason"] else "")
-            + (f"  (process v{v['definition_version']})" if v["definition_version"] else "")
-        )
-    if d["order"]:
-        o = d["order"]
-        print(f"Order {o['id']} ({o['status']}): {o['title']} for {o['customer']}, amount {o['amount']}")
-    print("Tasks:")
-    for t in d["tasks"]:
-        mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
-        print(
-            f"  {mark} {t['id']}  {t['title']}  due {when(t['due_at'])}"
-            + (f"  [{t['kind']}]" if t["kind"] != "process" else "")
-            + (f"  ({t['outcome']})" if t["outcome"] else "")
-        )
-
-
-async def cmd_list(args: argparse.Namespace) -> None:
-    from activities import opportunities
-
-    stage = await stage_name(args.stage) if args.stage else None
-    rows = await with_db(
-        lambda conn: opportunities.list_opportunities(conn, stage=stage, owner=args.owner, limit=args.limit)
-    )
-    columns = ["id", "title", "customer", "owner", "stage", "probability", "expected_amount", "closed_at"]
-    print_rows(rows, columns, as_json=args.json, empty="no opportunities")
 
 
 # The CLI's command and help line for each command of the contract's table.
@@ -392,17 +292,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--reason", help="why, for both owners' notices")
     p.set_defaults(run=cmd_reassign)
 
-    command("state", "the running process's state (the `state` query)", opportunity=True).set_defaults(
-        run=cmd_state
-    )
-    command("show", "an opportunity with its history and tasks", opportunity=True).set_defaults(run=cmd_show)
-
-    p = command("list", "list opportunities")
-    p.add_argument("--stage", help="only those at this stage")
-    p.add_argument("--owner", help="only this owner's")
-    p.add_argument("--limit", type=positive_int, default=100, help="at most this many (100)")
-    p.set_defaults(run=cmd_list)
-
     p = command(
         "close-details",
         "record a won deal's actual income and hours after it closed",
@@ -412,5 +301,3 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--income", help="the actual income")
     p.add_argument("--hours", help="the hours spent on the deal")
     p.set_defaults(run=cmd_close_details)
-
-    command("close-reasons", "the reasons a lost-type closing takes").set_defaults(run=cmd_close_reasons)

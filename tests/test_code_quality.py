@@ -50,3 +50,16 @@ def test_the_environment_is_read_in_one_place() -> None:
     }
     assert found == set(), sorted(found)
     assert _reads_the_environment(ast.parse("import os\nos.environ.get('X')\n")) == [2]  # it finds one
+
+
+MODULE_LINES = 400  # a module a reader takes in at one sitting
+
+
+def test_no_module_is_longer_than_a_reader_takes_in_at_one_sitting() -> None:
+    found = {
+        f"{path.relative_to(ROOT)}: {lines}"
+        for package in ("activities", "workflows", "worker", "starter", "tests", "bench")
+        for path in (ROOT / package).rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert found == set(), f"split these (at most {MODULE_LINES} lines a module): {sorted(found)}"

@@ -7,11 +7,12 @@ command model forbids unknown fields and bounds its strings, so bad input cannot
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from workflows.fields import Day, ForecastCategory, Hours, Identifier, Money, Name, Text, When
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 WORKFLOW_TYPE = "CorporateSale"
@@ -44,46 +45,6 @@ INVALID_START = "InvalidStart"  # the start cannot be this opportunity's process
 # workflow task that carried it completed without it: "UnprocessedUpdate"): the same request sent
 # again is applied once, or answered as it was.
 NOT_NOW = frozenset({HANDING_OVER, UNAVAILABLE, "AcceptedUpdateCompletedWorkflow", "UnprocessedUpdate"})
-
-
-def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the database step (pydantic
-    # refuses a lone surrogate already).
-    if "\x00" in text:
-        raise ValueError("text must not contain the NUL character")
-    return text
-
-
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_storable),
-]
-Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storable)]
-Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
-]
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
-
-
-def _plausible(value: datetime) -> datetime:
-    # Bounded, so that every value converts to UTC and fits PostgreSQL's timestamptz.
-    if not 1900 <= value.year <= 2200:
-        raise ValueError("the year must be between 1900 and 2200")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-When = Annotated[datetime, AfterValidator(_plausible)]
-
-
-def _plausible_day(value: date) -> date:
-    if not 1900 <= value.year <= 2200:
-        raise ValueError("the year must be between 1900 and 2200")
-    return value
-
-
-Day = Annotated[date, AfterValidator(_plausible_day)]
-ForecastCategory = Literal["pipeline", "best case", "commit"]
 
 
 def workflow_id(opportunity_id: str) -> str:
@@ -150,9 +111,6 @@ class Command(BaseModel):
 
     request_id: Identifier | None = None
     signature: Signature | None = None
-
-
-Hours = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
 
 
 class ChangeStage(Command):

@@ -12,17 +12,16 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
-    from workflows import migration, patches, steps
+    from workflows import migration, patches, plans, steps
     from workflows.commands import CommandDesk, count
     from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
     from workflows.journal import Journal, ProcessLock
     from workflows.operations import MigrationPlan
-    from workflows.payloads import NO_START, read_start, start_problem
+    from workflows.payloads import NO_START, read_start, refuse_bad_start, refuse_opening
     from workflows.refusals import NotAllowed, Refused
     from workflows.rules import Rules, Waiting
     from workflows.stale import Notices, start_watchers
@@ -68,7 +67,7 @@ class CorporateSaleWorkflow:
 
     @workflow.run
     async def run(self, start: RawValue = NO_START) -> ProcessResult:
-        self._refuse_bad_start()
+        refuse_bad_start(self._bad_start, self._start)
         self._handover.on = workflow.patched(patches.HANDOVER)
         if self._handover.on:
             self._children = TaskLinks()
@@ -103,14 +102,6 @@ class CorporateSaleWorkflow:
         journal = self._journal.view() if self._journal.on else None
         return ProcessResult(**dict(self._state.view()), journal=journal)
 
-    def _refuse_bad_start(self) -> None:
-        """R22: fail at once, before anything is written, a run whose start cannot be this
-        opportunity's process."""
-        info = workflow.info()
-        problem = self._bad_start or start_problem(self._start, info.workflow_id, info.continued_run_id)
-        if problem is not None:
-            raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
-
     async def _open(self) -> None:
         start = self._start
         assert start is not None
@@ -118,19 +109,11 @@ class CorporateSaleWorkflow:
             steps.OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new)
         )
         self._state.process = await self._store.load_process()
-        self._state.owner = record.owner
-        self._state.data = record.data
+        self._state.owner, self._state.data = record.owner, record.data
         self._state.visit, self._state.visited = record.last_visit, record.visited
-        process = self._rules.process
         first = self._rules.first_stage(record.stage)
-        if not process.has_stage(first):
-            raise ApplicationError(
-                f"Opportunity {record.opportunity_id!r} is at stage {first!r}, which the stages"
-                " lookup does not have: add the stage to the lookup, or correct the opportunity.",
-                type="UnknownStage",
-                non_retryable=True,
-            )
-        if process.stage(first).final and self._handover.on:
+        refuse_opening(record.opportunity_id, first, self._rules.process, ends_closed=self._handover.on)
+        if self._rules.process.stage(first).final:
             # R22: a start that reached a closed opportunity (a caller that did not use the
             # product's reuse policy) ends at once, as closed, writing nothing.
             self._state.stage, self._state.closed = first, True
@@ -138,13 +121,6 @@ class CorporateSaleWorkflow:
             self._state.reject(workflow.now(), "start", message, None)
             publish(self._state)
             return
-        if process.stage(first).final:
-            raise ApplicationError(
-                f"Opportunity {record.opportunity_id!r} is closed in {first!r}: a final stage is"
-                " never left, so its process cannot start again.",
-                type="OpportunityClosed",
-                non_retryable=True,
-            )
         reason = "new opportunity" if start.new else "process started for this opportunity"
         await self._enter_stage(c.ChangeStage(stage=first, actor=start.actor, reason=reason))
 
@@ -185,7 +161,7 @@ class CorporateSaleWorkflow:
         publish(self._state)
 
     def _start_task(self, task: TaskState | steps.NewTask) -> None:
-        child = self._rules.task_input(task)
+        child = plans.task_input(self._state, task)
         # A task workflow shows its owner in its details (it follows a reassignment); a child of a
         # run from before patches.HANDOVER names them in its summary.
         summary = task.title if self._handover.on else f"{task.title} — {child.owner}"
@@ -224,7 +200,7 @@ class CorporateSaleWorkflow:
 
     async def _change_stage(self, cmd: c.ChangeStage) -> None:
         if not self._rules.process.has_stage(cmd.stage) and self._patches.has(patches.STAGES_REFRESHED):
-            await self._refresh_stages()
+            self._state.process = await self._store.refreshed(self._rules.process)
         self._rules.check_change_stage(cmd)
         if self._rules.closes_as_lost(cmd.stage) and self._patches.has(patches.CLOSE_REASON_LOOKUP):
             reasons = await self._store.close_reasons()
@@ -234,9 +210,6 @@ class CorporateSaleWorkflow:
                     f" {cmd.reason!r}: one of {', '.join(reasons)}."
                 )
         await self._move(cmd)
-
-    async def _refresh_stages(self) -> None:
-        self._state.process = await self._store.refreshed(self._rules.process)
 
     async def _complete_task(self, cmd: c.CompleteTask, check: steps.Authorize | None) -> None:
         task = self._rules.check_complete_task(cmd)
@@ -275,7 +248,7 @@ class CorporateSaleWorkflow:
     async def _add_task(self, cmd: c.AddTask) -> None:
         now = workflow.now()
         self._rules.check_add_task(cmd, now=now)
-        state, task = self._state, self._rules.adhoc_task(cmd, now)
+        state, task = self._state, plans.adhoc_task(self._state, cmd, now)
         state.adhoc_tasks += 1
         new = steps.NewTask(
             task_id=task.task_id, task_key=task.key, title=task.title, start_at=now, due_at=task.due_at
@@ -311,7 +284,7 @@ class CorporateSaleWorkflow:
 
     async def _reassign(self, cmd: c.Reassign) -> None:
         self._rules.check_reassign(cmd)
-        state, row = self._state, self._rules.reassignment(cmd, workflow.now())
+        state, row = self._state, plans.reassignment(self._state, cmd, workflow.now())
         state.reassignments += 1
         await self._store.reassign(row)
         for task_id in row.task_ids:
@@ -330,7 +303,7 @@ class CorporateSaleWorkflow:
                 "This run is from an earlier version of the product and cannot move a task's"
                 " reminders; send the command again once the process has handed over to its next run."
             )
-        row = self._rules.snoozing(cmd, workflow.now()).model_copy(update={"check": check})
+        row = plans.snoozing(self._state, cmd, workflow.now()).model_copy(update={"check": check})
         await self._store.write(row, f"put off {task.title}")
         task.due_at, task.snoozes = row.due_at, row.number
         publish(self._state)
@@ -376,9 +349,10 @@ class CorporateSaleWorkflow:
         may, and is vouched for where signatures are required, as PostgreSQL says now. A task
         completion's or snooze's check is returned for its write to make first (patches.CHECK_IN_WRITE:
         one local activity, not two; a refusal writes nothing); any other command's is made here."""
+        # A final stage just added closes as a final stage.
         if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):
             if self._patches.has(patches.STAGES_REFRESHED):
-                await self._refresh_stages()  # a final stage just added closes as a final stage
+                self._state.process = await self._store.refreshed(self._rules.process)
         self._rules.check(cmd, now=workflow.now(), settled=True)
         check = steps.Authorize(
             workflow_id=workflow.info().workflow_id,

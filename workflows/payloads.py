@@ -1,6 +1,7 @@
 """What comes into a process raw, read here rather than by the SDK: a command's payloads and the
 start input. One that does not decode is refused with a reason instead of failing a workflow task
-(a signal handler or a start that raised would leave the run stuck)."""
+(a signal handler or a start that raised would leave the run stuck). And a start that cannot be
+this opportunity's process, or cannot open where the opportunity is, fails its run at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contract as c
+    from workflows.definition import Process
     from workflows.refusals import Refused, validation_message
     from workflows.state import ProcessInput
 
@@ -57,3 +60,32 @@ def start_problem(start: ProcessInput | None, workflow_id: str, continued_run_id
     if start.resume is not None and continued_run_id is None:
         return "Invalid start: resume is the process's own hand-over to its next run; leave it out."
     return None
+
+
+def refuse_bad_start(bad: str | None, start: ProcessInput | None) -> None:
+    """R22: fail at once, before anything is written, a run whose start cannot be this
+    opportunity's process (`bad`: why its input did not decode)."""
+    info = workflow.info()
+    problem = bad or start_problem(start, info.workflow_id, info.continued_run_id)
+    if problem is not None:
+        raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
+
+
+def refuse_opening(opportunity_id: str, stage: str, process: Process, *, ends_closed: bool) -> None:
+    """Fail a run that would open at a stage the stages lookup does not have, or at a final stage
+    where it cannot end at once as closed (runs from before patches.HANDOVER): a final stage is
+    never left (R22)."""
+    if not process.has_stage(stage):
+        raise ApplicationError(
+            f"Opportunity {opportunity_id!r} is at stage {stage!r}, which the stages lookup does not"
+            " have: add the stage to the lookup, or correct the opportunity.",
+            type="UnknownStage",
+            non_retryable=True,
+        )
+    if process.stage(stage).final and not ends_closed:
+        raise ApplicationError(
+            f"Opportunity {opportunity_id!r} is closed in {stage!r}: a final stage is never left, so"
+            " its process cannot start again.",
+            type="OpportunityClosed",
+            non_retryable=True,
+        )

@@ -24,8 +24,8 @@ from workflows.contract import (
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
 from workflows.refusals import GateClosed, HandingOver, Refused
-from workflows.state import Answer, SaleState, TaskInput, TaskState, size
-from workflows.steps import Closing, EnterStage, NewTask, ReassignRow, SnoozeRow
+from workflows.state import Answer, SaleState, TaskState, size
+from workflows.steps import Closing, EnterStage, NewTask
 
 # How many open tasks an opportunity holds, and how much of them (its state is carried from run
 # to run: workflows/state.py).
@@ -358,66 +358,6 @@ class Rules:
         reason = f"{move.reason}; the entry requirements of {move.stage} are met"
         return move.model_copy(update={"reason": reason})
 
-    def adhoc_task(self, cmd: AddTask, now: datetime) -> TaskState:
-        """An operator's own task (R18): numbered, due in a day unless it says when."""
-        state = self.state
-        assert state.stage is not None
-        return TaskState(
-            task_id=f"{state.opportunity_id}:adhoc{state.adhoc_tasks + 1}",
-            key="adhoc",
-            title=cmd.title,
-            stage=state.stage,
-            visit=state.visit,
-            owner=cmd.owner or state.owner,
-            start_at=now,
-            due_at=cmd.due_at or now + timedelta(days=1),
-            outcomes=[c.ADHOC_OUTCOME],
-            adhoc=True,
-        )
-
-    def snoozing(self, cmd: SnoozeTask, now: datetime) -> SnoozeRow:
-        """What putting off a task writes: the n-th snooze of the task numbers its rows."""
-        task = self.state.tasks[cmd.task_id]
-        return SnoozeRow(
-            opportunity_id=self.state.opportunity_id,
-            task_id=task.task_id,
-            title=task.title,
-            number=task.snoozes + 1,
-            owner=task.owner,
-            due_at=cmd.due_at,
-            was_due_at=task.due_at,
-            actor=cmd.actor,
-            reason=cmd.reason,
-            at=now,
-        )
-
     def first_stage(self, stage: str | None) -> str:
         """Where a starting process enters: the opportunity's stage, else the first by order."""
         return stage or self.process.first_stage().name
-
-    def task_input(self, task: TaskState | NewTask) -> TaskInput:
-        """What a task's child workflow starts with: a stage's new task is the deal owner's."""
-        return TaskInput(
-            task_id=task.task_id,
-            opportunity_id=self.state.opportunity_id,
-            title=task.title,
-            owner=task.owner or self.state.owner,
-            start_at=task.start_at,
-            due_at=task.due_at,
-            reminders=self.process.definition.reminders,
-        )
-
-    def reassignment(self, cmd: Reassign, now: datetime) -> ReassignRow:
-        """A new owner (R19): the owner's open tasks go with the deal (a colleague's stay theirs);
-        the n-th reassignment numbers its notices."""
-        state = self.state
-        return ReassignRow(
-            opportunity_id=state.opportunity_id,
-            number=state.reassignments + 1,
-            from_owner=state.owner,
-            to_owner=cmd.owner,
-            actor=cmd.actor,
-            reason=cmd.reason,
-            task_ids=tuple(t.task_id for t in state.open_tasks() if t.owner == state.owner),
-            at=now,
-        )

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.unit.test_rules import NOW, PROCESS, _rules, _task
+from workflows import plans
 from workflows.contract import ChangeStage, CompleteTask
 from workflows.definition import ProcessDefinition, TaskTemplate, load_default_definition
 from workflows.permissions import Action, Asked, Directory, may, refusal
@@ -31,7 +32,7 @@ def test_an_approval_task_opens_for_the_approver_and_is_theirs_alone_to_complete
     }
     assert [t.owner for t in entry.step.tasks] == [None, None, "mary"]  # the rows and notices: mary's
     approval = next(t for t in entry.tasks if t.approval)
-    assert rules.task_input(approval).owner == "mary"  # the timers and reminders go to her
+    assert plans.task_input(rules.state, approval).owner == "mary"  # the timers and reminders go to her
     rules.state.tasks = {t.task_id: t for t in entry.tasks}
     asked = rules.asked(CompleteTask(task_id=approval.task_id, actor="alice"))
     assert asked == Asked(action=Action.APPROVE, actor="alice", owner="alice", task_owner="mary")

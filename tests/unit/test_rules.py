@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from workflows import plans
 from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, SnoozeTask, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
 from workflows.permissions import Action, Directory, may, refusal
@@ -215,7 +216,7 @@ def test_a_task_is_put_off_while_open_to_a_time_ahead_and_its_snoozes_are_number
     asked = rules.asked(snooze)
     assert (asked.action, asked.task_owner) == (Action.SNOOZE_TASK, "carol")
     task.snoozes = 1
-    row = rules.snoozing(snooze, NOW)
+    row = plans.snoozing(rules.state, snooze, NOW)
     assert (row.number, row.owner, row.due_at, row.was_due_at, row.STEP) == (
         2, "carol", later, task.due_at, "snooze_task"
     )  # fmt: skip
@@ -344,15 +345,15 @@ def test_an_adhoc_task_and_a_reassignment_as_the_rules_plan_them() -> None:
         adhoc_tasks=2,
         reassignments=1,
     )
-    task = rules.adhoc_task(AddTask(title="Call the CFO", actor="a"), NOW)
+    task = plans.adhoc_task(rules.state, AddTask(title="Call the CFO", actor="a"), NOW)
     assert (task.task_id, task.owner, task.due_at, task.outcomes) == (
         "o1:adhoc3",
         "alice",
         NOW + timedelta(days=1),
         ["done"],
     )
-    assert rules.adhoc_task(AddTask(title="t", actor="a", owner="bob"), NOW).owner == "bob"
-    row = rules.reassignment(Reassign(owner="bob", actor="maria", reason="leave"), NOW)
+    assert plans.adhoc_task(rules.state, AddTask(title="t", actor="a", owner="bob"), NOW).owner == "bob"
+    row = plans.reassignment(rules.state, Reassign(owner="bob", actor="maria", reason="leave"), NOW)
     assert (row.number, row.from_owner, row.to_owner) == (2, "alice", "bob")
     assert row.task_ids == ("o1:v1:contact-assess",)  # carol's task stays hers
 
@@ -369,7 +370,7 @@ def test_a_visit_goes_stale_after_its_stages_limit_once_per_quiet_spell() -> Non
 
 def test_a_task_workflow_starts_for_the_tasks_owner_with_the_definitions_reminders() -> None:
     rules = _rules("Qualification", _task("contact-assess", "Qualification", 1, owner="carol"))
-    child = rules.task_input(rules.state.tasks["o1:v1:contact-assess"])
+    child = plans.task_input(rules.state, rules.state.tasks["o1:v1:contact-assess"])
     assert (child.task_id, child.opportunity_id, child.owner, child.title) == (
         "o1:v1:contact-assess",
         "o1",
@@ -378,4 +379,4 @@ def test_a_task_workflow_starts_for_the_tasks_owner_with_the_definitions_reminde
     )
     assert child.reminders == PROCESS.definition.reminders
     follow_up = NewTask(task_id="o1:f", task_key="f", title="Follow up", start_at=NOW, due_at=NOW)
-    assert rules.task_input(follow_up).owner == "alice"  # a new task is the deal owner's
+    assert plans.task_input(rules.state, follow_up).owner == "alice"  # a new task is the deal owner's

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.unit.test_rules import STAGES
+from workflows import plans
 from workflows.contract import AddTask, ChangeStage, OpportunityFields
 from workflows.definition import (
     DEFINITION_BYTES,
@@ -114,7 +115,7 @@ def _fill(state: SaleState) -> dict[str, Any]:
             rules.check_add_task(command, now=NOW)
         except Refused:
             break
-        task: TaskState = rules.adhoc_task(command, NOW)
+        task: TaskState = plans.adhoc_task(rules.state, command, NOW)
         state.adhoc_tasks += 1
         state.tasks[task.task_id] = task
         added += 1
