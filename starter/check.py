@@ -20,11 +20,12 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import consistency, journal, leads, webhooks
 from workflows import contract as c
+from workflows import patches
 from workflows.contract import StateView
 
 # What a task workflow is given to end after its task has (visibility catches up meanwhile).
@@ -45,6 +46,9 @@ class Report:
     opportunities: int = 0
     runs: int = 0
     violations: list[Violation] = field(default_factory=list)
+    # Open runs that take a patch's old branch, by patch (docs/versioning.md: when none do, the
+    # patch can be retired).
+    old_branches: dict[str, int] = field(default_factory=dict)
 
     def add(self, opportunity_id: str, kind: str, detail: str) -> None:
         self.violations.append(Violation(opportunity_id, kind, detail))
@@ -113,6 +117,7 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
     except (RPCError, WorkflowQueryFailedError) as err:
         report.add(opp, "run not answering", f"the state query failed: {err}")
         return
+    await _count_old_branches(report, handle)
     if state.entering:
         return  # between two runs at a stage boundary: the next run is about to enter
     if state.stage != row["stage"]:
@@ -120,6 +125,19 @@ async def _check_run(report: Report, client: Client, row: asyncpg.Record) -> Non
     run_open = sorted(t.task_id for t in state.open_tasks)
     if run_open != list(row["open_tasks"] or []):
         report.add(opp, "open tasks differ", f"run: {run_open}, database: {row['open_tasks']}")
+
+
+async def _count_old_branches(report: Report, handle: WorkflowHandle[Any, Any]) -> None:
+    """Count the patches the run does not have (a run started before them). A run that does not
+    answer the query (a worker of a release from before it) is counted as taking every old one."""
+    try:
+        has: dict[str, bool] = await handle.query(
+            c.QUERY_PATCHES, result_type=dict[str, bool], rpc_timeout=timedelta(seconds=10)
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        has = {}
+    for patch in patches.old_branches(has):
+        report.old_branches[patch] = report.old_branches.get(patch, 0) + 1
 
 
 async def _check_task_workflows(report: Report, client: Client, opp: str, open_tasks: list[str]) -> None:

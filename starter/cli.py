@@ -32,6 +32,7 @@ async def cmd_schema(args: argparse.Namespace) -> None:
 
 async def cmd_check(args: argparse.Namespace) -> int:
     from starter.check import check
+    from workflows import patches
 
     client = await temporal()
     report = await with_db(lambda conn: check(client, conn, args.opportunities or None))
@@ -40,6 +41,14 @@ async def cmd_check(args: argparse.Namespace) -> int:
     else:
         for v in report.violations:
             print(f"{v.opportunity_id}: {v.kind}: {v.detail}")
+        old = [
+            f"{patch} {report.old_branches[patch]}" for patch in patches.ALL if patch in report.old_branches
+        ]
+        print(
+            f"old branches in open runs: {', '.join(old)} (docs/versioning.md)"
+            if old
+            else "no open run takes the old branch of a patch (docs/versioning.md)"
+        )
         totals = ", ".join(f"{n} {kind}" for kind, n in sorted(report.totals().items()))
         print(
             f"checked {report.opportunities} opportunities, {report.runs} runs:"

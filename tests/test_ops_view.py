@@ -4,6 +4,7 @@ through `starter.client.SaleClient` as a Python service would."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -13,6 +14,8 @@ from temporalio.client import WorkflowHandle
 
 from starter.client import CommandRefused, SaleClient
 from tests.helpers import Sale, eventually, journal_settled
+from workflows import contract as c
+from workflows import patches
 from workflows.contract import (
     AddTask,
     ChangeStage,
@@ -90,3 +93,19 @@ async def test_the_ops_view_follows_every_kind_of_change(sale: Sale) -> None:
     final = await handle.result()
     assert final.closed and final.stage == "Closed won"
     assert await _ops_view(handle) == (("Closed won", "bob", 51000.0), "Closed won (closed)")
+
+
+async def test_check_counts_the_open_runs_that_take_a_patchs_old_branch(sale: Sale) -> None:
+    """docs/versioning.md: a patch is retired once no open run takes its old branch."""
+    _, opp = await sale.started()
+    has = await sale.handle(opp).query(c.QUERY_PATCHES, result_type=dict[str, bool])
+    assert has == dict.fromkeys(patches.ALL, True)  # a new run takes every patch
+    assert patches.old_branches(has) == []
+    checked = await sale.cli("check", opp)
+    assert checked.code == 0 and "no open run takes the old branch of a patch" in checked.stdout
+    report = json.loads((await sale.cli("check", opp, "--json")).stdout)
+    assert report["old_branches"] == {} and report["runs"] == 1
+    # What a run from before the journal has (histories recorded before `writes-journaled`).
+    before_journal = {**has, patches.JOURNAL: False, patches.CHECK_IN_WRITE: False}
+    assert patches.old_branches(before_journal) == [patches.JOURNAL, patches.CHECK_IN_WRITE]
+    assert patches.old_branches({}) == list(patches.ALL)  # a run that does not say

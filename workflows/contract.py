@@ -35,6 +35,8 @@ ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
 # What a run says of its writes to PostgreSQL (settled, in flight): asked by the worker's journal relay.
 QUERY_JOURNAL = "journal"
+# Which patches a run has (docs/versioning.md): asked by `corpsale check`.
+QUERY_PATCHES = "patches"
 # The types of the application errors a caller gets (docs/contract.md, Errors).
 COMMAND_REFUSED = "CommandRefused"  # refused for good: the message says why
 HANDING_OVER = "HandingOver"  # send the same request again: the next run takes it

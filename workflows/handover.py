@@ -56,6 +56,11 @@ class Handover:
             or self.updates >= self.max_updates + FLOOD_UPDATES_MARGIN
         )
 
+    def at_stage_boundary(self, *, final: bool, adhoc_open: bool) -> bool:
+        """Whether a run from before tasks outlived runs hands over at this stage boundary: not
+        into a final stage, not with ad-hoc tasks open, and only once its bounds are reached."""
+        return not self.on and not final and not adhoc_open and self.due_at_stage_boundary()
+
     def due_at_stage_boundary(self) -> bool:
         """Runs from before tasks outlived runs hand over only at a stage boundary, by events."""
         info = workflow.info()

@@ -68,10 +68,10 @@ class CorporateSaleWorkflow:
     @workflow.run
     async def run(self, start: RawValue = NO_START) -> ProcessResult:
         refuse_bad_start(self._bad_start, self._start)
-        self._handover.on = workflow.patched(patches.HANDOVER)
+        self._handover.on = self._patches.ask(patches.HANDOVER)
         if self._handover.on:
             self._children = TaskLinks()
-        self._permissions = workflow.patched(patches.PERMISSIONS)
+        self._permissions = self._patches.ask(patches.PERMISSIONS)
         self._patches.decide()  # before the first local activity
         if self._patches.refusals_are_events:
             self._desk.record = self._store.refused
@@ -180,12 +180,7 @@ class CorporateSaleWorkflow:
         target = self._rules.process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
         adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
-        if (
-            not self._handover.on
-            and not target.final
-            and not adhoc_open
-            and self._handover.due_at_stage_boundary()
-        ):
+        if self._handover.at_stage_boundary(final=target.final, adhoc_open=adhoc_open):
             # Runs from before patches.HANDOVER: at a stage boundary, once no child is open, hand
             # over to a fresh run, which enters the stage.
             await self._children.wait_closed()
@@ -389,6 +384,10 @@ class CorporateSaleWorkflow:
     @workflow.query(name=c.QUERY_STATE)
     def state(self) -> c.StateView:
         return self._state.view()
+
+    @workflow.query(name=c.QUERY_PATCHES)
+    def patches(self) -> dict[str, bool]:
+        return self._patches.decided
 
     @workflow.query(name=c.QUERY_JOURNAL)
     def journal(self) -> JournalView:

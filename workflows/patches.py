@@ -12,6 +12,8 @@ for those where they take effect, as they did (their histories say when)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from temporalio import workflow
 
 # Runs hold tasks that outlive them and continue as new at any quiet point (between commands),
@@ -41,25 +43,58 @@ JOURNAL = "writes-journaled"
 CHECK_IN_WRITE = "permission-checked-in-write"
 
 
+# Every patch of the process, oldest first (docs/versioning.md: how one is retired).
+ALL = (
+    HANDOVER,
+    PERMISSIONS,
+    UP_FRONT,
+    STALE_DEAL,
+    STAGES_REFRESHED,
+    CLOSE_REASON_LOOKUP,
+    TASK_OWNER,
+    TIMERS_RUN_OUT,
+    REFUSALS_ARE_EVENTS,
+    JOURNAL,
+    CHECK_IN_WRITE,
+)
+_BEFORE_UP_FRONT = (STALE_DEAL, STAGES_REFRESHED, CLOSE_REASON_LOOKUP, TASK_OWNER)
+
+
+def old_branches(has: Mapping[str, bool]) -> list[str]:
+    """The patches whose old branch a run takes, from what it has (its `patches` query; a run
+    that has not said, every one)."""
+    return [patch for patch in ALL if not has.get(patch, False)]
+
+
 class Patches:
-    """Which of the patches before `UP_FRONT` a run has, and which of those after."""
+    """Which of the patches before `UP_FRONT` a run has, and which of those after; `decided`, what
+    the run has answered so far, for the `patches` query (`corpsale check` counts the open runs
+    that take a patch's old branch)."""
 
     def __init__(self) -> None:
+        self.decided: dict[str, bool] = {}
         self._up_front = False
         self.timers_run_out = False  # TIMERS_RUN_OUT
         self.refusals_are_events = False  # REFUSALS_ARE_EVENTS
         self.journal = False  # JOURNAL
         self.check_in_write = False  # CHECK_IN_WRITE
 
+    def ask(self, patch: str) -> bool:
+        """Whether the run has `patch` (`workflow.patched`), noted in `decided`."""
+        self.decided[patch] = answer = workflow.patched(patch)
+        return answer
+
     def decide(self) -> None:
         """In the run's first workflow task, before its first local activity."""
-        self._up_front = workflow.patched(UP_FRONT)
-        self.timers_run_out = workflow.patched(TIMERS_RUN_OUT)
-        self.refusals_are_events = workflow.patched(REFUSALS_ARE_EVENTS)
-        self.journal = workflow.patched(JOURNAL)
-        self.check_in_write = workflow.patched(CHECK_IN_WRITE)
+        self._up_front = self.ask(UP_FRONT)
+        if self._up_front:
+            self.decided.update(dict.fromkeys(_BEFORE_UP_FRONT, True))
+        self.timers_run_out = self.ask(TIMERS_RUN_OUT)
+        self.refusals_are_events = self.ask(REFUSALS_ARE_EVENTS)
+        self.journal = self.ask(JOURNAL)
+        self.check_in_write = self.ask(CHECK_IN_WRITE)
 
     def has(self, patch: str) -> bool:
         """Every one, in a run that has `UP_FRONT`; in a run from before, as its history says
         where the patch is first asked for."""
-        return self._up_front or workflow.patched(patch)
+        return self._up_front or self.ask(patch)
