@@ -31,6 +31,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from tenacity import AsyncRetrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from workflows import contract as c
 from workflows import signing
@@ -172,26 +173,31 @@ class SaleClient:
             opportunity_id, c.COMMAND_OF_UPDATE[update], {**payload, "request_id": request_id}
         )
         handle = self.handle(opportunity_id)
-        deadline = asyncio.get_running_loop().time() + timeout
-        pause = 0.1
-        while True:
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                state: StateView = await asyncio.wait_for(
-                    handle.execute_update(update, payload, id=request_id, result_type=StateView),
-                    max(left, 0.001),
-                )
-                return state
-            except TimeoutError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # 0.1 s, 0.2 s ... up to 2 s between attempts, none that would end after the deadline.
+        attempts = AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_before_delay(timeout),
+            reraise=True,
+        )
+        try:
+            async for attempt in attempts:
+                with attempt:
+                    state: StateView = await asyncio.wait_for(
+                        handle.execute_update(update, payload, id=request_id, result_type=StateView),
+                        max(deadline - loop.time(), 0.001),
+                    )
+                    return state
+        except TimeoutError:
+            raise self._unanswered(opportunity_id, request_id, timeout) from None
+        except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+            if _retryable(err):  # "not now" until the time was up
                 raise self._unanswered(opportunity_id, request_id, timeout) from None
-            except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
-                if not _retryable(err):
-                    await self._refusal(opportunity_id, err)
-                    raise
-            if asyncio.get_running_loop().time() + pause >= deadline:
-                raise self._unanswered(opportunity_id, request_id, timeout)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            await self._refusal(opportunity_id, err)
+            raise
+        raise AssertionError("an attempt either answers or raises")
 
     @staticmethod
     def _unanswered(opportunity_id: str, request_id: str, timeout: float) -> CommandUnanswered:

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from activities.bulk import BulkActivities
 from activities.db import create_pool, migrate
@@ -149,23 +150,42 @@ async def _reach(
     what: str, connect: Callable[[], Awaitable[T]], down: Callable[[BaseException], bool], stop: asyncio.Event
 ) -> T | None:
     """`connect()` once it succeeds, trying again while `down` says the server is not there (one log
-    line per attempt); None when `stop` is set first."""
-    delay = RETRY_FIRST
-    while not stop.is_set():
-        try:
-            reached = await _unless_stopped(connect(), stop)
-        except WorkerError:
-            raise
-        except Exception as err:
-            if not down(err):
-                raise WorkerError(f"cannot use {what}: {_one_line(err)}") from None
-            log.warning("cannot reach %s (%s); retrying in %.0f s", what, _one_line(err), delay)
-        else:
-            return None if reached is None else reached[0]
-        if await _unless_stopped(asyncio.sleep(delay), stop) is None:
-            return None
-        delay = min(delay * 2, RETRY_MAX)
-    return None
+    line per attempt, 1 s, 2 s ... up to 30 s apart); None when `stop` is set first."""
+
+    async def pause(seconds: float) -> None:
+        if await _unless_stopped(asyncio.sleep(seconds), stop) is None:
+            raise _Stopped
+
+    def say(attempt: RetryCallState) -> None:
+        err = attempt.outcome.exception() if attempt.outcome else None
+        reason = _one_line(err) if err else "no answer"
+        log.warning("cannot reach %s (%s); retrying in %.0f s", what, reason, attempt.upcoming_sleep)
+
+    attempts = AsyncRetrying(
+        retry=retry_if_exception(lambda err: not isinstance(err, WorkerError) and down(err)),
+        wait=wait_exponential(multiplier=RETRY_FIRST, max=RETRY_MAX),
+        sleep=pause,
+        before_sleep=say,
+        reraise=True,
+    )
+    if stop.is_set():
+        return None
+    try:
+        async for attempt in attempts:
+            with attempt:
+                reached = await _unless_stopped(connect(), stop)
+                return None if reached is None else reached[0]
+    except _Stopped:
+        return None
+    except WorkerError:
+        raise
+    except Exception as err:  # not "not there": a wrong password, a malformed address
+        raise WorkerError(f"cannot use {what}: {_one_line(err)}") from None
+    raise AssertionError("an attempt either connects or raises")
+
+
+class _Stopped(Exception):
+    """The worker was asked to stop while it waited to try again."""
 
 
 def _temporal_down(err: BaseException) -> bool:
