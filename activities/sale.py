@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import (
+from activities.data import (
     access,
     definitions,
     events,
@@ -165,7 +165,7 @@ class SaleActivities:
     async def _write(
         self, opportunity_id: str, row: Write, step: str, apply: Callable[[asyncpg.Connection], Any]
     ) -> None:
-        """One write of a process: journaled when it carries a fence (activities/journal.py). The
+        """One write of a process: journaled when it carries a fence (activities/data/journal.py). The
         command's permission check, when the write carries it, comes first in its transaction: a
         refusal writes nothing. Data the database will not take fails it once, for good (retrying
         cannot help): the process refuses the command. (Runs from before the journal retry it, but
@@ -306,7 +306,7 @@ class SaleActivities:
     def _command_write(
         self, model: type[CommandWrite], apply: Callable[[asyncpg.Connection, Any], Awaitable[None]]
     ) -> Callable[..., Any]:
-        """The local activity of a command's write (activities/writes.py), named by its step."""
+        """The local activity of a command's write (activities/data/writes.py), named by its step."""
 
         async def write(row: CommandWrite) -> None:
             await self._write(row.opportunity_id, row, model.STEP, lambda c: apply(c, row))

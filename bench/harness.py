@@ -27,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from worker.database import embedded_server
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 

@@ -26,7 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from bench.harness import ROOT, Progress, dev_server, stop_on_signals, worker_process
 from starter.client import SaleClient
 from worker.database import embedded_server

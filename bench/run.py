@@ -30,7 +30,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from bench.baseline import STAGE_TASKS, BaselineProcess
 from bench.floor import FloorProcess
 from bench.harness import (

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from activities import webhooks
+from activities.data import webhooks
 from bench.harness import (
     check_database,
     dev_server,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from activities import access
+from activities.data import access
 from starter.common import CliError, acting_as, command_parser, default_actor, print_json, print_rows, with_db
 
 

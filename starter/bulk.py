@@ -19,8 +19,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import bulk, lookups
-from activities.errors import Refused
+from activities.data import bulk, lookups
+from activities.data.errors import Refused
 from starter.common import (
     CliError,
     acting_as,
@@ -243,7 +243,7 @@ async def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 async def _target_and_selection(conn: Any, version: int, selection: Selection) -> tuple[Any, list[str]]:
-    from activities import definitions
+    from activities.data import definitions
 
     return await definitions.version(conn, version), await bulk.preview(conn, selection)
 

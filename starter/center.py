@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from activities import access, center
+from activities.data import access, center
 from starter.access import may_read_inbox
 from starter.common import (
     CliError,

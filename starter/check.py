@@ -8,7 +8,7 @@ subscriber stopped at an event it did not take after its last attempt; a process
 worker confirms (R28).
 
 It first gives the writes of the processes it checks a few seconds to be confirmed (until then
-their rows may be ahead of their runs' history, activities/journal.py), and checks an opportunity
+their rows may be ahead of their runs' history, activities/data/journal.py), and checks an opportunity
 whose writes are still not confirmed for that alone."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities import consistency, journal, leads, webhooks
+from activities.data import consistency, journal, leads, webhooks
 from workflows import contract as c
 from workflows import patches
 from workflows.contract import StateView

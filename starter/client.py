@@ -313,7 +313,7 @@ async def read_events(
     CloudEvents 1.0 dicts; the last one's `position` is where to read on from."""
     import asyncpg
 
-    from activities import events
+    from activities.data import events
 
     conn = await asyncpg.connect(database_url)
     try:

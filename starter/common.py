@@ -137,8 +137,8 @@ async def temporal() -> Client:
 
 
 async def with_db(work: Callable[[Any], Awaitable[T]]) -> T:
-    from activities.db import create_pool
-    from activities.errors import Refused
+    from activities.data.db import create_pool
+    from activities.data.errors import Refused
     from worker.database import cli_database_url
 
     try:
@@ -205,7 +205,7 @@ async def state_when_ready(
 async def stage_name(text: str) -> str:
     """A stage of the lookup as the operator typed it: the name itself, or the one it names in
     another case ("proposal"); CliError with a guess for a name the lookup does not have."""
-    from activities import repository
+    from activities.data import repository
     from workflows.definition import did_you_mean
 
     names = [st.name for st in await with_db(repository.load_stages)]
@@ -279,7 +279,7 @@ def default_actor() -> str:
 async def acting_as(requested: str) -> str:
     """Who a command is from (R24): the operating-system user, or the person an admin names
     (--actor, $CORPSALE_ACTOR). The process then judges the command as that person's."""
-    from activities import access
+    from activities.data import access
 
     me = getpass.getuser()
     if requested == me or await with_db(lambda conn: access.is_admin(conn, me)):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from activities import definitions
+from activities.data import definitions
 from starter.common import (
     CliError,
     command_parser,
@@ -35,7 +35,7 @@ def _read(path: str) -> str:
 
 
 async def _load(conn: Any, version: int | None) -> Process:
-    from activities.repository import load_stages
+    from activities.data.repository import load_stages
 
     definition = await (definitions.latest(conn) if version is None else definitions.version(conn, version))
     try:

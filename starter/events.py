@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from activities import events
+from activities.data import events
 from starter.common import command_parser, positive_int, with_db
 
 POLL_SECONDS = 1.0

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from activities import access, forecast
+from activities.data import access, forecast
 from starter.common import (
     CliError,
     acting_as,

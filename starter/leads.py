@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from activities import leads
+from activities.data import leads
 from starter.common import (
     CliError,
     command_parser,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from activities import lookups
+from activities.data import lookups
 from starter.common import (
     CliError,
     command_parser,

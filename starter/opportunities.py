@@ -47,7 +47,7 @@ async def cmd_state(args: argparse.Namespace) -> None:
 
 
 async def cmd_show(args: argparse.Namespace) -> None:
-    from activities import definitions, opportunities
+    from activities.data import definitions, opportunities
 
     async def read(conn: Any) -> tuple[dict[str, Any] | None, StageTasks | None]:
         found = await opportunities.opportunity_detail(conn, args.opportunity)
@@ -107,7 +107,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 
 async def cmd_list(args: argparse.Namespace) -> None:
-    from activities import opportunities
+    from activities.data import opportunities
 
     stage = await stage_name(args.stage) if args.stage else None
     rows = await with_db(
@@ -118,7 +118,7 @@ async def cmd_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_close_reasons(args: argparse.Namespace) -> None:
-    from activities import repository
+    from activities.data import repository
 
     reasons = await with_db(repository.close_reasons)
     print_json(reasons) if args.json else print("\n".join(reasons))

@@ -43,7 +43,7 @@ async def cmd_start(args: argparse.Namespace) -> None:
     client = await temporal()
     if args.existing:
         opportunity_id, new = args.existing, None
-        from activities import repository
+        from activities.data import repository
 
         found = await with_db(lambda conn: repository.opportunity_stage(conn, opportunity_id))
         if found is None:
@@ -137,7 +137,7 @@ async def cmd_complete(args: argparse.Namespace) -> None:
 
 async def _complete_follow_up(args: argparse.Namespace) -> None:
     """A won opportunity's follow-up task: its process has ended, so the row is completed here."""
-    from activities import follow_up
+    from activities.data import follow_up
 
     done = await with_db(
         lambda conn: follow_up.complete(
@@ -200,7 +200,7 @@ async def cmd_snooze(args: argparse.Namespace) -> None:
 
 async def cmd_close_details(args: argparse.Namespace) -> None:
     """A won deal's income and hours, recorded after it closed by itself."""
-    from activities import closed
+    from activities.data import closed
 
     figures = parse_model(closed.WonFigures, {"actual_income": args.income, "hours_spent": args.hours})
     actor = await acting_as(args.actor)

@@ -17,8 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from activities import analytics
-from activities import forecast as forecasts
+from activities.data import analytics
+from activities.data import forecast as forecasts
 from starter import forecast
 from starter.client import CommandRefused, SaleClient
 from starter.common import (
@@ -323,7 +323,7 @@ async def _drive(sale: SaleClient, opp: str, rng: random.Random, reasons: list[s
 
 
 async def cmd_demo(args: argparse.Namespace) -> None:
-    from activities.repository import close_reasons
+    from activities.data.repository import close_reasons
     from starter.common import temporal
 
     rng = random.Random(args.seed)

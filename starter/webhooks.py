@@ -8,8 +8,8 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from activities import access, webhooks
-from activities.errors import Refused
+from activities.data import access, webhooks
+from activities.data.errors import Refused
 from starter.common import (
     CliError,
     acting_as,

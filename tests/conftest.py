@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from tests.helpers import Sale
 from worker.database import embedded_server
 from worker.dev_server import temporal_cli

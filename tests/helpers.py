@@ -226,7 +226,7 @@ class Sale:
 
 async def journal_settled(sale: Sale, opportunity_id: str, *, timeout: float = 60.0) -> None:
     """Wait until every write of the opportunity's process is confirmed (or undone) and every task
-    workflow operation carried out (activities/journal.py, worker/journal_relay.py)."""
+    workflow operation carried out (activities/data/journal.py, worker/journal_relay.py)."""
 
     async def left() -> int:
         return int(

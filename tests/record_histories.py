@@ -25,7 +25,7 @@ from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from tests.helpers import Sale, eventually, journal_settled
 from worker.database import embedded_server
 from worker.dev_server import temporal_cli

@@ -18,7 +18,7 @@ from functools import partial
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from activities import bulk
+from activities.data import bulk
 from tests.helpers import Sale, eventually
 from tests.processes import worker_process
 from workflows import contract as c

@@ -141,7 +141,7 @@ def test_the_namespace_job_creates_the_search_attributes_the_workflows_set() -> 
 def test_the_image_installs_every_package_and_runs_the_worker() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    for package in packages:
+    for package in {p.split(".")[0] for p in packages}:  # a package's folder holds its subpackages
         assert f"COPY {package} ./{package}" in dockerfile, f"the image lacks {package}"
     module = re.search(r'CMD \["python", "-m", "([\w.]+)"\]', dockerfile)
     assert module is not None and importlib.util.find_spec(module.group(1)) is not None

@@ -73,7 +73,7 @@ async def test_the_feed_never_passes_an_event_that_commits_after_a_later_one(sal
     reader that went by positions alone would pass it for good; the feed waits for it."""
     import asyncpg
 
-    from activities import events
+    from activities.data import events
 
     first, second = f"opp-{uuid.uuid4().hex}", f"opp-{uuid.uuid4().hex}"
     slow, quick = await asyncpg.connect(sale.database_url), await asyncpg.connect(sale.database_url)

@@ -1,6 +1,6 @@
 """R28: PostgreSQL holds only what the run decided. A workflow task lost after its steps committed,
 with its commands coming back in another order, leaves no visit, task, notification, task
-workflow or event of the timeline the run did not take (activities/journal.py)."""
+workflow or event of the timeline the run did not take (activities/data/journal.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import journal
+from activities.data import journal
 from activities.sale import SaleActivities
 from tests.helpers import Sale, assert_the_database_is_the_runs, eventually
 from tests.processes import killing_worker, worker_process
@@ -103,7 +103,7 @@ async def test_a_lost_workflow_task_whose_commands_come_back_in_another_order_le
     assert not {f"{t}:created" for t in lost} & set(receiver.on_wire)
 
 
-# The journal's rules, straight on PostgreSQL through the real steps (activities/journal.py) ----
+# The journal's rules, straight on PostgreSQL through the real steps (activities/data/journal.py) ----
 
 
 def _entry(opp: str, visit: int, stage: str, at: datetime, keys: tuple[str, ...] = ("a",)) -> EnterStage:

@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities import leads
+from activities.data import leads
 from tests.helpers import Sale, eventually
 from tests.processes import worker_process
 from worker.lead_relay import LeadRelay

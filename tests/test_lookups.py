@@ -8,7 +8,7 @@ import random
 import unicodedata
 import uuid
 
-from activities.lookups import _looks_like
+from activities.data.lookups import _looks_like
 from tests.helpers import Sale
 from workflows import contract as c
 

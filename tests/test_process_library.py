@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from activities import definitions
+from activities.data import definitions
 from tests.helpers import Sale
 from workflows import contract as c
 from workflows.definition import load_default_definition

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from tests.helpers import Sale
 from tests.processes import shell, worker_process
 from worker.dev_server import temporal_cli

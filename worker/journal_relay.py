@@ -1,5 +1,5 @@
 """The journal relay: what confirms a process's writes when no later write of its run does, and
-carries out what confirmed writes ask of the task workflows (activities/journal.py).
+carries out what confirmed writes ask of the task workflows (activities/data/journal.py).
 
 A write is confirmed by its run's next write when that comes from a later workflow task. A run
 that has gone quiet is asked instead, once its write has waited `confirm_after` seconds: the
@@ -39,7 +39,7 @@ from temporalio.client import (
 from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError
 
-from activities import journal, task_ops
+from activities.data import journal, task_ops
 from activities.task_workflows import TaskWorkflows
 from workflows import contract as c
 from workflows.state import TaskInput

@@ -20,7 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from activities.bulk import BulkActivities
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
 from worker import telemetry

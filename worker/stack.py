@@ -26,7 +26,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 
-from activities.db import create_pool, migrate
+from activities.data.db import create_pool, migrate
 from worker import codec_server, telemetry
 from worker.codec import EncryptionCodec, parse_key
 from worker.config import Settings, connect_temporal

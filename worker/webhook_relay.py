@@ -31,11 +31,11 @@ import aiohttp
 import asyncpg
 from standardwebhooks import Webhook
 
-from activities import webhooks
+from activities.data import webhooks
 
 log = logging.getLogger("corpsale.webhooks")
 
-CHANNEL = "corpsale_events"  # activities/events.py notifies it when a transaction wrote events
+CHANNEL = "corpsale_events"  # activities/data/events.py notifies it when a transaction wrote events
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The run's side of its opportunity's journal (activities/journal.py): each write it makes carries
+"""The run's side of its opportunity's journal (activities/data/journal.py): each write it makes carries
 a fence, so that PostgreSQL can undo what a lost attempt of a workflow task wrote, refuse what is
 left of one, and confirm what the run has settled for good.
 

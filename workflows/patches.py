@@ -35,7 +35,7 @@ TASK_OWNER = "task-owner-shown"
 TIMERS_RUN_OUT = "deadline-timers-run-out"
 # A refused command is a business event (command.refused) as well as a line in `rejected`.
 REFUSALS_ARE_EVENTS = "refusals-are-events"
-# Runs journal their writes (activities/journal.py): what a lost workflow task wrote is undone,
+# Runs journal their writes (activities/data/journal.py): what a lost workflow task wrote is undone,
 # events and task workflows hear only of confirmed decisions.
 JOURNAL = "writes-journaled"
 # A journaled run checks a task completion's permission in the completion's own write (one local

@@ -1,5 +1,5 @@
 """Who may do what (R24), as plain rules. The process asks them with what the people directory
-says of the actor, read when the command is checked (activities/access.py):
+says of the actor, read when the command is checked (activities/data/access.py):
 
 - Completing a task and putting it off (snoozing it): its owner, the deal's owner, the manager
   of either, an admin.

@@ -133,7 +133,7 @@ class SaleState(BaseModel):
     close_date_noticed: str | None = None  # the expected close date the owner was told has passed
     # Every task of the visit done, the next stage's gate not met: the move that waits for it.
     waiting: ChangeStage | None = None
-    # The process's journal (activities/journal.py): the writes the run settled, their chain, and
+    # The process's journal (activities/data/journal.py): the writes the run settled, their chain, and
     # the run's number in the process (a run continued as new is the next).
     writes: int = 0
     chain: str = ""

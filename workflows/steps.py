@@ -30,7 +30,7 @@ class RequestMark(_Model):
 
 
 class Fence(_Model):
-    """Where one write of a process stands in its opportunity's journal (activities/journal.py):
+    """Where one write of a process stands in its opportunity's journal (activities/data/journal.py):
     its number and the chain of the writes up to it, when in the run it was decided (the run's
     number, the history length of the workflow task then, and when that attempt of it began: a
     later attempt decides later), and what the run had settled before that workflow task began
@@ -111,7 +111,7 @@ class Write(_Model):
 
 class CommandWrite(Write):
     """A command's write that names its step (`STEP`, its local activity's name): the data layer
-    registers what it does under that name (activities/writes.py), and the process sends it with
+    registers what it does under that name (activities/data/writes.py), and the process sends it with
     `Store.write`. A new command's write is one of these."""
 
     STEP: ClassVar[str]

@@ -88,7 +88,7 @@ class Store:
         return await _step(activity, arg, summary, bounded=self._journal.on)
 
     async def write(self, row: CommandWrite, summary: str) -> None:
-        """A command's write, by the step its row names: activities/writes.py does it."""
+        """A command's write, by the step its row names: activities/data/writes.py does it."""
         await self._write(row.STEP, row, summary)
 
     async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:

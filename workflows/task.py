@@ -8,7 +8,7 @@ outlive the run that started them, reached by their workflow id, so that a run c
 new with tasks open and a won deal's follow-up tasks keep their timers) and `TaskOutbox` (runs
 that journal their writes: a write that opens, completes, cancels or reassigns a task asks the
 same of its workflow in its own transaction, carried out once the write is confirmed, so that no
-task workflow hears of a decision that a lost workflow task made; activities/journal.py).
+task workflow hears of a decision that a lost workflow task made; activities/data/journal.py).
 """
 
 from __future__ import annotations

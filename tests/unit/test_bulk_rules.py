@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from activities.bulk import parse_where
+from activities.data.bulk import parse_where
 from workflows.contract import UpdateOpportunity, bulk_request_id
 from workflows.operations import Selection
 from workflows.refusals import Refused

@@ -9,9 +9,9 @@ from typing import Any, get_type_hints
 
 from temporalio import activity
 
+from activities.data.writes import WRITES
 from activities.sale import SaleActivities
 from activities.task_workflows import TaskWorkflowActivities
-from activities.writes import WRITES
 from workflows import step_defs, steps
 from workflows.steps import CommandWrite
 
@@ -43,7 +43,7 @@ def test_every_command_write_is_registered_under_its_step_with_its_row() -> None
     rows = {m for m in vars(steps).values() if isinstance(m, type) and issubclass(m, CommandWrite)}
     rows.discard(CommandWrite)
     assert rows == set(WRITES), (
-        "each CommandWrite of workflows/steps.py has its entry in activities/writes.py"
+        "each CommandWrite of workflows/steps.py has its entry in activities/data/writes.py"
     )
     registered = {_shape(fn)[0]: _shape(fn) for fn in SaleActivities(None).all()}
     for row in rows:

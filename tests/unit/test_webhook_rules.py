@@ -11,7 +11,7 @@ import time
 import pytest
 from standardwebhooks import Webhook
 
-from activities.webhooks import _like, check_url, event_patterns, new_secret, signing_key
+from activities.data.webhooks import _like, check_url, event_patterns, new_secret, signing_key
 from worker.webhook_relay import Policy, WebhookRelay
 from workflows.event_data import EVENTS
 from workflows.refusals import Refused

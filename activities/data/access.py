@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from activities.errors import Refused
+from activities.data.errors import Refused
 from workflows import signing
 from workflows.permissions import Asked, Directory, may, refusal
 from workflows.steps import Authorize

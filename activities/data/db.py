@@ -7,7 +7,7 @@ from importlib import resources
 
 import asyncpg
 
-from activities import definitions
+from activities.data import definitions
 
 log = logging.getLogger(__name__)
 

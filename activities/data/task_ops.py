@@ -1,5 +1,5 @@
 """What a process's writes ask of its task workflows (SQL): start one, finish it, cancel it, give it
-a new owner. A journaled write stages its operations under its journal number (activities/journal.py);
+a new owner. A journaled write stages its operations under its journal number (activities/data/journal.py);
 once the write is confirmed they become ready, and the worker's journal relay carries them out, each
 opportunity's in order, then deletes them."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from opentelemetry import propagate
 
-from activities import drafts
+from activities.data import drafts
 from workflows.definition import Reminders
 from workflows.state import TaskInput
 from workflows.steps import NewTask, TaskOp

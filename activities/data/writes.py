@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from activities import repository
+from activities.data import repository
 from workflows.steps import CommandWrite, SnoozeRow
 
 WRITES: dict[type[CommandWrite], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {

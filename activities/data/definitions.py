@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from activities.errors import Refused
-from activities.repository import close_reasons, load_stages
+from activities.data.errors import Refused
+from activities.data.repository import close_reasons, load_stages
 from workflows.definition import Process, ProcessDefinition, StageTasks, load_default_definition
 
 BUNDLED_BY = "bundled with the product"

@@ -22,7 +22,7 @@ import asyncpg
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from activities import drafts
+from activities.data import drafts
 from workflows.event_data import EVENTS
 from workflows.refusals import Refused
 from workflows.steps import NewTask
@@ -64,7 +64,7 @@ async def emit(
 ) -> None:
     """Record an event in the caller's transaction (begun with `transaction`), unless one with
     its id is there already (its time: `at`, else the database's now). Within a journaled write it
-    is a draft, which reaches the feed once the write is confirmed (activities/journal.py)."""
+    is a draft, which reaches the feed once the write is confirmed (activities/data/journal.py)."""
     assert kind in EVENTS, kind  # its data is what the contract's model says (tests/test_events.py)
     if (gathered := drafts.of(conn)) is not None:
         gathered.event(event_id, kind, at, data)

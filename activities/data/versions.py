@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from activities import events, notices, task_ops
+from activities.data import events, notices, task_ops
 from workflows.steps import MigrateRow, TaskOp
 
 

@@ -2,7 +2,7 @@
 
 A subscriber is a URL, the event types it wants (patterns such as `stage.*`) and a secret to sign
 with. The relay (worker/webhook_relay.py) fans the feed out to each subscriber, in the feed's
-commit order (activities/events.py), into one delivery per event it wants, and posts them: each
+commit order (activities/data/events.py), into one delivery per event it wants, and posts them: each
 opportunity's in their numbers' order, the next only once the one before arrived. Several relays
 share the work: a subscriber is fanned out by one at a time (`FOR UPDATE SKIP LOCKED`), and a
 delivery being posted is claimed for a lease, after which another relay may post it again (a
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from activities.events import cloud_event
+from activities.data.events import cloud_event
 from workflows.event_data import EVENTS
 from workflows.refusals import Refused
 

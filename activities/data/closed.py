@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from activities.access import may_do
-from activities.errors import Refused
+from activities.data.access import may_do
+from activities.data.errors import Refused
 from workflows.fields import Hours, Money
 from workflows.permissions import Action, Asked
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from activities import definitions, events
-from activities.errors import Refused
+from activities.data import definitions, events
+from activities.data.errors import Refused
 from workflows.definition import TaskTemplate
 
 

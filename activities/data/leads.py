@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
-from activities.errors import Refused
+from activities.data.errors import Refused
 from workflows.fields import Identifier, Money, Name, Text
 
 START_SETTING = "StartOppBusinessProcess"

@@ -1,8 +1,8 @@
 """A stage entry on the business data: the visit before is left (its open tasks canceled, with
 their workflows), the new one entered with its tasks, their notifications and the workflows to
 start; entering a final stage closes the opportunity (won: the follow-up tasks). In the caller's
-transaction, which holds the opportunity's lock (activities/journal.py `write`); idempotent by
-construction, as activities/repository.py says.
+transaction, which holds the opportunity's lock (activities/data/journal.py `write`); idempotent by
+construction, as activities/data/repository.py says.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from activities import events, notices, task_ops
+from activities.data import events, notices, task_ops
 from workflows.steps import EnterStage, NewTask, TaskOp
 
 
@@ -23,7 +23,7 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     # Leaving a stage cancels its open tasks (also those of a process that was terminated), and
     # their workflows. In runs from before the journal the upserts below make a re-run of this
     # step (a worker lost its workflow task) leave what the run that goes on holds; a journaled
-    # write that finds a lost attempt's entries undoes them first (activities/journal.py).
+    # write that finds a lost attempt's entries undoes them first (activities/data/journal.py).
     canceled = await conn.fetch(
         "UPDATE tasks SET status = 'canceled', canceled_at = $2"
         " WHERE opportunity_id = $1 AND status = 'open' AND id <> ALL($3::text[]) RETURNING id, visit_id",

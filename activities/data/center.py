@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from activities.errors import Refused
+from activities.data.errors import Refused
 
 
 class CenterRefused(Refused):

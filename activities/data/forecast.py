@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from activities.errors import Refused
+from activities.data.errors import Refused
 
 Period = Literal["month", "quarter"]
 FORMATS = {"month": "YYYY-MM", "quarter": 'YYYY-"Q"Q'}

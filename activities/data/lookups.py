@@ -16,9 +16,9 @@ import asyncpg
 from confusable_homoglyphs import confusables  # type: ignore[import-untyped]  # no type information
 from pydantic import ValidationError
 
-from activities import definitions
-from activities.errors import Refused
-from activities.repository import load_stages
+from activities.data import definitions
+from activities.data.errors import Refused
+from activities.data.repository import load_stages
 from workflows.definition import Process, ProcessDefinition, Stage
 
 

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
-from activities import drafts, events
-from activities.task_ops import json_args
+from activities.data import drafts, events
+from activities.data.task_ops import json_args
 from workflows.steps import Fence, JournalStart, JournalView, RequestMark
 
 log = logging.getLogger("corpsale.journal")

@@ -1,7 +1,7 @@
 """The process's steps on the business data: opening an opportunity, its tasks (completed,
 canceled, added, reassigned, put off), its data, refusals (a stage entry and the closing:
-activities/stage_visits.py). Each write runs in its caller's transaction, which holds the opportunity's
-lock (activities/journal.py `write`). Every write is idempotent by construction: rows have
+activities/data/stage_visits.py). Each write runs in its caller's transaction, which holds the opportunity's
+lock (activities/data/journal.py `write`). Every write is idempotent by construction: rows have
 deterministic ids and inserts say `ON CONFLICT DO NOTHING`; updates only move a row out of the
 state they expect. A write that opens, completes, cancels or reassigns tasks also asks the same of
 their workflows (`task_ops.stage_ops`), carried out once the write is confirmed.
@@ -14,7 +14,7 @@ import json
 
 import asyncpg
 
-from activities import events, notices, task_ops
+from activities.data import events, notices, task_ops
 from workflows.contract import OpportunityFields
 from workflows.definition import Stage
 from workflows.steps import (
