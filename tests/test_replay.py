@@ -1,7 +1,7 @@
 """Recorded histories (tests/histories/, made by tests/record_histories.py) replay against the
-current workflow code: a change that would break running processes fails here. One more,
-`displaced_step.*`, comes from the model-based test under load: in it a local activity's result
-reached the workflow only after the workflow task that recorded it (see workflows/patches.py)."""
+current workflow code: a change that would break running processes fails here. Those of releases
+below the compatibility floor are in tests/histories/retired/ and are not replayed
+(docs/versioning.md)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         request_id_of,
     )
     from workflows.rules import Rules
-    from workflows.state import DeferredCommand, SaleState, fingerprint, json_safe, printable
+    from workflows.state import DeferredCommand, SaleState, fingerprint, printable
     from workflows.steps import RefusalRow, RequestMark
 
 
@@ -118,12 +118,12 @@ class CommandDesk:
         apply: Callable[[str, BaseModel, Any], Awaitable[None]],
         ready: Callable[[], bool],
         handover: Handover,
-        record: Callable[[RefusalRow], Awaitable[None]] | None = None,
+        record: Callable[[RefusalRow], Awaitable[None]],
         journal: Journal | None = None,
     ) -> None:
         self._state, self._lock, self._rules = state, lock, rules
         self._do, self._ready, self._handover = apply, ready, handover
-        self.record = record  # a refusal's event (patches.REFUSALS_ARE_EVENTS), None: not in this run
+        self.record = record  # a refusal's business event
         self.all_or_nothing = False  # this run journals its writes: commands are all or nothing
         self.journal = journal
         self._admitted: dict[str, str] = {}  # request key -> fingerprint, of updates let in (validators)
@@ -184,8 +184,6 @@ class CommandDesk:
         what a sender put in it stored safely (text PostgreSQL can hold, bounded), with the
         command's fingerprint to tell which it was. If it cannot be written now, the refusal is
         in `rejected` all the same."""
-        if self.record is None:
-            return
         self._state.refusals += 1
         actor = payload.get("actor") if isinstance(payload, dict) else None
         row = RefusalRow(
@@ -265,10 +263,6 @@ class CommandDesk:
             self._state.deferred.append(DeferredCommand(name=name, args=args))
             return
         async with self._lock:
-            if self._state.pending_entry is not None:  # runs from before tasks outlived runs
-                if json_safe(args):  # what the next run gets must serialise
-                    self._state.deferred.append(DeferredCommand(name=name, args=args))
-                    return
             if (self._state.retry or self.away) and self._state.can_carry(args):
                 self._state.retry.append(DeferredCommand(name=name, args=args))  # behind those waiting
                 return

@@ -26,7 +26,6 @@ class Handover:
 
     def __init__(self, start: ProcessInput | None, lock: asyncio.Lock) -> None:
         self._start, self._lock = start, lock
-        self.on = False  # this run hands over at quiet points, with tasks open
         self.updates = 0  # updates this run accepted
 
     @property
@@ -51,22 +50,9 @@ class Handover:
 
     def flooded(self) -> bool:
         """So far past the bounds that commands must wait for the next run."""
-        return self.on and (
+        return (
             workflow.info().get_current_history_length() >= 2 * self.events
             or self.updates >= self.max_updates + FLOOD_UPDATES_MARGIN
-        )
-
-    def at_stage_boundary(self, *, final: bool, adhoc_open: bool) -> bool:
-        """Whether a run from before tasks outlived runs hands over at this stage boundary: not
-        into a final stage, not with ad-hoc tasks open, and only once its bounds are reached."""
-        return not self.on and not final and not adhoc_open and self.due_at_stage_boundary()
-
-    def due_at_stage_boundary(self) -> bool:
-        """Runs from before tasks outlived runs hand over only at a stage boundary, by events."""
-        info = workflow.info()
-        limit = self._start.continue_as_new_after_events if self._start else None
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() >= limit
         )
 
     async def when_due(self, state: SaleState, children_closed: Callable[[], Awaitable[None]]) -> None:

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView, ProcessResult
     from workflows.store import Store
-    from workflows.task import TaskChildren, TaskLinks, TaskOutbox
+    from workflows.task import TaskLinks, TaskOutbox
     from workflows.web_ui import publish
 
 
@@ -48,9 +48,8 @@ class CorporateSaleWorkflow:
         self._journal = Journal(self._state)
         self._lock = ProcessLock(self._journal)
         self._store = Store(self._journal)
-        self._children: TaskChildren | TaskLinks | TaskOutbox = TaskChildren()
+        self._children: TaskLinks | TaskOutbox = TaskLinks()
         self._handover = Handover(self._start, self._lock)
-        self._permissions = False  # this run checks who may do what (patches.PERMISSIONS)
         self._patches = patches.Patches()
         self._ready = False
         self._desk = CommandDesk(
@@ -60,6 +59,7 @@ class CorporateSaleWorkflow:
             apply=self._command,
             ready=lambda: self._ready,
             handover=self._handover,
+            record=self._store.refused,
             journal=self._journal,
         )
 
@@ -68,13 +68,7 @@ class CorporateSaleWorkflow:
     @workflow.run
     async def run(self, start: RawValue = NO_START) -> ProcessResult:
         refuse_bad_start(self._bad_start, self._start)
-        self._handover.on = self._patches.ask(patches.HANDOVER)
-        if self._handover.on:
-            self._children = TaskLinks()
-        self._permissions = self._patches.ask(patches.PERMISSIONS)
         self._patches.decide()  # before the first local activity
-        if self._patches.refusals_are_events:
-            self._desk.record = self._store.refused
         if self._patches.journal:
             self._journal.on, self._children, self._desk.all_or_nothing = True, TaskOutbox(), True
             self._observing = asyncio.create_task(workflow.wait_condition(self._journal.observe))
@@ -85,19 +79,13 @@ class CorporateSaleWorkflow:
                 await self._resume()
             await self._children.flush()
             self._ready = True
-        stale, run_out = self._patches.has(patches.STALE_DEAL), self._patches.timers_run_out
         notices = Notices(self._store.notify_stale, self._store.notify_close_date)
-        watchers = start_watchers(self._state, self._lock, notices, stale=stale, run_out=run_out)
+        watchers = start_watchers(self._state, self._lock, notices)
         if self._journal.on:
             watchers.append(asyncio.create_task(self._desk.retry_while_away()))
-        if self._handover.on:
-            await self._handover.when_due(self._state, self._children.wait_closed)
-        else:
-            await workflow.wait_condition(lambda: self._state.closed or self._state.pending_entry is not None)
+        await self._handover.when_due(self._state, self._children.wait_closed)
         await asyncio.gather(*watchers)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if not self._state.closed:
-            workflow.continue_as_new(self._handover.next_input(self._state))
         await self._children.wait_closed()
         journal = self._journal.view() if self._journal.on else None
         return ProcessResult(**dict(self._state.view()), journal=journal)
@@ -112,7 +100,7 @@ class CorporateSaleWorkflow:
         self._state.owner, self._state.data = record.owner, record.data
         self._state.visit, self._state.visited = record.last_visit, record.visited
         first = self._rules.first_stage(record.stage)
-        refuse_opening(record.opportunity_id, first, self._rules.process, ends_closed=self._handover.on)
+        refuse_opening(record.opportunity_id, first, self._rules.process)
         if self._rules.process.stage(first).final:
             # R22: a start that reached a closed opportunity (a caller that did not use the
             # product's reuse policy) ends at once, as closed, writing nothing.
@@ -125,15 +113,15 @@ class CorporateSaleWorkflow:
         await self._enter_stage(c.ChangeStage(stage=first, actor=start.actor, reason=reason))
 
     async def _resume(self) -> None:
+        """A continued run: the stage its run before handed over to enter (a run from before the
+        retired patch `runs-hand-over-with-tasks-open`: docs/versioning.md), then the signals that
+        came while the run before handed over, in order."""
         pending = self._state.pending_entry
         if pending is not None:
             self._state.pending_entry = None
             await self._enter_stage(pending)
         deferred, self._state.deferred = self._state.deferred, []
-        for i, cmd in enumerate(deferred):
-            if self._state.pending_entry is not None:  # handing over again: keep the rest
-                self._state.deferred = [*deferred[i:], *self._state.deferred]
-                break
+        for cmd in deferred:
             await self._desk.apply_signal(cmd.name, tuple(cmd.args))
 
     # Stage entry and exit ---------------------------------------------------------------------
@@ -150,7 +138,7 @@ class CorporateSaleWorkflow:
         for task in entry.tasks:
             state.tasks[task.task_id] = task
             self._start_task(task)
-        if step.closing is not None and self._handover.on:
+        if step.closing is not None:
             # R13, R20: a won deal's follow-up tasks outlive the process, with their reminders.
             for f in step.closing.follow_up:
                 self._start_task(f)
@@ -162,10 +150,8 @@ class CorporateSaleWorkflow:
 
     def _start_task(self, task: TaskState | steps.NewTask) -> None:
         child = plans.task_input(self._state, task)
-        # A task workflow shows its owner in its details (it follows a reassignment); a child of a
-        # run from before patches.HANDOVER names them in its summary.
-        summary = task.title if self._handover.on else f"{task.title} — {child.owner}"
-        self._children.start(child, summary=summary)
+        # A task workflow shows its owner in its details (it follows a reassignment).
+        self._children.start(child, summary=task.title)
 
     async def _leave_stage(self, *, closing: bool) -> None:
         """Cancel the stage's open tasks (closing: ad-hoc ones too); return once their children
@@ -179,25 +165,15 @@ class CorporateSaleWorkflow:
     async def _move(self, cmd: c.ChangeStage) -> None:
         target = self._rules.process.stage(cmd.stage)
         await self._leave_stage(closing=target.final)
-        adhoc_open = any(t.adhoc for t in self._state.open_tasks())  # they stay with this run
-        if self._handover.at_stage_boundary(final=target.final, adhoc_open=adhoc_open):
-            # Runs from before patches.HANDOVER: at a stage boundary, once no child is open, hand
-            # over to a fresh run, which enters the stage.
-            await self._children.wait_closed()
-            # Every task is finished here: the next run needs none of them (the state stays small).
-            self._state.tasks = {}
-            self._state.pending_entry = cmd
-            publish(self._state)
-            return
         await self._enter_stage(cmd)
 
     # Applying commands ------------------------------------------------------------------------
 
     async def _change_stage(self, cmd: c.ChangeStage) -> None:
-        if not self._rules.process.has_stage(cmd.stage) and self._patches.has(patches.STAGES_REFRESHED):
+        if not self._rules.process.has_stage(cmd.stage):
             self._state.process = await self._store.refreshed(self._rules.process)
         self._rules.check_change_stage(cmd)
-        if self._rules.closes_as_lost(cmd.stage) and self._patches.has(patches.CLOSE_REASON_LOOKUP):
+        if self._rules.closes_as_lost(cmd.stage):
             reasons = await self._store.close_reasons()
             if cmd.reason not in reasons:
                 raise Refused(
@@ -285,7 +261,7 @@ class CorporateSaleWorkflow:
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
-        if isinstance(self._children, TaskLinks) and self._patches.has(patches.TASK_OWNER):
+        if isinstance(self._children, TaskLinks):
             self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
 
@@ -305,7 +281,7 @@ class CorporateSaleWorkflow:
 
     async def _command(self, name: str, cmd: BaseModel, payload: Any) -> None:
         """What a new command does (the desk has decoded it and checked its request id)."""
-        check = await self._authorize(name, cmd, payload) if self._permissions else None
+        check = await self._authorize(name, cmd, payload)
         match cmd:
             case c.ChangeStage():
                 await self._change_stage(cmd)
@@ -346,8 +322,7 @@ class CorporateSaleWorkflow:
         one local activity, not two; a refusal writes nothing); any other command's is made here."""
         # A final stage just added closes as a final stage.
         if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):
-            if self._patches.has(patches.STAGES_REFRESHED):
-                self._state.process = await self._store.refreshed(self._rules.process)
+            self._state.process = await self._store.refreshed(self._rules.process)
         self._rules.check(cmd, now=workflow.now(), settled=True)
         check = steps.Authorize(
             workflow_id=workflow.info().workflow_id,

@@ -71,21 +71,12 @@ def refuse_bad_start(bad: str | None, start: ProcessInput | None) -> None:
         raise ApplicationError(problem, type=c.INVALID_START, non_retryable=True)
 
 
-def refuse_opening(opportunity_id: str, stage: str, process: Process, *, ends_closed: bool) -> None:
-    """Fail a run that would open at a stage the stages lookup does not have, or at a final stage
-    where it cannot end at once as closed (runs from before patches.HANDOVER): a final stage is
-    never left (R22)."""
+def refuse_opening(opportunity_id: str, stage: str, process: Process) -> None:
+    """Fail a run that would open at a stage the stages lookup does not have."""
     if not process.has_stage(stage):
         raise ApplicationError(
             f"Opportunity {opportunity_id!r} is at stage {stage!r}, which the stages lookup does not"
             " have: add the stage to the lookup, or correct the opportunity.",
             type="UnknownStage",
-            non_retryable=True,
-        )
-    if process.stage(stage).final and not ends_closed:
-        raise ApplicationError(
-            f"Opportunity {opportunity_id!r} is closed in {stage!r}: a final stage is never left, so"
-            " its process cannot start again.",
-            type="OpportunityClosed",
             non_retryable=True,
         )

@@ -23,7 +23,7 @@ from workflows.contract import (
 )
 from workflows.definition import Effect, Process, did_you_mean
 from workflows.permissions import Action, Asked
-from workflows.refusals import GateClosed, HandingOver, Refused
+from workflows.refusals import GateClosed, Refused
 from workflows.state import Answer, SaleState, TaskState, size
 from workflows.steps import Closing, EnterStage, NewTask
 
@@ -105,8 +105,6 @@ class Rules:
                 f"Opportunity {self.state.opportunity_id!r} is closed in {self.state.stage!r};"
                 " a final stage is never left and its data no longer changes."
             )
-        if self.state.pending_entry is not None:
-            raise HandingOver("The process is handing over to a new run; send the command again.")
 
     def check_change_stage(self, cmd: ChangeStage, *, settled: bool = True) -> None:
         self.check_open()

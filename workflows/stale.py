@@ -38,11 +38,9 @@ class DeadlineWatcher:
 
     what = "deadline"  # what the timer is for, in its summary
 
-    def __init__(
-        self, state: SaleState, lock: asyncio.Lock, notices: Notices, *, run_out: bool = False
-    ) -> None:
-        self._state, self._lock, self._run_out, self._notices = state, lock, run_out, notices
-        self._alarms: set[datetime] = set()  # timers running (run_out)
+    def __init__(self, state: SaleState, lock: asyncio.Lock, notices: Notices) -> None:
+        self._state, self._lock, self._notices = state, lock, notices
+        self._alarms: set[datetime] = set()  # timers running
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         self._rang = False
 
@@ -57,7 +55,7 @@ class DeadlineWatcher:
         raise NotImplementedError
 
     def _ended(self) -> bool:
-        return self._state.closed or self._state.pending_entry is not None
+        return self._state.closed
 
     async def run(self) -> None:
         while not self._ended():
@@ -65,19 +63,9 @@ class DeadlineWatcher:
             if due is None:
                 await workflow.wait_condition(lambda: self._ended() or self.deadline() is not None)
                 continue
-            if due > workflow.now() and self._run_out:
+            if due > workflow.now():
                 await self._wait_for(due)
                 continue
-            if due > workflow.now():
-                try:
-                    await workflow.wait_condition(
-                        lambda than=due: self._ended() or self.moved(than),  # type: ignore[misc]
-                        timeout=due - workflow.now(),
-                        timeout_summary=f"{self.what} at {due:%Y-%m-%d %H:%M:%S} UTC",
-                    )
-                    continue  # ended, or a deadline to wait for anew
-                except TimeoutError:
-                    pass
             gave_up = False
             async with self._lock:
                 due = self.deadline()
@@ -91,7 +79,7 @@ class DeadlineWatcher:
                 await workflow.sleep(RETRY_AFTER, summary=f"{self.what}: PostgreSQL did not answer; again")
 
     async def _wait_for(self, due: datetime) -> None:
-        """Runs of patches.TIMERS_RUN_OUT: a timer is never canceled. One started and canceled
+        """A timer is never canceled (the retired patch deadline-timers-run-out). One started and canceled
         in the same workflow task leaves no event, and a local activity's late result (see
         workflows/patches.py) can make replay see the two in different workflow tasks and
         disagree. A timer no longer wanted runs out and wakes the watcher for nothing."""
@@ -156,12 +144,10 @@ class CloseDateWatcher(DeadlineWatcher):
         state.close_date_noticed = day
 
 
-def start_watchers(
-    state: SaleState, lock: asyncio.Lock, notices: Notices, *, stale: bool, run_out: bool
-) -> list[asyncio.Task[None]]:
-    """The run's deadline watchers, running (the stale-deal one where the run has it)."""
-    watchers: list[DeadlineWatcher] = (
-        [StaleDealWatcher(state, lock, notices, run_out=run_out)] if stale else []
-    )
-    watchers.append(CloseDateWatcher(state, lock, notices, run_out=run_out))
+def start_watchers(state: SaleState, lock: asyncio.Lock, notices: Notices) -> list[asyncio.Task[None]]:
+    """The run's deadline watchers, running."""
+    watchers: list[DeadlineWatcher] = [
+        StaleDealWatcher(state, lock, notices),
+        CloseDateWatcher(state, lock, notices),
+    ]
     return [asyncio.create_task(w.run()) for w in watchers]

@@ -2,13 +2,13 @@
 Temporal UI, its reminders fire on time, and a stage change cancels it. Kept lean: the parent
 writes completions and cancellations; the child only keeps the task's timers.
 
-Three ways for the process to hold its children: `TaskChildren` (runs from before the patch
-`runs-hand-over-with-tasks-open`: children closed with the run), `TaskLinks` (children that
-outlive the run that started them, reached by their workflow id, so that a run can continue as
-new with tasks open and a won deal's follow-up tasks keep their timers) and `TaskOutbox` (runs
-that journal their writes: a write that opens, completes, cancels or reassigns a task asks the
-same of its workflow in its own transaction, carried out once the write is confirmed, so that no
-task workflow hears of a decision that a lost workflow task made; activities/data/journal.py).
+Two ways for the process to hold its task workflows, which outlive the run that started them
+(reached by their workflow id, so that a run can continue as new with tasks open and a won
+deal's follow-up tasks keep their timers): `TaskLinks` (runs from before the patch
+`writes-journaled`) and `TaskOutbox` (runs that journal their writes: a write that opens,
+completes, cancels or reassigns a task asks the same of its workflow in its own transaction,
+carried out once the write is confirmed, so that no task workflow hears of a decision that a lost
+workflow task made; activities/data/journal.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
-from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows import step_defs
@@ -28,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         TASK_DUE_SIGNAL,
         TASK_OWNER_SIGNAL,
         TASK_WORKFLOW_TYPE,
-        task_workflow_id,
     )
     from workflows.search_attributes import TASK_OWNER_ATTR
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
@@ -140,75 +138,6 @@ class TaskWorkflow:
     def _show(self) -> None:
         """What the Web UI shows of the task beside its title: whose it is, when it is due."""
         workflow.set_current_details(f"{self._owner}, due {self._due}")
-
-
-class TaskChildren:
-    """The parent's side of its task children. Starting and finishing one does not wait for the
-    server, so a command that opens or completes tasks is answered in one workflow task; leaving
-    a stage and closing the process do wait, for the guarantees they give."""
-
-    def __init__(self) -> None:
-        self._starting: dict[str, asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]]] = {}
-        self._finishing: list[asyncio.Task[None]] = []
-
-    def start(self, task: TaskInput, summary: str) -> None:
-        self._starting[task.task_id] = asyncio.create_task(self._start(task, summary))
-
-    @staticmethod
-    async def _start(task: TaskInput, summary: str) -> ChildWorkflowHandle[TaskWorkflow, TaskResult]:
-        return await workflow.start_child_workflow(
-            TaskWorkflow.run,
-            task,
-            id=task_workflow_id(task.task_id),
-            cancellation_type=ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
-            # If ops cancel or terminate the process, its tasks still record their cancellation.
-            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-            static_summary=summary,
-        )
-
-    def finish(self, task_id: str, outcome: str) -> None:
-        """Tell a completed task's child to end (its completion is stored already)."""
-        starting = self._starting.pop(task_id, None)
-        if starting is not None:
-            self._finishing.append(asyncio.create_task(self._finish(task_id, starting, outcome)))
-
-    @staticmethod
-    async def _finish(
-        task_id: str,
-        starting: asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]],
-        outcome: str,
-    ) -> None:
-        try:
-            handle = await starting
-            await handle.signal(TaskWorkflow.task_completed, outcome)
-            await handle
-        except Exception as err:  # a child ended from outside must not stop the process
-            workflow.logger.warning("task %s: its child did not end normally: %s", task_id, err)
-
-    async def cancel(self, task_ids: list[str]) -> None:
-        """Cancel these tasks' children; return once each has recorded it and closed."""
-        starting = [self._starting.pop(i) for i in task_ids if i in self._starting]
-        await asyncio.gather(*(self._cancel(t) for t in starting))
-
-    @staticmethod
-    async def _cancel(starting: asyncio.Task[ChildWorkflowHandle[TaskWorkflow, TaskResult]]) -> None:
-        try:
-            handle = await starting
-            handle.cancel()
-            await handle
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # canceled as asked, or ended from outside: either way, closed
-            workflow.logger.debug("task child closed: %s", err)
-
-    async def flush(self) -> None:
-        """Children are started and told as the commands go: nothing waits here."""
-
-    async def wait_closed(self) -> None:
-        """Return once no child of this run is open (before continue-as-new or the end)."""
-        await self.cancel(list(self._starting))
-        finishing, self._finishing = self._finishing, []
-        await asyncio.gather(*finishing)
 
 
 class TaskLinks:

@@ -14,7 +14,7 @@ from workflows import plans
 from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, SnoozeTask, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
 from workflows.permissions import Action, Directory, may, refusal
-from workflows.refusals import HandingOver, Refused
+from workflows.refusals import Refused
 from workflows.rules import MAX_OPEN_TASKS, Rules
 from workflows.state import (
     SaleState,
@@ -101,7 +101,7 @@ def test_any_stage_forward_or_back_and_a_restart_are_moves_the_rules_take() -> N
     rules.check(ChangeStage(stage="Closed lost", actor="a", reason="No budget"), now=NOW, settled=True)
 
 
-def test_a_closed_opportunity_takes_no_command_and_a_handover_asks_for_the_command_again() -> None:
+def test_a_closed_opportunity_takes_no_command() -> None:
     closed = _rules("Closed won", closed=True)
     for cmd in [
         ChangeStage(stage="Proposal", actor="a"),
@@ -111,9 +111,6 @@ def test_a_closed_opportunity_takes_no_command_and_a_handover_asks_for_the_comma
     ]:
         with pytest.raises(Refused, match="is closed in 'Closed won'; a final stage is never left"):
             closed.check(cmd, now=NOW, settled=True)
-    pending = _rules(pending_entry=ChangeStage(stage="Proposal", actor="a"))
-    with pytest.raises(HandingOver):
-        pending.check(ChangeStage(stage="Contracting", actor="a"), now=NOW, settled=True)
 
 
 def test_validators_leave_to_the_handler_what_a_command_queued_ahead_may_change() -> None:
