@@ -1,20 +1,15 @@
 """The task workflows of a process, reached by workflow id through Temporal's client: started,
 told of their completion, new owner or new due time, canceled. Each call is idempotent: a task
-workflow started already, or gone, is left be. Runs that journal their writes ask for these
-through their writes, and the worker's journal relay carries them out once confirmed
-(worker/journal_relay.py); runs from before do it in one local activity per command
-(`link_tasks`), so that nothing of their children is still on the way when they hand over to the
-next run.
+workflow started already, or gone, is left be. A process asks for these through its writes, and
+the worker's journal relay carries them out once confirmed (worker/journal_relay.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
@@ -34,7 +29,7 @@ from workflows.contract import (
     workflow_id,
 )
 from workflows.search_attributes import OPPORTUNITY_ID_ATTR, TASK_OWNER_ATTR, start_with
-from workflows.steps import TaskOps, TaskStart
+from workflows.steps import TaskStart
 
 log = logging.getLogger(__name__)
 
@@ -99,28 +94,6 @@ class TaskWorkflows:
     async def cancel(self, task_id: str) -> None:
         handle = self._client.get_workflow_handle(task_workflow_id(task_id))
         await _unless_gone(task_id, handle.cancel)
-
-
-class TaskWorkflowActivities:
-    """Holds the worker's Temporal client; tests can hand it another."""
-
-    def __init__(self, client: Client) -> None:
-        self._tasks = TaskWorkflows(client)
-
-    @activity.defn
-    async def link_tasks(self, links: TaskOps) -> None:
-        """Start, finish and cancel task workflows (runs from before the journal); run again, it
-        changes nothing more."""
-        queue = activity.info().task_queue
-        await asyncio.gather(
-            *(self._tasks.start(s, queue) for s in links.start),
-            *(self._tasks.finish(task_id, outcome) for task_id, outcome in links.finish.items()),
-            *(self._tasks.cancel(task_id) for task_id in links.cancel),
-            *(self._tasks.reassign(task_id, owner) for task_id, owner in links.owner.items()),
-        )
-
-    def all(self) -> list[Callable[..., Any]]:
-        return [self.link_tasks]
 
 
 async def _unless_gone(task_id: str, call: Callable[[], Any]) -> None:

@@ -99,13 +99,14 @@ async def test_check_counts_the_open_runs_that_take_a_patchs_old_branch(sale: Sa
     """docs/versioning.md: a patch is retired once no open run takes its old branch."""
     _, opp = await sale.started()
     has = await sale.handle(opp).query(c.QUERY_PATCHES, result_type=dict[str, bool])
-    assert has == dict.fromkeys(patches.ALL, True)  # a new run takes every patch
+    assert has == dict.fromkeys(patches.ALL, True)  # a new run takes every patch (none live now)
     assert patches.old_branches(has) == []
     checked = await sale.cli("check", opp)
     assert checked.code == 0 and "no open run takes the old branch of a patch" in checked.stdout
     report = json.loads((await sale.cli("check", opp, "--json")).stdout)
     assert report["old_branches"] == {} and report["runs"] == 1
-    # What a run from before the journal has (histories recorded before `writes-journaled`).
-    before_journal = {**has, patches.JOURNAL: False, patches.CHECK_IN_WRITE: False}
-    assert patches.old_branches(before_journal) == [patches.JOURNAL, patches.CHECK_IN_WRITE]
-    assert patches.old_branches({}) == list(patches.ALL)  # a run that does not say
+    # With two live patches, a run that has only the first takes the second's old branch; a run
+    # that does not say takes every old one.
+    live = ("first-patch", "second-patch")
+    assert patches.old_branches({"first-patch": True}, live) == ["second-patch"]
+    assert patches.old_branches({}, live) == list(live)

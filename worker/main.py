@@ -22,7 +22,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exp
 from activities.bulk import BulkActivities
 from activities.data.db import create_pool, migrate
 from activities.sale import SaleActivities
-from activities.task_workflows import TaskWorkflowActivities
 from worker import telemetry
 from worker.config import Settings, connect_temporal, current, invalid
 from worker.database import embedded_database_url, redact
@@ -96,7 +95,6 @@ def build_worker(
         workflows=WORKFLOWS,
         activities=[
             *SaleActivities(pool).all(),
-            *TaskWorkflowActivities(client).all(),
             *BulkActivities(pool, client).all(),
         ],
         workflow_runner=workflow_runner(settings.workflow_sandbox),

@@ -4,7 +4,7 @@ instead of failing a workflow task; every request id gets one answer, given agai
 delivery; a signal never raises (its refusal is recorded); an update answers the new state or
 `CommandRefused`. What a command does is the process's (`apply`); this is the plumbing around it.
 
-In runs that journal their writes, a command is all or nothing: one refused half-way, or whose
+A command is all or nothing (its writes are journaled): one refused half-way, or whose
 step gave up (`Unavailable`: PostgreSQL not answering), leaves the state as it found it. Such an
 update is answered `Unavailable` (the same request sent again is applied); such a signal waits in
 the run, in order with those after it, and is tried again on its own. For a while after a step
@@ -119,12 +119,11 @@ class CommandDesk:
         ready: Callable[[], bool],
         handover: Handover,
         record: Callable[[RefusalRow], Awaitable[None]],
-        journal: Journal | None = None,
+        journal: Journal,
     ) -> None:
         self._state, self._lock, self._rules = state, lock, rules
         self._do, self._ready, self._handover = apply, ready, handover
         self.record = record  # a refusal's business event
-        self.all_or_nothing = False  # this run journals its writes: commands are all or nothing
         self.journal = journal
         self._admitted: dict[str, str] = {}  # request key -> fingerprint, of updates let in (validators)
         # A step gave up: commands are not tried until the run's retry timer has run out. (A flag
@@ -144,23 +143,21 @@ class CommandDesk:
             return refusal_of(err)
         if known is not None:
             return None if known.refusal is None else Refusal(known.refusal, kept=True)
-        before = self._state.checkpoint() if self.all_or_nothing else None
-        if self.all_or_nothing and request_id is not None and self.journal is not None:
+        before = self._state.checkpoint()  # all or nothing: a command refused half-way leaves none
+        if request_id is not None:
             self.journal.request = RequestMark(request_id=request_id, fingerprint=print_)
         try:
             if signal and name in c.UPDATE_ONLY:
                 raise Refused(f"{name!r} is sent as an update only, to be answered: {c.UPDATE_MIGRATE}.")
             await self._do(name, parse_command(name, payload), payload)
         except AlreadyApplied as applied:  # long ago: the run's ledger no longer had it
-            assert before is not None
             self._state.roll_back(before)
             self._state.remember(request_id, applied.fingerprint)  # its retries: applied
             if applied.fingerprint == print_:
                 return None
             return refusal_of(self._rules.reused(request_id), new=True)
         except Refused as err:
-            if before is not None:
-                self._state.roll_back(before)
+            self._state.roll_back(before)
             if isinstance(err, Unavailable):
                 self.away = True
             if isinstance(err, HandingOver):
@@ -168,8 +165,7 @@ class CommandDesk:
             self._state.remember(request_id, print_, str(err))
             return refusal_of(err, new=True, kept=True)
         finally:
-            if self.journal is not None:
-                self.journal.request = None
+            self.journal.request = None
         self._state.remember(request_id, print_)
         return None
 
@@ -194,7 +190,7 @@ class CommandDesk:
             request_id=printable(request_id, 200) if isinstance(request_id, str) else None,
             actor=printable(actor, 200) if isinstance(actor, str) else None,
             at=workflow.now(),
-            digest=fingerprint(name, payload) if self.all_or_nothing else None,
+            digest=fingerprint(name, payload),
         )
         try:
             await self.record(row)
@@ -331,12 +327,11 @@ class CommandDesk:
         return self._state.view()
 
     async def _updated(self, name: str, payload: Any, request_id: str | None) -> Refusal | None:
-        if self.all_or_nothing:
-            if self.retry_due():
-                await self.retry_waiting()  # those sent before it first
-            not_now = self._not_now()
-            if not_now is not None:
-                return not_now
+        if self.retry_due():
+            await self.retry_waiting()  # those sent before it first
+        not_now = self._not_now()
+        if not_now is not None:
+            return not_now
         return await self.apply(name, payload, request_id)
 
     async def _refuse_update(self, name: str, refusal: Refusal, payload: Any, request_id: str | None) -> None:
@@ -370,7 +365,7 @@ class CommandDesk:
             payload = one_payload([decode(r) for r in raw])
             if not self._ready():
                 return None
-            if self.all_or_nothing and self.away:  # a step gave up a moment ago
+            if self.away:  # a step gave up a moment ago
                 return Refusal(_AWAY, Unavailable)
             if self._handover.flooded():
                 return Refusal(

@@ -4,7 +4,6 @@ limits (history size and length, 2,000 updates), and what the next run starts fr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from temporalio import workflow
 
@@ -55,16 +54,14 @@ class Handover:
             or self.updates >= self.max_updates + FLOOD_UPDATES_MARGIN
         )
 
-    async def when_due(self, state: SaleState, children_closed: Callable[[], Awaitable[None]]) -> None:
+    async def when_due(self, state: SaleState) -> None:
         """R21: once a bound is reached, continue as new at the first quiet point (no command
         being applied, every handler finished), with whatever tasks are open: their workflows
-        outlive this run (once nothing of them is left to send: `children_closed`). Returns when
-        the process closes."""
+        outlive this run. Returns when the process closes."""
         while not state.closed:
             await workflow.wait_condition(lambda: state.closed or (self.due() and self.quiet()))
             if state.closed:
                 return
-            await children_closed()
             if self.quiet() and not state.closed:
                 workflow.continue_as_new(self.next_input(state.for_next_run()))
 

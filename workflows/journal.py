@@ -48,7 +48,6 @@ def _timeless(value: Any) -> Any:
 class Journal:
     def __init__(self, state: SaleState) -> None:
         self._state = state
-        self.on = False  # this run journals its writes (patches.JOURNAL)
         self._length = 0  # the history length when the run last looked
         self._attempt_at: datetime | None = None  # when the run first saw that length
         self._committed = (state.writes, state.chain)  # the writes of the commands that ended

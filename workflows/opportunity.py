@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView, ProcessResult
     from workflows.store import Store
-    from workflows.task import TaskLinks, TaskOutbox
     from workflows.web_ui import publish
 
 
@@ -48,7 +47,6 @@ class CorporateSaleWorkflow:
         self._journal = Journal(self._state)
         self._lock = ProcessLock(self._journal)
         self._store = Store(self._journal)
-        self._children: TaskLinks | TaskOutbox = TaskLinks()
         self._handover = Handover(self._start, self._lock)
         self._patches = patches.Patches()
         self._ready = False
@@ -69,26 +67,20 @@ class CorporateSaleWorkflow:
     async def run(self, start: RawValue = NO_START) -> ProcessResult:
         refuse_bad_start(self._bad_start, self._start)
         self._patches.decide()  # before the first local activity
-        if self._patches.journal:
-            self._journal.on, self._children, self._desk.all_or_nothing = True, TaskOutbox(), True
-            self._observing = asyncio.create_task(workflow.wait_condition(self._journal.observe))
+        self._observing = asyncio.create_task(workflow.wait_condition(self._journal.observe))
         async with self._lock:
             if self._state.process is None:
                 await self._open()
             else:
                 await self._resume()
-            await self._children.flush()
             self._ready = True
         notices = Notices(self._store.notify_stale, self._store.notify_close_date)
         watchers = start_watchers(self._state, self._lock, notices)
-        if self._journal.on:
-            watchers.append(asyncio.create_task(self._desk.retry_while_away()))
-        await self._handover.when_due(self._state, self._children.wait_closed)
+        watchers.append(asyncio.create_task(self._desk.retry_while_away()))
+        await self._handover.when_due(self._state)
         await asyncio.gather(*watchers)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._children.wait_closed()
-        journal = self._journal.view() if self._journal.on else None
-        return ProcessResult(**dict(self._state.view()), journal=journal)
+        return ProcessResult(**dict(self._state.view()), journal=self._journal.view())
 
     async def _open(self) -> None:
         start = self._start
@@ -135,32 +127,23 @@ class CorporateSaleWorkflow:
         state.visit, state.stage, state.waiting = step.visit_no, step.stage, None
         state.visited = [*state.visited, step.stage] if step.stage not in state.visited else state.visited
         await self._store.enter_stage(step)
+        # Their task workflows (and a won deal's follow-up tasks', R13) are started by the data
+        # layer once the write is confirmed (activities/data/journal.py).
         for task in entry.tasks:
             state.tasks[task.task_id] = task
-            self._start_task(task)
-        if step.closing is not None:
-            # R13, R20: a won deal's follow-up tasks outlive the process, with their reminders.
-            for f in step.closing.follow_up:
-                self._start_task(f)
         count("corpsale_stage_transitions", stage=step.stage)
         count("corpsale_tasks_created", len(step.tasks))
         state.closed = step.closing is not None
         state.quiet_since = now
         publish(self._state)
 
-    def _start_task(self, task: TaskState | steps.NewTask) -> None:
-        child = plans.task_input(self._state, task)
-        # A task workflow shows its owner in its details (it follows a reassignment).
-        self._children.start(child, summary=task.title)
-
     async def _leave_stage(self, *, closing: bool) -> None:
-        """Cancel the stage's open tasks (closing: ad-hoc ones too); return once their children
-        have recorded it and closed. (The children of completed tasks close by themselves.)"""
+        """Cancel the stage's open tasks (closing: ad-hoc ones too); the write that enters the next
+        stage cancels their rows and, once confirmed, their task workflows."""
         open_tasks = [t for t in self._state.open_tasks() if closing or not t.adhoc]
         for task in open_tasks:
             task.status = "canceled"
         count("corpsale_tasks_canceled", len(open_tasks))
-        await self._children.cancel([t.task_id for t in open_tasks])
 
     async def _move(self, cmd: c.ChangeStage) -> None:
         target = self._rules.process.stage(cmd.stage)
@@ -213,7 +196,6 @@ class CorporateSaleWorkflow:
         task.status, task.outcome = "completed", outcome
         count("corpsale_tasks_completed")
         self._state.quiet_since = workflow.now()
-        self._children.finish(task.task_id, outcome)
         publish(self._state)
 
     async def _add_task(self, cmd: c.AddTask) -> None:
@@ -236,7 +218,6 @@ class CorporateSaleWorkflow:
             )
         )
         state.tasks[task.task_id] = task
-        self._start_task(task)
         count("corpsale_tasks_created")
         publish(state)
 
@@ -261,19 +242,12 @@ class CorporateSaleWorkflow:
         for task_id in row.task_ids:
             state.tasks[task_id].owner = cmd.owner
         state.owner = cmd.owner
-        if isinstance(self._children, TaskLinks):
-            self._children.reassign(list(row.task_ids), cmd.owner)
         publish(state)
 
     async def _snooze(self, cmd: c.SnoozeTask, check: steps.Authorize | None) -> None:
         """A task put off; its workflow's timers move once the write is confirmed."""
         task = self._rules.check_snooze(cmd, now=workflow.now())
         assert task is not None
-        if not self._journal.on:  # its task workflows hear only of starts, completions, owners
-            raise Refused(
-                "This run is from an earlier version of the product and cannot move a task's"
-                " reminders; send the command again once the process has handed over to its next run."
-            )
         row = plans.snoozing(self._state, cmd, workflow.now()).model_copy(update={"check": check})
         await self._store.write(row, f"put off {task.title}")
         task.due_at, task.snoozes = row.due_at, row.number
@@ -297,7 +271,6 @@ class CorporateSaleWorkflow:
                 await self._snooze(cmd, check)
             case c.MigrateDefinition():
                 await self._migrate(cmd)
-        await self._children.flush()
 
     async def _migrate(self, cmd: c.MigrateDefinition) -> None:
         """Onto another definition version, in the stage (workflows/migration.py): all or nothing."""
@@ -310,9 +283,7 @@ class CorporateSaleWorkflow:
         approver = await self._store.approver(process, stage, state.owner) if asks else None
         opened = migration.new_tasks(plan, now, approver)
         await self._store.migrate(migration.row(state, cmd.actor, plan, opened, now, target.reminders))
-        for task in migration.apply(state, target, plan, opened):
-            self._start_task(task)
-        await self._children.cancel([t.task_id for t in plan.canceled])
+        migration.apply(state, target, plan, opened)
         publish(state)
 
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> steps.Authorize | None:
@@ -331,8 +302,7 @@ class CorporateSaleWorkflow:
             asked=self._rules.asked(cmd),
             at=workflow.now(),
         )
-        in_write = isinstance(cmd, c.CompleteTask | c.SnoozeTask)
-        if in_write and self._patches.check_in_write and self._journal.on:
+        if isinstance(cmd, c.CompleteTask | c.SnoozeTask):
             return check
         refusal = await self._store.authorize(check, getattr(cmd, "actor", None))
         if refusal is not None:

@@ -11,7 +11,7 @@ yet known."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from temporalio import workflow
 
@@ -24,25 +24,21 @@ RETIRED = (
     "patches-up-front",  # patches are asked for in the run's first workflow task
     "deadline-timers-run-out",  # a deadline's timer is never canceled (workflows/stale.py)
     "refusals-are-events",  # a refused command is a business event as well
+    "writes-journaled",  # writes are journaled: only what the run decided leaves PostgreSQL
+    "permission-checked-in-write",  # a task completion's permission is checked in its write
 )
 # Retired patches that up-front runs never asked for (they had them all): no marker to keep.
 # "stale-deal", "stages-refreshed-on-unknown", "close-reason-lookup", "task-owner-shown".
 
-# Runs journal their writes (activities/data/journal.py): what a lost workflow task wrote is undone,
-# events and task workflows hear only of confirmed decisions.
-JOURNAL = "writes-journaled"
-# A journaled run checks a task completion's permission in the completion's own write (one local
-# activity, one transaction), not in a local activity before it.
-CHECK_IN_WRITE = "permission-checked-in-write"
-
-# Every patch with both branches, oldest first: the oldest is the compatibility floor.
-ALL = (JOURNAL, CHECK_IN_WRITE)
+# Every patch with both branches, oldest first: the oldest is the compatibility floor. None now: a
+# change of behaviour adds its patch here (docs/versioning.md).
+ALL: tuple[str, ...] = ()
 
 
-def old_branches(has: Mapping[str, bool]) -> list[str]:
+def old_branches(has: Mapping[str, bool], patches: Sequence[str] = ALL) -> list[str]:
     """The patches whose old branch a run takes, from what it has (its `patches` query; a run
     that has not said, every one)."""
-    return [patch for patch in ALL if not has.get(patch, False)]
+    return [patch for patch in patches if not has.get(patch, False)]
 
 
 class Patches:
@@ -51,8 +47,6 @@ class Patches:
 
     def __init__(self) -> None:
         self.decided: dict[str, bool] = {}
-        self.journal = False  # JOURNAL
-        self.check_in_write = False  # CHECK_IN_WRITE
 
     def ask(self, patch: str) -> bool:
         """Whether the run has `patch` (`workflow.patched`), noted in `decided`."""
@@ -63,5 +57,3 @@ class Patches:
         """In the run's first workflow task, before its first local activity."""
         for retired in RETIRED:
             workflow.deprecate_patch(retired)
-        self.journal = self.ask(JOURNAL)
-        self.check_in_write = self.ask(CHECK_IN_WRITE)

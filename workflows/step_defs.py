@@ -23,7 +23,6 @@ from workflows.steps import (
     RefusalRow,
     StaleNotice,
     TaskNotice,
-    TaskOps,
     UpdateOpportunityRow,
 )
 
@@ -120,9 +119,4 @@ async def find_manager(person: str) -> str | None:
 
 @activity.defn(name="notify_gate")
 async def notify_gate(notice: GateNotice) -> None:
-    raise NotImplementedError
-
-
-@activity.defn(name="link_tasks")
-async def link_tasks(links: TaskOps) -> None:
     raise NotImplementedError

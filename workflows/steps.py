@@ -296,15 +296,3 @@ class StaleNotice(Write):
 class TaskStart(_Model):
     task: TaskInput
     summary: str  # what the Web UI shows of the task: its title and owner
-
-
-class TaskOps(_Model):
-    """What one command does to the process's task workflows."""
-
-    start: tuple[TaskStart, ...] = ()
-    finish: dict[str, str] = {}  # task id -> outcome
-    cancel: tuple[str, ...] = ()
-    owner: dict[str, str] = {}  # task id -> its new owner
-
-    def __bool__(self) -> bool:
-        return bool(self.start or self.finish or self.cancel or self.owner)

@@ -2,10 +2,9 @@
 transaction, idempotent), with the summary the Web UI shows for it. The activities are named by
 `workflows.step_defs`; the data layer runs them.
 
-In runs that journal their writes (workflows/journal.py) each write carries its fence, and a step
-is tried for a bounded time: one that gives up (PostgreSQL not answering) is `Unavailable`, and
-the command is not applied now; one that fails for its data is refused. (Runs from before retried
-a step as long as it took, holding the process's lock all the while.)
+Each write carries its fence (workflows/journal.py), and a step is tried for a bounded time: one
+that gives up (PostgreSQL not answering) is `Unavailable`, and the command is not applied now; one
+that fails for its data is refused.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         Write,
     )
 
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # A journaled run's steps: each attempt at most 5 s, all of them at most 10 s, backing off from
 # 0.2 s to 2 s; then the step gives up, and the process's lock is free again.
 ATTEMPT_TIMEOUT, STEP_TIMEOUT = timedelta(seconds=5), timedelta(seconds=10)
@@ -62,9 +60,7 @@ class Store:
         self._journal = journal
 
     async def _write(self, activity: Callable[[W], Awaitable[T]] | str, row: W, summary: str) -> T:
-        """A write, with its fence where the run journals its writes."""
-        if not self._journal.on:
-            return await _step(activity, row, summary, bounded=False)
+        """A write, with its fence (workflows/journal.py)."""
         fence = self._journal.fence(row)
         try:
             result = await self._step(activity, row.model_copy(update={"fence": fence}), summary)
@@ -85,7 +81,7 @@ class Store:
         return result
 
     async def _step(self, activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: str) -> T:
-        return await _step(activity, arg, summary, bounded=self._journal.on)
+        return await _step(activity, arg, summary)
 
     async def write(self, row: CommandWrite, summary: str) -> None:
         """A command's write, by the step its row names: activities/data/writes.py does it."""
@@ -114,16 +110,10 @@ class Store:
         await self._write(step_defs.add_task, row, f"add task {row.task.title}")
 
     async def update_opportunity(self, row: UpdateOpportunityRow) -> None:
-        """Data the opportunity's table will not take is the command's fault: refused."""
-        try:
-            await self._write(
-                step_defs.update_opportunity, row, "update opportunity data: " + ", ".join(row.changes)
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "InvalidData":
-                raise Refused(f"Invalid data: {cause.message}") from None
-            raise
+        """Data the opportunity's table will not take is the command's fault: refused (`_write`)."""
+        await self._write(
+            step_defs.update_opportunity, row, "update opportunity data: " + ", ".join(row.changes)
+        )
 
     async def reassign(self, row: ReassignRow) -> None:
         summary = f"reassign to {row.to_owner} ({len(row.task_ids)} open tasks)"
@@ -175,13 +165,9 @@ class Store:
         return await self._step(step_defs.authorize, check, f"may {actor or 'someone'} {check.command}?")
 
 
-async def _step(activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: str, *, bounded: bool) -> T:
+async def _step(activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: str) -> T:
     args = () if arg is None else (arg,)
     try:
-        if not bounded:
-            return await workflow.execute_local_activity(
-                activity, *args, start_to_close_timeout=ACTIVITY_TIMEOUT, summary=summary
-            )
         return await workflow.execute_local_activity(
             activity,
             *args,
@@ -199,7 +185,7 @@ async def _step(activity: Callable[..., Awaitable[T]] | str, arg: Any, summary: 
             # A later attempt of this workflow task has written: this one is lost. Failing the
             # workflow task (not the workflow) lets the server's attempt go on.
             raise RuntimeError(f"this workflow task has been superseded: {failure.message}") from None
-        if bounded and not (isinstance(failure, ApplicationError) and failure.non_retryable):
+        if not (isinstance(failure, ApplicationError) and failure.non_retryable):
             # It gave up (attempts or time spent): the database is away, not the command wrong.
             why = failure.message if isinstance(failure, ApplicationError) else str(failure)
             raise Unavailable(

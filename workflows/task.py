@@ -2,13 +2,11 @@
 Temporal UI, its reminders fire on time, and a stage change cancels it. Kept lean: the parent
 writes completions and cancellations; the child only keeps the task's timers.
 
-Two ways for the process to hold its task workflows, which outlive the run that started them
-(reached by their workflow id, so that a run can continue as new with tasks open and a won
-deal's follow-up tasks keep their timers): `TaskLinks` (runs from before the patch
-`writes-journaled`) and `TaskOutbox` (runs that journal their writes: a write that opens,
-completes, cancels or reassigns a task asks the same of its workflow in its own transaction,
-carried out once the write is confirmed, so that no task workflow hears of a decision that a lost
-workflow task made; activities/data/journal.py).
+Its workflow is started, told of its completion, new owner or new due time, and canceled by
+the worker's journal relay, once the write that decided it is confirmed (so that no task workflow
+hears of a decision a lost workflow task made; activities/data/journal.py): it outlives the run
+that started it, so that a run can continue as new with tasks open and a won deal's follow-up
+tasks keep their timers.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.search_attributes import TASK_OWNER_ATTR
     from workflows.state import TaskInput, TaskResult  # models live outside the sandbox
-    from workflows.steps import CancelTaskRow, TaskNotice, TaskOps, TaskStart
+    from workflows.steps import CancelTaskRow, TaskNotice
 
 
 # Not in the sandbox: a deal makes about ten of these short workflows, and the sandbox costs each
@@ -138,78 +136,3 @@ class TaskWorkflow:
     def _show(self) -> None:
         """What the Web UI shows of the task beside its title: whose it is, when it is due."""
         workflow.set_current_details(f"{self._owner}, due {self._due}")
-
-
-class TaskLinks:
-    """The process's side of task workflows that outlive the run that started them: whichever
-    run is current reaches them by workflow id. A command's starts, completions and
-    cancellations go out together in one local activity (`flush`), within the command's own
-    workflow task: nothing is left on the way when the run hands over to the next."""
-
-    def __init__(self) -> None:
-        self._start: list[TaskStart] = []
-        self._finish: dict[str, str] = {}
-        self._cancel: list[str] = []
-        self._owner: dict[str, str] = {}
-
-    def start(self, task: TaskInput, summary: str) -> None:
-        self._start.append(TaskStart(task=task, summary=summary))
-
-    def finish(self, task_id: str, outcome: str) -> None:
-        """Tell a completed task's workflow to end (its completion is stored already)."""
-        self._finish[task_id] = outcome
-
-    async def cancel(self, task_ids: list[str]) -> None:
-        """Cancel these tasks' workflows (their rows are canceled by the stage change)."""
-        self._cancel.extend(task_ids)
-
-    def reassign(self, task_ids: list[str], owner: str) -> None:
-        """Tell these tasks' workflows their new owner (what the Web UI shows of them)."""
-        self._owner.update(dict.fromkeys(task_ids, owner))
-
-    async def flush(self) -> None:
-        links = TaskOps(
-            start=tuple(self._start), finish=self._finish, cancel=tuple(self._cancel), owner=self._owner
-        )
-        if not links:
-            return
-        self._start, self._finish, self._cancel, self._owner = [], {}, [], {}
-        counts = {
-            "start": len(links.start),
-            "finish": len(links.finish),
-            "cancel": len(links.cancel),
-            "reassign": len(links.owner),
-        }
-        await workflow.execute_local_activity(
-            step_defs.link_tasks,
-            links,
-            start_to_close_timeout=timedelta(seconds=30),
-            summary="task workflows: " + ", ".join(f"{k} {n}" for k, n in counts.items() if n),
-        )
-
-    async def wait_closed(self) -> None:
-        await self.flush()
-
-
-class TaskOutbox:
-    """The process's side of its task workflows in runs that journal their writes: nothing. The
-    data layer derives each task workflow's start, completion, cancellation and new owner from
-    the write that makes it, and the worker's journal relay carries them out once confirmed."""
-
-    def start(self, task: TaskInput, summary: str) -> None:
-        pass
-
-    def finish(self, task_id: str, outcome: str) -> None:
-        pass
-
-    async def cancel(self, task_ids: list[str]) -> None:
-        pass
-
-    def reassign(self, task_ids: list[str], owner: str) -> None:
-        pass
-
-    async def flush(self) -> None:
-        pass
-
-    async def wait_closed(self) -> None:
-        pass
