@@ -49,8 +49,9 @@ class TaskWorkflow:
         self._owner, self._due = task.owner, f"{task.due_at:%Y-%m-%d %H:%M} UTC"
         self._show()
         try:
-            if workflow.patched("task-timers"):
-                await self._timers(task)
+            # The patch `task-timers` is retired (docs/versioning.md): every task keeps its timers.
+            workflow.deprecate_patch("task-timers")
+            await self._timers(task)
             await workflow.wait_condition(lambda: self._outcome is not None)
         except (asyncio.CancelledError, ActivityError) as err:
             # A cancellation that came while a notice was being written arrives as the local
