@@ -241,7 +241,7 @@ async def _local_activities(sale: Sale, opp: str) -> list[str]:
 
 
 async def test_a_completion_is_checked_in_its_own_write_and_a_refused_one_writes_nothing(sale: Sale) -> None:
-    """patches.CHECK_IN_WRITE: a task completion's permission is checked first in the completion's
+    """A task completion's permission is checked first in the completion's
     own write (one local activity, not two); a refusal rolls that write back: the task stays open,
     no completion event, the request is not known as applied."""
     suffix = uuid.uuid4().hex[:6]

@@ -289,7 +289,7 @@ class CorporateSaleWorkflow:
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> steps.Authorize | None:
         """R24: the rules first (nothing to ask of a command they refuse), then whether the actor
         may, and is vouched for where signatures are required, as PostgreSQL says now. A task
-        completion's or snooze's check is returned for its write to make first (patches.CHECK_IN_WRITE:
+        completion's or snooze's check is returned for its write to make first (docs/journal.md:
         one local activity, not two; a refusal writes nothing); any other command's is made here."""
         # A final stage just added closes as a final stage.
         if isinstance(cmd, c.ChangeStage) and not self._rules.process.has_stage(cmd.stage):

@@ -102,7 +102,7 @@ class Authorize(_Model):
 class Write(_Model):
     """A write of the process: with a fence, journaled (runs from before the journal send none).
     A command's first write may carry the command's permission check (`check`,
-    patches.CHECK_IN_WRITE), made in the write's transaction before anything is written: a refusal
+    docs/journal.md), made in the write's transaction before anything is written: a refusal
     writes nothing."""
 
     fence: Fence | None = None
