@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from workflows import contract as c
 from workflows.contract import AddTask, Reassign, SnoozeTask
-from workflows.state import SaleState, TaskInput, TaskState
-from workflows.steps import NewTask, ReassignRow, SnoozeRow
+from workflows.state import SaleState, TaskState
+from workflows.steps import ReassignRow, SnoozeRow
 
 
 def adhoc_task(state: SaleState, cmd: AddTask, now: datetime) -> TaskState:
@@ -26,20 +26,6 @@ def adhoc_task(state: SaleState, cmd: AddTask, now: datetime) -> TaskState:
         due_at=cmd.due_at or now + timedelta(days=1),
         outcomes=[c.ADHOC_OUTCOME],
         adhoc=True,
-    )
-
-
-def task_input(state: SaleState, task: TaskState | NewTask) -> TaskInput:
-    """What a task's child workflow starts with: a stage's new task is the deal owner's."""
-    assert state.process is not None
-    return TaskInput(
-        task_id=task.task_id,
-        opportunity_id=state.opportunity_id,
-        title=task.title,
-        owner=task.owner or state.owner,
-        start_at=task.start_at,
-        due_at=task.due_at,
-        reminders=state.process.definition.reminders,
     )
 
 

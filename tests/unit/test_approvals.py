@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from activities.data.task_ops import starts
 from tests.unit.test_rules import NOW, PROCESS, _rules, _task
-from workflows import plans
 from workflows.contract import ChangeStage, CompleteTask
 from workflows.definition import ProcessDefinition, TaskTemplate, load_default_definition
 from workflows.permissions import Action, Asked, Directory, may, refusal
@@ -32,7 +32,8 @@ def test_an_approval_task_opens_for_the_approver_and_is_theirs_alone_to_complete
     }
     assert [t.owner for t in entry.step.tasks] == [None, None, "mary"]  # the rows and notices: mary's
     approval = next(t for t in entry.tasks if t.approval)
-    assert plans.task_input(rules.state, approval).owner == "mary"  # the timers and reminders go to her
+    [started] = [op for op in starts("o1", "alice", entry.step.tasks, None) if op.task_id == approval.task_id]
+    assert started.args["owner"] == "mary"  # the timers and reminders go to her
     rules.state.tasks = {t.task_id: t for t in entry.tasks}
     asked = rules.asked(CompleteTask(task_id=approval.task_id, actor="alice"))
     assert asked == Asked(action=Action.APPROVE, actor="alice", owner="alice", task_owner="mary")

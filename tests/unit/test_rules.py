@@ -10,16 +10,14 @@ from typing import Any
 
 import pytest
 
+from activities.data.task_ops import starts
 from workflows import plans
 from workflows.contract import AddTask, ChangeStage, CompleteTask, Reassign, SnoozeTask, UpdateOpportunity
 from workflows.definition import Process, Stage, did_you_mean, load_default_definition
 from workflows.permissions import Action, Directory, may, refusal
 from workflows.refusals import Refused
 from workflows.rules import MAX_OPEN_TASKS, Rules
-from workflows.state import (
-    SaleState,
-    TaskState,
-)
+from workflows.state import SaleState, TaskInput, TaskState
 from workflows.steps import NewTask
 
 NOW = datetime(2030, 5, 4, 10, tzinfo=UTC)
@@ -366,14 +364,18 @@ def test_a_visit_goes_stale_after_its_stages_limit_once_per_quiet_spell() -> Non
 
 
 def test_a_task_workflow_starts_for_the_tasks_owner_with_the_definitions_reminders() -> None:
-    rules = _rules("Qualification", _task("contact-assess", "Qualification", 1, owner="carol"))
-    child = plans.task_input(rules.state, rules.state.tasks["o1:v1:contact-assess"])
-    assert (child.task_id, child.opportunity_id, child.owner, child.title) == (
+    mine = NewTask(task_id="o1:v1:contact-assess", task_key="contact-assess", title="Call", start_at=NOW,
+                   due_at=NOW, owner="carol")  # fmt: skip
+    follow_up = NewTask(task_id="o1:f", task_key="f", title="Follow up", start_at=NOW, due_at=NOW)
+    reminders = PROCESS.definition.reminders
+    [carols, deals] = [
+        TaskInput.model_validate(op.args) for op in starts("o1", "alice", [mine, follow_up], reminders)
+    ]
+    assert (carols.task_id, carols.opportunity_id, carols.owner, carols.title) == (
         "o1:v1:contact-assess",
         "o1",
         "carol",
-        PROCESS.task("Qualification", "contact-assess").title,
+        "Call",
     )
-    assert child.reminders == PROCESS.definition.reminders
-    follow_up = NewTask(task_id="o1:f", task_key="f", title="Follow up", start_at=NOW, due_at=NOW)
-    assert plans.task_input(rules.state, follow_up).owner == "alice"  # a new task is the deal owner's
+    assert carols.reminders == reminders
+    assert deals.owner == "alice"  # a new task without an owner of its own is the deal owner's
