@@ -169,10 +169,12 @@ async def test_a_bulk_run_hands_over_to_a_new_run_every_few_pages_and_sends_each
     )
     await asyncio.wait_for(handle.result(), timeout=120)
 
-    runs = [r async for r in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
-    assert sorted(r.status for r in runs if r.status is not None) == sorted(
-        [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
-    )
+    async def statuses() -> list[WorkflowExecutionStatus]:  # visibility catches up a moment later
+        runs = [r async for r in sale.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        return sorted(r.status for r in runs if r.status is not None)
+
+    expected = sorted([WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED])
+    assert await eventually(statuses, lambda found: found == expected) == expected
     report = await _status(sale, bulk_id)
     assert report["state"] == "done" and report["total"] == 9, report
     assert report["counts"] == {"pending": 0, "done": 9, "refused": 0, "skipped": 0, "canceled": False}
