@@ -86,6 +86,10 @@ class CommandRefused(Exception):
     """The process refused a command; the message says why and what to do instead."""
 
 
+class NoProcess(CommandRefused):
+    """No process was ever started for the opportunity (or it does not exist)."""
+
+
 class CommandUnanswered(Exception):
     """No answer in time. The command may still be applied when a worker takes it up: send it
     again with the same request id (`request_id`), which applies it once."""
@@ -223,7 +227,7 @@ class SaleClient:
                     " and its process takes no more commands."
                 ) from None
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise CommandRefused(
+                raise NoProcess(
                     f"No process for opportunity {opportunity_id!r}: start it first"
                     f" (`corpsale start --existing {opportunity_id}`)."
                 ) from None

@@ -177,6 +177,31 @@ def explain(err: BaseException, opportunity_id: str) -> CliError:
     return CliError(str(err))
 
 
+async def no_process(opportunity_id: str) -> CliError:
+    """An opportunity without a process, with a hint that works: start its process when the
+    opportunity exists, else create one (a hint to start a process for an opportunity that does
+    not exist would only lead to a second error)."""
+    from activities.data import repository
+
+    found = await with_db(lambda conn: repository.opportunity_stage(conn, opportunity_id))
+    if found is None:
+        return CliError(
+            f"no opportunity {opportunity_id!r}; `corpsale list` shows them, and `corpsale start --title ..."
+            " --customer ... --owner ...` creates one"
+        )
+    return CliError(
+        f"no running process for opportunity {opportunity_id!r}; start it with"
+        f" `corpsale start --existing {opportunity_id}`"
+    )
+
+
+async def explained(err: BaseException, opportunity_id: str) -> CliError:
+    """`explain`, with `no_process` for an opportunity that has none."""
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return await no_process(opportunity_id)
+    return explain(err, opportunity_id)
+
+
 async def state_when_ready(
     client: Client, opportunity_id: str, *, timeout: float | None = None
 ) -> StateView | None:

@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 from starter.common import (
     CliError,
     add_command,
-    explain,
+    explained,
     positive_int,
     print_guide,
     print_json,
@@ -40,7 +40,7 @@ async def cmd_state(args: argparse.Namespace) -> None:
             rpc_timeout=query_timeout(),
         )
     except RPCError as err:
-        raise explain(err, args.opportunity) from None
+        raise await explained(err, args.opportunity) from None
     except WorkflowQueryFailedError as err:
         raise CliError(f"the process did not answer the state query: {err}") from None
     print_json(state) if args.json else print_state(state, guidance=True)

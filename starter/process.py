@@ -13,13 +13,14 @@ from typing import Any
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from starter.client import CommandRefused, CommandUnanswered, SaleClient, start_process
+from starter.client import CommandRefused, CommandUnanswered, NoProcess, SaleClient, start_process
 from starter.common import (
     CliError,
     acting_as,
     add_command,
     command_timeout,
-    explain,
+    explained,
+    no_process,
     parse_fields,
     parse_model,
     parse_moment,
@@ -90,10 +91,12 @@ async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) 
         state = await sale.execute(args.opportunity, update, payload, timeout=command_timeout())
     except CommandUnanswered as err:
         raise CliError(str(err).replace("with request id", "with --request-id")) from None
+    except NoProcess:
+        raise await no_process(args.opportunity) from None
     except CommandRefused as err:
         raise CliError(str(err)) from None
     except (WorkflowUpdateFailedError, RPCError) as err:
-        raise explain(err, args.opportunity) from None
+        raise await explained(err, args.opportunity) from None
     print_json(state) if args.json else print_state(state)
 
 

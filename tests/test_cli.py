@@ -56,6 +56,13 @@ async def test_tasks_by_key_and_stages_in_any_case(sale: Sale) -> None:
     listed = await sale.cli("list", "--stage", "proposal", "--json")
     assert opp in [r["id"] for r in json.loads(listed.stdout)]
 
+    # An opportunity that does not exist: the hint says how to create one, not how to start its
+    # process (which would only lead to a second error).
+    for args in (("state", "nosuch-opp"), ("move", "nosuch-opp", "Proposal")):
+        missing = await sale.cli(*args)
+        assert missing.code == 1 and "no opportunity 'nosuch-opp'" in missing.stderr, missing
+        assert "--existing" not in missing.stderr and "corpsale start --title" in missing.stderr
+
     bad_due = await sale.cli("add-task", opp, "Call", "--due", "05/04/2030")
     assert bad_due.code == 1 and "not a date or date-time: '05/04/2030'; write 2030-05-04" in bad_due.stderr
 
