@@ -55,7 +55,9 @@ async def cmd_people_set(args: argparse.Namespace) -> None:
     if args.role is not None:  # who is admin is for admins to say (the first one says it of themself)
         admins = [p["name"] for p in await with_db(center.list_people) if p["role"] == "admin"]
         if admins and not await with_db(lambda conn: access.is_admin(conn, me)):
-            raise CliError(f"{me!r} is not an admin: only an admin gives roles ({', '.join(admins)})")
+            raise CliError(
+                f"{me!r} is not an admin: only an admin gives roles; the admins: {', '.join(admins)}"
+            )
     await with_db(
         lambda conn: center.set_person(
             conn,

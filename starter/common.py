@@ -87,7 +87,8 @@ def print_state(state: StateView, *, guidance: bool = False) -> None:
     if state.waiting_to_enter:
         missing = ", ".join(state.missing)
         print(f"  every task is done; moves on to {state.waiting_to_enter} once it has: {missing}")
-    print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
+    if state.tasks_total:
+        print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
         whose = (
             f"{t.owner}'s approval, " if t.approval else (f"{t.owner}'s, " if t.owner != state.owner else "")

@@ -170,7 +170,7 @@ def add_commands(sub: Any) -> None:
     definition = command_parser(
         sub,
         "definition",
-        help="the process library: show, versions, export, validate, publish",
+        help="the process library: show, versions, export, validate, publish, migrate",
         description=__doc__,
     )
     commands = definition.add_subparsers(dest="definition_command", metavar="DEFINITION_COMMAND")

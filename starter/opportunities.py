@@ -96,7 +96,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
     if d["order"]:
         o = d["order"]
         print(f"Order {o['id']} ({o['status']}): {o['title']} for {o['customer']}, amount {o['amount']}")
-    print("Tasks:")
+    print("Tasks ([ ] open, [x] completed, [-] canceled):")
     for t in d["tasks"]:
         mark = {"open": "[ ]", "completed": "[x]", "canceled": "[-]"}[t["status"]]
         print(

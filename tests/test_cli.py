@@ -24,6 +24,19 @@ def _commands(parser: argparse.ArgumentParser, path: str = "") -> list[tuple[str
     return found
 
 
+def test_a_group_of_commands_that_lists_its_commands_in_the_overview_lists_them_all() -> None:
+    parser = build_parser()
+    [top] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {choice.dest: choice.help or "" for choice in top._choices_actions}
+    for path, command in _commands(parser):
+        subs = [name for name, _ in _commands(command) if " " not in name]
+        listed = helps.get(path, "").partition(": ")[2]  # "the process library: show, versions, ..."
+        if " " in path or not subs or not listed:
+            continue
+        missing = [name for name in subs if name not in listed]
+        assert not missing, f"`corpsale --help` leaves {missing} out of {path}: {helps[path]}"
+
+
 def test_every_command_and_option_says_what_it_is_for_in_the_words_of_the_sale() -> None:
     for path, command in _commands(build_parser()):
         assert command.description, f"`corpsale {path} --help` has no description"
@@ -96,6 +109,7 @@ async def test_a_won_deal_records_income_and_hours_with_its_last_completion(sale
     await sale.cli("complete", opp, "contract-status")
     won = await sale.cli("complete", opp, "sign-contract", "--outcome", "signed", "--income", "48000.50")
     assert won.code == 0, won.stderr
+    assert "Closed won (closed)" in won.stdout and "tasks of this visit" not in won.stdout  # no "0 of 0"
     row = await sale.opportunity(opp)
     assert (row["stage"], row["actual_income"], row["hours_spent"]) == (
         "Closed won",
@@ -114,6 +128,7 @@ async def test_a_won_deal_records_income_and_hours_with_its_last_completion(sale
     assert added.code == 0, added.stderr
     shown = await sale.cli("show", opp)
     assert "income 48000.50, hours 35.00" in shown.stdout
+    assert "Tasks ([ ] open, [x] completed, [-] canceled):" in shown.stdout  # the marks' legend
 
     _, lost = await sale.started()
     await sale.update(
