@@ -392,3 +392,8 @@ def add_command(
     if json_out:
         p.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def shown(value: Any) -> str:
+    """A value as a table shows it: nothing to show (no quota, no rate yet) as a dash."""
+    return "—" if value is None else str(value)

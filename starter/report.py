@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import random
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from starter.common import (
     positive_int,
     print_json,
     print_table,
+    shown,
     with_db,
 )
 from worker.config import current
@@ -175,8 +177,7 @@ def print_report(report: dict[str, Any]) -> None:
 def _table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(shown(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -260,6 +261,11 @@ async def cmd_report(args: argparse.Namespace) -> None:
             await asyncio.to_thread(_write, args.charts, args.html, report, charts)
         except OSError as err:
             raise CliError(f"cannot write {err.filename}: {err.strerror}") from None
+        if not args.quiet:  # on stderr: stdout stays the report (or its JSON)
+            wrote = [f"{len(charts)} charts in {args.charts}"] * bool(args.charts) + [
+                f"the page {args.html}"
+            ] * bool(args.html)
+            print(f"wrote {' and '.join(wrote)}", file=sys.stderr)
     if args.json:
         print_json(report)
     elif not args.quiet:

@@ -150,6 +150,8 @@ async def test_the_report_figures_over_a_known_set(sale: Sale, tmp_path: Path) -
             assert len(image.getcolors(maxcolors=100_000) or []) > 5  # drawn, not blank
     page = page_file.read_text()
     assert page.count("data:image/png;base64,") == 3 and "Price too high" in page
+    assert f"wrote 3 charts in {tmp_path} and the page {page_file}" in text.stderr
+    assert "<td>None</td>" not in page and "<td>—</td>" in page  # no quota: a dash, as in the text
     empty = await sale.cli("report", "--owner", "nobody at all", "--html", str(tmp_path / "empty.html"))
     assert empty.code == 0 and "win rate         —" in empty.stdout, empty.stderr
     bad = await sale.cli("report", "--from", "2030-02-01", "--to", "2030-01-01")
