@@ -17,7 +17,8 @@ POLL_SECONDS = 1.0
 
 def _line(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
-    detail = data.get("stage") or data.get("title") or data.get("task_id") or data.get("to") or ""
+    # what the event is about: a task event its task (by id, as in every task event), else the stage
+    detail = data.get("task_id") or data.get("stage") or data.get("title") or data.get("to") or ""
     return (
         f"{event['position']:>8}  {event['time']}  {event['subject']}  #{event['sequence']:<4}"
         f" {event['type'].removeprefix(events.TYPE_PREFIX):<22} {detail}"

@@ -54,6 +54,37 @@ HAPPY_PATH_TITLES = {
 }
 
 
+SCHEMAS = Path(__file__).parent.parent / "docs" / "schemas"
+
+
+def assert_events_keep_the_contract(found: Sequence[dict[str, Any]]) -> None:
+    """Each event's data is what its schema in docs/schemas says, formats included (a time is
+    RFC 3339: `2030-05-04T10:00:00+00:00`, not `2030-05-04 10:00:00+00:00`), every task event
+    names its task by `task_id`, and within an opportunity no event's time is before that of
+    the event numbered before it."""
+    from datetime import datetime
+
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker()
+    assert "date-time" in checker.checkers, "the date-time format goes unchecked: install rfc3339-validator"
+    for event in found:
+        kind = event["type"].removeprefix("com.corpsale.")
+        schema = json.loads((SCHEMAS / f"event.{kind}.schema.json").read_text())
+        problems = [
+            e.message for e in Draft202012Validator(schema, format_checker=checker).iter_errors(event["data"])
+        ]
+        assert not problems, (event["id"], problems, event["data"])
+        if kind.startswith("task."):
+            assert "task_id" in event["data"], event
+    last: dict[str, tuple[int, datetime]] = {}
+    for event in sorted(found, key=lambda e: (e["subject"], e["sequence"])):
+        at = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+        before = last.get(event["subject"])
+        assert before is None or before[1] <= at, (event["subject"], before, event["sequence"], at)
+        last[event["subject"]] = (event["sequence"], at)
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *, timeout: float = 20.0
 ) -> T:

@@ -10,7 +10,7 @@ import json
 import uuid
 
 from starter.client import read_events
-from tests.helpers import Sale, journal_settled
+from tests.helpers import Sale, assert_events_keep_the_contract, journal_settled
 from workflows import contract as c
 from workflows import event_data
 
@@ -42,8 +42,9 @@ async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sa
         "opportunity.won",
     ]  # fmt: skip
     assert [e["sequence"] for e in found] == list(range(1, len(found) + 1))
-    for e in found:  # each kind's data is what its schema (docs/schemas/event.*) says
+    for e in found:  # each kind's data is what its model and its schema (docs/schemas/event.*) say
         event_data.EVENTS[e["type"].removeprefix("com.corpsale.")].model_validate(e["data"])
+    assert_events_keep_the_contract(found)  # times in RFC 3339 and in order, tasks by id
     assert len({e["id"] for e in found}) == len(found)
     envelope = ("1.0", "/corporate-sale", opp, "application/json")
     assert all((e["specversion"], e["source"], e["subject"], e["datacontenttype"]) == envelope for e in found)
@@ -63,8 +64,9 @@ async def test_a_deal_leaves_one_event_per_change_in_order_without_gaps(sale: Sa
     printed = await sale.cli("events", "--opportunity", opp, "--json")
     assert printed.code == 0, printed.stderr
     assert [json.loads(line)["id"] for line in printed.stdout.splitlines()] == [e["id"] for e in found]
-    table = await sale.cli("events", "--opportunity", opp, "--since", str(found[-2]["position"]))
+    table = await sale.cli("events", "--opportunity", opp, "--since", str(found[-4]["position"]))
     assert table.code == 0 and "#21   opportunity.won" in table.stdout, table.stdout
+    assert f"#19   task.created           {opp}:followup:" in table.stdout, table.stdout  # its task, by id
     assert (await sale.cli("events", "--opportunity", f"opp-{uuid.uuid4().hex}")).stdout == ""
 
 

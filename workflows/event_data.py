@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _EventData(BaseModel):
+    """Every time in an event's data is RFC 3339 (`2030-05-04T10:00:00+00:00`), a task is named by
+    its `task_id`, and within an opportunity an event's `time` is never before that of the event
+    numbered before it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_TIME = "RFC 3339, as every time in event data."
 
 
 class OpportunityStarted(_EventData):
@@ -36,8 +43,8 @@ class TaskCreated(_EventData):
     task_id: str
     title: str
     owner: str
-    due_at: datetime
-    stage: str
+    due_at: datetime = Field(description=_TIME)
+    stage: str = Field(description="The stage whose visit opened the task.")
     visit: int
     adhoc: bool = False
 
@@ -55,8 +62,8 @@ class TaskCanceled(_EventData):
 
 class TaskSnoozed(_EventData):
     task_id: str
-    due_at: datetime = Field(description="When the task is due now.")
-    was_due_at: datetime = Field(description="When it was due before.")
+    due_at: datetime = Field(description=f"When the task is due now; {_TIME}")
+    was_due_at: datetime = Field(description=f"When it was due before; {_TIME}")
     actor: str
     reason: str | None
 

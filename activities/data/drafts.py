@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -32,9 +32,22 @@ class Drafts:
         self.ops.append({"kind": kind, "task_id": task_id, "args": args})
 
     def as_json(self) -> tuple[str, str]:
-        """The events and the operations as `journal_record` takes them (values that JSON has no
-        type for, dates and decimals, as their text, as a single event's data was written)."""
-        return json.dumps(self.events, default=str), json.dumps(self.ops, default=str)
+        """The events and the operations as `journal_record` takes them (`to_json`)."""
+        return to_json(self.events), to_json(self.ops)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):  # RFC 3339, as the CloudEvent's own time
+        return (value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)  # a decimal: its text, exact
+
+
+def to_json(value: Any) -> str:
+    """Event data (and task operations) as JSON: a time in RFC 3339 (`2030-05-04T10:00:00+00:00`),
+    a date as `2030-05-04`, a decimal as its text, so that one format reads every event."""
+    return json.dumps(value, default=_plain)
 
 
 _gathering: ContextVar[Drafts | None] = ContextVar("corpsale_drafts", default=None)

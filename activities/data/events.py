@@ -75,7 +75,7 @@ async def emit(
         opportunity_id,
         kind,
         at,
-        json.dumps(data, default=str),
+        drafts.to_json(data),
     )
 
 
