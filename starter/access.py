@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from activities.data import access
-from starter.common import CliError, acting_as, command_parser, default_actor, print_json, print_rows, with_db
+from starter.common import CliError, acting_as, command_parser, default_actor, with_db
+from starter.output import print_json, print_rows
 
 
 async def cmd_services(args: argparse.Namespace) -> None:

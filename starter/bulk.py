@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -21,20 +22,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.data import bulk, lookups
 from activities.data.errors import Refused
-from starter.common import (
-    CliError,
-    acting_as,
-    add_command,
-    command_parser,
-    default_actor,
-    print_json,
-    temporal,
-    with_db,
-)
+from starter.common import CliError, acting_as, add_command, command_parser, default_actor, temporal, with_db
+from starter.output import print_json
 from workflows import contract as c
 from workflows.operations import BulkInput, BulkProgress, BulkSelect, MigrationPlan, Selection
 
 POLL = 0.5
+LINE_EVERY = 10.0  # seconds between two progress lines where stderr is not a terminal
 
 
 def _selection(text: str) -> Selection:
@@ -58,7 +52,7 @@ async def _start(args: argparse.Namespace, command: str, update: str, payload: d
     run = BulkSelect(
         bulk_id=bulk_id, command=command, payload=payload, query=args.where, selection=selection, actor=actor
     )
-    client = await temporal()
+    client = await temporal(sending_to=_task_queue())
     handle = await client.start_workflow(
         c.BULK_WORKFLOW_TYPE,
         BulkInput(run=run, update=update, in_flight=args.in_flight),
@@ -94,9 +88,34 @@ def _bar(p: BulkProgress) -> str:
     total = p.total or 0
     filled = int(30 * sent / total) if total else 0
     return (
-        f"\r[{'#' * filled}{'.' * (30 - filled)}] {sent}/{total if p.total is not None else '?'}"
+        f"[{'#' * filled}{'.' * (30 - filled)}] {sent}/{total if p.total is not None else '?'}"
         f"  done {n.done}, refused {n.refused}, skipped {n.skipped}  ({p.state})"
     )
+
+
+class _Shown:
+    """Where the progress goes: on a terminal, a bar drawn over itself; elsewhere (a log, a
+    pipe), a line when the progress has changed, the first after LINE_EVERY seconds and then at
+    most one as often, so a short run prints only its report, and no frame of a run under way
+    comes after the run has ended."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: str | None = None
+        self.at = time.monotonic()
+
+    def show(self, progress: BulkProgress) -> None:
+        frame = _bar(progress)
+        if self.tty:
+            print(f"\r{frame}", end="", file=sys.stderr, flush=True)
+        elif frame != self.last and time.monotonic() - self.at >= LINE_EVERY:
+            print(frame, file=sys.stderr, flush=True)
+            self.at = time.monotonic()
+        self.last = frame
+
+    def end(self) -> None:
+        if self.tty and self.last is not None:
+            print(file=sys.stderr)
 
 
 async def _progress(handle: WorkflowHandle[Any, Any]) -> BulkProgress:
@@ -108,21 +127,21 @@ async def _progress(handle: WorkflowHandle[Any, Any]) -> BulkProgress:
 
 async def _follow(client: Client, handle: WorkflowHandle[Any, Any], bulk_id: str) -> None:
     """A progress bar until the run ends; Ctrl-C leaves it running."""
+    shown = _Shown()
     try:
         while True:
             desc = await handle.describe()
-            running = desc.status == WorkflowExecutionStatus.RUNNING
-            if running:
-                print(_bar(await _progress(handle)), end="", file=sys.stderr, flush=True)
-                await asyncio.sleep(POLL)
-                continue
-            break
+            if desc.status != WorkflowExecutionStatus.RUNNING:
+                break
+            shown.show(await _progress(handle))
+            await asyncio.sleep(POLL)
     except (KeyboardInterrupt, asyncio.CancelledError):
+        shown.end()
         print(
-            f"\ndetached: the run goes on; `corpsale bulk status {bulk_id}` follows it again", file=sys.stderr
+            f"detached: the run goes on; `corpsale bulk status {bulk_id}` follows it again", file=sys.stderr
         )
         raise
-    print(file=sys.stderr)
+    shown.end()
     await _report(bulk_id, desc.status)
 
 

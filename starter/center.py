@@ -19,11 +19,9 @@ from starter.common import (
     default_actor,
     parse_moment,
     positive_int,
-    print_json,
-    print_rows,
-    print_table,
     with_db,
 )
+from starter.output import print_json, print_rows, print_table
 
 PRODID = "-//corporate-sale//tasks//EN"
 READER_HELP = "who reads (default: $CORPSALE_ACTOR or your user name): the person or an admin"

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from starter import schemas
-from starter.common import CliError, add_command, print_json, temporal, with_db
+from starter.common import CliError, add_command, temporal, with_db
+from starter.output import print_json
 
 
 async def cmd_schema(args: argparse.Namespace) -> None:
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         bulk,
         center,
         definitions,
+        demo,
         events,
         forecast,
         leads,
@@ -185,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     center.add_commands(sub)
     access.add_commands(sub)
     report.add_commands(sub)
+    demo.add_commands(sub)
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)

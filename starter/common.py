@@ -1,4 +1,4 @@
-"""What the `corpsale` commands share: one-line errors, output, the connections to Temporal and
+"""What the `corpsale` commands share: one-line errors, the connections to Temporal and
 PostgreSQL, who acts, and one parser per kind of input (dates, numbers, stages, tasks, data)."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ import asyncio
 import contextlib
 import getpass
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -47,86 +46,16 @@ class CliError(Exception):
     """An error for the operator: printed as one line, exit code 1."""
 
 
-# Output -------------------------------------------------------------------------------------
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, default=_json_default, indent=2, ensure_ascii=False))
-
-
-def when(value: datetime | None) -> str:
-    return "" if value is None else f"{value:%Y-%m-%d %H:%M}"
-
-
-def print_guide(goal: str | None, guidance: Sequence[str], to_fill: Sequence[str]) -> None:
-    """What the current stage is for, what is recommended there, and what is still to fill in."""
-    if goal:
-        print(f"  goal: {goal}")
-    for line in guidance:
-        print(f"  · {line}")
-    if to_fill:
-        print(f"  to fill in: {', '.join(to_fill)} (corpsale update ID --set FIELD=VALUE)")
-
-
-def print_state(state: StateView, *, guidance: bool = False) -> None:
-    """A process's state; the stage's goal and what is still to fill in, and with `guidance` what
-    is recommended at the stage too."""
-    status = "closed" if state.closed else "open"
-    print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
-    print_guide(state.stage_goal, state.stage_guidance if guidance else (), state.to_fill)
-    if state.waiting_to_enter:
-        missing = ", ".join(state.missing)
-        print(f"  every task is done; moves on to {state.waiting_to_enter} once it has: {missing}")
-    if state.tasks_total:
-        print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
-    for t in state.open_tasks:
-        whose = (
-            f"{t.owner}'s approval, " if t.approval else (f"{t.owner}'s, " if t.owner != state.owner else "")
-        )
-        print(
-            f"  [ ] {t.task_id}  {t.title}  ({whose}due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})"
-        )
-    if state.rejected:
-        last = state.rejected[-1]
-        print(f"  last refused command: {last.command}: {last.reason}")
-
-
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    def cell(v: Any) -> str:
-        return when(v) if isinstance(v, datetime) else ("" if v is None else str(v))
-
-    widths = [max([len(col), *(len(cell(r.get(col))) for r in rows)]) for col in columns]
-    print("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)))
-    for r in rows:
-        print("  ".join(cell(r.get(col)).ljust(w) for col, w in zip(columns, widths, strict=True)))
-
-
-def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool, empty: str) -> None:
-    """A list command's answer: the rows as JSON, a table, or the line that says there are none."""
-    if as_json:
-        print_json(rows)
-    elif not rows:
-        print(empty)
-    else:
-        print_table(rows, columns)
-
-
 # Connections --------------------------------------------------------------------------------
 
 
-async def temporal() -> Client:
+async def temporal(*, sending_to: str | None = None) -> Client:
+    """The client; with `sending_to` (a task queue), for commands to its processes, once this
+    shell's encryption key is known to be the one their workers use (`check_encryption`)."""
     from worker.config import connect_temporal
 
+    if sending_to is not None:
+        await check_encryption(sending_to)
     try:
         return await connect_temporal()
     except RuntimeError as err:
@@ -135,6 +64,41 @@ async def temporal() -> Client:
             f"cannot reach Temporal at {address} ({err}); start the stack with"
             " `python3 dev.py`, or set TEMPORAL_ADDRESS"
         ) from None
+
+
+async def check_encryption(task_queue: str) -> None:
+    """Refuse to send, before anything is sent, when this shell's CORPSALE_ENCRYPTION_KEY is not
+    the one the task queue's workers announced (activities/data/worker_keys.py): without it, a
+    command would reach the history in the clear and its answer could not be read; with a key
+    the workers lack, they could not read it. Nothing to check against (no worker has started on
+    the queue, a database out of reach): the command goes as before."""
+    from activities.data import worker_keys
+
+    try:
+        announced = await with_db(lambda conn: worker_keys.announced(conn, task_queue))
+    except CliError:
+        return
+    mine = current().key_id()
+    if announced is None or announced[0] == mine:
+        return
+    theirs = announced[0]
+    if mine is None:
+        problem = (
+            f"the workers of task queue {task_queue!r} encrypt the process's data (key {theirs}):"
+            " set CORPSALE_ENCRYPTION_KEY in this shell to their key (`corpsale dev` prints where it is)"
+        )
+    elif theirs is None:
+        problem = (
+            f"this shell encrypts with CORPSALE_ENCRYPTION_KEY (key {mine}), but the workers of task"
+            f" queue {task_queue!r} encrypt nothing and could not read it: unset it in this shell, or"
+            " restart the workers with it"
+        )
+    else:
+        problem = (
+            f"this shell's CORPSALE_ENCRYPTION_KEY is key {mine}, but the workers of task queue"
+            f" {task_queue!r} encrypt with key {theirs}: set it to theirs"
+        )
+    raise CliError(f"{problem}; nothing was sent")
 
 
 async def with_db(work: Callable[[Any], Awaitable[T]]) -> T:
@@ -392,8 +356,3 @@ def add_command(
     if json_out:
         p.add_argument("--json", action="store_true", help="print JSON")
     return p
-
-
-def shown(value: Any) -> str:
-    """A value as a table shows it: nothing to show (no quota, no rate yet) as a dash."""
-    return "—" if value is None else str(value)

@@ -13,15 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities.data import definitions
-from starter.common import (
-    CliError,
-    command_parser,
-    default_actor,
-    positive_int,
-    print_json,
-    print_table,
-    with_db,
-)
+from starter.common import CliError, command_parser, default_actor, positive_int, with_db
+from starter.output import print_json, print_table
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
 
 
@@ -152,9 +145,14 @@ async def cmd_validate(args: argparse.Namespace) -> None:
         return await definitions.validate(conn, text), await definitions.latest(conn)
 
     candidate, current = await with_db(work)
-    diff = changes(current, candidate)
+    if definitions.same(current, candidate):
+        print(
+            f"{args.file}: valid; no change against version {current.version}, in force:"
+            " publishing it would do nothing"
+        )
+        return
     print(f"{args.file}: valid; published, it would be version {candidate.version}")
-    print("\n".join(diff) if diff else f"(no change against version {current.version})")
+    print("\n".join(changes(current, candidate) or ["~ reminders, calendar or outcomes (see the file)"]))
 
 
 async def cmd_publish(args: argparse.Namespace) -> None:

@@ -10,15 +10,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from activities.data import access, forecast
-from starter.common import (
-    CliError,
-    acting_as,
-    command_parser,
-    default_actor,
-    parse_moment,
-    print_rows,
-    with_db,
-)
+from starter.common import CliError, acting_as, command_parser, default_actor, parse_moment, with_db
+from starter.output import print_rows
 
 COLUMNS = ["period", "owner", "pipeline", "best_case", "commit", "weighted", "won", "quota", "attainment"]
 CATEGORIES = [("pipeline", "#c6dbef"), ("best_case", "#6baed6"), ("commit", "#2171b5")]

@@ -18,13 +18,11 @@ from starter.common import (
     command_timeout,
     parse_model,
     positive_int,
-    print_json,
-    print_rows,
     state_when_ready,
     temporal,
-    when,
     with_db,
 )
+from starter.output import print_json, print_rows, when
 
 LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stage")
 

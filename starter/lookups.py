@@ -8,15 +8,8 @@ import argparse
 from typing import Any
 
 from activities.data import lookups
-from starter.common import (
-    CliError,
-    command_parser,
-    parse_model,
-    positive_int,
-    print_json,
-    print_table,
-    with_db,
-)
+from starter.common import CliError, command_parser, parse_model, positive_int, with_db
+from starter.output import print_json, print_table
 from workflows.definition import Stage
 
 

@@ -15,16 +15,12 @@ from starter.common import (
     add_command,
     explained,
     positive_int,
-    print_guide,
-    print_json,
-    print_rows,
-    print_state,
     query_timeout,
     stage_name,
     temporal,
-    when,
     with_db,
 )
+from starter.output import print_guide, print_json, print_rows, print_state, when
 from workflows import contract as c
 from workflows.contract import OpportunityFields, StateView
 from workflows.definition import StageTasks

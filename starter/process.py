@@ -25,8 +25,6 @@ from starter.common import (
     parse_model,
     parse_moment,
     parse_span,
-    print_json,
-    print_state,
     service_key,
     stage_name,
     state_when_ready,
@@ -34,6 +32,7 @@ from starter.common import (
     temporal,
     with_db,
 )
+from starter.output import print_json, print_state
 from worker.config import current
 from workflows import contract as c
 from workflows.contract import NewOpportunity
@@ -41,7 +40,7 @@ from workflows.state import ProcessInput
 
 
 async def cmd_start(args: argparse.Namespace) -> None:
-    client = await temporal()
+    client = await temporal(sending_to=args.task_queue or current().task_queue)
     if args.existing:
         opportunity_id, new = args.existing, None
         from activities.data import repository
@@ -83,7 +82,8 @@ async def cmd_start(args: argparse.Namespace) -> None:
 async def _send(args: argparse.Namespace, update: str, payload: dict[str, Any]) -> None:
     """A command as an update, with a request id (made up unless --request-id gives one), sent
     again with it while the process answers "not now"."""
-    sale = SaleClient(await temporal(), current().task_queue, key=service_key())
+    queue = current().task_queue
+    sale = SaleClient(await temporal(sending_to=queue), queue, key=service_key())
     payload = {k: v for k, v in payload.items() if v is not None}
     if "actor" in payload:
         payload["actor"] = await acting_as(payload["actor"])
@@ -154,7 +154,8 @@ async def _complete_follow_up(args: argparse.Namespace) -> None:
     )
     # Its workflow (the task's reminders, R20) ends with it; follow-up tasks of runs from before
     # tasks had workflows of their own have none.
-    task = (await temporal()).get_workflow_handle(c.task_workflow_id(args.task_id))
+    client = await temporal(sending_to=current().task_queue)
+    task = client.get_workflow_handle(c.task_workflow_id(args.task_id))
     with contextlib.suppress(RPCError):
         await task.signal(c.TASK_COMPLETED_SIGNAL, done["outcome"])
     if args.json:

@@ -17,10 +17,9 @@ from starter.common import (
     command_parser,
     default_actor,
     parse_moment,
-    print_json,
-    print_rows,
     with_db,
 )
+from starter.output import print_json, print_rows
 
 T = TypeVar("T")
 

@@ -115,6 +115,8 @@ async def test_refused_and_skipped_are_listed_a_dry_run_sends_nothing_a_cancel_s
     assert f"skipped  {opps[1]}: its process is not running" in out, out
     for opp in opps[2:]:
         assert (await sale.state(opp)).stage == "Presentation"
+    # stderr is no terminal here: no bar drawn over itself, no frame of the run under way after it
+    assert "\r" not in moved.stderr and "selecting" not in moved.stderr, moved.stderr
 
     for bad, says in (
         (["--where", "colour=red"], "cannot read 'colour=red'"),

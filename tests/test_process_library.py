@@ -63,6 +63,10 @@ async def test_a_run_keeps_its_version_while_a_newer_one_is_published(
     assert f"published version {before + 1}" in published.stdout
     again = await sale.cli("definition", "publish", str(path))
     assert again.code == 0 and f"unchanged: version {before + 1}" in again.stdout
+    same = await sale.cli("definition", "validate", str(path))  # what publish just said, said first
+    assert same.code == 0 and same.stdout.strip() == (
+        f"{path}: valid; no change against version {before + 1}, in force: publishing it would do nothing"
+    ), same.stdout
 
     _, new_run = await sale.started()
     assert (await sale.state(new_run)).definition_version == before + 1

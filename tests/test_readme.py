@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from activities.data.db import create_pool, migrate
-from tests.helpers import Sale
+from starter.client import read_events
+from tests.helpers import Sale, assert_events_keep_the_contract
 from tests.processes import shell, worker_process
 from worker.dev_server import temporal_cli
 
@@ -95,7 +96,15 @@ async def test_every_readme_example_runs_as_written_in_order(sale: Sale, databas
         async with worker_process(env):
             output = (await shell(script, env, cwd=folder)).stdout
         written = sorted(p.name for p in Path(folder).iterdir() if p.name != "docs")
+        page = Path(folder, "report.html").read_text()
     assert written == ["alice.ics", "bundled.json", "charts", "process.json", "report.html"], written
+    assert "<td>None</td>" not in page and "<td>—</td>" in page  # a figure without a value: a dash
+    feed = await read_events(database, limit=100_000)  # every event the walk-through made, held to its schema
+    assert len(feed) > 100 and {e["type"] for e in feed} >= {
+        "com.corpsale.task.created",
+        "com.corpsale.task.snoozed",
+    }
+    assert_events_keep_the_contract(feed)
 
     for mark, example in zip(markers, found, strict=True):
         part = output.split(f"{mark}\n", 1)[1].split(f"{mark}rc=", 1)

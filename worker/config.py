@@ -18,7 +18,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from worker.codec import data_converter, parse_key
+from worker.codec import data_converter, key_id, parse_key
 from workflows import signing
 from workflows.contract import DEFAULT_TASK_QUEUE
 
@@ -124,6 +124,10 @@ class Settings(BaseSettings):
 
     def converter(self) -> DataConverter:
         return data_converter(self.encryption_key.get_secret_value() if self.encryption_key else None)
+
+    def key_id(self) -> str | None:
+        """The id of the key payloads are encrypted with (what each payload names), if one is set."""
+        return key_id(parse_key(self.encryption_key.get_secret_value())) if self.encryption_key else None
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from activities.bulk import BulkActivities
+from activities.data import worker_keys
 from activities.data.db import create_pool, migrate
 from activities.sale import SaleActivities
 from worker import telemetry
@@ -256,6 +257,7 @@ async def run_worker(
     if pool is None:
         return
     try:
+        await worker_keys.announce(pool, settings.task_queue, settings.key_id())
         worker = build_worker(client, pool, task_queue=settings.task_queue, settings=settings)
         relays: list[LeadRelay | WebhookRelay | JournalRelay] = [
             JournalRelay(pool, client, settings.task_queue, confirm_after=settings.journal_confirm_after)

@@ -265,12 +265,16 @@ class Stack:
         if s.metrics_address:
             lines.append(f"  Metrics      http://{s.metrics_address}/metrics")
         if s.encryption_key is not None:
-            lines.append(f"  Encryption   on; the Web UI decodes through http://127.0.0.1:{s.codec_port}")
+            lines.append(
+                f"  Encryption   on (key {s.key_id()}); the Web UI decodes through http://127.0.0.1:{s.codec_port}"
+            )
         env = []
         if not self.external_address and s.temporal_port != 7233:
             env.append(f"TEMPORAL_ADDRESS={self.address}")
         if self.settings.database_url is None and self.data_dir != Path(".corpsale").resolve():
             env.append(f"CORPSALE_DATA_DIR={self.data_dir}")
+        if s.encryption_key is not None:  # the key itself is not printed: it is where this shell got it
+            env.append("CORPSALE_ENCRYPTION_KEY=<this stack's key>")
         if env:
             lines.append(f"  Other shells need: export {' '.join(env)}")
         lines += ["Ctrl-C stops everything.", ""]

@@ -173,6 +173,11 @@ async def validate(conn: asyncpg.Connection, text: str) -> ProcessDefinition:
     return definition
 
 
+def same(a: ProcessDefinition, b: ProcessDefinition) -> bool:
+    """Equal apart from their numbers: publishing one over the other makes no version."""
+    return a.model_dump(exclude={"version"}) == b.model_dump(exclude={"version"})
+
+
 async def publish(conn: asyncpg.Connection, text: str, actor: str) -> tuple[ProcessDefinition, bool]:
     """Publish the file as the next version. Returns the version in force and whether it is
     new: a file equal to the latest version (apart from its number) publishes nothing, so
@@ -182,7 +187,7 @@ async def publish(conn: asyncpg.Connection, text: str, actor: str) -> tuple[Proc
         await conn.execute("LOCK TABLE process_definitions IN SHARE ROW EXCLUSIVE MODE")
         definition = await validate(conn, text)
         current = await latest(conn)
-        if current.model_dump(exclude={"version"}) == definition.model_dump(exclude={"version"}):
+        if same(current, definition):
             return current, False
         await insert_version(conn, definition, actor)
         return definition, True
