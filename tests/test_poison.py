@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +27,12 @@ def _valid(opp: str, task_id: str) -> dict[str, dict[str, Any]]:
         c.SIGNAL_REASSIGN: {"owner": "bob", "actor": ADMIN, "reason": "r"},
         c.SIGNAL_ADD_TASK: {"title": "t", "actor": ADMIN, "owner": "bob"},
         c.MIGRATE: {"version": 1, "actor": ADMIN},
+        "snooze_task": {
+            "task_id": task_id,
+            "due_at": (datetime.now(UTC) + timedelta(days=9)).isoformat(),
+            "actor": ADMIN,
+            "reason": "r",
+        },
     }
 
 
@@ -52,7 +59,9 @@ async def test_text_postgresql_cannot_hold_is_refused_in_every_field_and_the_dea
     _, opp = await sale.started()
     task = (await sale.state(opp)).open_tasks[0].task_id
     sent = 0
-    for name, payload in _valid(opp, task).items():
+    commands = _valid(opp, task)
+    assert set(commands) == {spec.name for spec in c.COMMANDS} | set(c.UPDATE_ONLY)  # every one
+    for name, payload in commands.items():
         fields = _text_fields(name)
         assert "actor" in fields and "request_id" in fields, (name, fields)
         for n, field in enumerate(fields):
