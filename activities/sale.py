@@ -22,6 +22,7 @@ from activities.data import (
     writes,
 )
 from workflows.definition import Process, ProcessDefinition, Stage
+from workflows.fields import DEFAULT_PROCESS
 from workflows.steps import (
     AddTaskRow,
     Authorize,
@@ -105,8 +106,19 @@ class SaleActivities:
 
     @staticmethod
     async def _open(conn: asyncpg.Connection, cmd: OpenOpportunity) -> OpportunityRecord:
+        if cmd.process is not None:
+            try:
+                await definitions.known(conn, cmd.process)
+            except definitions.UnknownProcess as err:
+                raise ApplicationError(
+                    f"{err}: start the deal with one of them",
+                    type="UnknownProcess",
+                    non_retryable=True,
+                    category=ApplicationErrorCategory.BENIGN,
+                ) from None
         if cmd.new is not None:
             await repository.insert_opportunity(conn, cmd)
+        await repository.choose_process(conn, cmd.opportunity_id, cmd.process)
         try:
             record = await repository.get_opportunity(conn, cmd.opportunity_id)
         except ValidationError as err:
@@ -142,11 +154,11 @@ class SaleActivities:
         return record
 
     @activity.defn
-    async def load_process(self) -> Process:
-        """The latest published definition (R16), checked against the stages lookup as it is
-        now. The run keeps it to its end."""
+    async def load_process(self, process: str = DEFAULT_PROCESS) -> Process:
+        """The latest published definition of `process` (R16), checked against the stages lookup
+        as it is now. The run keeps it to its end."""
         async with self._pool.acquire() as conn:
-            definition = await definitions.latest(conn)
+            definition = await definitions.latest(conn, process)
             stages = await repository.load_stages(conn)
         try:
             return Process(definition=definition, stages=tuple(stages))

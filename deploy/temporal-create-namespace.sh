@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot job (temporalio/admin-tools): the namespace and the search attributes the corporate
-# sale workflows set (OpportunityStage, OpportunityOwner, OpportunityAmount, OpportunityId, and
-# TaskOwner on the task workflows). Safe to run again.
+# sale workflows set (OpportunityStage, OpportunityOwner, OpportunityAmount, OpportunityId,
+# SaleProcess, and TaskOwner on the task workflows). Safe to run again.
 set -eu
 
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
@@ -53,4 +53,5 @@ search_attribute OpportunityOwner Keyword
 search_attribute OpportunityAmount Double
 search_attribute TaskOwner Keyword
 search_attribute OpportunityId Keyword
+search_attribute SaleProcess Keyword
 echo "namespace $NAMESPACE and its search attributes are ready"

@@ -45,7 +45,7 @@ from workflows.contract import (
     StateView,
     UpdateOpportunity,
 )
-from workflows.search_attributes import OPPORTUNITY_ID_ATTR, start_with
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, PROCESS_ATTR, start_with
 
 # Every command of the contract's table, by its model: `send` and `signal` take any of them.
 UPDATES: dict[type[BaseModel], str] = {spec.model: spec.update for spec in c.COMMANDS}
@@ -144,14 +144,20 @@ class SaleClient:
         return self.client.get_workflow_handle(c.workflow_id(opportunity_id), result_type=StateView)
 
     async def start(
-        self, opportunity_id: str, *, actor: str, new: NewOpportunity | None = None
+        self,
+        opportunity_id: str,
+        *,
+        actor: str,
+        new: NewOpportunity | None = None,
+        process: str | None = None,
     ) -> WorkflowHandle[Any, StateView]:
         """Start the process: for a new opportunity with `new` (R1), else for an existing one at
-        its stage (R2). Refused (CommandRefused) while one runs (R4) and for a closed
-        opportunity (R22: a run that ended is only followed by another if it failed)."""
+        its stage (R2); `process`, the sales process to run (default: the deal's own, a new
+        one's the library's default). Refused (CommandRefused) while one runs (R4) and for a
+        closed opportunity (R22: a run that ended is only followed by another if it failed)."""
         return await start_process(
             self.client,
-            StartProcess(opportunity_id=opportunity_id, actor=actor, new=new),
+            StartProcess(opportunity_id=opportunity_id, actor=actor, new=new, process=process),
             task_queue=self.task_queue,
         )
 
@@ -281,7 +287,10 @@ async def start_process(
     new = start.new
     if summary is None:
         summary = c.start_summary(opportunity_id, new.title if new else None, new.customer if new else None)
-    attributes = TypedSearchAttributes([SearchAttributePair(OPPORTUNITY_ID_ATTR, opportunity_id)])
+    pairs: list[SearchAttributePair[str]] = [SearchAttributePair(OPPORTUNITY_ID_ATTR, opportunity_id)]
+    if start.process is not None:
+        pairs.append(SearchAttributePair(PROCESS_ATTR, start.process))
+    attributes = TypedSearchAttributes(pairs)
 
     async def started(search: TypedSearchAttributes) -> WorkflowHandle[Any, StateView]:
         return await client.start_workflow(

@@ -1,7 +1,7 @@
-"""`corpsale definition ...`: the process library. Show the definition in force (as text,
-JSON or a Mermaid diagram), list its versions, export one as a file, validate a changed file and
-publish it as the next version. Running processes keep the version they started with; new ones
-take the latest."""
+"""`corpsale definition ...`: the process library. Show a process's definition in force (as
+text, JSON or a Mermaid diagram), list its versions, export one as a file, validate a changed file
+and publish it as the next version of the process it names. Running processes keep the version
+they started with; new ones take the latest. `corpsale processes` lists the processes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from activities.data import definitions
 from starter.common import CliError, command_parser, default_actor, positive_int, with_db
 from starter.output import print_json, print_table
 from workflows.definition import Outcome, Process, ProcessDefinition, TaskTemplate, describe_duration, mermaid
+from workflows.fields import DEFAULT_PROCESS
 
 
 def _read(path: str) -> str:
@@ -27,10 +28,12 @@ def _read(path: str) -> str:
         raise CliError(f"cannot read {path}: {err}") from None
 
 
-async def _load(conn: Any, version: int | None) -> Process:
+async def _load(conn: Any, version: int | None, process: str) -> Process:
     from activities.data.repository import load_stages
 
-    definition = await (definitions.latest(conn) if version is None else definitions.version(conn, version))
+    definition = await (
+        definitions.latest(conn, process) if version is None else definitions.version(conn, version, process)
+    )
     try:
         return Process(definition=definition, stages=tuple(await load_stages(conn)))
     except ValidationError as err:
@@ -51,7 +54,7 @@ def _describe_task(t: TaskTemplate) -> str:
 
 async def cmd_show(args: argparse.Namespace) -> None:
     """The definition (the latest version, or --version N), with the stages lookup it runs with."""
-    process = await with_db(lambda conn: _load(conn, args.version))
+    process = await with_db(lambda conn: _load(conn, args.version, args.process))
     if args.json:
         print_json(process)
         return
@@ -59,7 +62,9 @@ async def cmd_show(args: argparse.Namespace) -> None:
         print(mermaid(process))
         return
     definition = process.definition
-    print(f"{definition.name}, version {definition.version}")
+    print(f"{definition.name} ({definition.process}), version {definition.version}")
+    if definition.listed_stages_only:
+        print("Only the stages below: a move to another stage of the lookup is refused")
     if definition.calendar == "working-days":
         print("Durations count working days (Monday to Friday, UTC)")
     r = definition.reminders
@@ -72,7 +77,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
             else []
         )
         print(f"Every task: {', '.join(timers) or 'no timers'}")
-    for stage in sorted(process.stages, key=lambda s: s.order):
+    for stage in sorted(process.its_stages, key=lambda s: s.order):
         kind = ("final, won" if stage.successful else "final, lost") if stage.final else "open"
         limit = process.stale_after(stage.name)
         stale = f"; stale after {describe_duration(limit)} without a completed task" if limit else ""
@@ -95,16 +100,28 @@ async def cmd_show(args: argparse.Namespace) -> None:
 
 
 async def cmd_versions(args: argparse.Namespace) -> None:
-    rows = await with_db(definitions.list_versions)
+    rows = await with_db(lambda conn: definitions.list_versions(conn, args.process))
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["version", "name", "published_at", "published_by", "open_opportunities"])
+        print_table(
+            rows, ["process", "version", "name", "published_at", "published_by", "open_opportunities"]
+        )
+
+
+async def cmd_processes(args: argparse.Namespace) -> None:
+    """The processes of the library, with their versions and open deals."""
+    rows = await with_db(definitions.processes)
+    if args.json:
+        print_json(rows)
+        return
+    shown = [{**r, "default": "yes" if r["default"] else ""} for r in rows]
+    print_table(shown, ["process", "name", "latest", "versions", "open_deals", "default"])
 
 
 async def cmd_export(args: argparse.Namespace) -> None:
     """The definition file of a version: edit it, then validate and publish it."""
-    process = await with_db(lambda conn: _load(conn, args.version))
+    process = await with_db(lambda conn: _load(conn, args.version, args.process))
     print(process.definition.model_dump_json(indent=2))
 
 
@@ -141,10 +158,19 @@ def changes(before: ProcessDefinition, after: ProcessDefinition) -> list[str]:
 async def cmd_validate(args: argparse.Namespace) -> None:
     text = _read(args.file)
 
-    async def work(conn: Any) -> tuple[ProcessDefinition, ProcessDefinition]:
-        return await definitions.validate(conn, text), await definitions.latest(conn)
+    async def work(conn: Any) -> tuple[ProcessDefinition, ProcessDefinition | None]:
+        candidate = await definitions.validate(conn, text)
+        if candidate.version == 1:  # a process new to the library
+            return candidate, None
+        return candidate, await definitions.latest(conn, candidate.process)
 
     candidate, current = await with_db(work)
+    if current is None:
+        print(
+            f"{args.file}: valid; published, it would be the first version of a new process,"
+            f" {candidate.process}"
+        )
+        return
     if definitions.same(current, candidate):
         print(
             f"{args.file}: valid; no change against version {current.version}, in force:"
@@ -173,7 +199,15 @@ def add_commands(sub: Any) -> None:
     )
     commands = definition.add_subparsers(dest="definition_command", metavar="DEFINITION_COMMAND")
 
+    def process_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--process",
+            default=DEFAULT_PROCESS,
+            help=f"which process (`corpsale processes`; {DEFAULT_PROCESS})",
+        )
+
     def show_options(p: argparse.ArgumentParser) -> None:
+        process_option(p)
         p.add_argument("--version", type=positive_int, help="this version (default: the latest)")
         p.add_argument("--mermaid", action="store_true", help="as a Mermaid diagram")
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -183,10 +217,12 @@ def add_commands(sub: Any) -> None:
     show_options(command_parser(commands, "show", help="print the definition with the stages lookup"))
 
     p = command_parser(commands, "versions", help="the published versions, newest first")
+    p.add_argument("--process", help="only this process's (default: every process's)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_versions)
 
     p = command_parser(commands, "export", help="print a version as a definition file (JSON)")
+    process_option(p)
     p.add_argument("--version", type=positive_int, help="this version (default: the latest)")
     p.set_defaults(run=cmd_export)
 
@@ -204,3 +240,7 @@ def add_commands(sub: Any) -> None:
     from starter.bulk import add_migrate
 
     add_migrate(commands)
+
+    p = command_parser(sub, "processes", help="the sales processes of the library: versions, open deals")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_processes)

@@ -49,8 +49,10 @@ async def cmd_show(args: argparse.Namespace) -> None:
         found = await opportunities.opportunity_detail(conn, args.opportunity)
         if found is None or found["closed_at"] or not found["history"]:
             return found, None
-        version = found["history"][-1]["definition_version"]
-        return found, await definitions.stage_guide(conn, version, found["stage"])
+        last = found["history"][-1]
+        return found, await definitions.stage_guide(
+            conn, last["definition_version"], found["stage"], last["process"]
+        )
 
     detail, part = await with_db(read)
     if detail is None:
@@ -61,7 +63,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
     d = detail
     print(f"{d['id']}: {d['title']} — {d['customer']}")
     print(
-        f"  stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
+        f"  {d['process']}, stage {d['stage']} ({d['probability']}%), owner {d['owner']}"
         + (f", closed {when(d['closed_at'])}" if d["closed_at"] else "")
     )
     closing = [
@@ -87,7 +89,7 @@ async def cmd_show(args: argparse.Namespace) -> None:
             f"  {v['visit_no']:>3}. {v['stage']:<14} {when(v['entered_at'])} by"
             f" {v['entered_by']}"
             + (f" — {v['reason']}" if v["reason"] else "")
-            + (f"  (process v{v['definition_version']})" if v["definition_version"] else "")
+            + (f"  ({v['process']} v{v['definition_version']})" if v["definition_version"] else "")
         )
     if d["order"]:
         o = d["order"]

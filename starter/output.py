@@ -45,7 +45,9 @@ def print_state(state: StateView, *, guidance: bool = False) -> None:
     """A process's state; the stage's goal and what is still to fill in, and with `guidance` what
     is recommended at the stage too."""
     status = "closed" if state.closed else "open"
-    print(f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}")
+    print(
+        f"Opportunity {state.opportunity_id}: {state.stage} ({status}), owner {state.owner}, {state.process}"
+    )
     print_guide(state.stage_goal, state.stage_guidance if guidance else (), state.to_fill)
     if state.waiting_to_enter:
         missing = ", ".join(state.missing)

@@ -40,11 +40,14 @@ from workflows.state import ProcessInput
 
 
 async def cmd_start(args: argparse.Namespace) -> None:
+    from activities.data import definitions, repository
+
     client = await temporal(sending_to=args.task_queue or current().task_queue)
+    process: str | None = args.process
+    if args.process is not None:  # a process the library has, or a clear refusal before anything runs
+        await with_db(lambda conn: definitions.known(conn, args.process))
     if args.existing:
         opportunity_id, new = args.existing, None
-        from activities.data import repository
-
         found = await with_db(lambda conn: repository.opportunity_stage(conn, opportunity_id))
         if found is None:
             raise CliError(
@@ -55,6 +58,7 @@ async def cmd_start(args: argparse.Namespace) -> None:
             raise CliError(
                 f"opportunity {opportunity_id!r} is closed in {found['stage']!r}; a final stage is never left"
             )
+        process = process or found["process"]
     else:
         missing = [f"--{n}" for n in ("title", "customer", "owner") if not getattr(args, n)]
         if missing:
@@ -64,8 +68,11 @@ async def cmd_start(args: argparse.Namespace) -> None:
         new = parse_model(
             NewOpportunity, {**fields, "title": args.title, "customer": args.customer, "owner": args.owner}
         )
+        process = process or await with_db(definitions.default_process)
     actor = await acting_as(args.actor)
-    start = parse_model(ProcessInput, {"opportunity_id": opportunity_id, "actor": actor, "new": new})
+    start = parse_model(  # the process named: the Web UI shows it (`SaleProcess`)
+        ProcessInput, {"opportunity_id": opportunity_id, "actor": actor, "new": new, "process": process}
+    )
     try:
         await start_process(client, start, task_queue=args.task_queue or current().task_queue)
     except CommandRefused as err:
@@ -243,6 +250,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--owner", help="the responsible employee")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="another data field")
     p.add_argument("--data", help="data fields as a JSON object")
+    p.add_argument(
+        "--process",
+        help="the sales process to run (`corpsale processes`; default: the deal's own or the default)",
+    )
     p.add_argument(
         "--task-queue",
         help="the workers' task queue (default: $CORPSALE_TASK_QUEUE or corporate-sale)",

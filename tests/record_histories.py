@@ -76,6 +76,19 @@ async def moves_and_refusals(sale: Sale) -> str:
     return handle.id
 
 
+async def small_business(sale: Sale) -> str:
+    """A deal on the small-business sale: a move to a stage it does not have refused, then through
+    its two stages to Closed won."""
+    handle = await sale.start(process="small-business-sale")
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    await sale.signal(opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Presentation", "actor": "alice"})  # refused
+    while not (await sale.state(opp)).closed:
+        await sale.complete_stage(opp)
+    await handle.result()
+    return handle.id
+
+
 async def closed_lost(sale: Sale) -> str:
     handle = await sale.start()
     opp = handle.id.removeprefix("opportunity-")
@@ -259,6 +272,7 @@ SCENARIOS = {
     "happy_path": happy_path,
     "moves_and_refusals": moves_and_refusals,
     "closed_lost": closed_lost,
+    "small_business": small_business,
     "timers": timers,
     "snooze": snooze,
     "gates": gates,

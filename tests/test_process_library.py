@@ -94,7 +94,7 @@ async def test_a_run_keeps_its_version_while_a_newer_one_is_published(
     assert SEND_DECK["title"] not in shown.stdout
     assert SEND_DECK["title"] in (await sale.cli("definition")).stdout
     history = (await sale.cli("show", new_run)).stdout
-    assert f"(process v{before + 1})" in history
+    assert f"(corporate-sale v{before + 1})" in history
 
 
 @pytest.mark.parametrize(
@@ -184,18 +184,19 @@ async def test_an_upgrade_publishes_a_newer_bundled_definition_unless_someone_pu
         await tx.start()
         try:
             await conn.execute("DELETE FROM process_definitions")  # rolled back below
-            assert await definitions.publish_bundled(conn) == bundled.version  # a new database
-            assert await definitions.publish_bundled(conn) is None  # already in force
+            both = [f"corporate-sale v{bundled.version}", "small-business-sale v1"]
+            assert await definitions.publish_bundled(conn) == both  # a new database
+            assert await definitions.publish_bundled(conn) == []  # already in force
 
-            await conn.execute("DELETE FROM process_definitions")
+            await conn.execute("DELETE FROM process_definitions WHERE process = 'corporate-sale'")
             older = bundled.model_copy(update={"version": bundled.version - 1})
             await definitions.insert_version(conn, older, definitions.BUNDLED_BY)
-            assert await definitions.publish_bundled(conn) == bundled.version  # an upgrade
+            assert await definitions.publish_bundled(conn) == both[:1]  # an upgrade
             assert (await definitions.latest(conn)) == bundled
 
-            await conn.execute("DELETE FROM process_definitions")
+            await conn.execute("DELETE FROM process_definitions WHERE process = 'corporate-sale'")
             await definitions.insert_version(conn, older, "process-owner")  # their own: it stays in force
-            assert await definitions.publish_bundled(conn) is None
+            assert await definitions.publish_bundled(conn) == []
             assert (await definitions.latest(conn)).version == older.version
         finally:
             await tx.rollback()

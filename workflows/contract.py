@@ -12,7 +12,18 @@ from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from workflows.fields import Day, ForecastCategory, Hours, Identifier, Money, Name, Text, When
+from workflows.fields import (
+    DEFAULT_PROCESS,
+    Day,
+    ForecastCategory,
+    Hours,
+    Identifier,
+    Money,
+    Name,
+    ProcessName,
+    Text,
+    When,
+)
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 WORKFLOW_TYPE = "CorporateSale"
@@ -237,6 +248,11 @@ class StartProcess(BaseModel):
     opportunity_id: Identifier
     actor: Name
     new: NewOpportunity | None = None
+    process: ProcessName | None = Field(
+        default=None,
+        description="The sales process to run (`corpsale processes`); none: the opportunity's own"
+        " (a new one's: the library's default, corporate-sale unless changed).",
+    )
     continue_as_new_after_events: int | None = Field(
         default=None, ge=50, le=10_000, description="Hand over to a new run after this many history events."
     )
@@ -290,6 +306,7 @@ class StateView(BaseModel):
     data: dict[str, Any]
     rejected: list[Rejection]
     definition_version: int
+    process: str = Field(default=DEFAULT_PROCESS, description="The sales process the deal runs.")
     stage_goal: str | None = Field(default=None, description="What the current stage is for.")
     stage_guidance: list[str] = Field(default=[], description="What is recommended at the current stage.")
     to_fill: list[str] = Field(

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from workflows.contract import OpportunityFields
+from workflows.fields import DEFAULT_PROCESS, ProcessName
 
 StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 GuideText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
@@ -151,6 +152,10 @@ class Reminders(BaseModel):
 class ProcessDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    process: ProcessName = Field(
+        default=DEFAULT_PROCESS,
+        description="Which sales process of the library this is a version of (`corpsale processes`).",
+    )
     name: str
     version: int = Field(ge=1)
     stages: tuple[StageTasks, ...] = Field(max_length=20)
@@ -161,6 +166,12 @@ class ProcessDefinition(BaseModel):
     calendar: Literal["days", "working-days"] = Field(
         default="days",
         description="How task durations count days: every day, or Monday to Friday only (UTC).",
+    )
+    listed_stages_only: bool = Field(
+        default=False,
+        description="true: the process has only the stages listed here and the lookup's final ones; a"
+        " move to another stage is refused, and a stage whose tasks are done goes on to the next one"
+        " listed. false: every stage of the lookup (the corporate sale's way).",
     )
 
     def due(self, start: datetime, duration: timedelta) -> datetime:
@@ -256,8 +267,17 @@ class Process(BaseModel):
         stage = self.stage(name)
         return stage.final and not stage.successful
 
+    @property
+    def its_stages(self) -> tuple[Stage, ...]:
+        """The stages a deal of this process may be in: the lookup's, or with
+        `listed_stages_only` those the definition lists and the final ones."""
+        if not self.definition.listed_stages_only:
+            return self.stages
+        listed = {part.stage for part in self.definition.stages}
+        return tuple(s for s in self.stages if s.final or s.name in listed)
+
     def has_stage(self, name: str) -> bool:
-        return any(s.name == name for s in self.stages)
+        return any(s.name == name for s in self.its_stages)
 
     def tasks_of(self, stage: str) -> tuple[TaskTemplate, ...]:
         for st in self.definition.stages:
@@ -285,16 +305,27 @@ class Process(BaseModel):
     def next_stage(self, stage: str) -> Stage | None:
         """The stage after `stage` by order (after the last open stage: the first final one)."""
         current = self.stage(stage).order
-        later = sorted((s for s in self.stages if s.order > current), key=lambda s: s.order)
+        later = sorted((s for s in self.its_stages if s.order > current), key=lambda s: s.order)
         return later[0] if later else None
 
     def first_stage(self) -> Stage:
-        return min(self.stages, key=lambda s: s.order)
+        return min(self.its_stages, key=lambda s: s.order)
+
+
+BUNDLED = ("corporate_sale.json", "small_business_sale.json")  # the processes shipped, in this folder
+
+
+def bundled_definitions() -> list[ProcessDefinition]:
+    """The definitions shipped with the product, the corporate sale first."""
+    folder = resources.files(__package__)
+    return [
+        ProcessDefinition.model_validate(json.loads(folder.joinpath(f).read_text("utf-8"))) for f in BUNDLED
+    ]
 
 
 def load_default_definition() -> ProcessDefinition:
-    text = resources.files(__package__).joinpath("corporate_sale.json").read_text("utf-8")
-    return ProcessDefinition.model_validate(json.loads(text))
+    """The bundled corporate sale."""
+    return bundled_definitions()[0]
 
 
 def describe_duration(value: timedelta) -> str:
@@ -312,14 +343,14 @@ def mermaid(process: Process) -> str:
         return "s_" + "".join(ch if ch.isalnum() else "_" for ch in name)
 
     lines = ["flowchart LR"]
-    for stage in sorted(process.stages, key=lambda s: s.order):
+    for stage in sorted(process.its_stages, key=lambda s: s.order):
         tasks = "".join(f"<br/>• {t.title}" for t in process.tasks_of(stage.name))
         part = process.stage_tasks(stage.name)
         goal = f"<br/><i>{part.goal}</i>" if part is not None and part.goal else ""
         label = f"{stage.name} ({stage.probability}%){goal}{tasks}".replace('"', "'")
         shape = ('(["', '"])') if stage.final else ('["', '"]')
         lines.append(f"  {node(stage.name)}{shape[0]}{label}{shape[1]}")
-    for stage in sorted(process.stages, key=lambda s: s.order):
+    for stage in sorted(process.its_stages, key=lambda s: s.order):
         if stage.final:
             continue
         following = process.next_stage(stage.name)

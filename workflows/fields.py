@@ -28,6 +28,9 @@ Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storab
 Identifier = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$")
 ]
+# A sales process's name in the process library: `corporate-sale`, `small-business-sale`, ...
+DEFAULT_PROCESS = "corporate-sale"  # the process of every run and deal from before there were others
+ProcessName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 
 

@@ -45,6 +45,17 @@ def _timeless(value: Any) -> Any:
     return value
 
 
+def _content(row: BaseModel) -> dict[str, Any]:
+    """What the digest of a write covers: the row without its fence and check, and without the
+    fields added since runs were recorded (`Write.LATER`) while they are at their default, so a
+    run from before them replays to the same chain."""
+    content = row.model_dump(exclude={"fence", "check"})
+    for name in getattr(row, "LATER", ()):
+        if content.get(name) == type(row).model_fields[name].default:
+            del content[name]
+    return content
+
+
 class Journal:
     def __init__(self, state: SaleState) -> None:
         self._state = state
@@ -75,9 +86,7 @@ class Journal:
         check it makes first, and its times)."""
         self._look()
         state, info = self._state, workflow.info()
-        content = json.dumps(
-            _timeless(row.model_dump(exclude={"fence", "check"})), sort_keys=True, default=str
-        )
+        content = json.dumps(_timeless(_content(row)), sort_keys=True, default=str)
         digest = _digest(content)
         opening = state.writes == 0 and state.run_no == 0
         self._pending = Fence(

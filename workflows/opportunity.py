@@ -86,9 +86,11 @@ class CorporateSaleWorkflow:
         start = self._start
         assert start is not None
         record = await self._store.open(
-            steps.OpenOpportunity(opportunity_id=start.opportunity_id, actor=start.actor, new=start.new)
+            steps.OpenOpportunity(
+                opportunity_id=start.opportunity_id, actor=start.actor, new=start.new, process=start.process
+            )
         )
-        self._state.process = await self._store.load_process()
+        self._state.process = await self._store.load_process(record.process)
         self._state.owner, self._state.data = record.owner, record.data
         self._state.visit, self._state.visited = record.last_visit, record.visited
         first = self._rules.first_stage(record.stage)

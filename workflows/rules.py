@@ -112,8 +112,13 @@ class Rules:
         if not process.has_stage(cmd.stage):
             if not settled:
                 return  # the lookup may have the stage by now: the handler reloads it
-            names = [s.name for s in process.stages]
+            names = [s.name for s in process.its_stages]
             hint = did_you_mean(cmd.stage, names)
+            if any(s.name == cmd.stage for s in process.stages):  # in the lookup, not in this process
+                raise Refused(
+                    f"The {process.definition.process} process has no stage {cmd.stage!r}. {hint}Its"
+                    f" stages: {', '.join(names)}."
+                )
             raise Refused(f"Unknown stage {cmd.stage!r}. {hint}Stages: {', '.join(names)}.")
         target = process.stage(cmd.stage)
         if settled and cmd.stage == self.state.stage and not cmd.restart:

@@ -22,7 +22,10 @@ OWNER_ATTR = SearchAttributeKey.for_keyword("OpportunityOwner")
 AMOUNT_ATTR = SearchAttributeKey.for_float("OpportunityAmount")
 TASK_OWNER_ATTR = SearchAttributeKey.for_keyword("TaskOwner")
 OPPORTUNITY_ID_ATTR = SearchAttributeKey.for_keyword("OpportunityId")
-SEARCH_ATTRIBUTES = (STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR, TASK_OWNER_ATTR, OPPORTUNITY_ID_ATTR)
+# The sales process a deal's run follows (`SaleProcess = 'small-business-sale'`), set when it starts
+# (by the CLI, SaleClient with a process, the lead relay) and carried on to its next runs.
+PROCESS_ATTR = SearchAttributeKey.for_keyword("SaleProcess")
+SEARCH_ATTRIBUTES = (STAGE_ATTR, OWNER_ATTR, AMOUNT_ATTR, TASK_OWNER_ATTR, OPPORTUNITY_ID_ATTR, PROCESS_ATTR)
 
 
 async def start_with(

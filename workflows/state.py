@@ -19,6 +19,7 @@ from workflows.contract import (
     TaskView,
 )
 from workflows.definition import Process, Reminders, StageTasks
+from workflows.fields import DEFAULT_PROCESS
 
 # The state is carried to the next run as its input (continue-as-new), which must stay far below
 # Temporal's 2 MB for a payload (the SDK warns from 512 KiB): each list is bounded by count and by
@@ -282,6 +283,7 @@ class SaleState(BaseModel):
             data=self.data,
             rejected=self.rejected,
             definition_version=self.process.definition.version if self.process else 0,
+            process=self.process.definition.process if self.process else DEFAULT_PROCESS,
             stage_goal=part.goal if part else None,
             stage_guidance=list(part.guidance) if part else [],
             to_fill=self.to_fill(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from workflows.definition import Process, ProcessDefinition, Stage
+from workflows.fields import DEFAULT_PROCESS
 from workflows.steps import (
     AddTaskRow,
     Authorize,
@@ -33,7 +34,7 @@ async def open_opportunity(cmd: OpenOpportunity) -> OpportunityRecord:
 
 
 @activity.defn(name="load_process")
-async def load_process() -> Process:
+async def load_process(process: str = DEFAULT_PROCESS) -> Process:
     raise NotImplementedError
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from workflows.contract import NewOpportunity, StateView
 from workflows.definition import Reminders
+from workflows.fields import DEFAULT_PROCESS
 from workflows.permissions import Asked
 from workflows.state import TaskInput
 
@@ -107,6 +108,9 @@ class Write(_Model):
 
     fence: Fence | None = None
     check: Authorize | None = None
+    # Fields added since runs were recorded: the journal's digest leaves them out while they are
+    # at their default (workflows/journal.py), so those runs replay to the chains they wrote.
+    LATER: ClassVar[tuple[str, ...]] = ()
 
 
 class CommandWrite(Write):
@@ -122,6 +126,9 @@ class OpenOpportunity(Write):
     opportunity_id: str
     actor: str
     new: NewOpportunity | None = None
+    process: str | None = None  # the sales process to run; None: the deal's own, else the default
+
+    LATER = ("process",)
 
 
 class OpportunityRecord(_Model):
@@ -132,6 +139,7 @@ class OpportunityRecord(_Model):
     last_visit: int = 0  # visits of earlier processes of this opportunity: numbering goes on
     visited: list[str] = []  # the stages those visits were in
     journal: JournalStart | None = None  # where the process's journal begins (a journaled opening)
+    process: str = DEFAULT_PROCESS  # the sales process the deal runs
 
 
 class NewTask(_Model):

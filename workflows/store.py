@@ -90,8 +90,8 @@ class Store:
     async def open(self, cmd: OpenOpportunity) -> OpportunityRecord:
         return await self._write(step_defs.open_opportunity, cmd, "create or load the opportunity")
 
-    async def load_process(self) -> Process:
-        return await self._step(step_defs.load_process, None, "load the process definition and stages")
+    async def load_process(self, process: str) -> Process:
+        return await self._step(step_defs.load_process, process, "load the process definition and stages")
 
     async def load_stages(self) -> list[Stage]:
         return await self._step(step_defs.load_stages, None, "reload the stages lookup")

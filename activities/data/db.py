@@ -57,9 +57,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
             await conn.execute(f.read_text("utf-8"))
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", f.name)
             applied.append(f.name)
-        bundled = await definitions.publish_bundled(conn)
-        if bundled is not None:
-            applied.append(f"process definition version {bundled}")
+        applied += [f"process definition {bundled}" for bundled in await definitions.publish_bundled(conn)]
     if applied:
         log.info("applied %s", ", ".join(applied))
     return applied

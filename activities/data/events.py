@@ -2,7 +2,8 @@
 change it reports, with an id that a retried or re-run step reproduces, so a retry or a killed
 worker never writes one twice or loses one; each opportunity's events are numbered in order,
 without gaps. Read back, an event is CloudEvents 1.0 JSON: the opportunity as its subject, its
-number as the `sequence` extension, its place in the whole feed as `position`.
+number as the `sequence` extension, its place in the whole feed as `position`, the sales process
+that made it as `process`.
 
 The feed comes in the order the events' transactions committed (`tx`, then `position`), and only
 up to the oldest transaction still running: a position is taken at insert, so an event with a
@@ -126,7 +127,7 @@ async def read(
     if since and not await conn.fetchval("SELECT true FROM events WHERE position = $1", since):
         raise Refused(f"no event at position {since}: go on from the position of an event you read")
     rows = await conn.fetch(
-        "SELECT position, id, opportunity_id, sequence, type, time, data FROM events"
+        "SELECT position, id, opportunity_id, sequence, type, time, data, process FROM events"
         " WHERE (tx, position) >"
         " (SELECT coalesce(max(tx), '0'::xid8), $1::bigint FROM events WHERE position = $1)"
         " AND tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -150,6 +151,7 @@ def cloud_event(row: asyncpg.Record) -> dict[str, Any]:
             "datacontenttype": "application/json",
             "sequence": row["sequence"],
             "position": row["position"],
+            "process": row["process"],
         },
         data=json.loads(data) if isinstance(data, str) else data,
     )

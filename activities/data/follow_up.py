@@ -32,7 +32,7 @@ async def complete(
     nothing (a retried command), so the row is written once."""
     async with events.transaction(conn, opportunity_id):
         row = await conn.fetchrow(
-            "SELECT t.status, t.outcome, t.task_key, t.kind, v.definition_version FROM tasks t"
+            "SELECT t.status, t.outcome, t.task_key, t.kind, v.definition_version, v.process FROM tasks t"
             " LEFT JOIN stage_visits v ON v.id = t.visit_id"
             " WHERE t.id = $1 AND t.opportunity_id = $2 FOR UPDATE OF t",
             task_id,
@@ -43,7 +43,7 @@ async def complete(
         outcomes = ["done"]
         if row["definition_version"] is not None:
             try:
-                definition = await definitions.version(conn, row["definition_version"])
+                definition = await definitions.version(conn, row["definition_version"], row["process"])
             except LookupError:  # a run from before the process library: its version is not in it
                 follow_up: tuple[TaskTemplate, ...] = ()
             else:

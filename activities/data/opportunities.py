@@ -42,7 +42,7 @@ async def opportunity_detail(conn: asyncpg.Connection, opportunity_id: str) -> d
         opportunity_id,
     )
     visits = await conn.fetch(
-        "SELECT visit_no, stage, entered_at, entered_by, reason, left_at, definition_version"
+        "SELECT visit_no, stage, entered_at, entered_by, reason, left_at, process, definition_version"
         " FROM stage_visits WHERE opportunity_id = $1 ORDER BY visit_no",
         opportunity_id,
     )

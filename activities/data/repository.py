@@ -42,6 +42,7 @@ def _record(row: asyncpg.Record, last_visit: int, visited: list[str] | None = No
         data=data.model_dump(mode="json", exclude_none=True),
         last_visit=last_visit,
         visited=visited or [],
+        process=row["process"],
     )
 
 
@@ -62,9 +63,10 @@ async def load_stages(conn: asyncpg.Connection) -> list[Stage]:
 
 
 async def opportunity_stage(conn: asyncpg.Connection, opportunity_id: str) -> asyncpg.Record | None:
-    """The opportunity's stage and when it closed (None if there is no such opportunity)."""
+    """The opportunity's stage, when it closed and its process (None if there is no such
+    opportunity)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT stage, closed_at FROM opportunities WHERE id = $1", opportunity_id
+        "SELECT stage, closed_at, process FROM opportunities WHERE id = $1", opportunity_id
     )
     return row
 
@@ -85,9 +87,11 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
     one with that id is there already."""
     assert cmd.new is not None
     fields = cmd.new.model_dump(exclude_none=True)
-    columns = ["id", *fields]
-    values = [cmd.opportunity_id, *fields.values()]
+    columns = ["id", *fields, "process"]
+    values = [cmd.opportunity_id, *fields.values(), cmd.process]
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    default = "(SELECT name FROM sale_processes WHERE is_default)"
+    placeholders = placeholders.rsplit(", ", 1)[0] + f", coalesce(${len(values)}, {default})"
     status = await conn.execute(
         f"INSERT INTO opportunities ({', '.join(columns)}) VALUES ({placeholders})"
         " ON CONFLICT (id) DO NOTHING",
@@ -110,6 +114,15 @@ async def insert_opportunity(conn: asyncpg.Connection, cmd: OpenOpportunity) -> 
             started,
         )
     return inserted
+
+
+async def choose_process(conn: asyncpg.Connection, opportunity_id: str, process: str | None) -> None:
+    """The sales process the opportunity runs from now on, when a start names one (in the
+    caller's transaction); without one it keeps its own (a new one's: the library's default)."""
+    if process is not None:
+        await conn.execute(
+            "UPDATE opportunities SET process = $2 WHERE id = $1 AND process <> $2", opportunity_id, process
+        )
 
 
 async def find_manager(conn: asyncpg.Connection, person: str) -> str | None:

@@ -46,10 +46,11 @@ async def enter_stage(conn: asyncpg.Connection, step: EnterStage) -> None:
     )
     await conn.execute(
         "INSERT INTO stage_visits (id, opportunity_id, visit_no, stage, entered_at, entered_by,"
-        " reason, definition_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id)"
+        " reason, definition_version, process) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+        " (SELECT process FROM opportunities WHERE id = $2)) ON CONFLICT (id)"
         " DO UPDATE SET stage = EXCLUDED.stage, entered_at = EXCLUDED.entered_at,"
         " entered_by = EXCLUDED.entered_by, reason = EXCLUDED.reason, left_at = NULL,"
-        " definition_version = EXCLUDED.definition_version",
+        " definition_version = EXCLUDED.definition_version, process = EXCLUDED.process",
         visit_id,
         step.opportunity_id,
         step.visit_no,

@@ -263,7 +263,7 @@ async def claim(
             RETURNING d.webhook_id, d.position, d.attempts
         )
         SELECT c.webhook_id, c.attempts, w.url, w.secret,
-               e.position, e.id, e.opportunity_id, e.sequence, e.type, e.time, e.data
+               e.position, e.id, e.opportunity_id, e.sequence, e.type, e.time, e.data, e.process
         FROM claimed c JOIN webhooks w ON w.id = c.webhook_id JOIN events e ON e.position = c.position
         ORDER BY c.webhook_id, e.opportunity_id, e.sequence
         """,

@@ -56,9 +56,8 @@ def _rules(stage: str = "Qualification", *tasks: TaskState, **state: Any) -> Rul
             owner="alice",
             stage=stage,
             visit=visit,
-            process=PROCESS,
             tasks={t.task_id: t for t in tasks},
-            **state,
+            **{"process": PROCESS, **state},
         )
     )
 
