@@ -35,6 +35,7 @@ from workflows.steps import (
     MigrateRow,
     OpenOpportunity,
     OpportunityRecord,
+    ProcessVersion,
     ReassignRow,
     RefusalRow,
     StaleNotice,
@@ -256,13 +257,15 @@ class SaleActivities:
         await self._write(row.opportunity_id, row, "reassign", lambda c: repository.reassign(c, row))
 
     @activity.defn
-    async def load_definition(self, version: int) -> ProcessDefinition:
+    async def load_definition(self, wanted: ProcessVersion | int) -> ProcessDefinition:
+        if isinstance(wanted, int):
+            wanted = ProcessVersion(process=DEFAULT_PROCESS, version=wanted)
         async with self._pool.acquire() as conn:
             try:
-                return await definitions.version(conn, version)
-            except LookupError:
+                return await definitions.version(conn, wanted.version, wanted.process)
+            except LookupError as err:
                 raise ApplicationError(
-                    f"The process library has no version {version} (`corpsale definition list`).",
+                    f"{err} (`corpsale definition versions --process {wanted.process}`).",
                     type="UnknownVersion",
                     non_retryable=True,
                 ) from None

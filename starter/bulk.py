@@ -25,6 +25,7 @@ from activities.data.errors import Refused
 from starter.common import CliError, acting_as, add_command, command_parser, default_actor, temporal, with_db
 from starter.output import print_json
 from workflows import contract as c
+from workflows.fields import DEFAULT_PROCESS
 from workflows.operations import BulkInput, BulkProgress, BulkSelect, MigrationPlan, Selection
 
 POLL = 0.5
@@ -229,12 +230,17 @@ async def cmd_migrate(args: argparse.Namespace) -> None:
     """`corpsale definition migrate --to N`: a dry run asks each selected process what the move
     would do (the `migration_plan` query); without it, a bulk run sends each `migrate_definition`."""
     selection = _selection(args.where)
+    if selection.process is None:  # the target process's deals, unless --where names others
+        selection = selection.model_copy(update={"process": args.process})
+        args.where = " ".join(filter(None, [args.where, f"process={args.process}"]))
     try:
-        target, chosen = await with_db(lambda conn: _target_and_selection(conn, args.to, selection))
+        target, chosen = await with_db(
+            lambda conn: _target_and_selection(conn, args.process, args.to, selection)
+        )
     except LookupError as err:
         raise CliError(f"{err}; `corpsale definition versions` lists them") from None
     if not args.dry_run:
-        await _start(args, c.MIGRATE, c.UPDATE_MIGRATE, {"version": args.to})
+        await _start(args, c.MIGRATE, c.UPDATE_MIGRATE, {"version": args.to, "process": args.process})
         return
     client, gate = await temporal(), asyncio.Semaphore(20)
 
@@ -256,15 +262,18 @@ async def cmd_migrate(args: argparse.Namespace) -> None:
         print_json({o: p.model_dump(mode="json") if isinstance(p, MigrationPlan) else {"skipped": p}
                     for o, p in plans.items()})  # fmt: skip
         return
-    print(f"{_open(len(chosen))} {_match(len(chosen))} {args.where!r}; onto version {args.to} (a dry run):")
+    onto = f"version {args.to}" if args.process == DEFAULT_PROCESS else f"{args.process} version {args.to}"
+    print(f"{_open(len(chosen))} {_match(len(chosen))} {args.where!r}; onto {onto} (a dry run):")
     for opp, plan in plans.items():
         print(f"  {opp}: {_described(plan)}")
 
 
-async def _target_and_selection(conn: Any, version: int, selection: Selection) -> tuple[Any, list[str]]:
+async def _target_and_selection(
+    conn: Any, process: str, version: int, selection: Selection
+) -> tuple[Any, list[str]]:
     from activities.data import definitions
 
-    return await definitions.version(conn, version), await bulk.preview(conn, selection)
+    return await definitions.version(conn, version, process), await bulk.preview(conn, selection)
 
 
 def _described(plan: MigrationPlan | str) -> str:
@@ -281,20 +290,36 @@ def _described(plan: MigrationPlan | str) -> str:
             or "none"
         )
 
+    were, onto = (
+        (f"version {plan.from_version}", f"{plan.to_version}")
+        if plan.from_process == plan.to_process
+        else (f"{plan.from_process} {plan.from_version}", f"{plan.to_process} {plan.to_version}")
+    )
     return (
-        f"{plan.stage}, version {plan.from_version} → {plan.to_version}: keeps {keys(plan.kept)};"
+        f"{plan.stage}, {were} → {onto}: keeps {keys(plan.kept)};"
         f" cancels {keys(plan.canceled)}; opens {keys(plan.opened, due=True)}"
     )
 
 
-WHERE_HELP = "which open opportunities: stage=Proposal owner=alice version=4 quiet>=90 (days), all must hold"
+WHERE_HELP = (
+    "which open opportunities: stage=Proposal owner=alice process=corporate-sale version=4 quiet>=90 (days),"
+    " all must hold"
+)
 
 
 def add_migrate(commands: Any) -> None:
     """`corpsale definition migrate` (a subcommand of `definition`)."""
     p = add_command(commands, "migrate", "move running processes onto a definition version", json_out=True)
     p.add_argument("--to", type=int, required=True, help="the version (`corpsale definition versions`)")
-    p.add_argument("--where", default="", help=WHERE_HELP + " (default: every open opportunity)")
+    p.add_argument(
+        "--process", default=DEFAULT_PROCESS, help=f"the sales process of that version ({DEFAULT_PROCESS})"
+    )
+    p.add_argument(
+        "--where",
+        default="",
+        help=WHERE_HELP
+        + " (default: every open opportunity of --process; process=OTHER moves others onto it)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what it would do to each; change nothing")
     p.add_argument(
         "--actor", default=default_actor(), help="whom the commands are from (default: you; an admin)"

@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         lookups,
         opportunities,
         process,
+        processes,
         report,
         webhooks,
     )
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     leads.add_commands(sub)
     lookups.add_commands(sub)
     definitions.add_commands(sub)
+    processes.add_commands(sub)
     bulk.add_commands(sub)
     return parser
 

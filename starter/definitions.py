@@ -109,16 +109,6 @@ async def cmd_versions(args: argparse.Namespace) -> None:
         )
 
 
-async def cmd_processes(args: argparse.Namespace) -> None:
-    """The processes of the library, with their versions and open deals."""
-    rows = await with_db(definitions.processes)
-    if args.json:
-        print_json(rows)
-        return
-    shown = [{**r, "default": "yes" if r["default"] else ""} for r in rows]
-    print_table(shown, ["process", "name", "latest", "versions", "open_deals", "default"])
-
-
 async def cmd_export(args: argparse.Namespace) -> None:
     """The definition file of a version: edit it, then validate and publish it."""
     process = await with_db(lambda conn: _load(conn, args.version, args.process))
@@ -240,7 +230,3 @@ def add_commands(sub: Any) -> None:
     from starter.bulk import add_migrate
 
     add_migrate(commands)
-
-    p = command_parser(sub, "processes", help="the sales processes of the library: versions, open deals")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_processes)

@@ -30,7 +30,7 @@ LEAD_OPTIONS = ("title", "customer", "owner", "contact", "need", "budget", "stag
 def _print_lead(lead: dict[str, Any]) -> None:
     print(f"Lead {lead['id']}: {lead['title']} — {lead['customer']}, owner {lead['owner']}")
     print(f"  stage {lead['stage']}")
-    for name in ("contact", "need", "budget"):
+    for name in ("contact", "need", "budget", "lead_type"):
         if lead.get(name) is not None:
             print(f"  {name}: {lead[name]}")
     if lead.get("opportunity_id"):
@@ -48,7 +48,7 @@ async def cmd_lead_add(args: argparse.Namespace) -> None:
             "id": args.id or f"L{uuid.uuid4().hex[:10]}",
             **{
                 k: getattr(args, k)
-                for k in ("title", "customer", "owner", "contact", "need", "budget", "stage")
+                for k in ("title", "customer", "owner", "contact", "need", "budget", "stage", "lead_type")
             },
         },
     )
@@ -154,6 +154,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--need", help="what the customer needs")
     p.add_argument("--budget", help="the customer's budget")
     p.add_argument("--stage", default="New", help="where it starts (New)")
+    p.add_argument("--type", dest="lead_type", help="what kind of lead: the process rules may read it")
     p.set_defaults(run=cmd_lead_add)
 
     p = command("move", "move a lead to a stage; 'Awaiting sale' starts the sale when the setting is on")

@@ -256,6 +256,21 @@ async def migration(sale: Sale) -> str:
     return handle.id
 
 
+async def process_migration(sale: Sale) -> str:
+    """A corporate sale moved onto the small-business sale in Qualification (its tasks canceled,
+    the new process's opened), then through that process to its end."""
+    await sale.cli("people", "set", "--role", "admin")
+    handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    onto = {"version": 1, "process": "small-business-sale", "actor": getpass.getuser()}
+    await sale.update(opp, c.UPDATE_MIGRATE, onto)
+    while not (await sale.state(opp)).closed:
+        await sale.complete_stage(opp)
+    await handle.result()
+    return handle.id
+
+
 async def bulk(sale: Sale) -> str:
     """A bulk reassign of two opportunities through the CLI: its selection, a page, the end."""
     await sale.cli("people", "set", "--role", "admin")
@@ -279,6 +294,7 @@ SCENARIOS = {
     "approvals": approvals,
     "close_date": close_date,
     "migration": migration,
+    "process_migration": process_migration,
     "bulk": bulk,
 }
 

@@ -176,7 +176,7 @@ async def test_a_relay_stopped_after_the_start_repeats_it_harmlessly(sale: Sale)
     async with sale.pool.acquire() as conn, conn.transaction():
         (row,) = await leads.claim_pending(conn, 10)
         async with sale.pool.acquire() as own:
-            opp = await leads.opportunity_from_lead(own, row)
+            opp, _ = await leads.opportunity_from_lead(own, row)
         start = ProcessInput(opportunity_id=opp, actor=f"lead {lead_id}")
         await lead_relay._start(start, row)  # and no mark_relayed: the relay died here
     await sale.wait_stage(opp, "Qualification")

@@ -7,9 +7,15 @@ PostgreSQL, its events and its run's search attributes say which process made it
 from __future__ import annotations
 
 import json
+import uuid
+from decimal import Decimal
 
+import pytest
+
+from activities.data import leads
 from starter.client import read_events
-from tests.helpers import Sale, journal_settled
+from tests.helpers import Sale, eventually, journal_settled
+from tests.test_leads import AWAITING, has_process, relay, start_setting  # noqa: F401  (a fixture)
 from workflows import contract as c
 from workflows.search_attributes import PROCESS_ATTR
 
@@ -85,3 +91,98 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
     assert (
         unknown.code == 1 and "no process 'nosuch' in the process library; its processes:" in unknown.stderr
     )
+
+
+@pytest.mark.usefixtures("start_setting")
+async def test_a_lead_starts_the_process_its_rule_picks(sale: Sale) -> None:
+    kind = f"smb-{uuid.uuid4().hex[:8]}"
+    rules = []
+    for extra in ([], ["--budget-under", "1000"]):
+        rule = ["small-business-sale", "--type", kind + str(len(extra)), *extra, "--json"]
+        added = await sale.cli("processes", "add-rule", *rule)
+        assert added.code == 0, added.stderr
+        rules.append(json.loads(added.stdout)["id"])
+    try:
+        cases = {  # the lead's type and budget -> the process its deal runs
+            (kind + "0", None): "small-business-sale",
+            (kind + "2", Decimal(500)): "small-business-sale",
+            (kind + "2", Decimal(5000)): "corporate-sale",  # over the rule's ceiling: the default
+            (None, None): "corporate-sale",
+        }
+        ids = {}
+        async with relay(sale.pool, sale.client, sale.task_queue), sale.pool.acquire() as conn:
+            for (lead_type, budget), process in cases.items():
+                lead = f"L{uuid.uuid4().hex[:10]}"
+                new = leads.NewLead(
+                    id=lead, title="Chairs", customer="Hooli", owner="bob", lead_type=lead_type, budget=budget
+                )
+                await leads.add_lead(conn, new)
+                await leads.move_lead(conn, lead, AWAITING)
+                ids[lead] = process
+            for lead, process in ids.items():
+                opp = leads.opportunity_id_for(lead)
+                await eventually(lambda: has_process(sale.client, opp), bool)  # noqa: B023  (awaited here)
+                state = await sale.wait_stage(opp, "Qualification")
+                assert state.process == process, (lead, state.process)
+                shown = (await sale.handle(opp).describe()).typed_search_attributes.get(PROCESS_ATTR)
+                assert shown == process
+        listed = await sale.cli("processes", "rules")
+        assert (
+            f"{kind}0" in listed.stdout
+            and "a lead no rule matches: corporate-sale (the default)" in listed.stdout
+        )
+    finally:
+        for rule in rules:
+            assert (await sale.cli("processes", "remove-rule", str(rule))).code == 0
+    assert (await sale.cli("processes", "remove-rule", str(rules[0]))).code == 1  # gone
+
+
+async def test_a_migration_across_processes_moves_the_deals_whose_stage_it_has_all_or_nothing(
+    sale: Sale,
+) -> None:
+    owner = f"o{uuid.uuid4().hex[:8]}"
+    fits, misses = sale.new_id(), sale.new_id()
+    for opp in (fits, misses):  # through the CLI: their runs show SaleProcess
+        started = await sale.cli(
+            "start", "--id", opp, "--title", "Vans", "--customer", "Initech", "--owner", owner
+        )
+        assert started.code == 0, started.stderr
+    await sale.update(misses, c.UPDATE_CHANGE_STAGE, {"stage": "Presentation", "actor": "bob"})
+    where = f"process=corporate-sale owner={owner}"
+    onto = ["definition", "migrate", "--process", "small-business-sale", "--to", "1", "--where", where]
+
+    dry = await sale.cli(*onto, "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert "onto small-business-sale version 1 (a dry run)" in dry.stdout
+    assert (
+        f"{fits}: Qualification, corporate-sale 5 → small-business-sale 1: keeps none; cancels" in dry.stdout
+    )
+    assert (
+        f"{misses}: refused: The small-business-sale process (version 1) has no stage 'Presentation'"
+        in dry.stdout
+    )
+    assert (await sale.state(fits)).process == "corporate-sale"  # a dry run changes nothing
+
+    moved = await sale.cli(*onto)
+    assert moved.code == 0, moved.stderr
+    assert "2 selected, 2 sent: 1 done, 1 refused, 0 skipped" in moved.stdout, moved.stdout
+    state = await sale.state(fits)
+    assert (state.process, state.definition_version, [t.task_id for t in state.open_tasks]) == (
+        "small-business-sale", 1, [f"{fits}:v1:qualifying-call"]
+    )  # fmt: skip
+    assert (await sale.state(misses)).process == "corporate-sale"  # refused: as it was
+    assert (await sale.opportunity(fits))["process"] == "small-business-sale"
+    visit = await sale.pool.fetchrow("SELECT process, definition_version, migrated_from FROM stage_visits"
+                                     " WHERE opportunity_id = $1", fits)  # fmt: skip
+    assert tuple(visit) == ("small-business-sale", 1, 5)
+    shown = (await sale.handle(fits).describe()).typed_search_attributes.get(PROCESS_ATTR)
+    assert shown == "small-business-sale"
+    await journal_settled(sale, fits)
+    migrated = [
+        e for e in await read_events(sale.database_url, opportunity_id=fits) if e["type"].endswith("migrated")
+    ]
+    assert [(e["data"]["to_process"], e["process"]) for e in migrated] == [("small-business-sale",) * 2]
+
+    # It runs the small-business sale from now on: Qualification's tasks done, on to Proposal.
+    await sale.complete_stage(fits)
+    assert (await sale.wait_stage(fits, "Proposal")).process == "small-business-sale"

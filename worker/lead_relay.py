@@ -16,12 +16,13 @@ import logging
 import asyncpg
 from pydantic import ValidationError
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.data import leads
 from workflows import contract as c
+from workflows.search_attributes import OPPORTUNITY_ID_ATTR, PROCESS_ATTR, start_with
 from workflows.state import ProcessInput
 
 log = logging.getLogger("corpsale.leads")
@@ -73,7 +74,8 @@ class LeadRelay:
                     )
                     # Committed before the start: the process reads the opportunity at once.
                     async with self._pool.acquire() as own:
-                        await leads.opportunity_from_lead(own, row)
+                        _, process = await leads.opportunity_from_lead(own, row)
+                    start = start.model_copy(update={"process": process})  # its rules' pick
                 except (ValidationError, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as err:
                     # The lead's data, not the moment: set it aside, go on with the others.
                     problem = _problem(err)
@@ -94,14 +96,24 @@ class LeadRelay:
 
     async def _start(self, start: ProcessInput, lead: asyncpg.Record) -> None:
         opportunity_id = start.opportunity_id
+        attributes = TypedSearchAttributes(
+            [
+                SearchAttributePair(OPPORTUNITY_ID_ATTR, opportunity_id),
+                SearchAttributePair(PROCESS_ATTR, start.process),
+            ]
+        )
         try:
-            await self._client.start_workflow(
-                c.WORKFLOW_TYPE,
-                start,
-                id=c.workflow_id(opportunity_id),
-                task_queue=self._task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                static_summary=c.start_summary(opportunity_id, lead["title"], lead["customer"]),
+            await start_with(
+                attributes,
+                lambda search: self._client.start_workflow(
+                    c.WORKFLOW_TYPE,
+                    start,
+                    id=c.workflow_id(opportunity_id),
+                    task_queue=self._task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    static_summary=c.start_summary(opportunity_id, lead["title"], lead["customer"]),
+                    search_attributes=search,
+                ),
             )
             log.info("lead %s: started the process of opportunity %s", lead["id"], opportunity_id)
         except WorkflowAlreadyStartedError:

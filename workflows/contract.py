@@ -375,13 +375,16 @@ QUERY_MIGRATION_PLAN = "migration_plan"
 
 
 class MigrateDefinition(Command):
-    """Move the process onto definition `version`: it stays in its stage; its open tasks whose
-    key the stage keeps stay open as they are, those whose key is gone are canceled, and the
-    stage's new keys open as tasks due from now. All or nothing; refused when the stage is gone
-    from that version (or the deal is closed)."""
+    """Move the process onto definition `version` (of `process`, another sales process, or of its
+    own): it stays in its stage; its open tasks whose key the stage keeps stay open as they are,
+    those whose key is gone are canceled, and the stage's new keys open as tasks due from now. All
+    or nothing; refused when the stage is not in that version (or the deal is closed)."""
 
     version: int = Field(ge=1)
     actor: Name
+    process: ProcessName | None = Field(
+        default=None, description="The sales process of `version`; none: the deal's own."
+    )
 
 
 UPDATE_ONLY: dict[str, type[BaseModel]] = {MIGRATE: MigrateDefinition}

@@ -120,6 +120,10 @@ class OpportunityMigrated(_EventData):
     kept: list[str] = Field(description="Open tasks kept as they were.")
     canceled: list[str] = Field(description="Open tasks whose key the new version's stage does not have.")
     opened: list[str] = Field(description="Tasks of the new version's stage that the visit did not have.")
+    to_process: str | None = Field(
+        default=None,
+        description="The sales process it moved onto, when another (its events say it from now).",
+    )
 
 
 class OpportunityWon(OpportunityClosed):

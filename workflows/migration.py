@@ -25,6 +25,8 @@ def plan(state: SaleState, target: ProcessDefinition, now: datetime) -> Migratio
         stage=state.stage,
         from_version=current,
         to_version=target.version,
+        from_process=state.process.definition.process,
+        to_process=target.process,
     )
     refusal = _refusal(state, target)
     if refusal is not None:
@@ -62,11 +64,12 @@ def plan(state: SaleState, target: ProcessDefinition, now: datetime) -> Migratio
 def _refusal(state: SaleState, target: ProcessDefinition) -> str | None:
     assert state.process is not None
     current, to = state.process.definition.version, target.version
+    across = target.process != state.process.definition.process  # onto another sales process
     if state.closed:
         return (
             f"The opportunity is closed in {state.stage!r}; a closed deal keeps the version it closed with."
         )
-    if to == current:
+    if to == current and not across:
         return f"The process follows version {to} already."
     if state.waiting is not None or state.pending_entry is not None:
         return "The process is between two stages; send it again once it has entered the next one."
@@ -74,6 +77,11 @@ def _refusal(state: SaleState, target: ProcessDefinition) -> str | None:
         Process(definition=target, stages=state.process.stages)
     except ValidationError as err:
         return f"Version {to} does not fit the stages lookup: {err.errors()[0]['msg']}."
+    if across and not any(st.stage == state.stage for st in target.stages):
+        return (
+            f"The {target.process} process (version {to}) has no stage {state.stage!r}; move the"
+            f" opportunity to one of its stages first ({', '.join(st.stage for st in target.stages)})."
+        )
     if not any(st.stage == state.stage for st in target.stages):
         return (
             f"Stage {state.stage!r} is gone from version {to}; move the opportunity to one of its"
@@ -127,6 +135,7 @@ def row(
         tasks=opened,
         at=now,
         reminders=reminders,
+        process=plan.to_process if plan.to_process != plan.from_process else None,
     )
 
 

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.fields import DEFAULT_PROCESS
+
 
 class Selection(BaseModel):
     """Which open opportunities a bulk run takes (`--where`); every term must hold."""
@@ -17,6 +19,7 @@ class Selection(BaseModel):
     stage: str | None = None
     owner: str | None = None
     version: int | None = Field(default=None, description="the definition version their process follows")
+    process: str | None = Field(default=None, description="the sales process they run")
     quiet_days: int | None = Field(
         default=None, description="no stage entered, task done or change for so many days"
     )
@@ -83,6 +86,8 @@ class MigrationPlan(BaseModel):
     stage: str | None
     from_version: int
     to_version: int
+    from_process: str = DEFAULT_PROCESS
+    to_process: str = DEFAULT_PROCESS
     refused: str | None = Field(default=None, description="Why it cannot move; then nothing changes.")
     kept: list[PlannedTask] = []
     canceled: list[PlannedTask] = []

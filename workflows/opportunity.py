@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.payloads import NO_START, read_start, refuse_bad_start, refuse_opening
     from workflows.refusals import NotAllowed, Refused
     from workflows.rules import Rules, Waiting
+    from workflows.search_attributes import PROCESS_ATTR
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
     from workflows.steps import JournalView, ProcessResult
@@ -276,7 +277,10 @@ class CorporateSaleWorkflow:
 
     async def _migrate(self, cmd: c.MigrateDefinition) -> None:
         """Onto another definition version, in the stage (workflows/migration.py): all or nothing."""
-        state, target, now = self._state, await self._store.definition(cmd.version), workflow.now()
+        assert self._state.process is not None
+        own = self._state.process.definition.process
+        state, now = self._state, workflow.now()
+        target = await self._store.definition(cmd.process or own, cmd.version)
         plan = migration.plan(state, target, now)
         if plan.refused is not None:
             raise Refused(plan.refused)
@@ -286,6 +290,10 @@ class CorporateSaleWorkflow:
         opened = migration.new_tasks(plan, now, approver)
         await self._store.migrate(migration.row(state, cmd.actor, plan, opened, now, target.reminders))
         migration.apply(state, target, plan, opened)
+        if target.process != own and workflow.info().typed_search_attributes.get(PROCESS_ATTR) is not None:
+            workflow.upsert_search_attributes(
+                [PROCESS_ATTR.value_set(target.process)]
+            )  # a run started with it
         publish(state)
 
     async def _authorize(self, name: str, cmd: BaseModel, payload: Any) -> steps.Authorize | None:

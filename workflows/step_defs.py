@@ -20,6 +20,7 @@ from workflows.steps import (
     MigrateRow,
     OpenOpportunity,
     OpportunityRecord,
+    ProcessVersion,
     ReassignRow,
     RefusalRow,
     StaleNotice,
@@ -79,7 +80,7 @@ async def reassign(row: ReassignRow) -> None:
 
 
 @activity.defn(name="load_definition")
-async def load_definition(version: int) -> ProcessDefinition:
+async def load_definition(wanted: ProcessVersion | int) -> ProcessDefinition:
     raise NotImplementedError
 
 

@@ -131,6 +131,14 @@ class OpenOpportunity(Write):
     LATER = ("process",)
 
 
+class ProcessVersion(_Model):
+    """A version of a sales process's definition, to load (an int alone: the corporate sale's, as
+    runs from before there were other processes asked)."""
+
+    process: str
+    version: int
+
+
 class OpportunityRecord(_Model):
     opportunity_id: str
     owner: str
@@ -253,6 +261,9 @@ class MigrateRow(Write):
     tasks: tuple[NewTask, ...]
     at: datetime
     reminders: Reminders | None = None
+    process: str | None = None  # onto another sales process: its name
+
+    LATER = ("process",)
 
 
 class UpdateOpportunityRow(Write):

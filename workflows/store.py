@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         MigrateRow,
         OpenOpportunity,
         OpportunityRecord,
+        ProcessVersion,
         ReassignRow,
         RefusalRow,
         StaleNotice,
@@ -138,9 +139,10 @@ class Store:
             workflow.logger.warning("the stages lookup no longer fits this run: %s", err)
             return process
 
-    async def definition(self, version: int) -> ProcessDefinition:
+    async def definition(self, process: str, version: int) -> ProcessDefinition:
+        wanted = ProcessVersion(process=process, version=version)
         try:
-            return await self._step(step_defs.load_definition, version, f"load definition version {version}")
+            return await self._step(step_defs.load_definition, wanted, f"load definition version {version}")
         except FailureError as err:
             failure = _failure(err)
             if isinstance(failure, ApplicationError) and failure.type == "UnknownVersion":

@@ -14,19 +14,19 @@ from workflows.operations import BulkCounts, BulkSelect, Selection
 from workflows.refusals import Refused
 
 # --where: terms joined by spaces or commas
-_TERM = re.compile(r"^(stage|owner|version|quiet)\s*(=|>=)\s*(.+)$")
+_TERM = re.compile(r"^(stage|owner|process|version|quiet)\s*(=|>=)\s*(.+)$")
 
 
 def parse_where(text: str) -> Selection:
-    """`stage=Proposal owner=alice version=4 quiet>=90` → the selection (open opportunities only;
-    `quiet>=N`: no stage entered, task done or data changed for N days)."""
+    """`stage=Proposal owner=alice process=corporate-sale version=4 quiet>=90` → the selection (open
+    opportunities only; `quiet>=N`: no stage entered, task done or data changed for N days)."""
     found: dict[str, Any] = {}
     for term in filter(None, (t.strip() for t in re.split(r"[,\s]+(?=\w+\s*>?=)", text.strip()))):
         match = _TERM.match(term)
         if match is None:
             raise Refused(
                 f"cannot read {term!r} in --where; write terms such as stage=Proposal owner=alice"
-                " version=4 quiet>=90 (days), separated by spaces"
+                " process=corporate-sale version=4 quiet>=90 (days), separated by spaces"
             )
         name, op, value = match.group(1), match.group(2), match.group(3).strip().strip("'\"")
         if (name == "quiet") != (op == ">="):
@@ -44,6 +44,7 @@ def parse_where(text: str) -> Selection:
         owner=found.get("owner"),
         version=found.get("version"),
         quiet_days=found.get("quiet"),
+        process=found.get("process"),
     )
 
 
@@ -56,13 +57,14 @@ WHERE o.closed_at IS NULL AND o.stage IS NOT NULL
                                 WHERE v.opportunity_id = o.id ORDER BY v.visit_no DESC LIMIT 1))
   AND ($4::interval IS NULL OR greatest(o.updated_at, o.created_at,
         (SELECT max(t.completed_at) FROM tasks t WHERE t.opportunity_id = o.id)) < now() - $4::interval)
+  AND ($5::text IS NULL OR o.process = $5)
 ORDER BY o.id
 """
 
 
 def _args(selection: Selection) -> tuple[Any, ...]:
     quiet = timedelta(days=selection.quiet_days) if selection.quiet_days is not None else None
-    return selection.stage, selection.owner, selection.version, quiet
+    return selection.stage, selection.owner, selection.version, quiet, selection.process
 
 
 async def preview(conn: asyncpg.Connection, selection: Selection) -> list[str]:
@@ -85,7 +87,7 @@ async def select(conn: asyncpg.Connection, run: BulkSelect) -> int:
             run.actor,
         )
         status = await conn.execute(
-            f"INSERT INTO bulk_items (bulk_id, opportunity_id) SELECT $5, id FROM ({_SELECT}) AS chosen",
+            f"INSERT INTO bulk_items (bulk_id, opportunity_id) SELECT $6, id FROM ({_SELECT}) AS chosen",
             *_args(run.selection),
             run.bulk_id,
         )

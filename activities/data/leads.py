@@ -13,6 +13,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from activities.data.errors import Refused
+from activities.data.process_rules import PROCESS_FOR_LEAD
 from workflows.fields import Identifier, Money, Name, Text
 
 START_SETTING = "StartOppBusinessProcess"
@@ -33,6 +34,7 @@ class NewLead(BaseModel):
     need: Text | None = None
     budget: Money | None = None
     stage: Name = "New"
+    lead_type: Name | None = None  # what kind of lead (`smb`, `enterprise`, ...): the process rules read it
 
 
 def opportunity_id_for(lead_id: str) -> str:
@@ -54,8 +56,8 @@ async def _check_stage(conn: asyncpg.Connection, stage: str) -> None:
 async def add_lead(conn: asyncpg.Connection, lead: NewLead) -> dict[str, Any]:
     await _check_stage(conn, lead.stage)
     row = await conn.fetchrow(
-        "INSERT INTO leads (id, title, customer, owner, contact, need, budget, stage)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING *",
+        "INSERT INTO leads (id, title, customer, owner, contact, need, budget, stage, lead_type)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING *",
         lead.id,
         lead.title,
         lead.customer,
@@ -64,6 +66,7 @@ async def add_lead(conn: asyncpg.Connection, lead: NewLead) -> dict[str, Any]:
         lead.need,
         lead.budget,
         lead.stage,
+        lead.lead_type,
     )
     if row is None:
         raise LeadError(f"lead {lead.id!r} exists already; move it with `corpsale lead move`")
@@ -131,21 +134,23 @@ async def claim_pending(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Re
     return rows
 
 
-async def opportunity_from_lead(conn: asyncpg.Connection, lead: asyncpg.Record) -> str:
-    """Create the lead's opportunity (customer, contact, owner, need and budget carried over) and
-    point the lead at it; a second call changes nothing. Returns the opportunity id."""
+async def opportunity_from_lead(conn: asyncpg.Connection, lead: asyncpg.Record) -> tuple[str, str]:
+    """Create the lead's opportunity (customer, contact, owner, need and budget carried over; the
+    sales process its rules pick, activities/data/process_rules.py) and point the lead at it; a
+    second call changes nothing. Returns the opportunity id and its process."""
     opportunity_id: str = lead["opportunity_id"] or opportunity_id_for(lead["id"])
     async with conn.transaction():
         await conn.execute(
-            "INSERT INTO opportunities (id, title, customer, contact, owner, need, budget)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO opportunities (id, title, customer, contact, owner, need, budget, process)"
+            f" VALUES ($3, $4, $5, $6, $7, $8, $2, {PROCESS_FOR_LEAD}) ON CONFLICT (id) DO NOTHING",
+            lead["lead_type"],
+            lead["budget"],
             opportunity_id,
             lead["title"],
             lead["customer"],
             lead["contact"],
             lead["owner"],
             lead["need"],
-            lead["budget"],
         )
         await conn.execute(
             "UPDATE leads SET opportunity_id = $2, updated_at = now()"
@@ -153,7 +158,8 @@ async def opportunity_from_lead(conn: asyncpg.Connection, lead: asyncpg.Record) 
             lead["id"],
             opportunity_id,
         )
-    return opportunity_id
+        process: str = await conn.fetchval("SELECT process FROM opportunities WHERE id = $1", opportunity_id)
+    return opportunity_id, process
 
 
 async def mark_relayed(conn: asyncpg.Connection, outbox_id: int) -> None:

@@ -50,12 +50,17 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
     )
     await conn.execute(
         "UPDATE stage_visits SET definition_version = $2, migrated_from = coalesce(migrated_from, $3),"
-        " migrated_at = $4 WHERE id = $1",
+        " migrated_at = $4, process = coalesce($5, process) WHERE id = $1",
         visit_id,
         row.to_version,
         row.from_version,
         row.at,
+        row.process,
     )
+    if row.process is not None:  # onto another sales process: the deal runs it from now on
+        await conn.execute(
+            "UPDATE opportunities SET process = $2 WHERE id = $1", row.opportunity_id, row.process
+        )
     moved = {
         "stage": row.stage,
         "from_version": row.from_version,
@@ -64,6 +69,7 @@ async def migrate_visit(conn: asyncpg.Connection, row: MigrateRow) -> None:
         "kept": list(row.kept),
         "canceled": list(row.cancel),
         "opened": [t.task_id for t in row.tasks],
+        **({"to_process": row.process} if row.process is not None else {}),
     }
     event_id = f"{row.opportunity_id}:migrated{row.number}"
     await events.emit(conn, row.opportunity_id, event_id, "opportunity.migrated", row.at, moved)
