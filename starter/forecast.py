@@ -42,7 +42,7 @@ def period_range(by: forecast.Period, start: date | None, end: date | None) -> t
 
 async def cmd_forecast(args: argparse.Namespace) -> None:
     start, end = period_range(args.by, _day(args.start), _day(args.end))
-    rows = await with_db(lambda conn: forecast.forecast(conn, args.by, start, end, args.owner))
+    rows = await with_db(lambda conn: forecast.forecast(conn, args.by, start, end, args.owner, args.process))
     for r in rows if not args.json else ():
         r["attainment"] = None if r["attainment"] is None else f"{r['attainment']}%"
     empty = "no open deal with an expected close date, no win and no quota in these periods"
@@ -107,6 +107,9 @@ def add_commands(sub: Any) -> None:
         "--by", choices=["month", "quarter"], default="quarter", help="the period (default: quarter)"
     )
     p.add_argument("--owner", help="one owner only")
+    p.add_argument(
+        "--process", help="the deals of one sales process only (the quota stays the owner's whole)"
+    )
     p.add_argument("--from", dest="start", help="first day (default: the start of the current period)")
     p.add_argument(
         "--to", dest="end", help="last day (default: a year after --from; --to alone: a year up to it)"

@@ -151,6 +151,15 @@ def print_report(report: dict[str, Any]) -> None:
         [*report["pipeline"], {"stage": "total", **total}],
         ["stage", "opportunities", "amount", "weighted_amount"],
     )
+    print("\nBy sales process")
+    print_table(_by_process(report), BY_PROCESS)
+
+
+BY_PROCESS = ["process", "closed", "won", "lost", "win_rate", "income_won", "open", "pipeline_amount"]
+
+
+def _by_process(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**r, "win_rate": _percent(r["win_rate"])} for r in report["by_process"]]
 
 
 def _table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -195,6 +204,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
             ["stage", "opportunities", "amount", "weighted_amount"],
         )
     }
+<h2>By sales process</h2>{_table_html(_by_process(report), BY_PROCESS)}
 <h2>Forecast by quarter</h2>{_table_html(report["forecast"], forecast.COLUMNS)}
 </body></html>
 """
@@ -217,7 +227,9 @@ def _write(
 
 
 async def cmd_report(args: argparse.Namespace) -> None:
-    filters = analytics.Filters(_moment(args.start), _moment(args.end), args.owner, args.customer)
+    filters = analytics.Filters(
+        _moment(args.start), _moment(args.end), args.owner, args.customer, args.process
+    )
     if filters.start and filters.end and filters.end <= filters.start:
         raise CliError("--to must come after --from")
     days = forecast.period_range(
@@ -226,7 +238,7 @@ async def cmd_report(args: argparse.Namespace) -> None:
 
     async def read(conn: Any) -> dict[str, Any]:
         report = await analytics.report(conn, filters)
-        report["forecast"] = await forecasts.forecast(conn, "quarter", *days, args.owner)
+        report["forecast"] = await forecasts.forecast(conn, "quarter", *days, args.owner, args.process)
         return report
 
     report = await with_db(read)
@@ -258,6 +270,7 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--to", dest="end", metavar="WHEN", help="the period's end (excluded)")
     p.add_argument("--owner", help="only this owner's opportunities")
+    p.add_argument("--process", help="only the deals of this sales process (`corpsale processes`)")
     p.add_argument("--customer", help="only this customer's opportunities")
     p.add_argument("--charts", metavar="DIR", help="write pipeline.png and time-in-stage.png here")
     p.add_argument("--html", metavar="FILE", help="write the report as one HTML page, charts included")

@@ -27,10 +27,10 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
     assert library["corporate-sale"]["default"] and library["corporate-sale"]["latest"] >= 5
     assert (library["small-business-sale"]["default"], library["small-business-sale"]["latest"]) == (False, 1)
 
-    small, corporate = sale.new_id(), sale.new_id()
+    small, corporate, owner = sale.new_id(), sale.new_id(), f"o{uuid.uuid4().hex[:8]}"
     for opp, option in ((small, ["--process", "small-business-sale"]), (corporate, [])):
         started = await sale.cli(
-            "start", "--id", opp, "--title", "Vans", "--customer", "Initech", "--owner", "alice", *option
+            "start", "--id", opp, "--title", "Vans", "--customer", "Initech", "--owner", owner, *option
         )
         assert started.code == 0, started.stderr
     assert (await sale.state(small)).process == "small-business-sale"
@@ -53,7 +53,7 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
     await sale.update(
         small,
         c.UPDATE_COMPLETE_TASK,
-        {"task_id": f"{small}:v2:close-call", "actor": "alice", "outcome": "accepted", "actual_income": 9000},
+        {"task_id": f"{small}:v2:close-call", "actor": owner, "outcome": "accepted", "actual_income": 9000},
     )
     won = await sale.wait_stage(small, "Closed won")
     assert won.closed and won.definition_version == 1
@@ -79,6 +79,20 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
         "SELECT task_key FROM tasks WHERE opportunity_id = $1 AND kind = 'follow-up'", small
     )
     assert [r["task_key"] for r in follow_up] == ["welcome-call"]
+
+    # The report and the forecast, split by process and for one.
+    report = json.loads((await sale.cli("report", "--owner", owner, "--json")).stdout)
+    split = {r["process"]: (r["won"], r["income_won"]) for r in report["by_process"]}
+    assert split == {"corporate-sale": (1, "0"), "small-business-sale": (1, "9000.00")}, split
+    one = json.loads(
+        (await sale.cli("report", "--owner", owner, "--process", "small-business-sale", "--json")).stdout
+    )
+    assert (one["closings"]["won"], [r["process"] for r in one["by_process"]]) == (1, ["small-business-sale"])
+    table = await sale.cli("report", "--owner", owner)
+    assert "By sales process" in table.stdout and "small-business-sale" in table.stdout
+    for process, won in (("small-business-sale", "9000.00"), ("corporate-sale", "0.00")):
+        ahead = await sale.cli("forecast", "--owner", owner, "--process", process, "--json")
+        assert [Decimal(r["won"]) for r in json.loads(ahead.stdout)] == [Decimal(won)], ahead.stdout
 
     shown = await sale.cli("definition", "show", "--process", "small-business-sale")
     assert shown.code == 0 and shown.stdout.startswith("Small business sale (small-business-sale), version 1")

@@ -1,11 +1,12 @@
 """Sales analytics (R17), computed in PostgreSQL over the views of migration 006.
 
-Filters: an owner and a customer narrow every figure; the period [start, end) selects
+Filters: an owner, a customer and a sales process narrow every figure; the period [start, end) selects
 - closings in it, for the win rate, income, hours, cycle time and loss reasons;
 - stage visits that began in it, for the time in each stage (finished visits; each visit counts,
   so a stage visited twice by one opportunity counts twice);
 - opportunities created in it, for the stage-to-stage conversion;
-while the open pipeline is always as it is now.
+while the open pipeline is always as it is now. `by_process` splits the closings and the open
+pipeline by the sales process the deals run.
 """
 
 from __future__ import annotations
@@ -24,18 +25,23 @@ class Filters:
     end: datetime | None = None
     owner: str | None = None
     customer: str | None = None
+    process: str | None = None
 
     def args(self) -> tuple[Any, ...]:
-        return (self.start, self.end, self.owner, self.customer)
+        return (self.start, self.end, self.owner, self.customer, self.process)
 
 
-def _who(owner: int = 3, customer: int = 4) -> str:
-    """The owner and customer filters on `f` (opportunity_facts), from these parameters."""
-    o, c = f"${owner}", f"${customer}"
-    return f"({o}::text IS NULL OR f.owner = {o}) AND ({c}::text IS NULL OR f.customer = {c})"
+def _who(owner: int = 3, customer: int = 4, process: int = 5) -> str:
+    """The owner, customer and process filters on `f` (opportunity_facts), from these parameters."""
+    o, c, p = f"${owner}", f"${customer}", f"${process}"
+    return (
+        f"({o}::text IS NULL OR f.owner = {o}) AND ({c}::text IS NULL OR f.customer = {c})"
+        f" AND ({p}::text IS NULL OR f.process = {p})"
+    )
 
 
-# The queries take $1 start, $2 end, $3 owner, $4 customer (the pipeline: $1 owner, $2 customer).
+# The queries take $1 start, $2 end, $3 owner, $4 customer, $5 process (the pipeline: $1 owner,
+# $2 customer, $3 process).
 _WHO = _who()
 
 
@@ -97,10 +103,27 @@ SELECT s.name AS stage, s.sort_order AS stage_order, count(f.id) AS opportunitie
        coalesce(sum(f.expected_amount), 0) AS amount,
        coalesce(sum(f.expected_amount * f.probability / 100.0), 0)::numeric(16, 2) AS weighted_amount
 FROM stages s
-LEFT JOIN opportunity_facts f ON f.stage = s.name AND NOT f.closed AND {_who(1, 2)}
+LEFT JOIN opportunity_facts f ON f.stage = s.name AND NOT f.closed AND {_who(1, 2, 3)}
 WHERE NOT s.is_final
 GROUP BY s.name, s.sort_order
 ORDER BY s.sort_order
+"""
+
+
+_BY_PROCESS = f"""
+SELECT p.name AS process,
+       count(f.id) FILTER (WHERE f.closed AND {_within("f.closed_at")}) AS closed,
+       count(f.id) FILTER (WHERE f.won AND {_within("f.closed_at")}) AS won,
+       count(f.id) FILTER (WHERE f.lost AND {_within("f.closed_at")}) AS lost,
+       coalesce(sum(f.actual_income) FILTER (WHERE f.won AND {_within("f.closed_at")}), 0) AS income_won,
+       count(f.id) FILTER (WHERE NOT f.closed AND f.stage IS NOT NULL) AS open,
+       coalesce(sum(f.expected_amount) FILTER (WHERE NOT f.closed AND f.stage IS NOT NULL), 0)
+         AS pipeline_amount
+FROM sale_processes p
+LEFT JOIN opportunity_facts f ON f.process = p.name AND {_WHO}
+WHERE $5::text IS NULL OR p.name = $5
+GROUP BY p.name
+ORDER BY p.name
 """
 
 
@@ -113,19 +136,26 @@ async def report(conn: asyncpg.Connection, filters: Filters) -> dict[str, Any]:
     conversion = [dict(r) for r in await conn.fetch(_CONVERSION, *args)]
     for row in conversion:
         row["conversion"] = row["advanced"] / row["entered"] if row["entered"] else None
-    pipeline = [dict(r) for r in await conn.fetch(_PIPELINE, filters.owner, filters.customer)]
+    pipeline = [
+        dict(r) for r in await conn.fetch(_PIPELINE, filters.owner, filters.customer, filters.process)
+    ]
+    by_process = [dict(r) for r in await conn.fetch(_BY_PROCESS, *args)]
+    for row in by_process:
+        row["win_rate"] = row["won"] / row["closed"] if row["closed"] else None
     return {
         "filters": {
             "from": filters.start,
             "to": filters.end,
             "owner": filters.owner,
             "customer": filters.customer,
+            "process": filters.process,
         },
         "closings": summary,
         "time_in_stage": [dict(r) for r in await conn.fetch(_TIME_IN_STAGE, *args)],
         "conversion": conversion,
         "loss_reasons": [dict(r) for r in await conn.fetch(_LOSSES, *args)],
         "pipeline": pipeline,
+        "by_process": by_process,
         "pipeline_total": {
             "opportunities": sum(r["opportunities"] for r in pipeline),
             "amount": sum((r["amount"] for r in pipeline), Decimal(0)),

@@ -23,10 +23,16 @@ class BadQuota(Refused, ValueError):
 
 
 async def forecast(
-    conn: asyncpg.Connection, by: Period, start: date, end: date, owner: str | None = None
+    conn: asyncpg.Connection,
+    by: Period,
+    start: date,
+    end: date,
+    owner: str | None = None,
+    process: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per period and owner from `start` to `end` (the expected close date of open deals,
-    the close of won ones, the quotas of the periods between)."""
+    the close of won ones, the quotas of the periods between); with `process`, only the deals of
+    that sales process (the quota stays the owner's whole)."""
     fmt = FORMATS[by]
     rows = await conn.fetch(
         f"""
@@ -45,14 +51,14 @@ async def forecast(
                    sum(coalesce(o.expected_amount, 0) * coalesce(o.probability, 0) / 100) AS weighted
             FROM opportunities o
             WHERE o.closed_at IS NULL AND o.expected_close_date BETWEEN $1 AND $2
-              AND ($3::text IS NULL OR o.owner = $3)
+              AND ($3::text IS NULL OR o.owner = $3) AND ($4::text IS NULL OR o.process = $4)
             GROUP BY 1, 2
         ), won AS (
             SELECT to_char(o.closed_at AT TIME ZONE 'UTC', '{fmt}') AS period, o.owner,
                    sum(coalesce(o.actual_income, o.expected_amount, 0)) AS won
             FROM opportunities o JOIN stages s ON s.name = o.stage AND s.is_final AND s.is_successful
             WHERE (o.closed_at AT TIME ZONE 'UTC')::date BETWEEN $1 AND $2
-              AND ($3::text IS NULL OR o.owner = $3)
+              AND ($3::text IS NULL OR o.owner = $3) AND ($4::text IS NULL OR o.process = $4)
             GROUP BY 1, 2
         ), keys AS (
             SELECT period, owner FROM open_deals
@@ -75,6 +81,7 @@ async def forecast(
         start,
         end,
         owner,
+        process,
     )
     return [dict(r) for r in rows]
 
