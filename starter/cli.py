@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         process,
         processes,
         report,
+        teams,
         webhooks,
     )
 
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     lookups.add_commands(sub)
     definitions.add_commands(sub)
     processes.add_commands(sub)
+    teams.add_commands(sub)
     bulk.add_commands(sub)
     return parser
 

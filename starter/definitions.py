@@ -155,6 +155,7 @@ async def cmd_validate(args: argparse.Namespace) -> None:
         return candidate, await definitions.latest(conn, candidate.process)
 
     candidate, current = await with_db(work)
+    _same_process(args, candidate)
     if current is None:
         print(
             f"{args.file}: valid; published, it would be the first version of a new process,"
@@ -171,8 +172,22 @@ async def cmd_validate(args: argparse.Namespace) -> None:
     print("\n".join(changes(current, candidate) or ["~ reminders, calendar or outcomes (see the file)"]))
 
 
+def _same_process(args: argparse.Namespace, definition: ProcessDefinition) -> None:
+    """With --process, the file must be a definition of that process (its `process`)."""
+    if args.process is not None and definition.process != args.process:
+        raise CliError(
+            f"{args.file} is a definition of the {definition.process} process, not of {args.process}"
+            f' (its "process" says which)'
+        )
+
+
 async def cmd_publish(args: argparse.Namespace) -> None:
     text = _read(args.file)
+    if args.process is not None:
+        try:
+            _same_process(args, definitions.parse(text, 1))
+        except definitions.DefinitionRefused as err:
+            raise CliError(str(err)) from None
     published, new = await with_db(lambda conn: definitions.publish(conn, text, args.actor))
     if new:
         print(f"published version {published.version}: new processes follow it; running ones keep theirs")
@@ -220,11 +235,13 @@ def add_commands(sub: Any) -> None:
         commands, "validate", help="check a definition file against the lookups; publish nothing"
     )
     p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
+    p.add_argument("--process", help="check that it is a definition of this process (its file says which)")
     p.set_defaults(run=cmd_validate)
 
     p = command_parser(commands, "publish", help="publish a definition file as the next version")
     p.add_argument("file", metavar="FILE", help="a JSON definition file, or - for standard input")
     p.add_argument("--actor", default=default_actor(), help="who publishes (default: $CORPSALE_ACTOR or you)")
+    p.add_argument("--process", help="check that it is a definition of this process (its file says which)")
     p.set_defaults(run=cmd_publish)
 
     from starter.bulk import add_migrate

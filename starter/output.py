@@ -55,9 +55,16 @@ def print_state(state: StateView, *, guidance: bool = False) -> None:
     if state.tasks_total:
         print(f"  tasks of this visit: {state.tasks_done} of {state.tasks_total} done")
     for t in state.open_tasks:
-        whose = (
-            f"{t.owner}'s approval, " if t.approval else (f"{t.owner}'s, " if t.owner != state.owner else "")
+        who = (
+            (  # a team's task: its queue's until a member claims it
+                f"team {t.team}'s"
+                if t.team and t.owner == f"team:{t.team}"
+                else f"{t.owner}'s (team {t.team})"
+            )
+            if t.team
+            else f"{t.owner}'s"
         )
+        whose = f"{who} approval, " if t.approval else (f"{who}, " if t.owner != state.owner else "")
         print(
             f"  [ ] {t.task_id}  {t.title}  ({whose}due {when(t.due_at)}, outcomes: {', '.join(t.outcomes)})"
         )

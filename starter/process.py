@@ -209,6 +209,24 @@ async def cmd_snooze(args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_claim(args: argparse.Namespace) -> None:
+    """`claim TASK` (a task's whole id) or `claim OPP TASK` (its key will do); `release` alike."""
+    if len(args.task) > 2:
+        raise CliError("give the task's id, or the opportunity's id and the task's id or key")
+    if len(args.task) == 1:
+        task_id = args.task[0]
+        if ":v" not in task_id:
+            raise CliError(
+                f"{task_id!r} is not a task's id (`OPP:vN:KEY`); give the opportunity too: OPP TASK"
+            )
+        args.opportunity = task_id.rsplit(":v", 1)[0]
+    else:
+        args.opportunity, task_id = args.task[0], await task_by_key(args.task[0], args.task[1])
+    update = c.UPDATE_RELEASE_TASK if args.release else c.UPDATE_CLAIM_TASK
+    payload = {"task_id": task_id, "actor": args.actor, "request_id": args.request_id}
+    await _send(args, update, payload | ({"reason": args.reason} if args.release else {}))
+
+
 async def cmd_close_details(args: argparse.Namespace) -> None:
     """A won deal's income and hours, recorded after it closed by itself."""
     from activities.data import closed
@@ -301,6 +319,15 @@ def add_commands(sub: Any) -> None:
     until.add_argument("--for", dest="for_", metavar="SPAN", help="from now: 30m, 4h, 2d, 1w")
     p.add_argument("--reason", help="why, for the task owner's notice")
     p.set_defaults(run=cmd_snooze)
+
+    for name, release in ((c.SIGNAL_CLAIM_TASK, False), (c.SIGNAL_RELEASE_TASK, True)):
+        p = command(*SPEC[name], actor=True)
+        p.add_argument(
+            "task", nargs="+", metavar="TASK", help="the task's id, or OPP and the task's id or key"
+        )
+        if release:
+            p.add_argument("--reason", help="why, for the team's notice")
+        p.set_defaults(run=cmd_claim, release=release)
 
     p = command(*SPEC[c.SIGNAL_REASSIGN], actor=True, opportunity=True)
     p.add_argument("owner", metavar="OWNER")

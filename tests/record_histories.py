@@ -271,6 +271,28 @@ async def process_migration(sale: Sale) -> str:
     return handle.id
 
 
+async def teams(sale: Sale) -> str:
+    """A team's approval: claimed by one member, a second claim refused, released, claimed by the
+    other, who completes it; the deal then closes as lost."""
+    from tests.test_teams import make_team, team_approval
+
+    names = await make_team(sale)
+    async with sale.definition(team_approval(names["team"])):
+        handle = await sale.start()
+    opp = handle.id.removeprefix("opportunity-")
+    await sale.wait_stage(opp, "Qualification")
+    task = {"task_id": f"{opp}:v1:prepare-presentation"}
+    await sale.update(opp, c.UPDATE_CLAIM_TASK, {**task, "actor": names["ann"]})
+    await sale.signal(opp, c.SIGNAL_CLAIM_TASK, {**task, "actor": names["joe"]})  # refused: ann has it
+    await sale.update(opp, c.UPDATE_RELEASE_TASK, {**task, "actor": names["ann"], "reason": "away"})
+    await sale.update(opp, c.UPDATE_CLAIM_TASK, {**task, "actor": names["joe"]})
+    await sale.update(opp, c.UPDATE_COMPLETE_TASK, {**task, "actor": names["joe"]})
+    lost = {"stage": "Closed lost", "actor": "alice", "reason": "No budget"}
+    await sale.update(opp, c.UPDATE_CHANGE_STAGE, lost)
+    await handle.result()
+    return handle.id
+
+
 async def bulk(sale: Sale) -> str:
     """A bulk reassign of two opportunities through the CLI: its selection, a page, the end."""
     await sale.cli("people", "set", "--role", "admin")
@@ -295,6 +317,7 @@ SCENARIOS = {
     "close_date": close_date,
     "migration": migration,
     "process_migration": process_migration,
+    "teams": teams,
     "bulk": bulk,
 }
 

@@ -33,6 +33,8 @@ def _valid(opp: str, task_id: str) -> dict[str, dict[str, Any]]:
             "actor": ADMIN,
             "reason": "r",
         },
+        "claim_task": {"task_id": task_id, "actor": ADMIN},
+        "release_task": {"task_id": task_id, "actor": ADMIN, "reason": "r"},
     }
 
 

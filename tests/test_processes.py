@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -90,9 +91,9 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
     assert (one["closings"]["won"], [r["process"] for r in one["by_process"]]) == (1, ["small-business-sale"])
     table = await sale.cli("report", "--owner", owner)
     assert "By sales process" in table.stdout and "small-business-sale" in table.stdout
-    for process, won in (("small-business-sale", "9000.00"), ("corporate-sale", "0.00")):
+    for process, income in (("small-business-sale", "9000.00"), ("corporate-sale", "0.00")):
         ahead = await sale.cli("forecast", "--owner", owner, "--process", process, "--json")
-        assert [Decimal(r["won"]) for r in json.loads(ahead.stdout)] == [Decimal(won)], ahead.stdout
+        assert [Decimal(r["won"]) for r in json.loads(ahead.stdout)] == [Decimal(income)], ahead.stdout
 
     shown = await sale.cli("definition", "show", "--process", "small-business-sale")
     assert shown.code == 0 and shown.stdout.startswith("Small business sale (small-business-sale), version 1")
@@ -165,12 +166,12 @@ async def test_a_migration_across_processes_moves_the_deals_whose_stage_it_has_a
     where = f"process=corporate-sale owner={owner}"
     onto = ["definition", "migrate", "--process", "small-business-sale", "--to", "1", "--where", where]
 
+    version = (await sale.state(fits)).definition_version  # the corporate sale's in force
     dry = await sale.cli(*onto, "--dry-run")
     assert dry.code == 0, dry.stderr
     assert "onto small-business-sale version 1 (a dry run)" in dry.stdout
-    assert (
-        f"{fits}: Qualification, corporate-sale 5 → small-business-sale 1: keeps none; cancels" in dry.stdout
-    )
+    expected = f"{fits}: Qualification, corporate-sale {version} → small-business-sale 1: keeps none; cancels"
+    assert expected in dry.stdout, dry.stdout
     assert (
         f"{misses}: refused: The small-business-sale process (version 1) has no stage 'Presentation'"
         in dry.stdout
@@ -188,7 +189,7 @@ async def test_a_migration_across_processes_moves_the_deals_whose_stage_it_has_a
     assert (await sale.opportunity(fits))["process"] == "small-business-sale"
     visit = await sale.pool.fetchrow("SELECT process, definition_version, migrated_from FROM stage_visits"
                                      " WHERE opportunity_id = $1", fits)  # fmt: skip
-    assert tuple(visit) == ("small-business-sale", 1, 5)
+    assert tuple(visit) == ("small-business-sale", 1, version)
     shown = (await sale.handle(fits).describe()).typed_search_attributes.get(PROCESS_ATTR)
     assert shown == "small-business-sale"
     await journal_settled(sale, fits)
@@ -200,3 +201,26 @@ async def test_a_migration_across_processes_moves_the_deals_whose_stage_it_has_a
     # It runs the small-business sale from now on: Qualification's tasks done, on to Proposal.
     await sale.complete_stage(fits)
     assert (await sale.wait_stage(fits, "Proposal")).process == "small-business-sale"
+
+
+async def test_a_definition_file_names_its_process_and_a_check_holds_it_to_it(
+    sale: Sale, tmp_path: Path
+) -> None:
+    exported = await sale.cli("definition", "export", "--process", "small-business-sale")
+    assert exported.code == 0 and json.loads(exported.stdout)["process"] == "small-business-sale"
+    path = tmp_path / "small.json"
+    path.write_text(exported.stdout)
+    same = await sale.cli("definition", "validate", str(path), "--process", "small-business-sale")
+    assert same.code == 0 and "no change against version 1" in same.stdout, same
+    for command in ("validate", "publish"):
+        wrong = await sale.cli("definition", command, str(path), "--process", "corporate-sale")
+        assert (
+            wrong.code == 1
+            and "is a definition of the small-business-sale process, not of corporate-sale" in wrong.stderr
+        )
+    # A team the definition names must exist.
+    doc = json.loads(exported.stdout)
+    doc["stages"][0]["tasks"][0]["assignee"] = "team:nosuch-team"
+    path.write_text(json.dumps(doc))
+    missing = await sale.cli("definition", "validate", str(path))
+    assert missing.code == 1 and "team 'nosuch-team' does not exist" in missing.stderr, missing

@@ -270,3 +270,29 @@ async def test_timers_fire_once_after_the_process_has_handed_over_to_a_new_run(
     tasks = await sale.tasks(opp)
     await _skip(time_skipping, sale, opp, 8 * DAY)
     await _each_once_on_time(time_skipping, sale, opp, tasks)
+
+
+async def test_a_team_task_nobody_claims_reminds_each_member_and_escalates_to_the_teams_lead(
+    sale: Sale, time_skipping: WorkflowEnvironment
+) -> None:
+    from tests.test_teams import make_team, team_approval
+
+    names = await make_team(sale)
+    async with sale.definition(team_approval(names["team"])):
+        _, opp = await sale.started(owner="alice")
+    task_id = f"{opp}:v1:prepare-presentation"
+    [task] = [t for t in await sale.tasks(opp) if t["id"] == task_id]
+    await _skip(time_skipping, sale, opp, 10 * DAY)
+    notes = await eventually(
+        lambda: sale.notifications(opp),
+        lambda found: any(n["kind"] == "escalation" and n["task_id"] == task_id for n in found),
+    )
+    mine = [n for n in notes if n["task_id"] == task_id and n["kind"] in KINDS]
+    members = sorted([names["ann"], names["joe"]])
+    for kind in ("reminder", "overdue"):  # to each member of the team, once, at its time
+        sent = [n for n in mine if n["kind"] == kind]
+        assert sorted(n["recipient"] for n in sent) == members
+        assert all(_on_time(n, _times(task)[kind]) for n in sent)
+    [escalation] = [n for n in mine if n["kind"] == "escalation"]
+    assert escalation["recipient"] == names["lead"] and _on_time(escalation, _times(task)["escalation"])
+    assert escalation["message"].startswith(f"Escalation: nobody of team:{names['team']} has claimed")

@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from workflows.fields import (
     DEFAULT_PROCESS,
-    Day,
-    ForecastCategory,
     Hours,
     Identifier,
     Money,
@@ -24,6 +22,8 @@ from workflows.fields import (
     Text,
     When,
 )
+from workflows.opportunity_data import NewOpportunity as NewOpportunity
+from workflows.opportunity_data import OpportunityFields as OpportunityFields
 
 WORKFLOW_ID_PREFIX = "opportunity-"
 WORKFLOW_TYPE = "CorporateSale"
@@ -42,6 +42,10 @@ SIGNAL_ADD_TASK = "add_task"
 UPDATE_ADD_TASK = "add_task_update"
 SIGNAL_SNOOZE_TASK = "snooze_task"
 UPDATE_SNOOZE_TASK = "snooze_task_update"
+SIGNAL_CLAIM_TASK = "claim_task"
+UPDATE_CLAIM_TASK = "claim_task_update"
+SIGNAL_RELEASE_TASK = "release_task"
+UPDATE_RELEASE_TASK = "release_task_update"
 ADHOC_OUTCOME = "done"
 QUERY_STATE = "state"
 # What a run says of its writes to PostgreSQL (settled, in flight): asked by the worker's journal relay.
@@ -172,6 +176,22 @@ class SnoozeTask(Command):
     reason: Text | None = None
 
 
+class ClaimTask(Command):
+    """Take an open task of a team's queue: it becomes the actor's, the other members are told,
+    and only the actor (or an admin) may complete it. A member of the team may; one claim wins."""
+
+    task_id: Identifier
+    actor: Name
+
+
+class ReleaseTask(Command):
+    """Give a claimed task back to its team's queue. The member who claimed it, or an admin, may."""
+
+    task_id: Identifier
+    actor: Name
+    reason: Text | None = None
+
+
 class CompleteTask(Command):
     """Complete an open task with an outcome (the task's default outcome when omitted)."""
 
@@ -184,31 +204,6 @@ class CompleteTask(Command):
     )
     hours_spent: Hours | None = Field(
         default=None, description="When this completion closes the opportunity as won: the hours spent."
-    )
-
-
-class OpportunityFields(BaseModel):
-    """The opportunity's data fields (R14). Every field is optional: updates are partial."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    title: Name | None = None
-    customer: Name | None = None
-    contact: Name | None = Field(default=None, description="The customer's contact person.")
-    budget: Money | None = None
-    authority: Text | None = None
-    need: Text | None = None
-    timeframe: Text | None = None
-    decision_maker: Name | None = None
-    sales_tactics: Text | None = None
-    presentation_at: When | None = None
-    meeting_notes: Text | None = None
-    expected_amount: Money | None = None
-    expected_close_date: Day | None = Field(
-        default=None, description="When the deal is expected to close; its owner is told once it has passed."
-    )
-    forecast_category: ForecastCategory | None = Field(
-        default=None, description="How sure the owner is of closing by then (omitted: pipeline)."
     )
 
 
@@ -230,14 +225,6 @@ class UpdateOpportunity(OpportunityFields):
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"request_id", "actor", "signature"}, mode="json")
-
-
-class NewOpportunity(OpportunityFields):
-    """Data of an opportunity created by starting its process (R1)."""
-
-    title: Name
-    customer: Name
-    owner: Name
 
 
 class StartProcess(BaseModel):
@@ -277,6 +264,11 @@ class TaskView(BaseModel):
     adhoc: bool = Field(default=False, description="Added by an operator (R18), not by the process.")
     approval: bool = Field(
         default=False, description="An approval: its owner is the approver, the only one who may complete it."
+    )
+    team: str | None = Field(
+        default=None,
+        description="The team whose queue the task is in: owned by `team:NAME` until a member claims it,"
+        " then by that member, who alone (or an admin) may complete it.",
     )
 
 
@@ -365,6 +357,20 @@ COMMANDS: tuple[CommandSpec, ...] = (
         SnoozeTask,
         "snooze",
         "put off an open task: a new due time, its reminders moved with it",
+    ),
+    CommandSpec(
+        SIGNAL_CLAIM_TASK,
+        UPDATE_CLAIM_TASK,
+        ClaimTask,
+        "claim",
+        "take a task of your team's queue: it becomes yours to complete",
+    ),
+    CommandSpec(
+        SIGNAL_RELEASE_TASK,
+        UPDATE_RELEASE_TASK,
+        ReleaseTask,
+        "release",
+        "give a task you claimed back to its team's queue",
     ),
 )
 # Moving a running process onto another definition version: an update only (its answer says

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from workflows.contract import OpportunityFields
-from workflows.fields import DEFAULT_PROCESS, ProcessName
+from workflows.fields import DEFAULT_PROCESS, TEAM_PREFIX, ProcessName, TeamRef
 
 StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 GuideText = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
@@ -59,10 +59,16 @@ class TaskTemplate(BaseModel):
     title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     duration: Delay
     outcomes: tuple[Outcome, ...] = Field(default=DEFAULT_OUTCOMES, max_length=10)
-    approver: Literal["manager"] | None = Field(
+    approver: Literal["manager"] | TeamRef | None = Field(
         default=None,
         description="Whose task it is instead of the deal owner's: 'manager', the owner's manager in"
-        " the people directory (the owner's own task when they have none). Only they may complete it.",
+        " the people directory (the owner's own task when they have none), or a team ('team:legal':"
+        " its members see it, one claims it). Only they may complete it.",
+    )
+    assignee: TeamRef | None = Field(
+        default=None,
+        description="A team whose queue the task goes to instead of the owner ('team:finance'): its"
+        " members see it, one claims it and completes it.",
     )
 
     @model_validator(mode="after")
@@ -208,8 +214,12 @@ class ProcessDefinition(BaseModel):
         keys = [t.key for t in self.follow_up]
         if len(set(keys)) != len(keys):
             raise ValueError("follow_up: task keys must be distinct")
-        if any(t.approver for t in self.follow_up):
+        if any(t.approver or t.assignee for t in self.follow_up):
             raise ValueError("follow_up: a won deal's follow-up tasks are the owner's; they name no approver")
+        for s in self.stages:
+            for t in s.tasks:
+                if t.approver and t.assignee:
+                    raise ValueError(f"task {t.key!r}: an approver or an assignee, not both")
         return self
 
 
@@ -290,8 +300,14 @@ class Process(BaseModel):
         return next((st for st in self.definition.stages if st.stage == stage), None)
 
     def needs_approver(self, stage: str) -> bool:
-        """Whether entering `stage` opens a task that an approver does (who that is: `people`)."""
-        return any(t.approver for t in self.tasks_of(stage))
+        """Whether entering `stage` opens a task that the owner's manager approves (who that is:
+        `people`)."""
+        return any(t.approver == "manager" for t in self.tasks_of(stage))
+
+    def teams(self) -> set[str]:
+        """The teams its tasks go to (`team:NAME` without the prefix)."""
+        refs = [t.approver or t.assignee for st in self.definition.stages for t in st.tasks]
+        return {ref[len(TEAM_PREFIX) :] for ref in refs if ref and ref.startswith(TEAM_PREFIX)}
 
     def stale_after(self, stage: str) -> timedelta | None:
         return next((st.stale_after for st in self.definition.stages if st.stage == stage), None)

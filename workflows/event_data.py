@@ -68,6 +68,25 @@ class TaskSnoozed(_EventData):
     reason: str | None
 
 
+class TaskClaimed(_EventData):
+    """A member took a task of their team's queue: it is theirs now."""
+
+    task_id: str
+    team: str
+    claimed_by: str
+    actor: str
+
+
+class TaskReleased(_EventData):
+    """A claimed task given back to its team's queue."""
+
+    task_id: str
+    team: str
+    released_by: str
+    actor: str
+    reason: str | None
+
+
 class OpportunityReassigned(_EventData):
     from_owner: str = Field(alias="from")
     to: str
@@ -137,6 +156,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "task.completed": TaskCompleted,
     "task.canceled": TaskCanceled,
     "task.snoozed": TaskSnoozed,
+    "task.claimed": TaskClaimed,
+    "task.released": TaskReleased,
     "opportunity.reassigned": OpportunityReassigned,
     "opportunity.updated": OpportunityUpdated,
     "opportunity.won": OpportunityWon,

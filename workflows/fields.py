@@ -31,6 +31,9 @@ Identifier = Annotated[
 # A sales process's name in the process library: `corporate-sale`, `small-business-sale`, ...
 DEFAULT_PROCESS = "corporate-sale"  # the process of every run and deal from before there were others
 ProcessName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")]
+# A team as a task's owner or approver: `team:legal` (`corpsale teams`).
+TeamRef = Annotated[str, StringConstraints(pattern=r"^team:[a-z0-9][a-z0-9\-]{0,62}$")]
+TEAM_PREFIX = "team:"
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 
 

@@ -14,8 +14,8 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import claims, migration, patches, plans, steps
     from workflows import contract as c
-    from workflows import migration, patches, plans, steps
     from workflows.commands import CommandDesk, count
     from workflows.definition import Process, ProcessDefinition
     from workflows.handover import Handover
@@ -274,6 +274,17 @@ class CorporateSaleWorkflow:
                 await self._snooze(cmd, check)
             case c.MigrateDefinition():
                 await self._migrate(cmd)
+            case c.ClaimTask() | c.ReleaseTask():
+                await self._claim(cmd)
+
+    async def _claim(self, cmd: c.ClaimTask | c.ReleaseTask) -> None:
+        """A team's task taken by a member, or given back to the queue (workflows/claims.py)."""
+        row = claims.claiming(self._state, cmd, workflow.now())
+        verb = "release" if isinstance(cmd, c.ReleaseTask) else "claim"
+        await self._store.write(row, f"{verb} {row.title}")
+        task = self._state.tasks[cmd.task_id]
+        task.owner, task.claims = row.to_owner, row.number
+        publish(self._state)
 
     async def _migrate(self, cmd: c.MigrateDefinition) -> None:
         """Onto another definition version, in the stage (workflows/migration.py): all or nothing."""

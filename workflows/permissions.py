@@ -9,6 +9,8 @@ says of the actor, read when the command is checked (activities/data/access.py):
   someone else makes).
 - A move past a stage's entry requirements (an override): the owner's manager, an admin.
 - Completing an approval task: its approver (the task's owner) only.
+- A task of a team's queue: a member claims it; then only they (or an admin) complete it, put it
+  off or release it; nobody completes it unclaimed, but an admin.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Action(StrEnum):
     OVERRIDE = "override the entry requirements of a stage for"
     APPROVE = "complete the approval task of"
     MIGRATE = "move onto another process version"
+    CLAIM = "claim a task of"
+    RELEASE = "release a task of"
 
 
 OPEN_TO_ALL = frozenset({Action.MOVE, Action.UPDATE, Action.ADD_TASK})
@@ -43,6 +47,7 @@ class Asked(BaseModel):
     actor: str | None
     owner: str
     task_owner: str | None = None
+    team: str | None = None  # the team whose queue the task is in
 
     def people(self) -> list[str]:
         """Whom the directory is asked about."""
@@ -56,6 +61,16 @@ class Directory(BaseModel):
 
     admin: bool = False
     manages: frozenset[str] = frozenset()  # people whose manager the actor is
+    teams: frozenset[str] = frozenset()  # the teams the actor is a member of
+
+
+TEAM_WORK = frozenset({Action.COMPLETE_TASK, Action.APPROVE, Action.SNOOZE_TASK, Action.RELEASE})
+
+
+def _claimer(asked: Asked) -> str | None:
+    """Who claimed the team task asked about (None while it is in its team's queue)."""
+    owner = asked.task_owner
+    return owner if owner is not None and not owner.startswith("team:") else None
 
 
 def may(asked: Asked, directory: Directory) -> bool:
@@ -67,6 +82,10 @@ def may(asked: Asked, directory: Directory) -> bool:
         return directory.admin or asked.owner in directory.manages
     if asked.action is Action.MIGRATE:
         return directory.admin
+    if asked.action is Action.CLAIM:
+        return directory.admin or asked.team in directory.teams
+    if asked.team is not None and asked.action in TEAM_WORK:
+        return directory.admin or (_claimer(asked) is not None and asked.actor == _claimer(asked))
     if asked.action is Action.APPROVE:
         return asked.actor == asked.task_owner
     allowed = {asked.owner}
@@ -78,6 +97,20 @@ def may(asked: Asked, directory: Directory) -> bool:
 def refusal(asked: Asked) -> str:
     """Why the actor may not: a line that says who may."""
     actor, owner = asked.actor or "An actor without a name", asked.owner
+    if asked.action is Action.CLAIM:
+        return f"{actor} may not claim a task of team {asked.team}: only its members may (`corpsale teams`)."
+    if asked.team is not None and asked.action in TEAM_WORK:
+        verb = {Action.SNOOZE_TASK: "put off", Action.RELEASE: "release"}.get(asked.action, "complete")
+        claimer = _claimer(asked)
+        if claimer is None:
+            return (
+                f"{actor} may not {verb} a task of team {asked.team} that nobody has claimed: a member"
+                " claims it first (`corpsale claim OPP TASK`), then only they, or an admin, may."
+            )
+        return (
+            f"{actor} may not {verb} {claimer}'s task of team {asked.team}: only {claimer}, who claimed"
+            " it, or an admin may."
+        )
     if asked.action in (Action.COMPLETE_TASK, Action.SNOOZE_TASK):
         whose = asked.task_owner if asked.task_owner else owner
         verb = "complete" if asked.action is Action.COMPLETE_TASK else "put off"

@@ -30,8 +30,8 @@ def adhoc_task(state: SaleState, cmd: AddTask, now: datetime) -> TaskState:
 
 
 def reassignment(state: SaleState, cmd: Reassign, now: datetime) -> ReassignRow:
-    """A new owner (R19): the owner's open tasks go with the deal (a colleague's stay theirs);
-    the n-th reassignment numbers its notices."""
+    """A new owner (R19): the owner's open tasks go with the deal (a colleague's stay theirs, and
+    a team's task the owner claimed stays theirs); the n-th reassignment numbers its notices."""
     return ReassignRow(
         opportunity_id=state.opportunity_id,
         number=state.reassignments + 1,
@@ -39,7 +39,7 @@ def reassignment(state: SaleState, cmd: Reassign, now: datetime) -> ReassignRow:
         to_owner=cmd.owner,
         actor=cmd.actor,
         reason=cmd.reason,
-        task_ids=tuple(t.task_id for t in state.open_tasks() if t.owner == state.owner),
+        task_ids=tuple(t.task_id for t in state.open_tasks() if t.owner == state.owner and t.team is None),
         at=now,
     )
 

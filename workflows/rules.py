@@ -11,17 +11,21 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
+from workflows import claims
 from workflows import contract as c
 from workflows.contract import (
     AddTask,
     ChangeStage,
+    ClaimTask,
     CompleteTask,
     MigrateDefinition,
     Reassign,
+    ReleaseTask,
     SnoozeTask,
     UpdateOpportunity,
 )
-from workflows.definition import Effect, Process, did_you_mean
+from workflows.definition import Effect, Process, TaskTemplate, did_you_mean
+from workflows.fields import TEAM_PREFIX
 from workflows.permissions import Action, Asked
 from workflows.refusals import GateClosed, Refused
 from workflows.state import Answer, SaleState, TaskState, size
@@ -98,6 +102,12 @@ class Rules:
                 self.check_snooze(cmd, now=now, settled=settled)
             case MigrateDefinition():
                 self.check_open()
+            case ClaimTask():
+                self.check_open()
+                claims.check_claim(self.state, cmd, settled=settled)
+            case ReleaseTask():
+                self.check_open()
+                claims.check_release(self.state, cmd, settled=settled)
 
     def check_open(self) -> None:
         if self.state.closed:
@@ -247,10 +257,16 @@ class Rules:
                 action, task_owner = Action.SNOOZE_TASK, state.tasks[cmd.task_id].owner
             case MigrateDefinition():
                 action = Action.MIGRATE
+            case ClaimTask():
+                action, task_owner = Action.CLAIM, state.tasks[cmd.task_id].owner
+            case ReleaseTask():
+                action, task_owner = Action.RELEASE, state.tasks[cmd.task_id].owner
             case _:
                 action = Action.UPDATE
         actor = getattr(cmd, "actor", None)
-        return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner)
+        task = state.tasks.get(getattr(cmd, "task_id", "")) if task_owner is not None else None
+        team = task.team if task is not None else None
+        return Asked(action=action, actor=actor, owner=state.owner, task_owner=task_owner, team=team)
 
     def entry(self, cmd: ChangeStage, now: datetime, approver: str | None = None) -> Entry:
         """Entering `cmd.stage` as the next visit (R5, R13): its tasks for the owner (an approval
@@ -266,14 +282,14 @@ class Rules:
             due = definition.due(now, duration)
             return NewTask(task_id=task_id, task_key=key, title=title, start_at=now, due_at=due, owner=owner)
 
+        def owner_of(t: TaskTemplate) -> str | None:
+            """A team's (`team:NAME`, until a member claims it), the approver's, else the deal owner's."""
+            if t.assignee or (t.approver and t.approver.startswith(TEAM_PREFIX)):
+                return t.assignee or t.approver
+            return t.approver and approver
+
         tasks = tuple(
-            new(
-                f"{state.opportunity_id}:v{visit}:{t.key}",
-                t.key,
-                t.title,
-                t.duration,
-                t.approver and approver,
-            )
+            new(f"{state.opportunity_id}:v{visit}:{t.key}", t.key, t.title, t.duration, owner_of(t))
             for t in templates
         )
         closing = None
@@ -316,7 +332,8 @@ class Rules:
                 start_at=t.start_at,
                 due_at=t.due_at,
                 outcomes=[o.name for o in template.outcomes],
-                approval=t.owner is not None,
+                approval=t.owner is not None and template.approver is not None,
+                team=t.owner[len(TEAM_PREFIX) :] if t.owner and t.owner.startswith(TEAM_PREFIX) else None,
             )
             for t, template in zip(tasks, templates, strict=True)
         )

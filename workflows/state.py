@@ -94,6 +94,7 @@ class TaskState(TaskView):
     key: str
     visit: int
     snoozes: int = 0  # numbers its snoozes' rows (notifications, events)
+    claims: int = 0  # numbers its claims' and releases' rows (a team's task)
 
 
 class DeferredCommand(BaseModel):

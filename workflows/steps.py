@@ -236,6 +236,23 @@ class SnoozeRow(CommandWrite):
     at: datetime
 
 
+class ClaimRow(CommandWrite):
+    """A task of a team's queue taken by a member (`to_owner`), or given back (`to_owner` the team,
+    `team:NAME`): the task's owner moves, its workflow hears of it, the team is told."""
+
+    STEP: ClassVar[str] = "claim_task"
+
+    task_id: str
+    title: str
+    team: str
+    number: int  # the task's n-th claim or release: its notifications' and its event's ids
+    from_owner: str
+    to_owner: str
+    actor: str
+    reason: str | None = None
+    at: datetime
+
+
 class RefusalRow(Write):
     opportunity_id: str
     number: int  # the opportunity's n-th refusal: its event's id

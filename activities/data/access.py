@@ -32,33 +32,49 @@ async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
         return await may_do(conn, check.asked)
     # Unsigned (the usual case): the setting and the people in one round trip.
     rows = await conn.fetch(
-        "SELECT s.value AS require_signed, p.name, p.role, p.manager"
-        " FROM (SELECT (SELECT value FROM system_settings WHERE name = $2) AS value) AS s"
+        "SELECT s.value AS require_signed, s.teams, p.name, p.role, p.manager"
+        " FROM (SELECT (SELECT value FROM system_settings WHERE name = $2) AS value, " + _TEAMS + ") AS s"
         " LEFT JOIN people p ON p.name = ANY($1::text[])",
         check.asked.people(),
         REQUIRE_SIGNED,
+        _team_member(check.asked),
     )
     if rows[0]["require_signed"]:
         return (
             f"Unsigned commands are refused here (setting {REQUIRE_SIGNED}): sign it with a service"
             " key (`corpsale services add`; docs/contract.md, Signed commands)."
         )
-    return _judge(check.asked, {r["name"]: r for r in rows if r["name"] is not None})
+    people = {r["name"]: r for r in rows if r["name"] is not None}
+    return _judge(check.asked, people, rows[0]["teams"])
+
+
+# The teams of the actor, asked only of a command on a team's task ($3: the actor, else NULL).
+_TEAMS = "(SELECT coalesce(array_agg(team), '{}') FROM team_members WHERE person = $3) AS teams"
+
+
+def _team_member(asked: Asked) -> str | None:
+    return asked.actor if asked.team is not None else None
 
 
 async def may_do(conn: asyncpg.Connection, asked: Asked) -> str | None:
     """None if the people directory and the rules let the actor do it, else why not."""
     rows = await conn.fetch(
-        "SELECT name, role, manager FROM people WHERE name = ANY($1::text[])", asked.people()
+        "SELECT name, role, manager, "
+        + _TEAMS.replace("$3", "$2")
+        + " FROM people WHERE name = ANY($1::text[])"
+        " UNION ALL SELECT NULL, NULL, NULL, " + _TEAMS.replace("$3", "$2"),
+        asked.people(),
+        _team_member(asked),
     )
-    return _judge(asked, {r["name"]: r for r in rows})
+    return _judge(asked, {r["name"]: r for r in rows if r["name"] is not None}, rows[-1]["teams"])
 
 
-def _judge(asked: Asked, people: dict[str, asyncpg.Record]) -> str | None:
+def _judge(asked: Asked, people: dict[str, asyncpg.Record], teams: list[str]) -> str | None:
     actor = asked.actor
     directory = Directory(
         admin=actor in people and people[actor]["role"] == "admin",
         manages=frozenset(name for name, r in people.items() if actor and r["manager"] == actor),
+        teams=frozenset(teams),
     )
     return None if may(asked, directory) else refusal(asked)
 

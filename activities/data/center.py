@@ -135,13 +135,15 @@ async def agenda(
 ) -> list[dict[str, Any]]:
     """A person's tasks that overlap [start, end): open ones (and with `include_closed`, completed
     and canceled ones too), by due time; and, whatever the range, the open tasks overdue at `now`
-    (they are still to do), marked `overdue`."""
+    (they are still to do), marked `overdue`. The unclaimed tasks of the person's teams are among
+    them (`team`: the queue a task is in; `owner` `team:NAME` until a member claims it)."""
     rows = await conn.fetch(
         "SELECT t.id, t.title, t.stage, t.kind, t.status, t.start_at, t.due_at, t.completed_at,"
-        " t.canceled_at, t.opportunity_id, o.title AS opportunity, o.customer,"
+        " t.canceled_at, t.opportunity_id, o.title AS opportunity, o.customer, t.owner, t.team,"
         " (t.status = 'open' AND t.due_at < $5) AS overdue"
         " FROM tasks t JOIN opportunities o ON o.id = t.opportunity_id"
-        " WHERE t.owner = $1"
+        " WHERE (t.owner = $1"
+        "  OR t.owner IN (SELECT 'team:' || m.team FROM team_members m WHERE m.person = $1))"
         " AND ((t.start_at < $3 AND t.due_at >= $2) OR (t.status = 'open' AND t.due_at < $5))"
         " AND ($4 OR t.status = 'open')"
         " ORDER BY t.due_at, t.id",

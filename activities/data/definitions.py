@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from activities.data import teams
 from activities.data.errors import Refused
 from activities.data.repository import close_reasons, load_stages
 from workflows.definition import Process, ProcessDefinition, StageTasks, bundled_definitions
@@ -212,6 +213,9 @@ async def problems(conn: asyncpg.Connection, definition: ProcessDefinition) -> l
         process = Process(definition=definition, stages=tuple(stages))
     except ValidationError as err:
         return [e["msg"].removeprefix("Value error, ") for e in err.errors()]
+    missing = await teams.missing(conn, process.teams())
+    found += [f"team {name!r} does not exist: create it first (`corpsale teams add {name} --members ...`)"
+              for name in missing]  # fmt: skip
     reasons = set(await close_reasons(conn))
     for stage in definition.stages:
         for task in stage.tasks:

@@ -37,12 +37,16 @@ NOTICES = {
 
 
 async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
-    """A task timer's notification, if the task is still open: to its owner as it is now, and
-    for an escalation to the owner's manager (to the owner when nobody is on record as it)."""
+    """A task timer's notification, if the task is still open: to its owner as it is now (a
+    team's unclaimed task: to each member), and for an escalation to the owner's manager (to the
+    owner when nobody is on record as it; a team's unclaimed task: to the team's lead)."""
     async with conn.transaction():
         task = await conn.fetchrow(
-            "SELECT t.opportunity_id, t.title, t.owner, t.due_at, t.status, p.manager FROM tasks t"
-            " LEFT JOIN people p ON p.name = t.owner WHERE t.id = $1",
+            "SELECT t.opportunity_id, t.title, t.owner, t.due_at, t.status, p.manager, g.lead,"
+            " (SELECT array_agg(m.person ORDER BY m.person) FROM team_members m WHERE 'team:' || m.team"
+            "  = t.owner) AS members"
+            " FROM tasks t LEFT JOIN people p ON p.name = t.owner"
+            " LEFT JOIN teams g ON 'team:' || g.name = t.owner WHERE t.id = $1",
             notice.task_id,
         )
         if task is None or task["status"] != "open":
@@ -50,23 +54,33 @@ async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
         message = NOTICES[notice.kind].format(
             title=task["title"], owner=task["owner"], due=f"{task['due_at']:%Y-%m-%d %H:%M} UTC"
         )
-        recipient = task["owner"]
-        if notice.kind == "escalation":
+        queue = task["owner"].startswith("team:")
+        recipients = [task["owner"]]
+        if notice.kind == "escalation" and queue:
+            recipients = [task["lead"]] if task["lead"] else task["members"] or [task["owner"]]
+            message = (
+                f"Escalation: nobody of {task['owner']} has claimed {task['title']},"
+                f" overdue since {task['due_at']:%Y-%m-%d %H:%M} UTC"
+            )
+            if not task["lead"]:
+                message += f" (team {task['owner'][5:]} has no lead: `corpsale teams add NAME --lead PERSON`)"
+        elif notice.kind == "escalation":
             if task["manager"]:
-                recipient = task["manager"]
+                recipients = [task["manager"]]
             else:
                 message += f" (no manager on record for {task['owner']}: `corpsale people set`)"
-        await conn.execute(
+        elif queue and task["members"]:
+            recipients = task["members"]
+        base = f"{notice.task_id}:{notice.kind}" + (f":{notice.plan}" if notice.plan else "")
+        await conn.executemany(
             "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-            f"{notice.task_id}:{notice.kind}" + (f":{notice.plan}" if notice.plan else ""),
-            recipient,
-            task["opportunity_id"],
-            notice.task_id,
-            notice.kind,
-            message,
-            notice.at,
-        )
+            [
+                (base + (f"@{who}" if queue else ""), who, task["opportunity_id"], notice.task_id,
+                 notice.kind, message, notice.at)
+                for who in recipients
+            ],
+        )  # fmt: skip
         return True
 
 
@@ -115,7 +129,8 @@ async def notify_gate(conn: asyncpg.Connection, notice: GateNotice) -> None:
 async def notify_assigned(
     conn: asyncpg.Connection, opportunity_id: str, owner: str, tasks: Sequence[NewTask], at: datetime
 ) -> None:
-    """A notification per new task for its owner (R5); one per task, however often this runs."""
+    """A notification per new task for its owner (R5), one per task however often this runs; a
+    task for a team's queue (`team:NAME`), one per member."""
     await conn.executemany(
         "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message,"
         " created_at) VALUES ($1, $2, $3, $4, 'task_assigned', $5, $6)"
@@ -130,5 +145,19 @@ async def notify_assigned(
                 at,
             )
             for t in tasks
+            if not (t.owner or "").startswith("team:")
         ],
     )
+    queued = [t for t in tasks if (t.owner or "").startswith("team:")]
+    if queued:
+        await conn.executemany(
+            "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"
+            " SELECT $1 || '@' || m.person, m.person, $2, $3, 'task_assigned', $4, $5 FROM team_members m"
+            " WHERE 'team:' || m.team = $6 ON CONFLICT (id) DO NOTHING",
+            [
+                (f"{t.task_id}:assigned", opportunity_id, t.task_id,
+                 f"New task for team {(t.owner or '')[5:]}: {t.title} (due {t.due_at:%Y-%m-%d %H:%M} UTC;"
+                 " claim it: `corpsale claim`)", at, t.owner)
+                for t in queued
+            ],
+        )  # fmt: skip

@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from activities.data import repository
-from workflows.steps import CommandWrite, SnoozeRow
+from activities.data import claims, repository
+from workflows.steps import ClaimRow, CommandWrite, SnoozeRow
 
 WRITES: dict[type[CommandWrite], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {
     SnoozeRow: repository.snooze_task,
+    ClaimRow: claims.claim_task,
 }
