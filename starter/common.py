@@ -335,6 +335,19 @@ def command_parser(sub: Any, name: str, *, help: str, **kwargs: Any) -> argparse
     return parser
 
 
+def listing_group(sub: Any, name: str, *, help: str, description: str | None, run: Any, what: str) -> Any:
+    """A command group whose bare form, and its `list` sub-command, list `what` (`--json`);
+    returns the sub-parsers for its other commands."""
+    group = command_parser(sub, name, help=help, description=description)
+    group.add_argument("--json", action="store_true", help="print JSON")
+    group.set_defaults(run=run)
+    commands = group.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND")
+    listing = command_parser(commands, "list", help=what)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=run)
+    return commands
+
+
 def add_command(
     sub: Any, name: str, help_: str, *, actor: bool = False, opportunity: bool = False, json_out: bool = True
 ) -> argparse.ArgumentParser:

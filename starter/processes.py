@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from activities.data import definitions, process_rules
-from starter.common import command_parser, positive_int, with_db
+from starter.common import command_parser, listing_group, positive_int, with_db
 from starter.output import print_json, print_rows, print_table
 
 
@@ -68,19 +68,14 @@ async def cmd_remove_rule(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    processes = command_parser(
+    commands = listing_group(
         sub,
         "processes",
         help="the sales processes: list, default, rules, add-rule, remove-rule",
         description=__doc__,
+        run=cmd_list,
+        what="each process: its latest version, versions, open deals",
     )
-    processes.add_argument("--json", action="store_true", help="print JSON")
-    processes.set_defaults(run=cmd_list)
-    commands = processes.add_subparsers(dest="processes_command", metavar="PROCESSES_COMMAND")
-
-    p = command_parser(commands, "list", help="each process: its latest version, versions, open deals")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_list)
 
     p = command_parser(commands, "default", help="make a process the default of starts that name none")
     p.add_argument("process", metavar="PROCESS")

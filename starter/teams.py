@@ -8,7 +8,7 @@ import argparse
 from typing import Any
 
 from activities.data import teams
-from starter.common import CliError, command_parser, with_db
+from starter.common import CliError, command_parser, listing_group, with_db
 from starter.output import print_json, print_rows
 
 
@@ -36,16 +36,14 @@ async def cmd_remove(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    group = command_parser(
-        sub, "teams", help="teams and their queues: list, add, remove", description=__doc__
+    commands = listing_group(
+        sub,
+        "teams",
+        help="teams and their queues: list, add, remove",
+        description=__doc__,
+        run=cmd_list,
+        what="each team: its lead, members and unclaimed tasks",
     )
-    group.add_argument("--json", action="store_true", help="print JSON")
-    group.set_defaults(run=cmd_list)
-    commands = group.add_subparsers(dest="teams_command", metavar="TEAMS_COMMAND")
-
-    p = command_parser(commands, "list", help="each team: its lead, members and unclaimed tasks")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_list)
 
     p = command_parser(commands, "add", help="create a team, or add members to it and set its lead")
     p.add_argument("name", metavar="NAME")
