@@ -42,11 +42,14 @@ def period_range(by: forecast.Period, start: date | None, end: date | None) -> t
 
 async def cmd_forecast(args: argparse.Namespace) -> None:
     start, end = period_range(args.by, _day(args.start), _day(args.end))
-    rows = await with_db(lambda conn: forecast.forecast(conn, args.by, start, end, args.owner, args.process))
+    rows = await with_db(
+        lambda conn: forecast.forecast(conn, args.by, start, end, args.owner, args.process, args.by_process)
+    )
     for r in rows if not args.json else ():
         r["attainment"] = None if r["attainment"] is None else f"{r['attainment']}%"
     empty = "no open deal with an expected close date, no win and no quota in these periods"
-    print_rows(rows, COLUMNS, as_json=args.json, empty=empty)
+    columns = [*COLUMNS[:2], "process", *COLUMNS[2:]] if args.by_process else COLUMNS
+    print_rows(rows, columns, as_json=args.json, empty=empty)
 
 
 async def cmd_quota_set(args: argparse.Namespace) -> None:
@@ -109,6 +112,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--owner", help="one owner only")
     p.add_argument(
         "--process", help="the deals of one sales process only (the quota stays the owner's whole)"
+    )
+    p.add_argument(
+        "--by-process",
+        action="store_true",
+        help="a row per sales process (attainment: its part of the quota)",
     )
     p.add_argument("--from", dest="start", help="first day (default: the start of the current period)")
     p.add_argument(

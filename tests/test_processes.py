@@ -94,6 +94,15 @@ async def test_two_deals_on_two_processes_run_side_by_side_to_their_ends(sale: S
     for process, income in (("small-business-sale", "9000.00"), ("corporate-sale", "0.00")):
         ahead = await sale.cli("forecast", "--owner", owner, "--process", process, "--json")
         assert [Decimal(r["won"]) for r in json.loads(ahead.stdout)] == [Decimal(income)], ahead.stdout
+    split_forecast = json.loads(
+        (await sale.cli("forecast", "--owner", owner, "--by-process", "--json")).stdout
+    )
+    assert {r["process"]: Decimal(r["won"]) for r in split_forecast} == {
+        "corporate-sale": Decimal(0),
+        "small-business-sale": Decimal(9000),
+    }, split_forecast
+    whole = json.loads((await sale.cli("forecast", "--owner", owner, "--json")).stdout)
+    assert [Decimal(r["won"]) for r in whole] == [Decimal(9000)] and "process" not in whole[0]
 
     shown = await sale.cli("definition", "show", "--process", "small-business-sale")
     assert shown.code == 0 and shown.stdout.startswith("Small business sale (small-business-sale), version 1")
