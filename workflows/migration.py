@@ -77,16 +77,14 @@ def _refusal(state: SaleState, target: ProcessDefinition) -> str | None:
         Process(definition=target, stages=state.process.stages)
     except ValidationError as err:
         return f"Version {to} does not fit the stages lookup: {err.errors()[0]['msg']}."
-    if across and not any(st.stage == state.stage for st in target.stages):
-        return (
-            f"The {target.process} process (version {to}) has no stage {state.stage!r}; move the"
-            f" opportunity to one of its stages first ({', '.join(st.stage for st in target.stages)})."
-        )
     if not any(st.stage == state.stage for st in target.stages):
-        return (
-            f"Stage {state.stage!r} is gone from version {to}; move the opportunity to one of its"
-            f" stages first ({', '.join(st.stage for st in target.stages)})."
+        gone = (
+            f"The {target.process} process (version {to}) has no stage {state.stage!r}"
+            if across
+            else f"Stage {state.stage!r} is gone from version {to}"
         )
+        stages = ", ".join(st.stage for st in target.stages)
+        return f"{gone}; move the opportunity to one of its stages first ({stages})."
     return None
 
 

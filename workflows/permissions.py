@@ -19,6 +19,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from workflows.fields import TEAM_PREFIX
+
 
 class Action(StrEnum):
     MOVE = "move"
@@ -70,7 +72,7 @@ TEAM_WORK = frozenset({Action.COMPLETE_TASK, Action.APPROVE, Action.SNOOZE_TASK,
 def _claimer(asked: Asked) -> str | None:
     """Who claimed the team task asked about (None while it is in its team's queue)."""
     owner = asked.task_owner
-    return owner if owner is not None and not owner.startswith("team:") else None
+    return owner if owner is not None and not owner.startswith(TEAM_PREFIX) else None
 
 
 def may(asked: Asked, directory: Directory) -> bool:

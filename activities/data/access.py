@@ -33,7 +33,7 @@ async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
     # Unsigned (the usual case): the setting and the people in one round trip.
     rows = await conn.fetch(
         "SELECT s.value AS require_signed, s.teams, p.name, p.role, p.manager"
-        " FROM (SELECT (SELECT value FROM system_settings WHERE name = $2) AS value, " + _TEAMS + ") AS s"
+        " FROM (SELECT (SELECT value FROM system_settings WHERE name = $2) AS value, " + _teams(3) + ") AS s"
         " LEFT JOIN people p ON p.name = ANY($1::text[])",
         check.asked.people(),
         REQUIRE_SIGNED,
@@ -48,8 +48,10 @@ async def authorize(conn: asyncpg.Connection, check: Authorize) -> str | None:
     return _judge(check.asked, people, rows[0]["teams"])
 
 
-# The teams of the actor, asked only of a command on a team's task ($3: the actor, else NULL).
-_TEAMS = "(SELECT coalesce(array_agg(team), '{}') FROM team_members WHERE person = $3) AS teams"
+def _teams(param: int) -> str:
+    """The actor's teams, from parameter `param`: the actor for a command on a team's task, else
+    NULL (then none, at the cost of an index probe)."""
+    return f"(SELECT coalesce(array_agg(team), '{{}}') FROM team_members WHERE person = ${param}) AS teams"
 
 
 def _team_member(asked: Asked) -> str | None:
@@ -59,14 +61,12 @@ def _team_member(asked: Asked) -> str | None:
 async def may_do(conn: asyncpg.Connection, asked: Asked) -> str | None:
     """None if the people directory and the rules let the actor do it, else why not."""
     rows = await conn.fetch(
-        "SELECT name, role, manager, "
-        + _TEAMS.replace("$3", "$2")
-        + " FROM people WHERE name = ANY($1::text[])"
-        " UNION ALL SELECT NULL, NULL, NULL, " + _TEAMS.replace("$3", "$2"),
+        "SELECT s.teams, p.name, p.role, p.manager FROM (SELECT " + _teams(2) + ") AS s"
+        " LEFT JOIN people p ON p.name = ANY($1::text[])",
         asked.people(),
         _team_member(asked),
     )
-    return _judge(asked, {r["name"]: r for r in rows if r["name"] is not None}, rows[-1]["teams"])
+    return _judge(asked, {r["name"]: r for r in rows if r["name"] is not None}, rows[0]["teams"])
 
 
 def _judge(asked: Asked, people: dict[str, asyncpg.Record], teams: list[str]) -> str | None:

@@ -7,19 +7,19 @@ from __future__ import annotations
 import asyncpg
 
 from activities.data import events, task_ops
+from workflows.fields import TEAM_PREFIX
 from workflows.steps import ClaimRow, TaskOp
 
 
 async def claim_task(conn: asyncpg.Connection, row: ClaimRow) -> None:
     """Run again, it changes nothing more: the owner moves only from the one it expects, and the
     rows' ids are the task's and its claim's number."""
-    released = row.to_owner.startswith("team:")
-    await conn.execute(
-        "UPDATE tasks SET owner = $3, team = $4 WHERE id = $1 AND owner = $2 AND status = 'open'",
+    released = row.to_owner.startswith(TEAM_PREFIX)
+    await conn.execute(  # its team stays (migrations/026): a release gives it back to that queue
+        "UPDATE tasks SET owner = $3 WHERE id = $1 AND owner = $2 AND status = 'open'",
         row.task_id,
         row.from_owner,
         row.to_owner,
-        row.team,
     )
     kind = "task.released" if released else "task.claimed"
     row_id = f"{row.task_id}:{'released' if released else 'claimed'}{row.number}"

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from workflows.fields import TEAM_PREFIX
 from workflows.steps import CloseDateNotice, EnterStage, GateNotice, NewTask, StaleNotice, TaskNotice
 
 
@@ -54,7 +55,7 @@ async def notify_task(conn: asyncpg.Connection, notice: TaskNotice) -> bool:
         message = NOTICES[notice.kind].format(
             title=task["title"], owner=task["owner"], due=f"{task['due_at']:%Y-%m-%d %H:%M} UTC"
         )
-        queue = task["owner"].startswith("team:")
+        queue = task["owner"].startswith(TEAM_PREFIX)
         recipients = [task["owner"]]
         if notice.kind == "escalation" and queue:
             recipients = [task["lead"]] if task["lead"] else task["members"] or [task["owner"]]
@@ -145,10 +146,10 @@ async def notify_assigned(
                 at,
             )
             for t in tasks
-            if not (t.owner or "").startswith("team:")
+            if not (t.owner or "").startswith(TEAM_PREFIX)
         ],
     )
-    queued = [t for t in tasks if (t.owner or "").startswith("team:")]
+    queued = [t for t in tasks if (t.owner or "").startswith(TEAM_PREFIX)]
     if queued:
         await conn.executemany(
             "INSERT INTO notifications (id, recipient, opportunity_id, task_id, kind, message, created_at)"

@@ -9,18 +9,13 @@ from typing import Any
 import asyncpg
 
 from activities.data.errors import Refused
+from workflows.fields import TEAM_PREFIX
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
-PREFIX = "team:"  # a task owned by a team: `team:legal`
 
 
 class TeamRefused(Refused):
     """A team edit that cannot be made; the text says why."""
-
-
-def team_of(owner: str | None) -> str | None:
-    """The team of a task owner `team:NAME`, else None."""
-    return owner[len(PREFIX) :] if owner and owner.startswith(PREFIX) else None
 
 
 async def add_team(
@@ -30,8 +25,8 @@ async def add_team(
     if not NAME.match(name):
         raise TeamRefused(f"a team's name is lowercase letters, digits and dashes (as `legal`), not {name!r}")
     people = [m.strip() for m in members if m.strip()]
-    if any(m.startswith(PREFIX) for m in [*people, lead or ""]):
-        raise TeamRefused(f"a member or lead is a person, not a team ({PREFIX}...)")
+    if any(m.startswith(TEAM_PREFIX) for m in [*people, lead or ""]):
+        raise TeamRefused(f"a member or lead is a person, not a team ({TEAM_PREFIX}...)")
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO teams (name, lead) VALUES ($1, $2) ON CONFLICT (name)"
@@ -57,21 +52,19 @@ async def remove_member(conn: asyncpg.Connection, name: str, person: str) -> Non
 
 
 async def team(conn: asyncpg.Connection, name: str) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        "SELECT t.name, t.lead, coalesce(array_agg(m.person ORDER BY m.person)"
-        " FILTER (WHERE m.person IS NOT NULL), '{}') AS members"
-        " FROM teams t LEFT JOIN team_members m ON m.team = t.name WHERE t.name = $1 GROUP BY t.name",
-        name,
-    )
-    return None if row is None else dict(row)
+    found = await list_teams(conn, name)
+    return found[0] if found else None
 
 
-async def list_teams(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_teams(conn: asyncpg.Connection, name: str | None = None) -> list[dict[str, Any]]:
+    """Every team (or the one named): its lead, members, and its tasks that wait for a claim."""
     rows = await conn.fetch(
         "SELECT t.name, t.lead, coalesce(array_agg(m.person ORDER BY m.person)"
         " FILTER (WHERE m.person IS NOT NULL), '{}') AS members,"
         " (SELECT count(*) FROM tasks k WHERE k.owner = 'team:' || t.name AND k.status = 'open') AS unclaimed"
-        " FROM teams t LEFT JOIN team_members m ON m.team = t.name GROUP BY t.name ORDER BY t.name"
+        " FROM teams t LEFT JOIN team_members m ON m.team = t.name WHERE $1::text IS NULL OR t.name = $1"
+        " GROUP BY t.name ORDER BY t.name",
+        name,
     )
     return [dict(r) for r in rows]
 
