@@ -227,7 +227,13 @@ class SaleActivities:
             if opportunity_id is None:
                 return
         known: str = opportunity_id
-        await self._write(known, row, "complete_task", lambda c: repository.complete_task(c, row, known))
+
+        async def apply(conn: asyncpg.Connection) -> None:
+            await repository.complete_task(conn, row, known)
+            if row.enter is not None:  # the move the completion makes, in its transaction
+                await stage_visits.enter_stage(conn, row.enter)
+
+        await self._write(known, row, "complete_task", apply)
 
     @activity.defn
     async def cancel_task(self, row: CancelTaskRow) -> None:

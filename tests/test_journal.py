@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -151,6 +151,65 @@ async def _rows(pool: asyncpg.Pool, opp: str) -> dict[str, Any]:
         "ops": [(r["kind"], r["task_id"]) for r in await pool.fetch(
             "SELECT kind, task_id FROM task_ops WHERE opportunity_id = $1 ORDER BY number, ordinal", opp)],
     }  # fmt: skip
+
+
+async def test_a_lost_completion_that_entered_the_next_stage_is_undone_when_a_move_comes_first(
+    client: Client, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Completing Qualification's last task enters Presentation in the same write (patch
+    `stage-entered-with-completion`). The worker dies the moment that write has committed; while
+    no worker runs, a signal moves the deal to Contracting. The next attempt takes the signal
+    first, so the completion finds its task canceled and is refused: the lost attempt's
+    completion, its visit 2 (Presentation), that visit's task and their events are nowhere."""
+    sale = Sale(client, pool, f"corpsale-lost-{uuid.uuid4()}", database_url)
+    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    opp = sale.new_id()
+    first, last = f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"
+    lost = [f"{opp}:v2:presentation"]
+    async with subscribed(sale) as receiver:
+        async with killing_worker(env, "complete_task", f"task_id={last}") as dying:
+            handle = await client.start_workflow(
+                c.WORKFLOW_TYPE,
+                ProcessInput(
+                    opportunity_id=opp,
+                    actor="operator",
+                    new=NewOpportunity(title="Lost completion", customer="Acme Ltd", owner="alice"),
+                ),
+                id=c.workflow_id(opp),
+                task_queue=sale.task_queue,
+                task_timeout=timedelta(seconds=2),  # a lost workflow task is tried again soon
+            )
+            await sale.wait_stage(opp, "Qualification")
+            await sale.complete(opp, first)
+            done = {"task_id": last, "actor": "alice", "request_id": "last-task"}
+            update = asyncio.create_task(
+                handle.execute_update(c.UPDATE_COMPLETE_TASK, done, result_type=StateView)
+            )
+            assert await asyncio.wait_for(dying.wait(), 30) == 9
+        # The lost attempt's one write is in PostgreSQL now: the completion and the entry.
+        assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification", "Presentation"]
+        assert (await sale.pool.fetchval("SELECT status FROM tasks WHERE id = $1", last)) == "completed"
+        await sale.signal(
+            opp, c.SIGNAL_CHANGE_STAGE, {"stage": "Contracting", "actor": "alice", "request_id": "c"}
+        )
+        async with worker_process(env):
+            with contextlib.suppress(Exception):  # its answer may be lost with the task: sent again below
+                await asyncio.wait_for(update, 60)
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(c.UPDATE_COMPLETE_TASK, done, result_type=StateView)
+            assert isinstance(refused.value.cause, ApplicationError)
+            assert "was canceled when the opportunity left 'Qualification'" in refused.value.cause.message
+            await sale.wait_stage(opp, "Contracting", visit=2, timeout=60)
+            events = await assert_the_database_is_the_runs(sale, opp, never=lost)
+            await eventually(lambda: asyncio.sleep(0, receiver.of(opp)), lambda got: len(got) == len(events))
+    assert [(v["visit_no"], v["stage"]) for v in await sale.visits(opp)] == [
+        (1, "Qualification"),
+        (2, "Contracting"),
+    ]
+    tasks = {t["id"]: t["status"] for t in await sale.tasks(opp)}
+    assert (tasks[first], tasks[last]) == ("completed", "canceled")
+    assert [e["id"] for e in receiver.of(opp)] == [e["id"] for e in events]
+    assert not [e for e in events if e["type"].endswith("task.completed") and e["data"]["task_id"] == last]
 
 
 async def test_a_lost_attempts_write_is_undone_a_late_one_refused_a_retry_changes_nothing(

@@ -99,7 +99,7 @@ async def test_check_counts_the_open_runs_that_take_a_patchs_old_branch(sale: Sa
     """docs/versioning.md: a patch is retired once no open run takes its old branch."""
     _, opp = await sale.started()
     has = await sale.handle(opp).query(c.QUERY_PATCHES, result_type=dict[str, bool])
-    assert has == dict.fromkeys(patches.ALL, True)  # a new run takes every patch (none live now)
+    assert has == dict.fromkeys(patches.ALL, True)  # a new run takes every live patch
     assert patches.old_branches(has) == []
     checked = await sale.cli("check", opp)
     assert checked.code == 0 and "no open run takes the old branch of a patch" in checked.stdout

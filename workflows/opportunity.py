@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.operations import MigrationPlan
     from workflows.payloads import NO_START, read_start, refuse_bad_start, refuse_opening
     from workflows.refusals import NotAllowed, Refused
-    from workflows.rules import Rules, Waiting
+    from workflows.rules import Entry, Rules, Waiting
     from workflows.search_attributes import PROCESS_ATTR
     from workflows.stale import Notices, start_watchers
     from workflows.state import ProcessInput, SaleState, TaskState
@@ -122,22 +122,32 @@ class CorporateSaleWorkflow:
     # Stage entry and exit ---------------------------------------------------------------------
 
     async def _enter_stage(self, cmd: c.ChangeStage) -> None:
-        state, now = self._state, workflow.now()
+        entry = await self._entry(cmd)
+        await self._store.enter_stage(entry.step)
+        self._entered(entry)
+
+    async def _entry(self, cmd: c.ChangeStage) -> Entry:
+        """The entry into `cmd.stage`, the run's state moved there; its write comes next."""
+        state = self._state
         entry = self._rules.entry(
-            cmd, now, await self._store.approver(self._rules.process, cmd.stage, state.owner)
+            cmd, workflow.now(), await self._store.approver(self._rules.process, cmd.stage, state.owner)
         )
         step = entry.step
         state.visit, state.stage, state.waiting = step.visit_no, step.stage, None
         state.visited = [*state.visited, step.stage] if step.stage not in state.visited else state.visited
-        await self._store.enter_stage(step)
-        # Their task workflows (and a won deal's follow-up tasks', R13) are started by the data
-        # layer once the write is confirmed (activities/data/journal.py).
+        return entry
+
+    def _entered(self, entry: Entry) -> None:
+        """The entry written: the run holds its tasks. Their task workflows (and a won deal's
+        follow-up tasks', R13) are started by the data layer once the write is confirmed
+        (activities/data/journal.py)."""
+        state, step = self._state, entry.step
         for task in entry.tasks:
             state.tasks[task.task_id] = task
         count("corpsale_stage_transitions", stage=step.stage)
         count("corpsale_tasks_created", len(step.tasks))
         state.closed = step.closing is not None
-        state.quiet_since = now
+        state.quiet_since = step.at
         publish(self._state)
 
     async def _leave_stage(self, *, closing: bool) -> None:
@@ -171,8 +181,35 @@ class CorporateSaleWorkflow:
     async def _complete_task(self, cmd: c.CompleteTask, check: steps.Authorize | None) -> None:
         task = self._rules.check_complete_task(cmd)
         assert task is not None
-        await self._finish_task(task, self._rules.outcome_of(task, cmd), cmd, check)
-        then = self._rules.after_completion(task, cmd)
+        row = steps.CompleteTaskRow(
+            task_id=task.task_id,
+            opportunity_id=self._state.opportunity_id,
+            outcome=self._rules.outcome_of(task, cmd),
+            actor=cmd.actor,
+            comment=cmd.comment,
+            at=workflow.now(),
+            check=check,  # the command's permission, checked first in this write's transaction
+        )
+        if not self._patches.has(patches.ENTRY_IN_COMPLETION):
+            await self._store.complete_task(row, task.title)
+            self._completed(task, row.outcome)
+            then = self._rules.after_completion(task, cmd)
+            if isinstance(then, c.ChangeStage):
+                await self._move(then)
+        else:
+            # The move the completion makes goes in its write: one local activity, one journal
+            # entry. What this changes of the run's state before the write, a refusal rolls back.
+            task.status = "completed"
+            then = self._rules.after_completion(task, cmd)
+            entry = None
+            if isinstance(then, c.ChangeStage):
+                await self._leave_stage(closing=self._rules.process.stage(then.stage).final)
+                entry = await self._entry(then)
+                row = row.model_copy(update={"enter": entry.step})
+            await self._store.complete_task(row, task.title)
+            self._completed(task, row.outcome)
+            if entry is not None:
+                self._entered(entry)
         if isinstance(then, Waiting):  # every task done, the next stage's gate not met: wait
             self._state.waiting = then.move
             await self._store.notify_gate(
@@ -180,22 +217,8 @@ class CorporateSaleWorkflow:
                            stage=then.move.stage, missing=then.missing, at=workflow.now())
             )  # fmt: skip
             publish(self._state)
-        elif then is not None:
-            await self._move(then)
 
-    async def _finish_task(
-        self, task: TaskState, outcome: str, cmd: c.CompleteTask, check: steps.Authorize | None
-    ) -> None:
-        row = steps.CompleteTaskRow(
-            task_id=task.task_id,
-            opportunity_id=self._state.opportunity_id,
-            outcome=outcome,
-            actor=cmd.actor,
-            comment=cmd.comment,
-            at=workflow.now(),
-            check=check,  # the command's permission, checked first in this write's transaction
-        )
-        await self._store.complete_task(row, task.title)
+    def _completed(self, task: TaskState, outcome: str) -> None:
         task.status, task.outcome = "completed", outcome
         count("corpsale_tasks_completed")
         self._state.quiet_since = workflow.now()

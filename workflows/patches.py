@@ -30,9 +30,13 @@ RETIRED = (
 # Retired patches that up-front runs never asked for (they had them all): no marker to keep.
 # "stale-deal", "stages-refreshed-on-unknown", "close-reason-lookup", "task-owner-shown".
 
-# Every patch with both branches, oldest first: the oldest is the compatibility floor. None now: a
-# change of behaviour adds its patch here (docs/versioning.md).
-ALL: tuple[str, ...] = ()
+# A completion that finishes its stage writes the next stage's entry in its own write: one local
+# activity and one journal entry, not two (the old branch: the completion, then the entry).
+ENTRY_IN_COMPLETION = "stage-entered-with-completion"
+
+# Every patch with both branches, oldest first: the oldest is the compatibility floor. A change of
+# behaviour adds its patch here (docs/versioning.md).
+ALL: tuple[str, ...] = (ENTRY_IN_COMPLETION,)
 
 
 def old_branches(has: Mapping[str, bool], patches: Sequence[str] = ALL) -> list[str]:
@@ -57,3 +61,9 @@ class Patches:
         """In the run's first workflow task, before its first local activity."""
         for retired in RETIRED:
             workflow.deprecate_patch(retired)
+        for patch in ALL:
+            self.ask(patch)
+
+    def has(self, patch: str) -> bool:
+        """What the run decided for `patch` (`decide` asked for every one)."""
+        return self.decided.get(patch, False)

@@ -192,6 +192,9 @@ class CompleteTaskRow(Write):
     actor: str
     comment: str | None
     at: datetime
+    enter: EnterStage | None = None  # the stage entry the completion makes, in the same write
+
+    LATER = ("enter",)
 
 
 class CancelTaskRow(_Model):

@@ -105,7 +105,8 @@ class Store:
         await self._write(step_defs.enter_stage, step, summary)
 
     async def complete_task(self, row: CompleteTaskRow, title: str) -> None:
-        await self._write(step_defs.complete_task, row, f"complete {title}")
+        then = f", enter {row.enter.stage} (visit {row.enter.visit_no})" if row.enter else ""
+        await self._write(step_defs.complete_task, row, f"complete {title}{then}")
 
     async def add_task(self, row: AddTaskRow) -> None:
         await self._write(step_defs.add_task, row, f"add task {row.task.title}")
