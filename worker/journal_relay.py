@@ -72,6 +72,7 @@ class JournalRelay:
         self._ready = asyncio.Event()  # operations may have become ready, or a slot free
         self._not_before: dict[str, tuple[float, float]] = {}  # opportunity -> (when, backoff): asking
         self._resting: dict[str, tuple[float, float]] = {}  # the same, for operations that failed
+        self._carried: list[tuple[str, int, int]] = []  # carried out: deleted at the next look
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, while this relay leads its task queue's: runs are asked and
@@ -227,14 +228,30 @@ class JournalRelay:
                 await asyncio.sleep(GATHER)  # those done meanwhile make room together
         finally:
             await _cancel(working.values())
+            await self._forget_carried()
+
+    async def _forget_carried(self) -> None:
+        """Delete what was carried out and not yet deleted (best effort: carried out again by the
+        next relay, each operation is idempotent)."""
+        carried, self._carried = self._carried, []
+        if carried:
+            with contextlib.suppress(Exception):
+                async with self._pool.acquire() as conn:
+                    await task_ops.ops_done(conn, carried)
 
     async def carry_out_operations(self, working: dict[str, asyncio.Task[None]], opportunities: int) -> None:
         """Start on the ready operations of up to `opportunities` more opportunities, but those
-        under way (`working`)."""
+        under way (`working`); those carried out since the last look are deleted with it."""
         now = time.monotonic()
         resting = [o for o, (until, _) in self._resting.items() if until > now]
-        async with self._pool.acquire() as conn:
-            ready = await task_ops.ready_ops(conn, self._queue, opportunities, [*working, *resting])
+        carried, self._carried = self._carried, []
+        try:
+            async with self._pool.acquire() as conn:
+                busy = [*working, *resting]
+                ready = await task_ops.ready_ops(conn, self._queue, opportunities, busy, carried)
+        except BaseException:
+            self._carried[:0] = carried  # deleted at a later look
+            raise
         per_opportunity: dict[str, list[asyncpg.Record]] = {}
         for op in ready:
             per_opportunity.setdefault(op["opportunity_id"], []).append(op)
@@ -250,7 +267,8 @@ class JournalRelay:
 
     async def _in_order(self, ops: list[asyncpg.Record]) -> None:
         """One opportunity's operations, one after the other, up to the first that fails; those
-        carried out are deleted. A task's start followed by its completion is one call."""
+        carried out are deleted at the relay's next look for ready ones (this opportunity is not
+        under way any more then). A task's start followed by its completion is one call."""
         done: list[tuple[str, int, int]] = []
         skip: set[int] = set()
         for i, op in enumerate(ops):
@@ -271,9 +289,7 @@ class JournalRelay:
                 done.append((op["opportunity_id"], ops[finish]["number"], ops[finish]["ordinal"]))
         if len(done) == len(ops):
             self._resting.pop(ops[0]["opportunity_id"], None)
-        if done:
-            async with self._pool.acquire() as conn:
-                await task_ops.ops_done(conn, done)
+        self._carried.extend(done)
 
     async def _carry_out(self, kind: str, task_id: str, args: dict[str, Any], completed: str | None) -> None:
         """In the trace of the step that asked for it, when that was traced. `completed`: a start

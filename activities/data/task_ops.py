@@ -45,27 +45,43 @@ async def stage_ops(conn: asyncpg.Connection, opportunity_id: str, ops: list[Tas
 
 
 async def ready_ops(
-    conn: asyncpg.Connection, task_queue: str, opportunities: int, busy: list[str]
+    conn: asyncpg.Connection,
+    task_queue: str,
+    opportunities: int,
+    busy: list[str],
+    carried: Sequence[tuple[str, int, int]] = (),
 ) -> list[asyncpg.Record]:
     """The ready operations of up to `opportunities` of this task queue's processes, those that
-    have waited longest first, but for those `busy` (under way): each opportunity's in order."""
+    have waited longest first, but for those `busy` (under way): each opportunity's in order.
+    Those `carried` out since the last look (opportunity, number, ordinal) are deleted in the same
+    statement: one round trip a look, not one more for each opportunity done."""
+    opps, numbers, ordinals = ([c[i] for c in carried] for i in range(3))
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
+        "WITH gone AS (DELETE FROM task_ops d USING unnest($4::text[], $5::bigint[], $6::bigint[])"
+        "  AS c(opp, n, ordinal) WHERE d.opportunity_id = c.opp AND d.number = c.n AND d.ordinal = c.ordinal"
+        "  RETURNING d.opportunity_id, d.number, d.ordinal)"
+        " SELECT o.opportunity_id, o.number, o.ordinal, o.kind, o.task_id, o.args FROM task_ops o"
         " JOIN (SELECT t.opportunity_id, min(t.ready_at) AS since FROM task_ops t"
         "  JOIN projections p ON p.opportunity_id = t.opportunity_id"
         "  WHERE t.ready AND p.task_queue = $1 AND t.opportunity_id <> ALL($3::text[])"
+        "  AND (t.opportunity_id, t.number, t.ordinal) NOT IN (SELECT * FROM gone)"
         "  GROUP BY t.opportunity_id ORDER BY since NULLS FIRST LIMIT $2) f"
         " ON f.opportunity_id = o.opportunity_id"
-        " WHERE o.ready ORDER BY f.since NULLS FIRST, o.opportunity_id, o.number, o.ordinal",
+        " WHERE o.ready AND (o.opportunity_id, o.number, o.ordinal) NOT IN (SELECT * FROM gone)"
+        " ORDER BY f.since NULLS FIRST, o.opportunity_id, o.number, o.ordinal",
         task_queue,
         opportunities,
         busy,
+        opps,
+        numbers,
+        ordinals,
     )
     return rows
 
 
 async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
-    """Delete operations carried out (opportunity, number, ordinal), in one statement."""
+    """Delete operations carried out (opportunity, number, ordinal), in one statement (what the
+    relay carried out last, when it stops: `ready_ops` deletes the rest as it looks for more)."""
     opportunities, numbers, ordinals = (list(column) for column in zip(*done, strict=True))
     await conn.execute(
         "DELETE FROM task_ops o USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(opp, n, ordinal)"
