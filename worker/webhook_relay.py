@@ -128,6 +128,10 @@ class WebhookRelay:
         """Fan new events out and start the posts that are due; True when there is more at once."""
         free = self._policy.in_flight - len(self._posting)
         chains: list[list[dict[str, Any]]] = []
+        if not self._taken and not self._posting:  # nothing to mark: a pass only if anyone listens
+            async with self._pool.acquire() as conn:
+                if not await webhooks.any_subscriber(conn):
+                    return False
         # One transaction a pass, not waiting for its commit to reach the disk: what a crash
         # loses of it (a fan-out, a mark, a claim) is done again, at worst a post sent twice.
         taken, self._taken = self._taken, []

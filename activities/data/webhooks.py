@@ -179,6 +179,12 @@ async def replay(conn: asyncpg.Connection, url: str, since: datetime) -> int:
 # The relay's steps ---------------------------------------------------------------------------
 
 
+async def any_subscriber(conn: asyncpg.Connection) -> bool:
+    """Whether anyone subscribes (without one, no event is due anywhere: a delivery goes with its
+    subscriber)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks)"))
+
+
 async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
     """Give each subscriber (not taken by another relay) a delivery of each new event it wants,
     and move its place in the feed on; returns the most events one subscriber went through."""
