@@ -323,31 +323,31 @@ async def waiting(conn: asyncpg.Connection, task_queue: str, older_than: float, 
 
 
 async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalView) -> tuple[int, int]:
-    """Bring the journal to what the run says (a query of it, asked before this transaction
-    began): the writes of its ended commands confirmed; entries after those it holds undone, if
-    they were decided before the workflow task it answered from (a lost attempt's, or a step that
-    gave up). What a command under way wrote, or has in flight, stays, and so does anything decided
-    in that attempt of the task or after: the run may have written it after it answered.
-    Returns (confirmed, undone)."""
-    async with events.transaction(conn, opportunity_id):
-        head = await _head(conn, opportunity_id)
-        if head is None:
-            return 0, 0
-        if head["process"] != view.process:  # an earlier process's (a later one has started)
-            return await _confirm(conn, opportunity_id, head["number"], head["chain"]), 0
-        confirmed = await _confirm(conn, opportunity_id, view.writes, view.chain) if view.writes else 0
-        after = view.holding + 1
-        beyond = await conn.fetch(
-            "SELECT run_no, history_length, attempt_at FROM journal"
-            " WHERE opportunity_id = $1 AND number >= $2",
-            opportunity_id,
-            after,
-        )
-        answered = (view.run_no, view.history_length, view.attempt_at or _BEFORE_ALL)
-        undone = 0
-        if beyond and all(_epoch(r) < answered for r in beyond):
-            undone = await undo_from(conn, opportunity_id, after)
-        return confirmed, undone
+    """Bring the journal to what the run says (a query of it, asked before this statement began):
+    the writes of its ended commands confirmed; entries after those it holds undone, if they were
+    decided before the workflow task it answered from (a lost attempt's, or a step that gave up).
+    What a command under way wrote, or has in flight, stays, and so does anything decided in that
+    attempt of the task or after: the run may have written it after it answered. One statement,
+    its own transaction (`journal_resolve`, migration 027). Returns (confirmed, undone)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM journal_resolve($1, $2, $3, $4, $5, $6, $7, $8)",
+        opportunity_id,
+        view.process,
+        view.writes,
+        view.chain,
+        view.holding,
+        view.run_no,
+        view.history_length,
+        view.attempt_at,
+    )
+    assert row is not None
+    if row["mismatch"]:
+        log.error("%s: the journal's write is not the one the run settled (%s); left unconfirmed",
+                  opportunity_id, view.chain)  # fmt: skip
+    if row["undone"]:
+        log.info("%s: undid %d changes of writes from %d on (a lost workflow task's)",
+                 opportunity_id, row["undone"], view.holding + 1)  # fmt: skip
+    return row["confirmed"], row["undone"]
 
 
 async def unconfirmed(conn: asyncpg.Connection, opportunity_ids: list[str] | None) -> list[asyncpg.Record]:
