@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -49,6 +49,23 @@ async def subscribed(sale: Sale) -> AsyncIterator[Receiver]:
         await sale.cli("webhooks", "remove", receiver.url)
 
 
+async def _started_at_qualification(sale: Sale, opp: str, title: str) -> WorkflowHandle[Any, Any]:
+    """A new deal of alice's, its workflow tasks tried again soon when one is lost."""
+    handle: WorkflowHandle[Any, Any] = await sale.client.start_workflow(
+        c.WORKFLOW_TYPE,
+        ProcessInput(
+            opportunity_id=opp,
+            actor="operator",
+            new=NewOpportunity(title=title, customer="Acme Ltd", owner="alice"),
+        ),
+        id=c.workflow_id(opp),
+        task_queue=sale.task_queue,
+        task_timeout=timedelta(seconds=2),  # a lost workflow task is tried again soon
+    )
+    await sale.wait_stage(opp, "Qualification")
+    return handle
+
+
 async def test_a_lost_workflow_task_whose_commands_come_back_in_another_order_leaves_no_trace(
     client: Client, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -62,18 +79,7 @@ async def test_a_lost_workflow_task_whose_commands_come_back_in_another_order_le
     lost = [f"{opp}:v2:{key}" for key in ("present-proposal", "proposal-approval", "internal-contract")]
     async with subscribed(sale) as receiver:
         async with killing_worker(env, "enter_stage", "stage=Proposal") as dying:
-            handle = await client.start_workflow(
-                c.WORKFLOW_TYPE,
-                ProcessInput(
-                    opportunity_id=opp,
-                    actor="operator",
-                    new=NewOpportunity(title="Lost task", customer="Acme Ltd", owner="alice"),
-                ),
-                id=c.workflow_id(opp),
-                task_queue=sale.task_queue,
-                task_timeout=timedelta(seconds=2),  # a lost workflow task is tried again soon
-            )
-            await sale.wait_stage(opp, "Qualification")
+            handle = await _started_at_qualification(sale, opp, "Lost task")
             move = {"stage": "Proposal", "actor": "alice", "request_id": "to-proposal"}
             update = asyncio.create_task(
                 handle.execute_update(c.UPDATE_CHANGE_STAGE, move, result_type=StateView)
@@ -168,18 +174,7 @@ async def test_a_lost_completion_that_entered_the_next_stage_is_undone_when_a_mo
     lost = [f"{opp}:v2:presentation"]
     async with subscribed(sale) as receiver:
         async with killing_worker(env, "complete_task", f"task_id={last}") as dying:
-            handle = await client.start_workflow(
-                c.WORKFLOW_TYPE,
-                ProcessInput(
-                    opportunity_id=opp,
-                    actor="operator",
-                    new=NewOpportunity(title="Lost completion", customer="Acme Ltd", owner="alice"),
-                ),
-                id=c.workflow_id(opp),
-                task_queue=sale.task_queue,
-                task_timeout=timedelta(seconds=2),  # a lost workflow task is tried again soon
-            )
-            await sale.wait_stage(opp, "Qualification")
+            handle = await _started_at_qualification(sale, opp, "Lost completion")
             await sale.complete(opp, first)
             done = {"task_id": last, "actor": "alice", "request_id": "last-task"}
             update = asyncio.create_task(
