@@ -237,7 +237,7 @@ class JournalRelay:
         if carried:
             with contextlib.suppress(Exception):
                 async with self._pool.acquire() as conn:
-                    await task_ops.ops_done(conn, carried)
+                    await task_ops.ready_ops(conn, self._queue, 0, [], carried)
 
     async def carry_out_operations(self, working: dict[str, asyncio.Task[None]], opportunities: int) -> None:
         """Start on the ready operations of up to `opportunities` more opportunities, but those

@@ -68,6 +68,7 @@ class WebhookRelay:
         self._per_subscriber: Counter[int] = Counter()
         self._session: aiohttp.ClientSession | None = None
         self._taken: list[tuple[int, int, uuid.UUID]] = []  # posts answered 2xx, to mark in the next pass
+        self._unheard = False  # the last pass served no subscriber
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set: at once when events are written or a post ends, else every
@@ -128,7 +129,7 @@ class WebhookRelay:
         """Fan new events out and start the posts that are due; True when there is more at once."""
         free = self._policy.in_flight - len(self._posting)
         chains: list[list[dict[str, Any]]] = []
-        if not self._taken and not self._posting:  # nothing to mark: a pass only if anyone listens
+        if self._unheard and not self._taken and not self._posting:  # a pass only once anyone listens
             async with self._pool.acquire() as conn:
                 if not await webhooks.any_subscriber(conn):
                     return False
@@ -139,7 +140,8 @@ class WebhookRelay:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 await webhooks.delivered(conn, taken)
-                scanned = await webhooks.fan_out(conn, self._batch)
+                scanned, served = await webhooks.fan_out(conn, self._batch)
+                self._unheard = not served  # none the last pass: the next one looks first
                 if free > 0:
                     lease = self._policy.timeout + 1  # a post's longest, and its mark
                     posting = {w: n for w, n in self._per_subscriber.items() if n}

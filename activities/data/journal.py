@@ -90,9 +90,7 @@ async def write(
         assert begun is not None
         for note in begun["notes"]:
             log.error("%s: %s", opportunity_id, note)
-        if begun["undone"]:
-            log.info("%s: undid %d changes of writes from %d on (a lost workflow task's)",
-                     opportunity_id, begun["undone"], fence.number)  # fmt: skip
+        _said_undone(opportunity_id, begun["undone"], fence.number)
         match begun["outcome"]:
             case "written":
                 return None
@@ -271,14 +269,14 @@ async def undo_from(conn: asyncpg.Connection, opportunity_id: str, number: int) 
     """Undo the opportunity's unconfirmed entries from `number` on (in the caller's transaction,
     which holds its lock); the head goes back to the entry before."""
     undone: int = await conn.fetchval("SELECT journal_undo($1, $2)", opportunity_id, number)
-    if undone:
-        log.info(
-            "%s: undid %d changes of writes from %d on (a lost workflow task's)",
-            opportunity_id,
-            undone,
-            number,
-        )
+    _said_undone(opportunity_id, undone, number)
     return undone
+
+
+def _said_undone(opportunity_id: str, undone: int, number: int) -> None:
+    if undone:
+        log.info("%s: undid %d changes of writes from %d on (a lost workflow task's)",
+                 opportunity_id, undone, number)  # fmt: skip
 
 
 async def _confirm(conn: asyncpg.Connection, opportunity_id: str, upto: int, chain: str) -> int:
@@ -286,12 +284,14 @@ async def _confirm(conn: asyncpg.Connection, opportunity_id: str, upto: int, cha
     go to the feed, numbered on, their task operations become ready, their undo is dropped."""
     confirmed: int = await conn.fetchval("SELECT journal_confirm($1, $2, $3)", opportunity_id, upto, chain)
     if confirmed < 0:
-        log.error(
-            "%s: the journal's write %d is not the one the run settled (%s); left unconfirmed",
-            opportunity_id, upto, chain,
-        )  # fmt: skip
+        _said_unsettled(opportunity_id, upto, chain)
         return 0
     return confirmed
+
+
+def _said_unsettled(opportunity_id: str, upto: int, chain: str) -> None:
+    log.error("%s: the journal's write %d is not the one the run settled (%s); left unconfirmed",
+              opportunity_id, upto, chain)  # fmt: skip
 
 
 # What the journal relay asks of idle runs ----------------------------------------------------
@@ -342,11 +342,8 @@ async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalVi
     )
     assert row is not None
     if row["mismatch"]:
-        log.error("%s: the journal's write is not the one the run settled (%s); left unconfirmed",
-                  opportunity_id, view.chain)  # fmt: skip
-    if row["undone"]:
-        log.info("%s: undid %d changes of writes from %d on (a lost workflow task's)",
-                 opportunity_id, row["undone"], view.holding + 1)  # fmt: skip
+        _said_unsettled(opportunity_id, view.writes, view.chain)
+    _said_undone(opportunity_id, row["undone"], view.holding + 1)
     return row["confirmed"], row["undone"]
 
 

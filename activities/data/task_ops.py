@@ -54,7 +54,8 @@ async def ready_ops(
     """The ready operations of up to `opportunities` of this task queue's processes, those that
     have waited longest first, but for those `busy` (under way): each opportunity's in order.
     Those `carried` out since the last look (opportunity, number, ordinal) are deleted in the same
-    statement: one round trip a look, not one more for each opportunity done."""
+    statement: one round trip a look, not one more for each opportunity done (`opportunities=0`:
+    only that)."""
     opps, numbers, ordinals = ([c[i] for c in carried] for i in range(3))
     rows: list[asyncpg.Record] = await conn.fetch(
         "WITH gone AS (DELETE FROM task_ops d USING unnest($4::text[], $5::bigint[], $6::bigint[])"
@@ -77,19 +78,6 @@ async def ready_ops(
         ordinals,
     )
     return rows
-
-
-async def ops_done(conn: asyncpg.Connection, done: list[tuple[str, int, int]]) -> None:
-    """Delete operations carried out (opportunity, number, ordinal), in one statement (what the
-    relay carried out last, when it stops: `ready_ops` deletes the rest as it looks for more)."""
-    opportunities, numbers, ordinals = (list(column) for column in zip(*done, strict=True))
-    await conn.execute(
-        "DELETE FROM task_ops o USING unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(opp, n, ordinal)"
-        " WHERE o.opportunity_id = d.opp AND o.number = d.n AND o.ordinal = d.ordinal",
-        opportunities,
-        numbers,
-        ordinals,
-    )
 
 
 def json_args(value: Any) -> dict[str, Any]:

@@ -185,9 +185,10 @@ async def any_subscriber(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks)"))
 
 
-async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
+async def fan_out(conn: asyncpg.Connection, batch: int) -> tuple[int, int]:
     """Give each subscriber (not taken by another relay) a delivery of each new event it wants,
-    and move its place in the feed on; returns the most events one subscriber went through."""
+    and move its place in the feed on; returns the most events one subscriber went through, and
+    how many subscribers it served."""
     most = 0
     async with conn.transaction():
         subscribers = await conn.fetch("SELECT id, events FROM webhooks ORDER BY id FOR UPDATE SKIP LOCKED")
@@ -217,7 +218,7 @@ async def fan_out(conn: asyncpg.Connection, batch: int) -> int:
                 batch,
             )
             most = max(most, scanned)
-    return most
+    return most, len(subscribers)
 
 
 async def claim(
