@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from starter.client import CommandRefused, SaleClient
-from tests.helpers import Sale, eventually
+from tests.helpers import Sale, assert_the_database_is_the_runs, eventually
 from workflows import contract as c
 from workflows import signing
 from workflows.permissions import Action, Asked, Directory, may
@@ -279,6 +279,34 @@ async def test_a_completion_is_checked_in_its_own_write_and_a_refused_one_writes
         opp,
         refused["request_id"],
     )
+
+
+async def test_a_refused_completion_that_would_finish_its_stage_enters_no_stage(sale: Sale) -> None:
+    """The completion of a stage's last task carries the next stage's entry in its write (patch
+    `stage-entered-with-completion`): refused, the write is rolled back whole, and the run's state
+    with it. No Presentation visit, task or event; the deal is where it was, and the owner's
+    completion then enters Presentation as visit 2."""
+    suffix = uuid.uuid4().hex[:6]
+    alice, mallory = f"alice-{suffix}", f"mallory-{suffix}"
+    _, opp = await sale.started(owner=alice)
+    await sale.complete(opp, f"{opp}:v1:contact-assess", actor=alice)
+    last = {"task_id": f"{opp}:v1:prepare-presentation", "actor": mallory}
+
+    assert f"{mallory} may not complete {alice}'s task" in await _refused(
+        sale, opp, c.UPDATE_COMPLETE_TASK, last
+    )
+    state = await sale.state(opp)
+    assert (state.stage, state.visit) == ("Qualification", 1)
+    assert [v["stage"] for v in await sale.visits(opp)] == ["Qualification"]
+    assert not [t for t in await sale.tasks(opp) if t["stage"] == "Presentation"]
+
+    state = await sale.complete(opp, last["task_id"], actor=alice)
+    assert (state.stage, state.visit) == ("Presentation", 2)
+    assert [(v["visit_no"], v["stage"]) for v in await sale.visits(opp)] == [
+        (1, "Qualification"),
+        (2, "Presentation"),
+    ]
+    await assert_the_database_is_the_runs(sale, opp)
 
 
 async def test_a_completion_signed_by_a_service_is_checked_in_its_write_too(
