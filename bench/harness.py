@@ -15,8 +15,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,41 @@ async def check_database(database_url: str, run_id: str, n: int, completions: in
             )
     finally:
         await pool.close()
+
+
+@dataclass(frozen=True)
+class Load:
+    """At most `concurrency` opportunities in flight; with `rate`, one started every 1/rate s;
+    with `think`, each task is completed that many seconds after the one before (a task left open
+    a while, as people leave them: its workflow is started before it is completed)."""
+
+    concurrency: int
+    rate: float | None = None
+    think: float = 0.0
+
+    def describe(self) -> str:
+        load = f"{self.rate}/s" if self.rate else f"{self.concurrency} in flight"
+        return f"{load}, {self.think:g} s a task" if self.think else load
+
+    async def pause(self) -> None:
+        if self.think:
+            await asyncio.sleep(self.think)
+
+
+async def drive(
+    label: str, n: int, load: Load, one: Callable[[int, list[float]], Awaitable[None]]
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    progress = Progress(label, n)
+    gate = asyncio.Semaphore(load.concurrency)
+
+    async def bounded(i: int) -> None:
+        if load.rate:
+            await asyncio.sleep(max(0.0, began + i / load.rate - time.perf_counter()))
+        async with gate:
+            await one(i, latencies)
+        progress.step()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(bounded(i) for i in range(n)))
+    return time.perf_counter() - began, latencies

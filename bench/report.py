@@ -27,6 +27,7 @@ class Figures:
     worker_peak_rss_mib: float = 0.0
     retried_updates: int = 0
     costs: dict[str, float] = field(default_factory=dict)  # per opportunity: see `cost_table`
+    rounds: list[float] = field(default_factory=list)  # opp/s of each round, when more than one
 
 
 def table(results: list[Figures]) -> str:
@@ -48,7 +49,7 @@ def table(results: list[Figures]) -> str:
     for r in results:
         t = r.transition_ms
         lines.append(
-            f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {r.opportunities_per_s}"
+            f"| {r.kind} | {r.path} | {r.n} | {r.load} | {r.persistence} | {_throughput(r)}"
             f" | {r.completions_per_s} | {_ratio(results, r, 'floor')} | {_ratio(results, r, 'baseline')}"
             f" | {t.get('p50')} / {t.get('p95')} / {t.get('p99')}"
             f" | {r.history_events} | {r.worker_peak_rss_mib} | {r.retried_updates} |"
@@ -56,6 +57,12 @@ def table(results: list[Figures]) -> str:
     if any(r.costs for r in results):
         lines += ["", cost_table(results)]
     return "\n".join(lines)
+
+
+def _throughput(r: Figures) -> str:
+    """Opportunities per second; over several rounds, all of them, then each (in parentheses)."""
+    each = f" ({', '.join(map(str, r.rounds))})" if r.rounds else ""
+    return f"{r.opportunities_per_s}{each}"
 
 
 def _ratio(results: list[Figures], r: Figures, to: str) -> str:

@@ -8,7 +8,9 @@ else) and through the bare baseline workflows (bench/baseline.py), and reports e
 ratios to them, and what one opportunity cost the dev server in each (requests by kind, workflow
 tasks, history events, CPU). `--rate` starts opportunities at a fixed rate instead of keeping
 `--concurrency` in flight (latency at a chosen load); `--open N` measures the worker's memory with
-N opportunities open. The workflows run as production runs them, outside the SDK's sandbox;
+N opportunities open. `--rounds R` runs each kind R times, the order turned round every round
+(the product first, then last, ...), and reports each kind over all its rounds: what the machine
+does meanwhile then weighs on all alike. The workflows run as production runs them, outside the SDK's sandbox;
 `--sandbox` runs them in it, as the tests do. Results go to bench/results/ (JSON) and
 docs/benchmarks.md (a table).
 """
@@ -36,10 +38,11 @@ from bench.floor import FloorProcess
 from bench.harness import (
     RETRIED,
     ROOT,
-    Progress,
+    Load,
     check_database,
     dev_server,
     drained,
+    drive,
     execute_update,
     percentiles,
     postgres_cpu_ms,
@@ -81,44 +84,6 @@ PATHS = {
         Segment(3),
     ],
 }
-
-
-@dataclass(frozen=True)
-class Load:
-    """At most `concurrency` opportunities in flight; with `rate`, one started every 1/rate s;
-    with `think`, each task is completed that many seconds after the one before (a task left open
-    a while, as people leave them: its workflow is started before it is completed)."""
-
-    concurrency: int
-    rate: float | None = None
-    think: float = 0.0
-
-    def describe(self) -> str:
-        load = f"{self.rate}/s" if self.rate else f"{self.concurrency} in flight"
-        return f"{load}, {self.think:g} s a task" if self.think else load
-
-    async def pause(self) -> None:
-        if self.think:
-            await asyncio.sleep(self.think)
-
-
-async def drive(
-    label: str, n: int, load: Load, one: Callable[[int, list[float]], Awaitable[None]]
-) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    progress = Progress(label, n)
-    gate = asyncio.Semaphore(load.concurrency)
-
-    async def bounded(i: int) -> None:
-        if load.rate:
-            await asyncio.sleep(max(0.0, began + i / load.rate - time.perf_counter()))
-        async with gate:
-            await one(i, latencies)
-        progress.step()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(bounded(i) for i in range(n)))
-    return time.perf_counter() - began, latencies
 
 
 async def product_run(
@@ -227,53 +192,92 @@ async def measure(
     *,
     baseline: bool = True,
     floor: bool = True,
+    rounds: int = 1,
 ) -> list[Figures]:
-    run_id = uuid.uuid4().hex[:8]
+    """Each kind's run of N opportunities, `rounds` times, one after the other on one dev server:
+    the order turns round every round (the product, the floor, the baseline; then back), so that a
+    machine that speeds up or slows down over the run, or a server that fills up, favours none.
+    A kind's figures are those of all its rounds together (its opportunities over its time)."""
     path = PATHS[path_name]
-    completions = sum(s.tasks() for s in path)
     runs: list[tuple[str, str, Run]] = [("corporate sale", "worker.main", product_run)]
     if floor:
         runs.append(("floor", "bench.baseline_worker", bare_run("floor", FloorProcess)))
     if baseline:
         runs.append(("baseline", "bench.baseline_worker", bare_run("baseline", BaselineProcess)))
+    legs: dict[str, list[Leg]] = {kind: [] for kind, _, _ in runs}
     async with dev_server(persistence) as client:
-        results = []
-        for kind, module, run in runs:
-            queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
-            RETRIED.clear()
-            async with worker_process(module, client, queue, database_url) as rss:
-                before = await server_costs(client).reading()
-                before |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
-                seconds, latencies = await run(client, queue, run_id, n, load, path)
-                if kind == "corporate sale":  # the time counts until the worker has done it all
-                    seconds += await drained(database_url, run_id)
-                peak = rss.stop()
-                after = await server_costs(client).reading()  # the worker's last tasks, meanwhile
-                after |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
-            costs = {k: round((after[k] - before[k]) / n, 1) for k in before}
-            costs |= await history_costs(client, kind, run_id, path)
-            if kind == "corporate sale":
-                await check_database(database_url, run_id, n, completions)
-            results.append(
-                Figures(
-                    kind=kind,
-                    n=n,
-                    persistence=persistence,
-                    path=path_name,
-                    load=load.describe(),
-                    seconds=round(seconds, 2),
-                    opportunities_per_s=round(n / seconds, 2),
-                    completions_per_s=round(completions * n / seconds, 1),
-                    transition_ms=percentiles(latencies),
-                    history_events=int(costs["opportunity history events"]),
-                    worker_peak_rss_mib=peak,
-                    retried_updates=len(RETRIED),
-                    costs=costs,
-                )
-            )
-            if RETRIED:
-                print(f"  {len(RETRIED)} updates sent again; the first: {RETRIED[0]}", file=sys.stderr)
-        return results
+        for r in range(rounds):
+            for kind, module, run in runs if r % 2 == 0 else runs[::-1]:
+                if rounds > 1:
+                    print(f"  round {r + 1} of {rounds}:", file=sys.stderr)
+                legs[kind].append(await _leg(client, kind, module, run, n, load, path, database_url))
+    return [_figures(kind, legs[kind], n, persistence, path_name, load) for kind, _, _ in runs]
+
+
+@dataclass
+class Leg:
+    """One kind's run of N opportunities."""
+
+    seconds: float
+    latencies: list[float]
+    costs: dict[str, float]
+    peak: float
+    retried: int
+
+
+async def _leg(
+    client: Client,
+    kind: str,
+    module: str,
+    run: Run,
+    n: int,
+    load: Load,
+    path: list[Segment],
+    database_url: str,
+) -> Leg:
+    run_id = uuid.uuid4().hex[:8]
+    queue = f"bench-{kind.replace(' ', '-')}-{run_id}"
+    RETRIED.clear()
+    async with worker_process(module, client, queue, database_url) as rss:
+        before = await server_costs(client).reading()
+        before |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
+        seconds, latencies = await run(client, queue, run_id, n, load, path)
+        if kind == "corporate sale":  # the time counts until the worker has done it all
+            seconds += await drained(database_url, run_id)
+        peak = rss.stop()
+        after = await server_costs(client).reading()  # the worker's last tasks, meanwhile
+        after |= {"worker CPU ms": rss.cpu_ms(), "PostgreSQL CPU ms": postgres_cpu_ms()}
+    costs = {k: (after[k] - before[k]) / n for k in before}
+    costs |= await history_costs(client, kind, run_id, path)
+    if kind == "corporate sale":
+        await check_database(database_url, run_id, n, sum(s.tasks() for s in path))
+    if RETRIED:
+        print(f"  {len(RETRIED)} updates sent again; the first: {RETRIED[0]}", file=sys.stderr)
+    return Leg(seconds, latencies, costs, peak, len(RETRIED))
+
+
+def _figures(kind: str, legs: list[Leg], n: int, persistence: str, path_name: str, load: Load) -> Figures:
+    """A kind's figures over its rounds: throughput is all its opportunities over all its time,
+    costs the mean per opportunity, the peak the highest."""
+    seconds = sum(leg.seconds for leg in legs)
+    completions = sum(s.tasks() for s in PATHS[path_name])
+    costs = {k: round(sum(leg.costs[k] for leg in legs) / len(legs), 1) for k in legs[0].costs}
+    return Figures(
+        kind=kind,
+        n=n,
+        persistence=persistence,
+        path=path_name,
+        load=load.describe(),
+        seconds=round(seconds, 2),
+        opportunities_per_s=round(n * len(legs) / seconds, 2),
+        completions_per_s=round(completions * n * len(legs) / seconds, 1),
+        transition_ms=percentiles([t for leg in legs for t in leg.latencies]),
+        history_events=int(costs["opportunity history events"]),
+        worker_peak_rss_mib=max(leg.peak for leg in legs),
+        retried_updates=sum(leg.retried for leg in legs),
+        costs=costs,
+        rounds=[round(n / leg.seconds, 2) for leg in legs] if len(legs) > 1 else [],
+    )
 
 
 async def open_run(n: int, persistence: str, load: Load, database_url: str) -> Figures:
@@ -339,6 +343,13 @@ async def main() -> None:
     parser.add_argument(
         "--open", type=int, metavar="N", help="only open N opportunities and measure the worker's memory"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each kind this many times, the order turned round every round; a kind's figures"
+        " are those of all its rounds",
+    )
     parser.add_argument("--without-baseline", action="store_true", help="leave out the baseline")
     parser.add_argument("--without-floor", action="store_true", help="leave out the floor")
     parser.add_argument(
@@ -376,6 +387,7 @@ async def main() -> None:
                     database_url,
                     baseline=not args.without_baseline,
                     floor=not args.without_floor,
+                    rounds=args.rounds,
                 )
                 save_json(results, args.out)  # kept if a later size is stopped
     write_report(results, args.out)

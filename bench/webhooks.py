@@ -28,6 +28,7 @@ from aiohttp import web
 
 from activities.data import webhooks
 from bench.harness import (
+    Load,
     check_database,
     dev_server,
     embedded_database,
@@ -36,7 +37,7 @@ from bench.harness import (
     stop_on_signals,
     worker_process,
 )
-from bench.run import PATHS, Load, product_run
+from bench.run import PATHS, product_run
 
 
 class Subscriber:
