@@ -253,6 +253,8 @@ async def _leg(
         await check_database(database_url, run_id, n, sum(s.tasks() for s in path))
     if RETRIED:
         print(f"  {len(RETRIED)} updates sent again; the first: {RETRIED[0]}", file=sys.stderr)
+    cpu = ", ".join(f"{k.removesuffix(' CPU ms')} {costs[k]:.0f}" for k in costs if k.endswith("CPU ms"))
+    print(f"  {kind}: {n / seconds:.2f} opportunities/s; CPU ms a deal: {cpu}", file=sys.stderr)
     return Leg(seconds, latencies, costs, peak, len(RETRIED))
 
 
