@@ -106,6 +106,8 @@ async def test_a_dry_run_predicts_the_migration_which_moves_each_deal_or_refuses
             (at_proposal, version, before),
             (at_presentation, before, None),  # refused: unchanged
         }
+        for opp in ours:  # events reach the feed once their write is confirmed (the journal relay)
+            await journal_settled(sale, opp)
         migrated = sorted(m["opportunity_id"] for m in await sale.pool.fetch(MIGRATED, ours))
         assert migrated == sorted([at_qualification, at_proposal])
         checked = await sale.cli("check", *ours)
