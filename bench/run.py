@@ -207,17 +207,15 @@ async def measure(
     legs: dict[str, list[Leg]] = {kind: [] for kind, _, _ in runs}
     async with dev_server(persistence) as client:
         for r in range(rounds):
+            if rounds > 1:
+                print(f"  round {r + 1} of {rounds}:", file=sys.stderr)
             for kind, module, run in runs if r % 2 == 0 else runs[::-1]:
-                if rounds > 1:
-                    print(f"  round {r + 1} of {rounds}:", file=sys.stderr)
                 legs[kind].append(await _leg(client, kind, module, run, n, load, path, database_url))
     return [_figures(kind, legs[kind], n, persistence, path_name, load) for kind, _, _ in runs]
 
 
 @dataclass
-class Leg:
-    """One kind's run of N opportunities."""
-
+class Leg:  # one kind's run of N opportunities
     seconds: float
     latencies: list[float]
     costs: dict[str, float]
@@ -362,6 +360,8 @@ async def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"argument --rounds: {args.rounds}: give 1 or more")
     os.environ["CORPSALE_WORKFLOW_SANDBOX"] = "true" if args.sandbox else "false"  # for every worker
     stop_on_signals()
     load = Load(args.concurrency, args.rate, args.think)
