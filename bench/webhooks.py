@@ -37,7 +37,8 @@ from bench.harness import (
     stop_on_signals,
     worker_process,
 )
-from bench.run import PATHS, product_run
+from bench.paths import PATHS
+from bench.run import product_run
 
 
 class Subscriber:
