@@ -5,6 +5,7 @@ terminal, a clean stop, and their sections of docs/benchmarks.md."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -139,6 +140,31 @@ async def execute_update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any
 
 # What the dev server does for the client of each (by its address): see `server_costs`.
 _SERVERS: dict[str, ServerCosts] = {}
+_SERVER_CPUS: set[int] = set()  # `pin_server`: the CPUs the dev servers keep to
+
+
+def pin_server() -> str:
+    """Give the dev servers started from here on half of this machine's CPUs, and this process,
+    with everything it starts (PostgreSQL, the workers), the other half. The server then has CPU
+    of its own, as in production, where it runs on machines of its own: the throughput is set by
+    what the commands cost it, not by what the worker and PostgreSQL take from it. Call it before
+    anything is started; returns what it did, to say."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"--pin needs two CPUs or more; this process may use {len(cpus)}")
+    half = len(cpus) // 2
+    _SERVER_CPUS.update(cpus[:half])
+    _pin(os.getpid(), set(cpus[half:]))
+    return f"dev server on CPUs {cpus[:half]}, the rest on {cpus[half:]}"
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` to `cpus`; threads it makes later inherit it. Twice over, for a
+    thread made meanwhile."""
+    for _ in range(2):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):  # a thread that has ended
+                os.sched_setaffinity(int(task.name), cpus)
 
 
 @asynccontextmanager
@@ -158,6 +184,8 @@ async def dev_server(persistence: str) -> AsyncIterator[Client]:
         ) as env:
             address = env.client.service_client.config.target_host
             _SERVERS[address] = ServerCosts(metrics)
+            if _SERVER_CPUS:
+                _pin(_SERVERS[address].pid, _SERVER_CPUS)
             try:
                 yield env.client
             finally:
@@ -199,6 +227,7 @@ class ServerCosts:
             for p in psutil.Process().children(recursive=True)
             if p.name() == "temporal" and str(metrics_port) in p.cmdline()
         )
+        self.pid = self._process.pid
 
     async def reading(self) -> dict[str, float]:
         await asyncio.sleep(1.5)  # the server publishes its counters about every second

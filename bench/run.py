@@ -10,7 +10,8 @@ tasks, history events, CPU). `--rate` starts opportunities at a fixed rate inste
 `--concurrency` in flight (latency at a chosen load); `--open N` measures the worker's memory with
 N opportunities open. `--rounds R` runs each kind R times, the order turned round every round
 (the product first, then last, ...), and reports each kind over all its rounds: what the machine
-does meanwhile then weighs on all alike. The workflows run as production runs them, outside the SDK's sandbox;
+does meanwhile then weighs on all alike. `--pin` gives the dev server half of the CPUs and the
+rest the other half. The workflows run as production runs them, outside the SDK's sandbox;
 `--sandbox` runs them in it, as the tests do. Results go to bench/results/ (JSON) and
 docs/benchmarks.md (a table).
 """
@@ -44,6 +45,7 @@ from bench.harness import (
     drive,
     execute_update,
     percentiles,
+    pin_server,
     postgres_cpu_ms,
     server_costs,
     stop_on_signals,
@@ -288,6 +290,12 @@ async def main() -> None:
         help="run each kind this many times, the order turned round every round; a kind's figures"
         " are those of all its rounds",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the dev server on half of the CPUs, everything else on the other half, as in production,"
+        " where it runs apart: the throughput is then set by what the commands cost the server",
+    )
     parser.add_argument("--without-baseline", action="store_true", help="leave out the baseline")
     parser.add_argument("--without-floor", action="store_true", help="leave out the floor")
     parser.add_argument(
@@ -301,6 +309,8 @@ async def main() -> None:
     if args.rounds < 1:
         parser.error(f"argument --rounds: {args.rounds}: give 1 or more")
     os.environ["CORPSALE_WORKFLOW_SANDBOX"] = "true" if args.sandbox else "false"  # for every worker
+    if args.pin:  # before PostgreSQL, the dev server and the workers are started
+        print(pin_server(), file=sys.stderr)
     stop_on_signals()
     load = Load(args.concurrency, args.rate, args.think)
     results: list[Figures] = []
