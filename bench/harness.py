@@ -146,9 +146,8 @@ _SERVER_CPUS: set[int] = set()  # `pin_server`: the CPUs the dev servers keep to
 def pin_server() -> str:
     """Give the dev servers started from here on half of this machine's CPUs, and this process,
     with everything it starts (PostgreSQL, the workers), the other half. The server then has CPU
-    of its own, as in production, where it runs on machines of its own: the throughput is set by
-    what the commands cost it, not by what the worker and PostgreSQL take from it. Call it before
-    anything is started; returns what it did, to say."""
+    of its own, as in production: the throughput is set by what the commands cost it, not by what
+    the worker and PostgreSQL take from it. Call it before anything starts; returns what it did."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise SystemExit(f"--pin needs two CPUs or more; this process may use {len(cpus)}")
@@ -159,8 +158,7 @@ def pin_server() -> str:
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of process `pid` to `cpus`; threads it makes later inherit it. Twice over, for a
-    thread made meanwhile."""
+    """Every thread of process `pid` to `cpus` (threads made later inherit it), twice over."""
     for _ in range(2):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(ProcessLookupError):  # a thread that has ended
