@@ -148,9 +148,9 @@ def pin_server() -> str:
     with everything it starts (PostgreSQL, the workers), the other half. The server then has CPU
     of its own, as in production: the throughput is set by what the commands cost it, not by what
     the worker and PostgreSQL take from it. Call it before anything starts; returns what it did."""
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []  # Linux
     if len(cpus) < 2:
-        raise SystemExit(f"--pin needs two CPUs or more; this process may use {len(cpus)}")
+        raise SystemExit(f"--pin needs CPU affinity (Linux) and 2 CPUs or more; this process has {len(cpus)}")
     half = len(cpus) // 2
     _SERVER_CPUS.update(cpus[:half])
     _pin(os.getpid(), set(cpus[half:]))
