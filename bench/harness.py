@@ -183,7 +183,7 @@ async def dev_server(persistence: str) -> AsyncIterator[Client]:
             address = env.client.service_client.config.target_host
             _SERVERS[address] = ServerCosts(metrics)
             if _SERVER_CPUS:
-                _pin(_SERVERS[address].pid, _SERVER_CPUS)
+                _pin(_SERVERS[address].process.pid, _SERVER_CPUS)
             try:
                 yield env.client
             finally:
@@ -220,12 +220,11 @@ class ServerCosts:
 
     def __init__(self, metrics_port: int) -> None:
         self._url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self._process = next(
+        self.process = next(
             p
             for p in psutil.Process().children(recursive=True)
             if p.name() == "temporal" and str(metrics_port) in p.cmdline()
         )
-        self.pid = self._process.pid
 
     async def reading(self) -> dict[str, float]:
         await asyncio.sleep(1.5)  # the server publishes its counters about every second
@@ -236,7 +235,7 @@ class ServerCosts:
             name = REQUESTS.get(labels.get("operation", ""))
             if name and labels.get("service_name") == "frontend" and labels.get("namespace") == "default":
                 counts[name] += float(match["value"])
-        cpu = self._process.cpu_times()
+        cpu = self.process.cpu_times()
         return {**counts, "server CPU ms": (cpu.user + cpu.system) * 1000}
 
 
