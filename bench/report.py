@@ -87,6 +87,8 @@ COSTS = [
     "tasks workflow tasks",
     "opportunity history events",
     "tasks history events",
+    "server requests",
+    "store requests",
     "server CPU ms",
     "worker CPU ms",
     "PostgreSQL CPU ms",
@@ -96,8 +98,8 @@ COSTS = [
 def cost_table(results: list[Figures]) -> str:
     """What one opportunity cost, per run: the dev server frontend's requests (all callers: the
     driver, the worker, its relays), the workflow tasks completed, the first opportunity's
-    workflow tasks and history events and those of its tasks' workflows, and the CPU time of the
-    dev server, the worker and PostgreSQL."""
+    workflow tasks and history events and those of its tasks' workflows, all the server's
+    requests and its store's, and the CPU time of the dev server, the worker and PostgreSQL."""
     runs = [r for r in results if r.costs]
     lines = [
         "| per opportunity | " + " | ".join(f"{r.kind} ({r.persistence}, {r.load})" for r in runs) + " |",
