@@ -62,7 +62,8 @@ def workflow_ids(kind: str, run_id: str, path: list[Segment]) -> tuple[str, list
 
 
 async def history_costs(client: Client, kind: str, run_id: str, path: list[Segment]) -> dict[str, float]:
-    """Workflow tasks and history events of the first opportunity's workflow and of its tasks'."""
+    """Workflow tasks, history events and their size, of the first opportunity's workflow and of
+    its tasks'."""
     opportunity, tasks = workflow_ids(kind, run_id, path)
     costs: dict[str, float] = {}
     for label, ids in (("opportunity", [opportunity]), ("tasks", tasks)):
@@ -71,4 +72,5 @@ async def history_costs(client: Client, kind: str, run_id: str, path: list[Segme
             e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events
         )
         costs[f"{label} history events"] = len(events)
+        costs[f"{label} history KiB"] = round(sum(e.ByteSize() for e in events) / 1024, 1)
     return costs

@@ -87,6 +87,8 @@ COSTS = [
     "tasks workflow tasks",
     "opportunity history events",
     "tasks history events",
+    "opportunity history KiB",
+    "tasks history KiB",
     "server requests",
     "store requests",
     "server CPU ms",
