@@ -39,13 +39,13 @@ class ServerCosts:
     async def reading(self) -> dict[str, float]:
         await asyncio.sleep(1.5)  # the server publishes its counters about every second
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(self._url, timeout=10).read().decode())
-        counts: dict[str, float] = dict.fromkeys(REQUESTS.values(), 0.0)
+        counts: dict[str, float] = dict.fromkeys([*REQUESTS.values(), "server requests"], 0.0)
         for match in _REQUEST.finditer(text):
+            counts["server requests"] += float(match["value"])
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
             name = REQUESTS.get(labels.get("operation", ""))
             if name and labels.get("service_name") == "frontend" and labels.get("namespace") == "default":
                 counts[name] += float(match["value"])
-        counts["server requests"] = sum(float(m["value"]) for m in _REQUEST.finditer(text))
         counts["store requests"] = sum(float(m["value"]) for m in _STORE.finditer(text))
         cpu = self.process.cpu_times()
         return {**counts, "server CPU ms": (cpu.user + cpu.system) * 1000}
