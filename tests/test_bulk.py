@@ -134,11 +134,17 @@ async def test_a_canceled_bulk_run_stops_sending(sale: Sale) -> None:
                              "--in-flight", "1")  # fmt: skip
     bulk_id = await _bulk_id(started.stdout)
     await eventually(lambda: _sent(sale.pool, bulk_id), lambda n: n >= 2, timeout=30)
-    canceled = await sale.cli("bulk", "cancel", bulk_id)
-    assert canceled.code == 0 and "canceled" in canceled.stdout, canceled
-    handle = sale.client.get_workflow_handle(c.bulk_workflow_id(bulk_id))
-    await eventually(lambda: handle.describe(), lambda d: d.status == WorkflowExecutionStatus.CANCELED)
-    await asyncio.sleep(1)  # the command on its way, if one was, is answered
+    # The run is held where it records its next answer (those rows locked here), so it cannot
+    # finish before `bulk cancel`, a process of its own, has started and answered.
+    async with sale.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT 1 FROM bulk_items WHERE bulk_id = $1 AND status = 'pending' FOR UPDATE", bulk_id
+        )
+        canceled = await sale.cli("bulk", "cancel", bulk_id)
+        assert canceled.code == 0 and "canceled" in canceled.stdout, canceled
+        handle = sale.client.get_workflow_handle(c.bulk_workflow_id(bulk_id))
+        await eventually(lambda: handle.describe(), lambda d: d.status == WorkflowExecutionStatus.CANCELED)
+    await asyncio.sleep(1)  # the command on its way, if one was, is answered and recorded
     settled = await _sent(sale.pool, bulk_id)
     await asyncio.sleep(2)
     assert await _sent(sale.pool, bulk_id) == settled < 30  # nothing more is sent
