@@ -119,6 +119,10 @@ class Sale:
             "CORPSALE_TASK_QUEUE": self.task_queue,
         }
 
+    def worker_env(self, **settings: str) -> dict[str, str]:
+        """A worker process's environment (tests/processes.py), with `settings` (CORPSALE_...)."""
+        return {**self.cli_env(), "PYTHONPATH": os.getcwd(), **settings}
+
     async def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
         """Run `corpsale` as an operator would: a process of its own."""
         proc = await asyncio.create_subprocess_exec(

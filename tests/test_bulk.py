@@ -53,7 +53,7 @@ async def test_a_bulk_reassign_survives_two_kills_and_reassigns_each_once(
     client: Client, pool: asyncpg.Pool, database_url: str
 ) -> None:
     sale = Sale(client, pool, f"corpsale-bulk-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd(), "CORPSALE_WEBHOOK_RELAY": "false"}
+    env = sale.worker_env(CORPSALE_WEBHOOK_RELAY="false")
     owner, heir = f"o{uuid.uuid4().hex[:8]}", f"h{uuid.uuid4().hex[:8]}"
     async with worker_process(env) as first, worker_process(env) as second:
         opps = await _opened(sale, owner, N)
