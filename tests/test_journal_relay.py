@@ -103,30 +103,3 @@ async def test_a_task_completed_before_its_workflow_was_started_is_started_compl
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED in events
         running = await client.get_workflow_handle(c.task_workflow_id(other)).describe()
         assert running.status == WorkflowExecutionStatus.RUNNING
-
-
-async def test_a_relay_looks_for_quiet_runs_again_when_the_next_write_will_be_due(
-    client: Client, pool: asyncpg.Pool, database_url: str
-) -> None:
-    """With nothing waiting it looks again after `confirm_after`, not every `interval`; a write
-    not yet due is not asked, and the relay looks again when it will be; once due, it is asked."""
-    sale = Sale(client, pool, f"corpsale-relay-{uuid.uuid4()}", database_url)
-    patient = JournalRelay(pool, client, sale.task_queue, confirm_after=30.0)
-    asking: dict[str, asyncio.Task[None]] = {}
-    assert await patient.confirm_quiet_runs(asking) == 30.0
-    async with build_worker(client, pool, task_queue=sale.task_queue):  # no relay runs for it
-        _, opp = await sale.started()
-        waited = await pool.fetchval(
-            "SELECT extract(epoch FROM clock_timestamp() - min(written_at))::float8 FROM journal"
-            " WHERE opportunity_id = $1",
-            opp,
-        )
-        next_in = await patient.confirm_quiet_runs(asking)
-        assert asking == {}
-        assert 0 < next_in <= 30.0 - waited
-        quick = JournalRelay(pool, client, sale.task_queue, confirm_after=0.01, interval=0.2)
-        assert await quick.confirm_quiet_runs(asking) == 0.2  # nothing else waits: its longest rest
-        assert list(asking) == [opp]
-        await asyncio.gather(*asking.values())
-        left = await pool.fetchval("SELECT count(*) FROM journal WHERE opportunity_id = $1", opp)
-        assert left == 0  # the run was asked, and its writes confirmed

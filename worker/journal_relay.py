@@ -66,9 +66,6 @@ class JournalRelay:
     ) -> None:
         self._pool, self._client, self._queue = pool, client, task_queue
         self._confirm_after, self._interval, self._batch = confirm_after, interval, batch
-        # How long it may go without looking when nothing tells it to look sooner.
-        self._idle_look = max(interval, confirm_after)
-        self._told = False  # whether it is woken when operations become ready (it listens)
         self._in_flight = in_flight  # opportunities whose operations are carried out at once
         self._asking = asyncio.Semaphore(asking)  # runs asked at once
         self._tasks = TaskWorkflows(client)
@@ -116,7 +113,7 @@ class JournalRelay:
 
     @contextlib.asynccontextmanager
     async def _listening(self) -> AsyncIterator[None]:
-        """Woken when task operations become ready (best effort: it looks every `confirm_after` anyway)."""
+        """Woken when task operations become ready (best effort: it looks every `interval` anyway)."""
         try:
             conn = await self._pool.acquire()
         except Exception as err:
@@ -129,10 +126,8 @@ class JournalRelay:
 
         try:
             await conn.add_listener(task_ops.OPS_CHANNEL, woken)
-            self._told = True
             yield
         finally:
-            self._told = False
             try:
                 await conn.remove_listener(task_ops.OPS_CHANNEL, woken)
             except Exception:  # still listening: the session goes
@@ -142,34 +137,27 @@ class JournalRelay:
     # Confirming --------------------------------------------------------------------------------
 
     async def _confirming(self, stop: asyncio.Event, leading: Callable[[], bool]) -> None:
-        """The runs with a write that has waited `confirm_after` are asked (but those asked
-        already, and those backing off), looking again when the next write will have waited that
-        long: every `interval` at the most, every `confirm_after` at the least (an idle worker
-        looks once a second, not five times)."""
+        """Every `interval`, the runs with a write that has waited `confirm_after` are asked
+        (but those asked already, and those backing off)."""
         asking: dict[str, asyncio.Task[None]] = {}
         try:
             while leading() and not stop.is_set():
-                next_in = await self.confirm_quiet_runs(asking)
-                await _sleep(stop, None, min(max(next_in, self._interval), self._idle_look))
+                await self.confirm_quiet_runs(asking)
+                await _sleep(stop, None, self._interval)
         finally:
             await _cancel(asking.values())
 
-    async def confirm_quiet_runs(self, asking: dict[str, asyncio.Task[None]]) -> float:
-        """Ask the quiet runs, but those being asked (`asking`, the questions under way); returns
-        in how many seconds there may be another to ask."""
+    async def confirm_quiet_runs(self, asking: dict[str, asyncio.Task[None]]) -> None:
+        """Ask the quiet runs, but those being asked (`asking`, the questions under way)."""
         async with self._pool.acquire() as conn:
-            waiting, next_in = await journal.waiting(conn, self._queue, self._confirm_after, self._batch)
+            waiting = await journal.waiting(conn, self._queue, self._confirm_after, self._batch)
         now = time.monotonic()
-        soonest = self._idle_look if next_in is None else next_in
         for o in waiting:
-            not_before = self._not_before.get(o, (0.0, 0.0))[0]
-            if not_before > now:
-                soonest = min(soonest, not_before - now)
+            if self._not_before.get(o, (0.0, 0.0))[0] > now:
                 continue
             if o not in asking:
                 asking[o] = asyncio.create_task(self._confirm(o))
                 asking[o].add_done_callback(functools.partial(_forget, asking, o))
-        return soonest
 
     async def _confirm(self, opportunity_id: str) -> None:
         async with self._asking:
@@ -236,9 +224,7 @@ class JournalRelay:
                 free = self._in_flight - len(working)
                 if free > 0:
                     await self.carry_out_operations(working, free)
-                # Woken when operations become ready or room is made; looks anyway, for those
-                # that failed and have rested, and in case a notification was lost.
-                await _sleep(stop, self._ready, self._idle_look if self._told else self._interval)
+                await _sleep(stop, self._ready, self._interval)
                 await asyncio.sleep(GATHER)  # those done meanwhile make room together
         finally:
             await _cancel(working.values())

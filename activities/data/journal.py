@@ -309,22 +309,17 @@ async def step_down(conn: asyncpg.Connection, task_queue: str) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LEADER, task_queue)
 
 
-async def waiting(
-    conn: asyncpg.Connection, task_queue: str, older_than: float, limit: int
-) -> tuple[list[str], float | None]:
-    """Opportunities of this task queue with a write that has waited over `older_than` seconds,
-    those that have waited longest first; and in how many seconds the next one will have (0 when
-    there may be more than `limit` now, None when no write waits)."""
+async def waiting(conn: asyncpg.Connection, task_queue: str, older_than: float, limit: int) -> list[str]:
+    """Opportunities of this task queue with a write that has waited over `older_than` seconds."""
     rows = await conn.fetch(
-        "SELECT opportunity_id, extract(epoch FROM clock_timestamp() - min(written_at))::float8 AS age"
-        " FROM journal WHERE task_queue = $1 GROUP BY opportunity_id ORDER BY min(written_at) LIMIT $2",
+        "SELECT opportunity_id FROM journal WHERE task_queue = $1"
+        " GROUP BY opportunity_id HAVING min(written_at) < clock_timestamp() - $2 * interval '1 second'"
+        " ORDER BY min(written_at) LIMIT $3",
         task_queue,
+        older_than,
         limit,
     )
-    due = [r["opportunity_id"] for r in rows if r["age"] > older_than]
-    if len(due) < len(rows):
-        return due, older_than - rows[len(due)]["age"]
-    return due, (0.0 if len(rows) == limit else None)
+    return [r["opportunity_id"] for r in rows]
 
 
 async def resolve(conn: asyncpg.Connection, opportunity_id: str, view: JournalView) -> tuple[int, int]:
