@@ -4,7 +4,6 @@ they never fail a workflow task, never leave the process stuck, never change dat
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -156,7 +155,7 @@ async def test_a_refused_command_is_one_line_in_the_workers_log(
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.main", env={**sale.cli_env(), "PYTHONPATH": os.getcwd()},
+            sys.executable, "-m", "worker.main", env=sale.worker_env(),
             stdout=out, stderr=out,
         )  # fmt: skip
         try:

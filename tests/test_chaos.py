@@ -53,7 +53,7 @@ async def test_workers_killed_under_load_lose_and_duplicate_nothing(
 ) -> None:
     rng = random.Random(20261127)
     sale = Sale(client, pool, f"corpsale-chaos-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     moves: dict[str, list[str]] = {}
     injected: list[str] = []
     late: list[str] = []  # the deals a duplicate came to, once each time
@@ -141,7 +141,7 @@ async def test_a_database_outage_under_load_delays_but_loses_and_duplicates_noth
         pytest.skip("needs the embedded PostgreSQL, which the test can stop and start")
     rng = random.Random(7)
     sale = Sale(client, pool, f"corpsale-outage-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     moves = ["Proposal", "Contracting", "Presentation", "Qualification", "Proposal"]
 
     async with worker_process(env), worker_process(env):
@@ -182,7 +182,7 @@ async def test_postgresql_away_for_a_minute_under_a_stream_of_commands_stops_no_
     if pg_server is None:
         pytest.skip("needs the embedded PostgreSQL, which the test can stop and start")
     sale = Sale(client, pool, f"corpsale-away-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     moves = ["Proposal", "Contracting", "Presentation", "Qualification"]
     sent: dict[str, list[str]] = {}
     answers: Counter[str] = Counter()
@@ -313,7 +313,7 @@ async def test_a_dev_server_crash_under_load_loses_and_duplicates_nothing(
     async with file_dev_server(db, port) as server:
         client = await connect(port)
         sale = Sale(client, pool, f"corpsale-restart-{uuid.uuid4()}", database_url)
-        env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+        env = sale.worker_env()
         async with worker_process(env), worker_process(env):
             opps = [await _opened(sale) for _ in range(5 * SCALE)]
 

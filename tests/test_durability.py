@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import uuid
 from collections import Counter
@@ -66,7 +65,7 @@ async def test_a_worker_killed_mid_stage_duplicates_and_loses_nothing(
     client: Client, pool: asyncpg.Pool, database_url: str
 ) -> None:
     sale = Sale(client, pool, f"corpsale-kill-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     moves = ["Proposal", "Qualification", "Contracting", "Presentation", "Proposal"]
 
     # The first worker dies the moment the third move's stage entry has committed: in the middle

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from typing import Any
@@ -278,7 +277,7 @@ async def test_a_cli_command_without_an_answer_is_sent_again_safely_with_the_req
     """R23: the CLI gives every command a request id; after a time-out the operator sends the
     command again with the one it printed, and it is applied once."""
     sale = Sale(client, pool, f"corpsale-retry-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     async with worker_process(env) as worker:
         _, opp = await sale.started()
         worker.kill()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -140,7 +139,7 @@ async def test_a_lead_moved_while_no_worker_runs_starts_once_a_worker_is_back(sa
     (late,) = report["violations"]
     assert (late["kind"], late["opportunity_id"]) == ("lead not started", opp)
     assert "lead relay" in late["detail"]
-    async with worker_process({**sale.cli_env(), "PYTHONPATH": os.getcwd()}):
+    async with worker_process(sale.worker_env()):
         await assert_started_once(sale, lead_id)
         await eventually(
             lambda: sale.pool.fetchval("SELECT count(*) FROM lead_outbox WHERE processed_at IS NULL"),

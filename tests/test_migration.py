@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import os
 import uuid
 from typing import Any
 
@@ -142,7 +141,7 @@ async def test_a_migration_whose_worker_dies_as_it_commits_and_is_sent_again_is_
     and then once more. The deal is moved once: one visit row migrated, the canceled task
     canceled, the new task made once and its owner told once, one `opportunity.migrated`."""
     sale = Sale(client, pool, f"corpsale-migrate-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     owner = f"o{uuid.uuid4().hex[:8]}"
     async with worker_process(env):
         _, opp = await sale.started(owner=owner)

@@ -188,7 +188,7 @@ async def test_waves_of_conflicting_commands_are_each_applied_once_or_refused_wi
 ) -> None:
     rng = random.Random(int(os.environ.get("RACE_SEED", "2026")))
     sale = Sale(client, pool, f"corpsale-race-{uuid.uuid4()}", database_url)
-    env = {**sale.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = sale.worker_env()
     race = Race(sale, rng)
     async with worker_process(env) as first, worker_process(env):
         opps = [(await sale.started(continue_as_new_after_events=100))[1] for _ in range(2)]

@@ -12,7 +12,6 @@ person.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import uuid
 from datetime import datetime, timedelta
@@ -187,7 +186,7 @@ async def test_timers_fire_after_the_worker_is_killed_while_they_wait(
     client: Client, pool: asyncpg.Pool, database_url: str, time_skipping: WorkflowEnvironment
 ) -> None:
     mine = Sale(client, pool, f"corpsale-timers-{uuid.uuid4()}", database_url)
-    env = {**mine.cli_env(), "PYTHONPATH": os.getcwd()}
+    env = mine.worker_env()
     # The killed worker keeps no workflows cached: the test server times a dead worker's sticky
     # queue out on its own clock, which stands still while a task waits there.
     async with worker_process({**env, "CORPSALE_MAX_CACHED_WORKFLOWS": "0"}) as first:

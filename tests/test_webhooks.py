@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import uuid
@@ -98,14 +97,12 @@ async def test_every_event_arrives_in_order_once_through_failures_kills_and_two_
     sale = Sale(client, pool, f"corpsale-webhooks-{uuid.uuid4()}", database_url)
     receiver = Receiver(seed=20261129, fail=0.15, hang=0.05, hang_seconds=6.0)
     await receiver.start()
-    env = {
-        **sale.cli_env(),
-        "PYTHONPATH": os.getcwd(),
-        "CORPSALE_WEBHOOK_TIMEOUT": "3",  # a hang outlasts it; a busy machine does not
-        "CORPSALE_WEBHOOK_BACKOFF": "0.1",
-        "CORPSALE_WEBHOOK_BACKOFF_CAP": "1",
-        "CORPSALE_WEBHOOK_ATTEMPTS": "1000",
-    }
+    env = sale.worker_env(
+        CORPSALE_WEBHOOK_TIMEOUT="3",  # a hang outlasts it; a busy machine does not
+        CORPSALE_WEBHOOK_BACKOFF="0.1",
+        CORPSALE_WEBHOOK_BACKOFF_CAP="1",
+        CORPSALE_WEBHOOK_ATTEMPTS="1000",
+    )
     receiver.trust(await _subscribe(sale, receiver.url))  # a secret made for it
     injected: list[str] = []
     killed_at: list[float] = []
