@@ -28,6 +28,12 @@ from workflows.contract import NewOpportunity, StateView
 from workflows.state import ProcessInput
 from workflows.steps import EnterStage, Fence, JournalView, NewTask, OpenOpportunity
 
+# The workers' settings: the test's relay (`subscribed`) alone posts to its receiver. A worker
+# killed between a post and its mark holds its claims for their lease (11 s a post of the chain,
+# and 5), longer than these tests wait for the feed; tests/test_webhooks.py kills relays
+# mid-delivery.
+SUBSCRIBED_ONLY = {"CORPSALE_WEBHOOK_RELAY": "false"}
+
 
 @contextlib.asynccontextmanager
 async def subscribed(sale: Sale) -> AsyncIterator[Receiver]:
@@ -73,10 +79,7 @@ async def test_a_lost_workflow_task_whose_commands_come_back_in_another_order_le
     signal first: visit 2 is Contracting, visit 3 Proposal. The lost attempt's visit 2 (Proposal),
     its tasks, their notifications, task workflows and events are nowhere."""
     sale = Sale(client, pool, f"corpsale-lost-{uuid.uuid4()}", database_url)
-    # The test's relay alone posts to its receiver: a worker killed between a post and its mark
-    # holds its claims for their lease (11 s a post of the chain, and 5), longer than the test
-    # waits for the feed; tests/test_webhooks.py kills relays mid-delivery.
-    env = sale.worker_env(CORPSALE_WEBHOOK_RELAY="false")
+    env = sale.worker_env(**SUBSCRIBED_ONLY)
     opp = sale.new_id()
     lost = [f"{opp}:v2:{key}" for key in ("present-proposal", "proposal-approval", "internal-contract")]
     async with subscribed(sale) as receiver:
@@ -170,10 +173,7 @@ async def test_a_lost_completion_that_entered_the_next_stage_is_undone_when_a_mo
     first, so the completion finds its task canceled and is refused: the lost attempt's
     completion, its visit 2 (Presentation), that visit's task and their events are nowhere."""
     sale = Sale(client, pool, f"corpsale-lost-{uuid.uuid4()}", database_url)
-    # The test's relay alone posts to its receiver: a worker killed between a post and its mark
-    # holds its claims for their lease (11 s a post of the chain, and 5), longer than the test
-    # waits for the feed; tests/test_webhooks.py kills relays mid-delivery.
-    env = sale.worker_env(CORPSALE_WEBHOOK_RELAY="false")
+    env = sale.worker_env(**SUBSCRIBED_ONLY)
     opp = sale.new_id()
     first, last = f"{opp}:v1:contact-assess", f"{opp}:v1:prepare-presentation"
     lost = [f"{opp}:v2:presentation"]
